@@ -1,0 +1,154 @@
+//! The admin API (bearer admin token): alerts, incidents, the pause switch and silences.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::auth;
+use crate::domain::ServerName;
+use crate::incident::State as IncidentState;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/alerts", get(list_alerts))
+        .route("/v1/alerts/{id}", get(show_alert))
+        .route("/v1/incidents", get(list_incidents))
+        .route("/v1/incidents/{id}", get(show_incident))
+        .route("/v1/automation/pause", post(pause))
+        .route("/v1/automation/resume", post(resume))
+        .route("/v1/silences", get(list_silences).post(add_silence))
+        .route("/v1/silences/{id}", delete(delete_silence))
+}
+
+/// Lets a request through only with one of the configured admin tokens.
+pub async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    match auth::bearer_token(request.headers()) {
+        Ok(Some(token)) if auth::token_matches(&state.settings.admin_tokens, token) => next.run(request).await,
+        Ok(None) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send the admin token as Authorization: Bearer <token>").into_response(),
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the admin token is not valid").into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<u32>,
+    before: Option<String>,
+    #[serde(default)]
+    rejected: bool,
+    state: Option<String>,
+}
+
+impl Page {
+    fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(50),
+            Some(n @ 1..=1000) => Ok(n),
+            Some(n) => Err(ApiError::bad_request(format!("limit: {n} is out of range, use 1 to 1000"))),
+        }
+    }
+}
+
+fn query(query: Result<Query<Page>, axum::extract::rejection::QueryRejection>) -> Result<Page, ApiError> {
+    query.map(|Query(page)| page).map_err(|err| ApiError::bad_request(err.body_text()))
+}
+
+async fn list_alerts(State(state): State<Arc<AppState>>, page: Result<Query<Page>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let page = query(page)?;
+    let limit = page.limit()?;
+    if page.rejected {
+        let rows = state.store.list_rejected(limit, page.before).await?;
+        return Ok(Json(json!({ "rejected": rows })).into_response());
+    }
+    let rows = state.store.list_alerts(limit, page.before).await?;
+    Ok(Json(json!({ "alerts": rows })).into_response())
+}
+
+async fn show_alert(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(state.store.alert(id).await?).into_response())
+}
+
+async fn list_incidents(State(state): State<Arc<AppState>>, page: Result<Query<Page>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let page = query(page)?;
+    let limit = page.limit()?;
+    let filter = match page.state.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(IncidentState::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = IncidentState::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::bad_request(format!("state: {name:?} is not one of {}", known.join(", ")))
+        })?),
+    };
+    let rows = state.store.list_incidents(filter, limit, page.before).await?;
+    Ok(Json(json!({ "incidents": rows })).into_response())
+}
+
+async fn show_incident(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(state.store.incident(id).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    reason: Option<String>,
+}
+
+/// Reads an optional JSON body; an empty body counts as `{}`.
+fn optional_json<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|err| ApiError::bad_request(format!("body: {err}")))
+}
+
+async fn pause(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let body: PauseBody = optional_json(&body)?;
+    let reason = body.reason.filter(|r| !r.trim().is_empty()).unwrap_or_else(|| "paused by an operator".to_owned());
+    state.store.set_paused(Some(reason.clone())).await?;
+    tracing::warn!(%reason, "automation paused");
+    Ok(Json(json!({"paused": true, "reason": reason})).into_response())
+}
+
+async fn resume(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    state.store.set_paused(None).await?;
+    state.engine.wake_all();
+    tracing::warn!("automation resumed");
+    Ok(Json(json!({"paused": false})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSilence {
+    server: String,
+    until: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn list_silences(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    Ok(Json(json!({ "silences": state.store.silences().await? })).into_response())
+}
+
+async fn add_silence(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let silence: NewSilence = serde_json::from_slice(&body).map_err(|err| ApiError::bad_request(format!("body: {err}")))?;
+    let server = ServerName::parse(&silence.server).map_err(|err| ApiError::bad_request(format!("server: {err}")))?;
+    let until = chrono::DateTime::parse_from_rfc3339(&silence.until)
+        .map_err(|err| ApiError::bad_request(format!("until: {:?} is not an RFC 3339 time ({err})", silence.until)))?;
+    if until.timestamp_millis() <= crate::store::now_ms() {
+        return Err(ApiError::bad_request("until: is in the past"));
+    }
+    let created = state.store.add_silence(server.to_string(), until.timestamp_millis(), silence.reason).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn delete_silence(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    state.store.delete_silence(id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,103 @@
+//! The vocabulary of incidents: their states, the actions a runbook takes, and the outcomes a step records.
+//!
+//! These names are part of the product's contract (SPEC section 3): they appear in the API, the store and the
+//! email, always spelled as `as_str` spells them. This module holds no logic beyond that vocabulary.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! names {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names!(
+    /// Where an incident is. The last five are final.
+    State {
+        Queued => "queued",
+        Running => "running",
+        Waiting => "waiting",
+        Transient => "transient",
+        Recovered => "recovered",
+        Escalated => "escalated",
+        Blocked => "blocked",
+        Suppressed => "suppressed",
+    }
+);
+
+impl State {
+    pub fn is_final(self) -> bool {
+        !matches!(self, State::Queued | State::Running | State::Waiting)
+    }
+
+    /// Whether this ending needs a human: such incidents send an escalation.
+    pub fn escalates(self) -> bool {
+        matches!(self, State::Escalated | State::Blocked)
+    }
+}
+
+names!(
+    /// One thing a runbook does; each stands for a PowerShell command (SPEC section 3).
+    ActionKind {
+        Probe => "probe",
+        ServerHealth => "server_health",
+        RecycleAppPool => "recycle_app_pool",
+        IisReset => "iis_reset",
+        DisableActivation => "disable_activation",
+        CopyStatus => "copy_status",
+        RestartServer => "restart_server",
+        EnableActivation => "enable_activation",
+        Wait => "wait",
+    }
+);
+
+impl ActionKind {
+    /// Whether the action changes a server. Mutating actions are throttled, skipped in dry-run, and never repeated
+    /// after a crash without verifying first.
+    pub fn is_mutating(self) -> bool {
+        matches!(
+            self,
+            ActionKind::RecycleAppPool | ActionKind::IisReset | ActionKind::DisableActivation | ActionKind::RestartServer | ActionKind::EnableActivation
+        )
+    }
+}
+
+names!(
+    /// What a step came to.
+    Outcome {
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Healthy => "healthy",
+        Unhealthy => "unhealthy",
+        Done => "done",
+        Error => "error",
+        DryRun => "dry_run",
+        Throttled => "throttled",
+        NoActiveCopies => "no_active_copies",
+        ActiveCopies => "active_copies",
+        Interrupted => "interrupted",
+    }
+);

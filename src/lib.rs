@@ -1,0 +1,27 @@
+//! healthset-responder runs Microsoft's Exchange 2013 ActiveSync health set recovery runbooks when an alerting
+//! system reports the health set unhealthy, and escalates to on-call by email when automation is not enough.
+//!
+//! The modules, in the order an alert meets them:
+//!
+//! - [`config`]: typed settings from the TOML file and the environment; the only place that reads them.
+//! - [`http`]: routes, limits and error answers; the only module that knows HTTP.
+//! - [`auth`]: Standard Webhooks, hub-signature and bearer checks over the raw bytes.
+//! - [`alert`]: each source format parsed into one normalised [`alert::Alert`].
+//! - [`domain`]: validated names (server, health set, monitor) and the `_Mbx:` hint parser.
+//! - [`store`]: SQLite, group-committed; the only module with SQL.
+//! - [`engine`]: the worker that drives incidents through their runbooks.
+//! - [`incident`]: the names of states, actions and outcomes.
+//! - [`service`]: wires the pieces together and runs them until shutdown.
+//! - [`cli`] and [`client`]: the command line, and the admin API client it uses.
+
+pub mod alert;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod incident;
+pub mod service;
+pub mod store;

@@ -1,0 +1,212 @@
+//! Intake: one delivery and its alerts committed in one step, with idempotency and incident grouping.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+use super::{new_id, now_ms, Result, Store, StoreError};
+use crate::alert::{Alert, AlertStatus, Format};
+use crate::domain::{HealthSet, Monitor, ServerName};
+use crate::incident::State;
+
+/// A delivery as it arrived: who sent it, on which route, and the body byte for byte.
+pub struct NewDelivery {
+    pub sender: String,
+    pub format: Format,
+    pub webhook_id: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+/// What became of one alert of a delivery (SPEC section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    NewIncident,
+    Attached,
+    Suppressed,
+    Resolved,
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AnswerItem {
+    pub alert_id: String,
+    pub incident_id: Option<String>,
+    pub disposition: Disposition,
+}
+
+/// The `202` body, and what the engine must hear about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub alerts: Vec<AnswerItem>,
+    /// Incidents that were opened, or that got a resolved notice: the engine should look at them now.
+    #[serde(skip)]
+    pub wake: Vec<String>,
+}
+
+/// The key that groups alerts into one open incident: server, health set and monitor, case-insensitively.
+pub(super) fn open_key(server: &ServerName, health_set: &HealthSet, monitor: Option<&Monitor>) -> String {
+    let monitor = monitor.map(|m| m.as_str().to_ascii_lowercase()).unwrap_or_default();
+    format!("{}|{}|{}", server, health_set.as_str().to_ascii_lowercase(), monitor)
+}
+
+impl Store {
+    /// Commits a delivery and its alerts, grouping each into an incident. `dry_run` marks new incidents.
+    pub async fn accept(&self, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: bool) -> Result<Answer> {
+        self.write(move |tx| accept(tx, delivery, alerts, dry_run)).await
+    }
+
+    /// Keeps an authenticated delivery that is not a valid alert, so nothing a sender sent is lost.
+    pub async fn reject(&self, delivery: NewDelivery, error: String) -> Result<String> {
+        self.write(move |tx| {
+            let id = new_id();
+            tx.execute(
+                "INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![id, now_ms(), delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..], error],
+            )?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Opens a new incident for a stored alert, as if it had just arrived; refused while one is open for its key.
+    pub async fn replay(&self, alert_id: String, alert: Alert, dry_run: bool) -> Result<String> {
+        self.write(move |tx| {
+            let key = open_key(&alert.server, &alert.health_set, alert.monitor.as_ref());
+            if let Some(open) = open_incident(tx, &key)? {
+                return Err(StoreError::Conflict(open));
+            }
+            let id = create_incident(tx, &alert, &key, dry_run, Some(&alert_id))?;
+            link(tx, &id, &alert_id)?;
+            Ok(id)
+        })
+        .await
+    }
+}
+
+fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: bool) -> Result<Answer> {
+    if let Some(webhook_id) = &delivery.webhook_id {
+        let original: Option<String> = tx
+            .query_row("SELECT response FROM deliveries WHERE sender = ?1 AND webhook_id = ?2 AND error IS NULL", params![delivery.sender, webhook_id], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        if let Some(original) = original {
+            let mut answer: Answer = serde_json::from_str(&original).map_err(|e| StoreError::Unavailable(format!("stored answer unreadable: {e}")))?;
+            answer.alerts.iter_mut().for_each(|item| item.disposition = Disposition::Duplicate);
+            return Ok(answer);
+        }
+    }
+
+    let now = now_ms();
+    let delivery_id = new_id();
+    let mut answer = Answer { alerts: Vec::with_capacity(alerts.len()), wake: Vec::new() };
+    let mut stored_any = false;
+    for (position, alert) in alerts.into_iter().enumerate() {
+        if let Some(source_key) = &alert.source_key {
+            let original = tx
+                .query_row("SELECT id, incident_id FROM alerts WHERE format = ?1 AND source_key = ?2", params![delivery.format.as_str(), source_key], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+                })
+                .optional()?;
+            if let Some((alert_id, incident_id)) = original {
+                answer.alerts.push(AnswerItem { alert_id, incident_id, disposition: Disposition::Duplicate });
+                continue;
+            }
+        }
+        if !stored_any {
+            tx.execute(
+                "INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![delivery_id, now, delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..]],
+            )?;
+            stored_any = true;
+        }
+        let alert_id = new_id();
+        let key = open_key(&alert.server, &alert.health_set, alert.monitor.as_ref());
+        let (incident_id, disposition) = if silenced(tx, &alert.server, now)? {
+            (None, Disposition::Suppressed)
+        } else if alert.status == AlertStatus::Resolved {
+            let open = open_incident(tx, &key)?;
+            if let Some(id) = &open {
+                tx.execute("UPDATE incidents SET resolved_at = ?2, updated_at = ?2 WHERE id = ?1", params![id, now])?;
+                answer.wake.push(id.clone());
+            }
+            (open, Disposition::Resolved)
+        } else if let Some(open) = open_incident(tx, &key)? {
+            tx.execute(
+                "UPDATE incidents SET updated_at = ?2, mailbox_hint = COALESCE(mailbox_hint, ?3) WHERE id = ?1",
+                params![open, now, alert.mailbox_hint.as_ref().map(|s| s.as_str())],
+            )?;
+            (Some(open), Disposition::Attached)
+        } else {
+            let id = create_incident(tx, &alert, &key, dry_run, None)?;
+            answer.wake.push(id.clone());
+            (Some(id), Disposition::NewIncident)
+        };
+        tx.execute(
+            "INSERT INTO alerts (id, delivery_id, position, received_at, sender, format, source_key, health_set, server, monitor, mailbox_hint, message, status, raised_at, incident_id, disposition)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![
+                alert_id,
+                delivery_id,
+                position as i64,
+                now,
+                delivery.sender,
+                delivery.format.as_str(),
+                alert.source_key,
+                alert.health_set.as_str(),
+                alert.server.as_str(),
+                alert.monitor.as_ref().map(|m| m.as_str()),
+                alert.mailbox_hint.as_ref().map(|s| s.as_str()),
+                alert.message,
+                alert.status.as_str(),
+                alert.raised_at.map(|t| t.to_rfc3339()),
+                incident_id,
+                serde_json::to_value(disposition).ok().and_then(|v| v.as_str().map(str::to_owned)),
+            ],
+        )?;
+        if let Some(incident_id) = &incident_id {
+            link(tx, incident_id, &alert_id)?;
+        }
+        answer.alerts.push(AnswerItem { alert_id, incident_id, disposition });
+    }
+    if stored_any {
+        let response = serde_json::to_string(&answer).expect("answers serialise");
+        tx.execute("UPDATE deliveries SET response = ?2 WHERE id = ?1", params![delivery_id, response])?;
+    }
+    Ok(answer)
+}
+
+fn open_incident(tx: &Transaction, key: &str) -> Result<Option<String>> {
+    Ok(tx.query_row("SELECT id FROM incidents WHERE open_key = ?1", [key], |row| row.get(0)).optional()?)
+}
+
+fn silenced(tx: &Transaction, server: &ServerName, now: i64) -> Result<bool> {
+    Ok(tx.query_row("SELECT EXISTS (SELECT 1 FROM silences WHERE server = ?1 AND until > ?2)", params![server.as_str(), now], |row| row.get(0))?)
+}
+
+fn create_incident(tx: &Transaction, alert: &Alert, key: &str, dry_run: bool, replay_of: Option<&str>) -> Result<String> {
+    let id = new_id();
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO incidents (id, created_at, updated_at, state, dry_run, health_set, server, monitor, mailbox_hint, open_key, replay_of)
+         VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            id,
+            now,
+            State::Queued.as_str(),
+            dry_run,
+            alert.health_set.as_str(),
+            alert.server.as_str(),
+            alert.monitor.as_ref().map(|m| m.as_str()),
+            alert.mailbox_hint.as_ref().map(|s| s.as_str()),
+            key,
+            replay_of,
+        ],
+    )?;
+    Ok(id)
+}
+
+fn link(tx: &Transaction, incident_id: &str, alert_id: &str) -> Result<()> {
+    tx.execute("INSERT OR IGNORE INTO incident_alerts (incident_id, alert_id, linked_at) VALUES (?1, ?2, ?3)", params![incident_id, alert_id, now_ms()])?;
+    Ok(())
+}

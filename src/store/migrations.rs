@@ -1,0 +1,132 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`. Append new steps; never edit an applied one.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: deliveries, alerts, incidents and their journal, notifications, silences, settings.
+    r#"
+    CREATE TABLE deliveries (
+        id          TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL,
+        sender      TEXT NOT NULL,
+        format      TEXT NOT NULL,
+        webhook_id  TEXT,
+        body        BLOB NOT NULL,
+        response    TEXT,
+        error       TEXT
+    );
+    CREATE UNIQUE INDEX deliveries_by_webhook_id ON deliveries(sender, webhook_id)
+        WHERE webhook_id IS NOT NULL AND error IS NULL;
+    CREATE INDEX deliveries_rejected ON deliveries(received_at) WHERE error IS NOT NULL;
+
+    CREATE TABLE incidents (
+        id            TEXT PRIMARY KEY,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        state         TEXT NOT NULL,
+        dry_run       INTEGER NOT NULL,
+        health_set    TEXT NOT NULL,
+        server        TEXT NOT NULL,
+        monitor       TEXT,
+        mailbox_hint  TEXT,
+        open_key      TEXT,
+        reason        TEXT,
+        resolved_at   INTEGER,
+        replay_of     TEXT
+    );
+    CREATE UNIQUE INDEX incidents_open ON incidents(open_key) WHERE open_key IS NOT NULL;
+    CREATE INDEX incidents_by_state ON incidents(state);
+
+    CREATE TABLE alerts (
+        id           TEXT PRIMARY KEY,
+        delivery_id  TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+        position     INTEGER NOT NULL,
+        received_at  INTEGER NOT NULL,
+        sender       TEXT NOT NULL,
+        format       TEXT NOT NULL,
+        source_key   TEXT,
+        health_set   TEXT NOT NULL,
+        server       TEXT NOT NULL,
+        monitor      TEXT,
+        mailbox_hint TEXT,
+        message      TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        raised_at    TEXT,
+        incident_id  TEXT,
+        disposition  TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX alerts_by_source_key ON alerts(format, source_key) WHERE source_key IS NOT NULL;
+    CREATE INDEX alerts_by_incident ON alerts(incident_id);
+
+    CREATE TABLE incident_alerts (
+        incident_id TEXT NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
+        alert_id    TEXT NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+        linked_at   INTEGER NOT NULL,
+        PRIMARY KEY (incident_id, alert_id)
+    );
+    CREATE INDEX incident_alerts_by_alert ON incident_alerts(alert_id);
+
+    CREATE TABLE steps (
+        incident_id  TEXT NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
+        seq          INTEGER NOT NULL,
+        action       TEXT NOT NULL,
+        server       TEXT NOT NULL,
+        server_group TEXT,
+        command      TEXT NOT NULL,
+        counted      INTEGER NOT NULL DEFAULT 0,
+        started_at   INTEGER NOT NULL,
+        finished_at  INTEGER,
+        outcome      TEXT,
+        detail       TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (incident_id, seq)
+    );
+    CREATE INDEX steps_by_server ON steps(action, server, started_at) WHERE counted = 1;
+    CREATE INDEX steps_by_group ON steps(action, server_group, started_at) WHERE counted = 1;
+
+    CREATE TABLE notifications (
+        id              TEXT PRIMARY KEY,
+        incident_id     TEXT NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
+        kind            TEXT NOT NULL,
+        recipients      TEXT NOT NULL,
+        subject         TEXT NOT NULL,
+        message         BLOB NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        next_attempt_at INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL,
+        sent_at         INTEGER
+    );
+    CREATE INDEX notifications_due ON notifications(next_attempt_at) WHERE status = 'pending';
+
+    CREATE TABLE silences (
+        id         TEXT PRIMARY KEY,
+        server     TEXT NOT NULL,
+        until      INTEGER NOT NULL,
+        reason     TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
+];
+
+pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the database is at schema version {version}, newer than this build knows ({}); use a newer healthset-responder",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

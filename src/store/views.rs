@@ -1,0 +1,323 @@
+//! What operators read: alerts, rejected deliveries, incidents with their timeline and notifications, silences and
+//! the pause switch. The shapes here are the API's (SPEC section 3).
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use super::{new_id, now_ms, rfc3339, Result, Store, StoreError};
+use crate::incident::State;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlertSummary {
+    pub id: String,
+    pub received_at: String,
+    pub sender: String,
+    pub format: String,
+    pub health_set: String,
+    pub server: String,
+    pub monitor: Option<String>,
+    pub mailbox_hint: Option<String>,
+    pub message: String,
+    pub status: String,
+    pub raised_at: Option<String>,
+    pub incident_id: Option<String>,
+    pub disposition: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlertDetail {
+    #[serde(flatten)]
+    pub summary: AlertSummary,
+    pub delivery_id: String,
+    /// Which alert of the delivery this is (Alertmanager deliveries carry several).
+    pub position: i64,
+    pub webhook_id: Option<String>,
+    /// The delivery's body byte for byte, as text (invalid UTF-8 shown with replacement characters).
+    pub raw_body: String,
+    /// Every incident this alert opened, joined or was replayed into.
+    pub incident_ids: Vec<String>,
+    #[serde(skip)]
+    pub raw_bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RejectedDelivery {
+    pub id: String,
+    pub received_at: String,
+    pub sender: String,
+    pub format: String,
+    pub webhook_id: Option<String>,
+    pub error: String,
+    pub raw_body: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepView {
+    pub seq: i64,
+    pub action: String,
+    pub server: String,
+    pub command: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotificationView {
+    pub id: String,
+    pub kind: String,
+    pub to: Vec<String>,
+    pub status: String,
+    pub subject: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IncidentView {
+    pub id: String,
+    pub state: String,
+    pub dry_run: bool,
+    pub health_set: String,
+    pub monitor: Option<String>,
+    pub server: String,
+    pub mailbox_hint: Option<String>,
+    pub alert_ids: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub reason: Option<String>,
+    pub resolved_notice_at: Option<String>,
+    pub replay_of: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepView>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<NotificationView>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    pub server: String,
+    pub until: String,
+    pub reason: String,
+    pub created_at: String,
+}
+
+const ALERT_COLUMNS: &str = "a.id, a.received_at, a.sender, a.format, a.health_set, a.server, a.monitor, a.mailbox_hint, a.message, a.status, a.raised_at, a.incident_id, a.disposition";
+
+fn alert_summary(row: &Row) -> rusqlite::Result<AlertSummary> {
+    Ok(AlertSummary {
+        id: row.get(0)?,
+        received_at: rfc3339(row.get(1)?),
+        sender: row.get(2)?,
+        format: row.get(3)?,
+        health_set: row.get(4)?,
+        server: row.get(5)?,
+        monitor: row.get(6)?,
+        mailbox_hint: row.get(7)?,
+        message: row.get(8)?,
+        status: row.get(9)?,
+        raised_at: row.get(10)?,
+        incident_id: row.get(11)?,
+        disposition: row.get(12)?,
+    })
+}
+
+const INCIDENT_COLUMNS: &str = "id, state, dry_run, health_set, monitor, server, mailbox_hint, created_at, updated_at, reason, resolved_at, replay_of";
+
+fn incident_row(row: &Row) -> rusqlite::Result<IncidentView> {
+    Ok(IncidentView {
+        id: row.get(0)?,
+        state: row.get(1)?,
+        dry_run: row.get(2)?,
+        health_set: row.get(3)?,
+        monitor: row.get(4)?,
+        server: row.get(5)?,
+        mailbox_hint: row.get(6)?,
+        alert_ids: Vec::new(),
+        created_at: rfc3339(row.get(7)?),
+        updated_at: rfc3339(row.get(8)?),
+        reason: row.get(9)?,
+        resolved_notice_at: row.get::<_, Option<i64>>(10)?.map(rfc3339),
+        replay_of: row.get(11)?,
+        steps: None,
+        notifications: None,
+    })
+}
+
+fn alert_ids(conn: &Connection, incident_id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT alert_id FROM incident_alerts WHERE incident_id = ?1 ORDER BY linked_at, alert_id")?;
+    let ids = stmt.query_map([incident_id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
+/// Reads one incident with its alerts, timeline and notifications.
+pub(crate) fn incident(conn: &Connection, id: &str) -> Result<IncidentView> {
+    let mut view = conn
+        .query_row(&format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1"), [id], incident_row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
+    view.alert_ids = alert_ids(conn, id)?;
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, action, server, command, started_at, finished_at, outcome, detail FROM steps WHERE incident_id = ?1 ORDER BY seq")?;
+    let steps = stmt
+        .query_map([id], |row| {
+            Ok(StepView {
+                seq: row.get(0)?,
+                action: row.get(1)?,
+                server: row.get(2)?,
+                command: row.get(3)?,
+                started_at: rfc3339(row.get(4)?),
+                finished_at: row.get::<_, Option<i64>>(5)?.map(rfc3339),
+                outcome: row.get(6)?,
+                detail: row.get(7)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, recipients, status, subject, attempts, last_error, created_at, sent_at FROM notifications WHERE incident_id = ?1 ORDER BY created_at, id",
+    )?;
+    let notifications = stmt
+        .query_map([id], |row| {
+            Ok(NotificationView {
+                id: row.get(0)?,
+                kind: row.get(1)?,
+                to: serde_json::from_str(&row.get::<_, String>(2)?).unwrap_or_default(),
+                status: row.get(3)?,
+                subject: row.get(4)?,
+                attempts: row.get(5)?,
+                last_error: row.get(6)?,
+                created_at: rfc3339(row.get(7)?),
+                sent_at: row.get::<_, Option<i64>>(8)?.map(rfc3339),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    view.steps = Some(steps);
+    view.notifications = Some(notifications);
+    Ok(view)
+}
+
+impl Store {
+    /// Alerts newest first; `before` is an alert id to page from.
+    pub async fn list_alerts(&self, limit: u32, before: Option<String>) -> Result<Vec<AlertSummary>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE (?1 IS NULL OR a.id < ?1) ORDER BY a.id DESC LIMIT ?2"))?;
+            let rows = stmt.query_map(params![before, limit], alert_summary)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn alert(&self, id: String) -> Result<AlertDetail> {
+        self.read(move |conn| {
+            let (summary, delivery_id, position, webhook_id, body) = conn
+                .query_row(
+                    &format!("SELECT {ALERT_COLUMNS}, a.delivery_id, a.position, d.webhook_id, d.body FROM alerts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.id = ?1"),
+                    [&id],
+                    |row| Ok((alert_summary(row)?, row.get(13)?, row.get(14)?, row.get(15)?, row.get::<_, Vec<u8>>(16)?)),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("alert {id}")))?;
+            let mut stmt = conn.prepare_cached("SELECT incident_id FROM incident_alerts WHERE alert_id = ?1 ORDER BY linked_at")?;
+            let incident_ids = stmt.query_map([&id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(AlertDetail { summary, delivery_id, position, webhook_id, raw_body: String::from_utf8_lossy(&body).into_owned(), incident_ids, raw_bytes: body })
+        })
+        .await
+    }
+
+    pub async fn list_rejected(&self, limit: u32, before: Option<String>) -> Result<Vec<RejectedDelivery>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, received_at, sender, format, webhook_id, error, body FROM deliveries
+                 WHERE error IS NOT NULL AND (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![before, limit], |row| {
+                    Ok(RejectedDelivery {
+                        id: row.get(0)?,
+                        received_at: rfc3339(row.get(1)?),
+                        sender: row.get(2)?,
+                        format: row.get(3)?,
+                        webhook_id: row.get(4)?,
+                        error: row.get(5)?,
+                        raw_body: String::from_utf8_lossy(&row.get::<_, Vec<u8>>(6)?).into_owned(),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Incidents newest first, optionally in one state.
+    pub async fn list_incidents(&self, state: Option<State>, limit: u32, before: Option<String>) -> Result<Vec<IncidentView>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
+            ))?;
+            let mut rows = stmt.query_map(params![state.map(State::as_str), before, limit], incident_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            for row in rows.iter_mut() {
+                row.alert_ids = alert_ids(conn, &row.id)?;
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn incident(&self, id: String) -> Result<IncidentView> {
+        self.read(move |conn| incident(conn, &id)).await
+    }
+
+    /// The pause switch: `Some(reason)` while automation is paused.
+    pub async fn paused(&self) -> Result<Option<String>> {
+        self.read(|conn| Ok(conn.query_row("SELECT value FROM settings WHERE key = 'paused'", [], |row| row.get(0)).optional()?)).await
+    }
+
+    pub async fn set_paused(&self, reason: Option<String>) -> Result<()> {
+        self.write(move |tx| {
+            match reason {
+                Some(reason) => {
+                    tx.execute("INSERT INTO settings (key, value) VALUES ('paused', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [reason])?
+                }
+                None => tx.execute("DELETE FROM settings WHERE key = 'paused'", [])?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn add_silence(&self, server: String, until_ms: i64, reason: String) -> Result<Silence> {
+        self.write(move |tx| {
+            let id = new_id();
+            let now = now_ms();
+            tx.execute("INSERT INTO silences (id, server, until, reason, created_at) VALUES (?1, ?2, ?3, ?4, ?5)", params![id, server, until_ms, reason, now])?;
+            Ok(Silence { id, server, until: rfc3339(until_ms), reason, created_at: rfc3339(now) })
+        })
+        .await
+    }
+
+    /// Silences that have not expired.
+    pub async fn silences(&self) -> Result<Vec<Silence>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT id, server, until, reason, created_at FROM silences WHERE until > ?1 ORDER BY until")?;
+            let rows = stmt
+                .query_map([now_ms()], |row| {
+                    Ok(Silence { id: row.get(0)?, server: row.get(1)?, until: rfc3339(row.get(2)?), reason: row.get(3)?, created_at: rfc3339(row.get(4)?) })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn delete_silence(&self, id: String) -> Result<()> {
+        self.write(move |tx| match tx.execute("DELETE FROM silences WHERE id = ?1", [&id])? {
+            0 => Err(StoreError::NotFound(format!("silence {id}"))),
+            _ => Ok(()),
+        })
+        .await
+    }
+}

@@ -1,0 +1,4 @@
+//! The integration tests: one binary that drives the real service over HTTP on loopback.
+
+mod helpers;
+mod intake;
