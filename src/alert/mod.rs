@@ -4,7 +4,9 @@
 //! tells a sender which field is wrong. Nothing here knows HTTP or SQL: the body arrives as bytes that were already
 //! authenticated.
 
+pub mod alertmanager;
 pub mod native;
+pub mod scom;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -105,11 +107,153 @@ pub(crate) fn from_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result
 pub fn parse(format: Format, body: &[u8]) -> Result<Vec<Alert>, ParseError> {
     match format {
         Format::Native => native::parse(body).map(|alert| vec![alert]),
-        Format::Scom | Format::Alertmanager => Err(ParseError::invalid("format", format!("the {} format is not accepted yet", format.as_str()))),
+        Format::Scom => scom::parse(body).map(|alert| vec![alert]),
+        Format::Alertmanager => alertmanager::parse(body).map(|notification| notification.alerts),
     }
 }
 
 /// Parses a field with a name type, naming the field when it is wrong.
 pub(crate) fn field<T, E: std::fmt::Display>(name: &str, raw: &str, parse: impl FnOnce(&str) -> Result<T, E>) -> Result<T, ParseError> {
     parse(raw).map_err(|err| ParseError::invalid(name, err))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Checks shared by the parsers' tests, and properties of the name types every parser relies on.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::mailbox_hint;
+
+    /// Every refusal is one a sender can act on: a JSON syntax error, or a named field and what is wrong with it.
+    pub(crate) fn assert_actionable(err: &ParseError) {
+        match err {
+            ParseError::Malformed(message) => assert!(!message.is_empty(), "empty malformed message"),
+            ParseError::Invalid { field, message } => {
+                assert!(!field.is_empty(), "empty field in {err:?}");
+                assert!(!message.is_empty(), "empty message in {err:?}");
+                assert!(!message.starts_with(|c: char| c.is_ascii_uppercase()), "message starts upper-case: {err:?}");
+                assert!(!message.ends_with('.'), "message ends with a period: {err:?}");
+            }
+        }
+    }
+
+    /// One way of damaging a payload.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        FlipBit { at: usize, bit: u8 },
+        Truncate { at: usize },
+        Insert { at: usize, text: &'static str },
+        Delete { at: usize },
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        const INSERTS: [&str; 16] = ["\"", "{", "}", "[", "]", ",", ":", "\\", "\\u", "0", "x", " ", "é", "\u{0}", "_Mbx:", "null"];
+        prop_oneof![
+            (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
+            any::<usize>().prop_map(|at| Mutation::Truncate { at }),
+            (any::<usize>(), prop::sample::select(INSERTS.as_slice())).prop_map(|(at, text)| Mutation::Insert { at, text }),
+            any::<usize>().prop_map(|at| Mutation::Delete { at }),
+        ]
+    }
+
+    fn apply(mut body: Vec<u8>, mutation: &Mutation) -> Vec<u8> {
+        let len = body.len();
+        match *mutation {
+            Mutation::FlipBit { at, bit } if len > 0 => body[at % len] ^= 1 << bit,
+            Mutation::Truncate { at } => body.truncate(at % (len + 1)),
+            Mutation::Insert { at, text } => {
+                let at = at % (len + 1);
+                body.splice(at..at, text.bytes());
+            }
+            Mutation::Delete { at } if len > 0 => {
+                body.remove(at % len);
+            }
+            _ => {}
+        }
+        body
+    }
+
+    /// A real payload damaged in a few places: flipped bits, a cut, inserted or deleted characters.
+    pub(crate) fn damaged(payloads: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+        (prop::sample::select(payloads), prop::collection::vec(mutation(), 1..6))
+            .prop_map(|(payload, mutations)| mutations.iter().fold(payload.as_bytes().to_vec(), apply))
+    }
+
+    /// A real payload with one of its string values replaced by arbitrary text, which reaches the parsers' text
+    /// scanning rather than stopping at the JSON syntax.
+    pub(crate) fn with_text_replaced(payloads: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+        (prop::sample::select(payloads), any::<usize>(), any::<String>()).prop_map(|(payload, index, text)| {
+            let mut value: serde_json::Value = serde_json::from_str(payload).expect("fixtures are JSON");
+            let mut strings = Vec::new();
+            collect_strings(&mut value, &mut strings);
+            let count = strings.len();
+            if count > 0 {
+                *strings.swap_remove(index % count) = text;
+            }
+            serde_json::to_vec(&value).expect("a JSON value serialises")
+        })
+    }
+
+    fn collect_strings<'a>(value: &'a mut serde_json::Value, strings: &mut Vec<&'a mut String>) {
+        match value {
+            serde_json::Value::String(text) => strings.push(text),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|item| collect_strings(item, strings)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|item| collect_strings(item, strings)),
+            _ => {}
+        }
+    }
+
+    /// A host name as DNS allows it, in mixed case.
+    fn host_name() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9]([a-zA-Z0-9-]{0,12}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,12}[a-zA-Z0-9])?){0,4}"
+    }
+
+    #[test]
+    fn formats_reach_their_parsers() {
+        let scom = r#"{"alertName":"ActiveSync health set unhealthy (ActiveSyncCTPMonitor)","managedEntityPath":"cas01.contoso.com"}"#;
+        let alerts = parse(Format::Scom, scom.as_bytes()).unwrap();
+        assert_eq!((alerts.len(), alerts[0].server.as_str()), (1, "cas01.contoso.com"));
+        let alertmanager = r#"{"version":"4","alerts":[{"status":"firing","labels":{"health_set":"ActiveSync","instance":"cas01:9182"},"startsAt":"2026-11-26T10:00:00Z"},
+            {"status":"resolved","labels":{"health_set":"ActiveSync","server":"cas02"},"startsAt":"2026-11-26T10:00:00Z"}]}"#;
+        let alerts = parse(Format::Alertmanager, alertmanager.as_bytes()).unwrap();
+        assert_eq!(alerts.iter().map(|alert| alert.server.as_str()).collect::<Vec<_>>(), ["cas01", "cas02"]);
+        assert_eq!(parse(Format::Alertmanager, b"{\"version\":\"4\",\"alerts\":[]}").unwrap_err().to_string(), "alerts: is empty, expected at least one alert");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn server_names_are_stored_lower_case_and_parse_again(raw in any::<String>()) {
+            if let Ok(name) = ServerName::parse(&raw) {
+                prop_assert_eq!(name.as_str(), name.as_str().to_ascii_lowercase());
+                prop_assert!(name.as_str().len() <= 253);
+                prop_assert_eq!(ServerName::parse(name.as_str()).unwrap(), name);
+            }
+        }
+
+        #[test]
+        fn host_names_are_accepted_whatever_their_case(host in host_name()) {
+            let name = ServerName::parse(&host).unwrap();
+            prop_assert_eq!(name.as_str(), host.to_ascii_lowercase());
+        }
+
+        #[test]
+        fn mailbox_hint_is_a_host_name_that_follows_the_token(message in any::<String>()) {
+            if let Some(hint) = mailbox_hint(&message) {
+                let message = message.to_ascii_lowercase();
+                prop_assert!(message.contains(&format!("_mbx:{hint}")), "{hint} is not after _Mbx: in {message:?}");
+            }
+        }
+
+        #[test]
+        fn mailbox_hint_finds_the_diagnostics_token(prefix in "[^_]{0,40}", host in host_name(), suffix in ".{0,40}", token in "_(Mbx|MBX|mbx):") {
+            let message = format!("{prefix}_Cas:CAS01.contoso.com{token}{host}_Dc:DC01.contoso.com{suffix}");
+            let hint = mailbox_hint(&message);
+            let host = host.to_ascii_lowercase();
+            prop_assert_eq!(hint.as_ref().map(ServerName::as_str), Some(host.as_str()));
+        }
+    }
 }

@@ -1,0 +1,777 @@
+//! The SCOM format of `POST /v1/alerts/scom` (`schemas/scom-alert.schema.json`).
+//!
+//! SCOM has no webhook of its own: a command notification channel runs a script that posts the alert's variables as
+//! JSON, with the camelCase keys of the widely used OpsGenie SCOM script and the string `"Not Present"` where SCOM had
+//! no value. Nothing in that JSON is labelled "server" or "health set", so this module finds them: the server in
+//! `managedEntityPath`, the health set and monitor in the alert's name, description and custom fields. It knows
+//! nothing of HTTP or of what happens to the alert next.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use schemars::gen::SchemaGenerator;
+use schemars::schema::{InstanceType, Metadata, Schema, SchemaObject};
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::{from_json, Alert, AlertStatus, ParseError};
+use crate::domain::{mailbox_hint, HealthSet, Monitor, ServerName};
+
+/// An alert as a SCOM command notification channel posts it. Keys the script adds beyond these are ignored, because
+/// every site edits its copy of the script.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+#[schemars(title = "healthset-responder SCOM alert notification")]
+pub struct ScomAlert {
+    /// The alert's id, a GUID in braces; with the status it identifies the notice, so the same notice posted twice is
+    /// recognised as a duplicate.
+    pub alert_id: Option<ScomValue>,
+    /// The alert's name; the health set and the monitor are looked for here first.
+    pub alert_name: Option<ScomValue>,
+    /// The alert's description, kept as the alert's message. An `_Mbx:<host>` token in it (from the probe's
+    /// `X-MS-Diagnostics` header) names the Mailbox server behind a Client Access probe.
+    pub alert_description: Option<ScomValue>,
+    /// The resolution state's name (`New`, `Closed` or a custom name) or number (`0` is New, `255` is Closed).
+    /// `Closed` and `255` make the notice a resolved one.
+    pub resolution_state: Option<ScomValue>,
+    /// When the resolution state last changed. Ignored.
+    pub resolution_state_last_modified: Option<ScomValue>,
+    /// The alert's priority (`Low`, `Medium`, `High`). Ignored.
+    pub priority: Option<ScomValue>,
+    /// Who owns the alert in SCOM. Ignored.
+    pub owner: Option<ScomValue>,
+    /// How many times SCOM saw the alert again after raising it. Ignored.
+    pub repeat_count: Option<ScomValue>,
+    /// The alert's severity (`Information`, `Warning`, `Error`). Ignored.
+    pub severity: Option<ScomValue>,
+    /// The alert's category, such as `AvailabilityHealth`. Ignored.
+    pub category: Option<ScomValue>,
+    /// Whether a monitor, rather than a rule, raised the alert. Ignored.
+    pub created_by_monitor: Option<ScomValue>,
+    /// The display name of the object the alert is about; the server is looked for here when `managedEntityPath`
+    /// names none.
+    pub managed_entity_source: Option<ScomValue>,
+    /// The id of the monitor or rule that raised the alert. Ignored.
+    pub workflow_id: Option<ScomValue>,
+    /// When the alert last changed. Ignored.
+    pub last_modified: Option<ScomValue>,
+    /// When the alert was raised, in UTC: RFC 3339, or the `M/d/yyyy h:mm:ss AM` text that PowerShell writes for a
+    /// date in US English. Any other text leaves the time unknown.
+    pub time_raised: Option<ScomValue>,
+    /// The ticket id a connector attached to the alert. Ignored.
+    pub ticket_id: Option<ScomValue>,
+    /// When the data item behind the alert was created. Ignored.
+    pub data_item_create_time: Option<ScomValue>,
+    /// The path of the object the alert is about, such as `CAS01.contoso.com` or `CAS01.contoso.com\ActiveSync`;
+    /// the server is the host name in it, preferably a fully qualified one.
+    pub managed_entity_path: Option<ScomValue>,
+    /// The id of the object the alert is about: a GUID, not a server. Ignored.
+    #[serde(rename = "managedEntityGUID")]
+    pub managed_entity_guid: Option<ScomValue>,
+    /// When the alert was added to the SCOM database. Ignored.
+    pub time_added: Option<ScomValue>,
+    /// The management pack element that raised the alert. Ignored.
+    pub mp_element: Option<ScomValue>,
+    /// Custom field 1; the health set and monitor are looked for in the custom fields, in order, after the name and
+    /// the description.
+    pub custom_field1: Option<ScomValue>,
+    /// Custom field 2; searched like custom field 1.
+    pub custom_field2: Option<ScomValue>,
+    /// Custom field 3; searched like custom field 1.
+    pub custom_field3: Option<ScomValue>,
+    /// Custom field 4; searched like custom field 1.
+    pub custom_field4: Option<ScomValue>,
+    /// Custom field 5; searched like custom field 1.
+    pub custom_field5: Option<ScomValue>,
+    /// Custom field 6; searched like custom field 1.
+    pub custom_field6: Option<ScomValue>,
+    /// Custom field 7; searched like custom field 1.
+    pub custom_field7: Option<ScomValue>,
+    /// Custom field 8; searched like custom field 1.
+    pub custom_field8: Option<ScomValue>,
+    /// Custom field 9; searched like custom field 1.
+    pub custom_field9: Option<ScomValue>,
+    /// Custom field 10; searched like custom field 1.
+    pub custom_field10: Option<ScomValue>,
+}
+
+/// One value of a SCOM notification. The scripts post every value as a string, and `"Not Present"` (the default of
+/// a `$Data[Default='Not Present']/...$` variable) where SCOM had none; a bare number is read as its text, because an
+/// edited script may let `ConvertTo-Json` write `"resolutionState": 255`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScomValue(String);
+
+impl ScomValue {
+    /// The value without surrounding blanks, unless SCOM said it had none.
+    pub fn present(&self) -> Option<&str> {
+        // Older copies of the OpsGenie script default `mpElement` to `NotPresent`, without the space.
+        let value = self.0.trim();
+        let absent = value.is_empty() || value.eq_ignore_ascii_case("Not Present") || value.eq_ignore_ascii_case("NotPresent");
+        (!absent).then_some(value)
+    }
+}
+
+impl<'de> Deserialize<'de> for ScomValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScomValueVisitor;
+
+        impl Visitor<'_> for ScomValueVisitor {
+            type Value = ScomValue;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a string or a number")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<ScomValue, E> {
+                Ok(ScomValue(value.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, value: String) -> Result<ScomValue, E> {
+                Ok(ScomValue(value))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<ScomValue, E> {
+                Ok(ScomValue(value.to_string()))
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<ScomValue, E> {
+                Ok(ScomValue(value.to_string()))
+            }
+
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<ScomValue, E> {
+                Ok(ScomValue(value.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(ScomValueVisitor)
+    }
+}
+
+impl JsonSchema for ScomValue {
+    fn schema_name() -> String {
+        "ScomValue".to_owned()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        SchemaObject {
+            instance_type: Some(vec![InstanceType::String, InstanceType::Number].into()),
+            metadata: Some(Box::new(Metadata {
+                description: Some("A SCOM alert variable as text; \"Not Present\" or an empty string means SCOM had no value".to_owned()),
+                ..Metadata::default()
+            })),
+            ..SchemaObject::default()
+        }
+        .into()
+    }
+}
+
+/// The ActiveSync monitors whose health set the responder knows, for alerts that name the monitor but not the health
+/// set. The pairs follow Microsoft's "Troubleshooting ActiveSync Health Set" table, as the built-in runbooks do.
+const ACTIVESYNC_MONITORS: [(&str, &str); 5] = [
+    ("ActiveSyncCTPMonitor", "ActiveSync"),
+    ("ActiveSyncDeepTestMonitor", "ActiveSync"),
+    ("RequestsQueuedGt500Monitor", "ActiveSync"),
+    ("ActiveSyncSelfTestMonitor", "ActiveSync.Protocol"),
+    ("ActiveSyncProxyTestMonitor", "ActiveSync.Proxy"),
+];
+
+/// Health set names recognised even where the text does not call them a health set. The dotted ones come first:
+/// "ActiveSync" on its own is also the product's name, so it is the weakest evidence.
+const KNOWN_HEALTH_SETS: [&str; 3] = ["ActiveSync.Protocol", "ActiveSync.Proxy", "ActiveSync"];
+
+/// Capitalised words that stand next to "health set" in English text without being a health set's name.
+const NOT_HEALTH_SETS: [&str; 19] = [
+    "A",
+    "An",
+    "The",
+    "This",
+    "That",
+    "Its",
+    "Is",
+    "Was",
+    "Name",
+    "State",
+    "Health",
+    "Set",
+    "Healthy",
+    "Unhealthy",
+    "Degraded",
+    "Disabled",
+    "Exchange",
+    "Microsoft",
+    "Server",
+];
+
+/// SCOM's own words that end in "Monitor" without naming a Managed Availability monitor.
+const NOT_MONITORS: [&str; 4] = ["CreatedByMonitor", "UnitMonitor", "AggregateMonitor", "DependencyMonitor"];
+
+/// Reads a SCOM notification into one alert.
+pub fn parse(body: &[u8]) -> Result<Alert, ParseError> {
+    let body = decode(body);
+    let raw: ScomAlert = from_json(&body)?;
+    raw.into_alert()
+}
+
+impl ScomAlert {
+    fn into_alert(self) -> Result<Alert, ParseError> {
+        let monitor = self.texts().find_map(monitor_in);
+        // A health set the text states as one wins; else the health set of a known monitor; else a known name that is
+        // merely mentioned, last because "ActiveSync" on its own is also the product ("Exchange ActiveSync").
+        let health_set = self
+            .texts()
+            .find_map(stated_health_set)
+            .or_else(|| monitor.as_ref().and_then(inferred_health_set))
+            .or_else(|| KNOWN_HEALTH_SETS.iter().find_map(|known| self.texts().find_map(|text| mentioned_health_set(text, known))));
+        // A health set's or monitor's name can look like a host name; it is never the server.
+        let not_servers: Vec<&str> =
+            KNOWN_HEALTH_SETS.into_iter().chain(health_set.as_ref().map(HealthSet::as_str)).chain(monitor.as_ref().map(Monitor::as_str)).collect();
+        let server = present(&self.managed_entity_path)
+            .and_then(|path| server_in(path, &not_servers))
+            .or_else(|| present(&self.managed_entity_source).and_then(|source| server_in(source, &not_servers)));
+
+        let Some(server) = server else {
+            let message = match present(&self.managed_entity_path) {
+                Some(path) => format!("no server host name found in {:?} nor in managedEntitySource", clip(path)),
+                None => "is missing, and managedEntitySource names no server host name either".to_owned(),
+            };
+            return Err(ParseError::invalid("managedEntityPath", message));
+        };
+        let Some(health_set) = health_set else {
+            return Err(ParseError::invalid("alertName", "no health set name was found in alertName, alertDescription or customField1..10"));
+        };
+        let alert_id = match present(&self.alert_id) {
+            Some(id) if id.len() > 256 => return Err(ParseError::invalid("alertId", "is longer than 256 characters")),
+            other => other,
+        };
+        let status = match present(&self.resolution_state) {
+            Some(state) if state.eq_ignore_ascii_case("Closed") || state == "255" => AlertStatus::Resolved,
+            _ => AlertStatus::Firing,
+        };
+        let message = present(&self.alert_description).unwrap_or_default().to_owned();
+        Ok(Alert {
+            source_key: alert_id.map(|id| format!("{id}/{}", status.as_str())),
+            health_set,
+            server,
+            monitor,
+            mailbox_hint: mailbox_hint(&message),
+            message,
+            status,
+            raised_at: present(&self.time_raised).and_then(parse_time),
+        })
+    }
+
+    /// The values searched for the health set and the monitor, in the order they are searched.
+    fn texts(&self) -> impl Iterator<Item = &str> {
+        [
+            &self.alert_name,
+            &self.alert_description,
+            &self.custom_field1,
+            &self.custom_field2,
+            &self.custom_field3,
+            &self.custom_field4,
+            &self.custom_field5,
+            &self.custom_field6,
+            &self.custom_field7,
+            &self.custom_field8,
+            &self.custom_field9,
+            &self.custom_field10,
+        ]
+        .into_iter()
+        .filter_map(present)
+    }
+}
+
+fn present(value: &Option<ScomValue>) -> Option<&str> {
+    value.as_ref().and_then(ScomValue::present)
+}
+
+/// Windows PowerShell 5.1's `Invoke-RestMethod` sends a string body as ISO-8859-1 unless the content type names a
+/// charset, and a script that writes its JSON to a file first may leave a byte-order mark. A body that is not UTF-8
+/// is therefore read as Latin-1, which gives every byte a character, so that an accented name in a description does
+/// not cost the alert.
+fn decode(body: &[u8]) -> Cow<'_, [u8]> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    match std::str::from_utf8(body) {
+        Ok(_) => Cow::Borrowed(body),
+        Err(_) => Cow::Owned(body.iter().map(|&byte| char::from(byte)).collect::<String>().into_bytes()),
+    }
+}
+
+/// Finds the server in a SCOM object path: the first fully qualified host name in it, else the first part of the
+/// path (between `;`, `\`, `/`, `,` or `|`) that is a short host name. Management pack class names such as
+/// `Microsoft.Exchange.15.Server` are valid host names too, and are skipped.
+fn server_in(path: &str, not_servers: &[&str]) -> Option<ServerName> {
+    let is_candidate = |part: &&str| !is_class_name(part) && !not_servers.iter().any(|name| name.eq_ignore_ascii_case(part));
+    let fully_qualified = path
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        .map(|token| token.trim_matches(|c| c == '.' || c == '-'))
+        .filter(|token| token.contains('.'))
+        .filter(is_candidate)
+        .find_map(|token| ServerName::parse(token).ok());
+    fully_qualified.or_else(|| path.split([';', '\\', '/', ',', '|']).map(str::trim).filter(is_candidate).find_map(|part| ServerName::parse(part).ok()))
+}
+
+fn is_class_name(token: &str) -> bool {
+    let first_label = token.split('.').next().unwrap_or_default();
+    ["Microsoft", "System"].iter().any(|namespace| namespace.eq_ignore_ascii_case(first_label)) && token.contains('.')
+}
+
+/// Reads `timeRaised`: RFC 3339, else the US-English text of a PowerShell date (`11/26/2026 9:58:12 AM`) or an ISO
+/// date without an offset, both taken as UTC because SCOM keeps alert times in UTC. An unreadable time is not worth
+/// refusing the alert for; it is left unknown.
+fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    const LOCAL_FORMATS: [&str; 4] = ["%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"];
+    if let Ok(time) = DateTime::parse_from_rfc3339(raw) {
+        return Some(time.with_timezone(&Utc));
+    }
+    LOCAL_FORMATS.iter().find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok()).map(|time| time.and_utc())
+}
+
+/// A run of characters that can belong to a Managed Availability name, as it stands in free text.
+struct Word<'a> {
+    /// The run without the dots, hyphens and underscores at its ends (`ActiveSync.` ending a sentence).
+    text: &'a str,
+    /// Whether such characters were cut from the end, which means the run ended a sentence or a clause.
+    cut_at_end: bool,
+    /// The text between this run and the next.
+    gap_after: &'a str,
+}
+
+/// Splits text into [`Word`]s.
+fn words(text: &str) -> Vec<Word<'_>> {
+    let is_name_byte = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_');
+    let bytes = text.as_bytes();
+    let mut spans = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        if is_name_byte(bytes[at]) {
+            let start = at;
+            while at < bytes.len() && is_name_byte(bytes[at]) {
+                at += 1;
+            }
+            spans.push((start, at));
+        } else {
+            at += 1;
+        }
+    }
+    // Every span starts at an ASCII byte and ends before a non-name byte or at the end, so the slices below fall on
+    // character boundaries.
+    spans
+        .iter()
+        .enumerate()
+        .map(|(index, &(start, end))| {
+            let raw = &text[start..end];
+            let is_trim = |c: char| matches!(c, '.' | '-' | '_');
+            let gap_end = spans.get(index + 1).map_or(text.len(), |next| next.0);
+            Word { text: raw.trim_matches(is_trim), cut_at_end: raw.ends_with(is_trim), gap_after: &text[end..gap_end] }
+        })
+        .collect()
+}
+
+/// Blanks and quotes only: the words on either side belong to one phrase.
+fn is_plain_gap(gap: &str) -> bool {
+    gap.chars().all(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\u{2018}' | '\u{2019}' | '\u{201C}' | '\u{201D}'))
+}
+
+/// A colon or an equals sign between blanks and quotes: the word before labels the word after.
+fn is_label_gap(gap: &str) -> bool {
+    let mut signs = gap.chars().filter(|c| !c.is_whitespace() && !matches!(c, '"' | '\''));
+    matches!((signs.next(), signs.next()), (Some(':' | '='), None))
+}
+
+/// Finds a health set that the text states as one: `HealthSet: X`, `Health Set Name = X`, `health set X` or
+/// `X health set`.
+fn stated_health_set(text: &str) -> Option<HealthSet> {
+    let words = words(text);
+    for start in 0..words.len() {
+        let Some(end) = health_set_phrase(&words, start) else { continue };
+        let after = words.get(end + 1).map(|word| word.text);
+        if is_label_gap(words[end].gap_after) {
+            match after.and_then(health_set_candidate) {
+                Some(health_set) => return Some(health_set),
+                None => continue,
+            }
+        }
+        let before = start.checked_sub(1).map(|index| &words[index]).filter(|word| !word.cut_at_end && is_plain_gap(word.gap_after));
+        let after = after.filter(|_| is_plain_gap(words[end].gap_after));
+        if let Some(health_set) = before.and_then(|word| health_set_candidate(word.text)).or_else(|| after.and_then(health_set_candidate)) {
+            return Some(health_set);
+        }
+    }
+    None
+}
+
+/// The index of the last word of a "health set" phrase that begins at `start`, if one does.
+fn health_set_phrase(words: &[Word<'_>], start: usize) -> Option<usize> {
+    const ONE_WORD: [&str; 5] = ["HealthSet", "Health-Set", "Health_Set", "HealthSetName", "Health_Set_Name"];
+    let first = &words[start];
+    let followed_by = |index: usize, next: &str| {
+        !words[index].cut_at_end && is_plain_gap(words[index].gap_after) && words.get(index + 1).is_some_and(|word| word.text.eq_ignore_ascii_case(next))
+    };
+    let mut end = if ONE_WORD.iter().any(|phrase| phrase.eq_ignore_ascii_case(first.text)) {
+        start
+    } else if first.text.eq_ignore_ascii_case("health") && followed_by(start, "set") {
+        start + 1
+    } else {
+        return None;
+    };
+    if followed_by(end, "name") {
+        end += 1;
+    }
+    Some(end)
+}
+
+fn health_set_candidate(word: &str) -> Option<HealthSet> {
+    if let Some(known) = KNOWN_HEALTH_SETS.into_iter().find(|known| known.eq_ignore_ascii_case(word)) {
+        return HealthSet::parse(known).ok();
+    }
+    let capitalised = word.starts_with(|c: char| c.is_ascii_uppercase());
+    let is_word = NOT_HEALTH_SETS.iter().any(|not| not.eq_ignore_ascii_case(word));
+    let is_workflow = ["Monitor", "Probe", "Responder"].iter().any(|suffix| ends_with_ignore_case(word, suffix));
+    if !capitalised || is_word || is_workflow {
+        return None;
+    }
+    HealthSet::parse(word).ok()
+}
+
+/// Finds a known health set's name standing on its own in the text.
+fn mentioned_health_set(text: &str, known: &str) -> Option<HealthSet> {
+    words(text).iter().any(|word| word.text.eq_ignore_ascii_case(known)).then(|| HealthSet::parse(known).ok()).flatten()
+}
+
+/// Finds the first word that names a monitor: one that ends in `Monitor`, such as `ActiveSyncCTPMonitor`.
+fn monitor_in(text: &str) -> Option<Monitor> {
+    words(text).iter().find_map(|word| monitor_candidate(word.text))
+}
+
+fn monitor_candidate(word: &str) -> Option<Monitor> {
+    let named = word.len() > "Monitor".len() && ends_with_ignore_case(word, "Monitor") && word.starts_with(|c: char| c.is_ascii_alphabetic());
+    if !named || NOT_MONITORS.iter().any(|not| not.eq_ignore_ascii_case(word)) {
+        return None;
+    }
+    let canonical = ACTIVESYNC_MONITORS.into_iter().map(|(monitor, _)| monitor).find(|known| known.eq_ignore_ascii_case(word)).unwrap_or(word);
+    Monitor::parse(canonical).ok()
+}
+
+fn inferred_health_set(monitor: &Monitor) -> Option<HealthSet> {
+    let (_, health_set) = ACTIVESYNC_MONITORS.into_iter().find(|(known, _)| monitor.matches(known))?;
+    HealthSet::parse(health_set).ok()
+}
+
+fn ends_with_ignore_case(word: &str, suffix: &str) -> bool {
+    word.len() >= suffix.len() && word.as_bytes()[word.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
+/// Keeps error messages short when the offending value is long.
+fn clip(raw: &str) -> String {
+    const MAX: usize = 80;
+    match raw.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &raw[..cut]),
+        None => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::alert::tests::{assert_actionable, damaged, with_text_replaced};
+
+    const FIXTURES: [&str; 9] = [
+        include_str!("../../tests/fixtures/scom/ctp-firing.json"),
+        include_str!("../../tests/fixtures/scom/ctp-closed.json"),
+        include_str!("../../tests/fixtures/scom/deep-test.json"),
+        include_str!("../../tests/fixtures/scom/self-test.json"),
+        include_str!("../../tests/fixtures/scom/requests-queued.json"),
+        include_str!("../../tests/fixtures/scom/proxy-test.json"),
+        include_str!("../../tests/fixtures/scom/not-present.json"),
+        include_str!("../../tests/fixtures/scom/resolution-state-255.json"),
+        include_str!("../../tests/fixtures/scom/custom-fields.json"),
+    ];
+
+    const EXAMPLE: &str = include_str!("../../examples/scom-alert.json");
+
+    /// What a fixture should normalise to; the message is always the fixture's `alertDescription`.
+    struct Expected {
+        source_key: Option<&'static str>,
+        health_set: &'static str,
+        server: &'static str,
+        monitor: Option<&'static str>,
+        mailbox_hint: Option<&'static str>,
+        status: AlertStatus,
+        raised_at: Option<&'static str>,
+    }
+
+    fn expected() -> [Expected; 9] {
+        use AlertStatus::{Firing, Resolved};
+        let ctp = |source_key, status| Expected {
+            source_key: Some(source_key),
+            health_set: "ActiveSync",
+            server: "cas01.contoso.com",
+            monitor: Some("ActiveSyncCTPMonitor"),
+            mailbox_hint: Some("mbx01.contoso.com"),
+            status,
+            raised_at: Some("2026-11-26T09:58:12Z"),
+        };
+        [
+            ctp("{6F1C2F7E-3B9A-4C1D-9E2B-7A5D0C4E8F13}/firing", Firing),
+            ctp("{6F1C2F7E-3B9A-4C1D-9E2B-7A5D0C4E8F13}/resolved", Resolved),
+            // The description names the probe's health set, ActiveSync.Protocol, in passing; the monitor's own
+            // health set wins over a name that is not stated as the health set.
+            Expected {
+                source_key: Some("{2D8B4F61-7E0C-4A93-B5D2-C1F6E8A3907B}/firing"),
+                health_set: "ActiveSync",
+                server: "mbx02.contoso.com",
+                monitor: Some("ActiveSyncDeepTestMonitor"),
+                mailbox_hint: None,
+                status: Firing,
+                raised_at: Some("2026-11-26T10:04:31.427Z"),
+            },
+            Expected {
+                source_key: Some("{B3E7A9C2-4F1D-4E6B-9A8C-2D0F5B7E1C43}/firing"),
+                health_set: "ActiveSync.Protocol",
+                server: "mbx03.contoso.com",
+                monitor: Some("ActiveSyncSelfTestMonitor"),
+                mailbox_hint: None,
+                status: Firing,
+                raised_at: Some("2026-11-26T11:14:59Z"),
+            },
+            Expected {
+                source_key: Some("{E1A4C7F0-9B2D-4A5E-8C3F-6D1B0E9A7C58}/firing"),
+                health_set: "ActiveSync",
+                server: "cas02",
+                monitor: Some("RequestsQueuedGt500Monitor"),
+                mailbox_hint: None,
+                status: Firing,
+                raised_at: Some("2026-11-26T14:07:55Z"),
+            },
+            Expected {
+                source_key: Some("{0C9E5B3A-7D1F-4A6C-B2E8-9F4D1A7C3B05}/firing"),
+                health_set: "ActiveSync.Proxy",
+                server: "cas01.contoso.com",
+                monitor: Some("ActiveSyncProxyTestMonitor"),
+                mailbox_hint: None,
+                status: Firing,
+                raised_at: Some("2026-11-26T12:31:47Z"),
+            },
+            Expected {
+                source_key: None,
+                health_set: "ActiveSync",
+                server: "cas03.contoso.com",
+                monitor: Some("ActiveSyncCTPMonitor"),
+                mailbox_hint: None,
+                status: Firing,
+                raised_at: None,
+            },
+            Expected {
+                source_key: Some("{B3E7A9C2-4F1D-4E6B-9A8C-2D0F5B7E1C43}/resolved"),
+                health_set: "ActiveSync.Protocol",
+                server: "mbx03.contoso.com",
+                monitor: Some("ActiveSyncSelfTestMonitor"),
+                mailbox_hint: None,
+                status: Resolved,
+                raised_at: None,
+            },
+            Expected {
+                source_key: Some("{F7A2D5B8-1C4E-4F9A-8B3D-0E6C2A9F5D71}/firing"),
+                health_set: "ActiveSync",
+                server: "cas04.contoso.com",
+                monitor: Some("ActiveSyncCTPMonitor"),
+                mailbox_hint: None,
+                status: Firing,
+                raised_at: Some("2026-11-26T15:20:00Z"),
+            },
+        ]
+    }
+
+    fn check_fixture(body: &str, want: &Expected) {
+        let description = serde_json::from_str::<serde_json::Value>(body).unwrap()["alertDescription"].as_str().unwrap().to_owned();
+        let message = if description == "Not Present" { String::new() } else { description };
+        let expected = Alert {
+            source_key: want.source_key.map(str::to_owned),
+            health_set: HealthSet::parse(want.health_set).unwrap(),
+            server: ServerName::parse(want.server).unwrap(),
+            monitor: want.monitor.map(|monitor| Monitor::parse(monitor).unwrap()),
+            mailbox_hint: want.mailbox_hint.map(|hint| ServerName::parse(hint).unwrap()),
+            message,
+            status: want.status,
+            raised_at: want.raised_at.map(|time| time.parse().unwrap()),
+        };
+        assert_eq!(parse(body.as_bytes()).unwrap(), expected, "fixture with alertName {:?}", &body[..body.len().min(200)]);
+    }
+
+    #[test]
+    fn fixtures_normalise() {
+        for (body, want) in FIXTURES.iter().zip(expected().iter()) {
+            check_fixture(body, want);
+        }
+    }
+
+    #[test]
+    fn example_is_an_activesync_alert() {
+        let alert = parse(EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(alert.health_set.as_str(), "ActiveSync");
+        assert_eq!(alert.monitor.as_ref().map(Monitor::as_str), Some("ActiveSyncCTPMonitor"));
+        assert!(alert.mailbox_hint.is_some());
+    }
+
+    fn check(body: &str, expected: Result<(&str, &str, Option<&str>), &str>) {
+        match (parse(body.as_bytes()), expected) {
+            (Ok(alert), Ok((server, health_set, monitor))) => {
+                assert_eq!(alert.server.as_str(), server, "{body}");
+                assert_eq!(alert.health_set.as_str(), health_set, "{body}");
+                assert_eq!(alert.monitor.as_ref().map(Monitor::as_str), monitor, "{body}");
+            }
+            (Err(err), Err(want)) => {
+                assert_actionable(&err);
+                assert!(err.to_string().starts_with(want), "{body}: {err}");
+            }
+            (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn health_set_monitor_and_server_are_found_in_free_text() {
+        let cases: &[(&str, Result<(&str, &str, Option<&str>), &str>)] = &[
+            (r#"{"alertName":"The health set ActiveSync.Protocol is unhealthy","managedEntityPath":"mbx01"}"#, Ok(("mbx01", "ActiveSync.Protocol", None))),
+            (r#"{"alertName":"x","alertDescription":"Health Set Name = 'OWA.Protocol'","managedEntityPath":"mbx01"}"#, Ok(("mbx01", "OWA.Protocol", None))),
+            (
+                r#"{"alertName":"Monitor: EWSCtpMonitor HealthSet: EWS.Protocol","managedEntityPath":"cas01"}"#,
+                Ok(("cas01", "EWS.Protocol", Some("EWSCtpMonitor"))),
+            ),
+            (
+                r#"{"alertName":"Unhealthy on CAS01. Health set is degraded","customField2":"ActiveSync","managedEntityPath":"cas01"}"#,
+                Ok(("cas01", "ActiveSync", None)),
+            ),
+            (
+                r#"{"alertName":"activesync health set unhealthy","customField1":"ActiveSyncSelfTestMonitor","managedEntityPath":"mbx01"}"#,
+                Ok(("mbx01", "ActiveSync", Some("ActiveSyncSelfTestMonitor"))),
+            ),
+            (
+                r#"{"alertName":"Exchange ActiveSync self test failing","customField1":"ActiveSyncSelfTestMonitor","managedEntityPath":"mbx01"}"#,
+                Ok(("mbx01", "ActiveSync.Protocol", Some("ActiveSyncSelfTestMonitor"))),
+            ),
+            (
+                r#"{"alertName":"Exchange ActiveSync: activesyncproxytestmonitor","managedEntityPath":"cas01"}"#,
+                Ok(("cas01", "ActiveSync.Proxy", Some("ActiveSyncProxyTestMonitor"))),
+            ),
+            (r#"{"alertName":"CreatedByMonitor UnitMonitor Monitor: ActiveSync","managedEntityPath":"cas01"}"#, Ok(("cas01", "ActiveSync", None))),
+            (r#"{"alertName":"ActiveSync health set","managedEntityPath":"Exchange 2013 Organization;CAS05"}"#, Ok(("cas05", "ActiveSync", None))),
+            (r#"{"alertName":"ActiveSync health set","managedEntityPath":"Server cas05.contoso.com:443"}"#, Ok(("cas05.contoso.com", "ActiveSync", None))),
+            (
+                r#"{"alertName":"ActiveSync.Protocol health set","managedEntityPath":"ActiveSync.Protocol;System.Computer.Windows;MBX01"}"#,
+                Ok(("mbx01", "ActiveSync.Protocol", None)),
+            ),
+            (r#"{"alertName":"ActiveSync health set","managedEntityPath":"Not Present","managedEntitySource":"CAS06"}"#, Ok(("cas06", "ActiveSync", None))),
+            (
+                r#"{"alertName":"ActiveSync health set","managedEntityPath":"CAS07.contoso.com","managedEntityGUID":"cas08"}"#,
+                Ok(("cas07.contoso.com", "ActiveSync", None)),
+            ),
+            (
+                r#"{"alertName":"ActiveSync health set","managedEntityPath":"Not Present","managedEntitySource":"ActiveSync","managedEntityGUID":"{A7C3E9F1-5B2D-4A8E-B6C0-9D1F3E5A7B24}"}"#,
+                Err("managedEntityPath: is missing, and managedEntitySource names no server host name either"),
+            ),
+            (
+                r#"{"alertName":"ActiveSync health set","managedEntityPath":"Exchange 2013 Organization"}"#,
+                Err("managedEntityPath: no server host name found in \"Exchange 2013 Organization\" nor in managedEntitySource"),
+            ),
+            (
+                r#"{"alertName":"Monitor unhealthy","alertDescription":"Health set: is unhealthy","customField1":"Not Present","managedEntityPath":"cas01"}"#,
+                Err("alertName: no health set name was found in alertName, alertDescription or customField1..10"),
+            ),
+            (r#"{"alertName":{"text":"ActiveSync"},"managedEntityPath":"cas01"}"#, Err("alertName: invalid type: map, expected a string or a number")),
+            (r#"[{"alertName":"ActiveSync"}]"#, Err("body: expected a JSON object")),
+            (r#"{"alertName":"ActiveSync health set","managedEntityPath":"cas01""#, Err("malformed JSON: EOF while parsing an object")),
+        ];
+        for (body, expected) in cases {
+            check(body, *expected);
+        }
+    }
+
+    #[test]
+    fn status_source_key_and_time() {
+        let alert = |extra: &str| {
+            let body = format!(r#"{{"alertName":"ActiveSync health set","managedEntityPath":"cas01"{extra}}}"#);
+            parse(body.as_bytes()).unwrap()
+        };
+        assert_eq!(alert(r#","resolutionState":"closed","alertId":"{1}""#).source_key.as_deref(), Some("{1}/resolved"));
+        assert_eq!(alert(r#","resolutionState":255,"alertId":" {1} ""#).source_key.as_deref(), Some("{1}/resolved"));
+        assert_eq!(alert(r#","resolutionState":"0""#).status, AlertStatus::Firing);
+        assert_eq!(alert(r#","resolutionState":"Resolved""#).status, AlertStatus::Firing);
+        assert_eq!(alert(r#","alertId":"""#).source_key, None);
+        assert_eq!(alert(r#","repeatCount":2,"severity":null,"priority":1.5"#).source_key, None);
+        let long_id = format!(r#"{{"alertName":"ActiveSync health set","managedEntityPath":"cas01","alertId":"{}"}}"#, "x".repeat(257));
+        assert_eq!(parse(long_id.as_bytes()).unwrap_err().to_string(), "alertId: is longer than 256 characters");
+
+        let times: &[(&str, Option<&str>)] = &[
+            ("2026-11-26T10:00:00Z", Some("2026-11-26T10:00:00Z")),
+            ("2026-11-26T11:00:00.1234567+01:00", Some("2026-11-26T10:00:00.1234567Z")),
+            ("11/26/2026 9:58:12 AM", Some("2026-11-26T09:58:12Z")),
+            ("11/26/2026 12:05:00 AM", Some("2026-11-26T00:05:00Z")),
+            ("1/2/2026 1:02:03 pm", Some("2026-01-02T13:02:03Z")),
+            ("11/26/2026 21:58:12", Some("2026-11-26T21:58:12Z")),
+            ("2026-11-26 10:00:00.5", Some("2026-11-26T10:00:00.5Z")),
+            ("26.11.2026 10:00:00", None),
+            ("26/11/2026 10:00:00", None),
+            ("yesterday", None),
+        ];
+        for (raw, want) in times {
+            let got = alert(&format!(r#","timeRaised":"{raw}""#)).raised_at;
+            assert_eq!(got, want.map(|time| time.parse().unwrap()), "timeRaised {raw:?}");
+        }
+    }
+
+    #[test]
+    fn windows_powershell_bodies_are_read() {
+        // Windows PowerShell 5.1 sends ISO-8859-1 ("Zürich") unless told otherwise; a file-based script may add a BOM.
+        let latin1 = b"{\"alertName\":\"ActiveSync health set\",\"alertDescription\":\"Z\xfcrich _Mbx:mbx01.contoso.com\",\"managedEntityPath\":\"cas01\"}";
+        let alert = parse(latin1).unwrap();
+        assert_eq!(alert.message, "Z\u{fc}rich _Mbx:mbx01.contoso.com");
+        assert_eq!(alert.mailbox_hint.as_ref().map(ServerName::as_str), Some("mbx01.contoso.com"));
+        let with_bom = [b"\xEF\xBB\xBF".as_slice(), br#"{"alertName":"ActiveSync health set","managedEntityPath":"cas01"}"#].concat();
+        assert_eq!(parse(&with_bom).unwrap().server.as_str(), "cas01");
+    }
+
+    #[test]
+    fn schema_documents_every_field() {
+        let schema = serde_json::to_value(schemars::schema_for!(ScomAlert)).unwrap();
+        let properties = schema["properties"].as_object().unwrap();
+        assert_eq!(properties.len(), 31);
+        for (name, property) in properties {
+            assert!(property["description"].as_str().is_some_and(|text| !text.is_empty()), "{name} has no description");
+        }
+        assert!(properties.contains_key("managedEntityGUID") && properties.contains_key("customField10"));
+        assert!(schema.get("required").is_none() && schema.get("additionalProperties").is_none());
+    }
+
+    static PAYLOADS: [&str; 10] =
+        [FIXTURES[0], FIXTURES[1], FIXTURES[2], FIXTURES[3], FIXTURES[4], FIXTURES[5], FIXTURES[6], FIXTURES[7], FIXTURES[8], EXAMPLE];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_are_refused_cleanly(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Err(err) = parse(&body) {
+                assert_actionable(&err);
+            }
+        }
+
+        #[test]
+        fn damaged_payloads_are_refused_cleanly(body in damaged(&PAYLOADS)) {
+            if let Err(err) = parse(&body) {
+                assert_actionable(&err);
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_in_any_value_is_handled(body in with_text_replaced(&PAYLOADS)) {
+            if let Err(err) = parse(&body) {
+                assert_actionable(&err);
+            }
+        }
+    }
+}
