@@ -1,0 +1,322 @@
+//! Sending formatted messages: `.eml` files in `<data_dir>/outbox`, or SMTP with STARTTLS, implicit TLS or none.
+//!
+//! Built once from the `[email]` settings; every setting is checked (and a CA file read) when the mailer is built,
+//! so that a bad setting stops the service at start rather than at the first escalation. This module knows nothing
+//! of what the messages say, nor of the queue that retries them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::AsyncSmtpTransportBuilder;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use super::{envelope, DeliveryError, MailError};
+use crate::auth::Secret;
+use crate::config::{EmailConfig, MailTransportKind, SmtpTls};
+
+/// Lettre's Tokio transport bounds only the connection with its timeout; a whole delivery (greeting, TLS, login,
+/// the message, the final answer) gets this many times `email.smtp.timeout`.
+const DELIVERY_TIMEOUTS: u32 = 3;
+
+/// The configured way out for escalation email.
+pub struct Mailer {
+    transport: Transport,
+}
+
+enum Transport {
+    Outbox { dir: PathBuf },
+    Smtp(Box<Smtp>),
+}
+
+struct Smtp {
+    /// Cloned into a fresh transport per delivery: escalations are rare, so a pool would only hold idle sockets, and
+    /// a transport cannot be built outside a Tokio runtime.
+    builder: AsyncSmtpTransportBuilder,
+    host: String,
+    port: u16,
+    tls: SmtpTls,
+    username: Option<String>,
+    ca_file: Option<PathBuf>,
+    deadline: Duration,
+}
+
+impl fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Mailer").field(&self.describe()).finish()
+    }
+}
+
+impl Mailer {
+    /// Checks the `[email]` settings and prepares the transport. Reads `email.smtp.ca_file` when one is set; touches
+    /// nothing else on disk (the outbox directory is made on the first delivery).
+    pub fn new(email: &EmailConfig, smtp_password: Option<&Secret>, data_dir: &Path) -> Result<Mailer, MailError> {
+        let transport = match email.transport {
+            MailTransportKind::Outbox => Transport::Outbox { dir: data_dir.join("outbox") },
+            MailTransportKind::Smtp => Transport::Smtp(Box::new(smtp(email, smtp_password)?)),
+        };
+        Ok(Mailer { transport })
+    }
+
+    /// Sends an already formatted message (the bytes of `Message::formatted()`) to the given envelope.
+    pub async fn deliver(&self, from: &str, to: &[String], raw: &[u8]) -> Result<(), DeliveryError> {
+        let envelope = envelope(from, to)?;
+        match &self.transport {
+            Transport::Outbox { dir } => write_outbox(dir, raw).await.map(|_| ()),
+            Transport::Smtp(smtp) => {
+                let target = format!("smtp {}:{}", smtp.host, smtp.port);
+                let transport: AsyncSmtpTransport<Tokio1Executor> = smtp.builder.clone().build();
+                let result = tokio::time::timeout(smtp.deadline, transport.send_raw(&envelope, raw)).await;
+                transport.shutdown().await;
+                match result {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(err)) if err.is_permanent() => Err(DeliveryError::permanent(format!("{target}: {err}"))),
+                    Ok(Err(err)) => Err(DeliveryError::transient(format!("{target}: {err}"))),
+                    Err(_) => Err(DeliveryError::transient(format!("{target}: no answer within {}", humantime::format_duration(smtp.deadline)))),
+                }
+            }
+        }
+    }
+
+    /// One line for logs: `outbox data/outbox` or `smtp smtp.contoso.com:587 (starttls)`.
+    pub fn describe(&self) -> String {
+        match &self.transport {
+            Transport::Outbox { dir } => format!("outbox {}", dir.display()),
+            Transport::Smtp(smtp) => {
+                let mut parts = vec![match smtp.tls {
+                    SmtpTls::Starttls => "starttls".to_owned(),
+                    SmtpTls::Tls => "tls".to_owned(),
+                    SmtpTls::None => "none".to_owned(),
+                }];
+                if let Some(user) = &smtp.username {
+                    parts.push(format!("login as {user}"));
+                }
+                if let Some(ca) = &smtp.ca_file {
+                    parts.push(format!("extra CA {}", ca.display()));
+                }
+                format!("smtp {}:{} ({})", smtp.host, smtp.port, parts.join(", "))
+            }
+        }
+    }
+
+    /// The outbox directory, when mail goes to files.
+    pub fn outbox(&self) -> Option<&Path> {
+        match &self.transport {
+            Transport::Outbox { dir } => Some(dir),
+            Transport::Smtp(_) => None,
+        }
+    }
+}
+
+fn smtp(email: &EmailConfig, smtp_password: Option<&Secret>) -> Result<Smtp, MailError> {
+    let config = &email.smtp;
+    let host = config.host.trim().to_owned();
+    if host.is_empty() {
+        return Err(MailError::config("email.smtp.host", "is empty"));
+    }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(MailError::config("email.smtp.host", format!("{host:?} is not a host name")));
+    }
+    if config.port == 0 {
+        return Err(MailError::config("email.smtp.port", "must be between 1 and 65535"));
+    }
+    let timeout = config.timeout.0;
+    if timeout.is_zero() {
+        return Err(MailError::config("email.smtp.timeout", "must be more than zero"));
+    }
+
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone()).port(config.port).timeout(Some(timeout));
+    let tls_parameters = |ca: Option<&PathBuf>| -> Result<TlsParameters, MailError> {
+        let mut params = TlsParameters::builder(host.clone());
+        if let Some(path) = ca {
+            params = params.add_root_certificate(certificate(path)?);
+        }
+        params.build().map_err(|e| match ca {
+            Some(path) => MailError::config("email.smtp.ca_file", format!("{}: cannot set up TLS with it ({e})", path.display())),
+            None => MailError::config("email.smtp.tls", format!("cannot set up TLS ({e})")),
+        })
+    };
+    builder = match config.tls {
+        SmtpTls::Starttls => builder.tls(Tls::Required(tls_parameters(config.ca_file.as_ref())?)),
+        SmtpTls::Tls => builder.tls(Tls::Wrapper(tls_parameters(config.ca_file.as_ref())?)),
+        SmtpTls::None if config.ca_file.is_some() => {
+            return Err(MailError::config("email.smtp.ca_file", "is set but email.smtp.tls is \"none\"; use \"starttls\" or \"tls\", or remove ca_file"))
+        }
+        SmtpTls::None => builder.tls(Tls::None),
+    };
+
+    let username = config.username.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    match (username, smtp_password) {
+        (Some(user), Some(password)) => {
+            let password = String::from_utf8(password.expose().to_vec()).map_err(|_| MailError::config("email.smtp.password", "is not valid UTF-8"))?;
+            builder = builder.credentials(Credentials::new(user.to_owned(), password));
+        }
+        (Some(_), None) => {
+            return Err(MailError::config("email.smtp.password", "is missing; a username needs a password (or set HSR_SMTP_PASSWORD)"));
+        }
+        (None, Some(_)) => return Err(MailError::config("email.smtp.username", "is missing; a password needs a username")),
+        (None, None) => {}
+    }
+
+    Ok(Smtp {
+        builder,
+        host,
+        port: config.port,
+        tls: config.tls,
+        username: username.map(str::to_owned),
+        ca_file: config.ca_file.clone(),
+        deadline: timeout * DELIVERY_TIMEOUTS,
+    })
+}
+
+/// Reads the extra trusted CA: a PEM file holding at least one certificate.
+fn certificate(path: &Path) -> Result<Certificate, MailError> {
+    let key = "email.smtp.ca_file";
+    let pem = std::fs::read(path).map_err(|e| MailError::config(key, format!("cannot read {}: {e}", path.display())))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(MailError::config(key, format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())));
+    }
+    Certificate::from_pem(&pem).map_err(|e| MailError::config(key, format!("{} is not a valid PEM certificate ({e})", path.display())))
+}
+
+/// Writes one message as `<dir>/<UTC time>-<random>.eml`: to a hidden temporary file first, synced, then renamed,
+/// so that a reader of the directory never sees half a message. Names sort by time.
+async fn write_outbox(dir: &Path, raw: &[u8]) -> Result<PathBuf, DeliveryError> {
+    let dir = dir.to_path_buf();
+    let raw = raw.to_vec();
+    let fail = |dir: &Path, e: std::io::Error| DeliveryError::transient(format!("outbox {}: {e}", dir.display()));
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        std::fs::create_dir_all(&dir).map_err(|e| fail(&dir, e))?;
+        let name = format!("{}-{:08x}.eml", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), rand::random::<u32>());
+        let temp = dir.join(format!(".{name}.tmp"));
+        let path = dir.join(&name);
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+            file.write_all(&raw)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)?;
+            // Make the rename itself durable where the platform allows it.
+            #[cfg(unix)]
+            std::fs::File::open(&dir)?.sync_all()?;
+            Ok(())
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            fail(&dir, e)
+        })?;
+        Ok(path)
+    })
+    .await
+    .map_err(|e| DeliveryError::transient(format!("outbox: the writer stopped ({e})")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dur;
+
+    fn smtp_config(tls: SmtpTls, ca_file: Option<PathBuf>) -> EmailConfig {
+        let mut email = EmailConfig { transport: MailTransportKind::Smtp, ..EmailConfig::default() };
+        email.smtp.host = "smtp.contoso.com".into();
+        email.smtp.tls = tls;
+        email.smtp.ca_file = ca_file;
+        email
+    }
+
+    #[test]
+    fn a_missing_ca_file_names_the_key() {
+        let email = smtp_config(SmtpTls::Starttls, Some("/nonexistent/internal-ca.pem".into()));
+        let err = Mailer::new(&email, None, Path::new("data")).unwrap_err().to_string();
+        assert!(err.starts_with("email.smtp.ca_file: cannot read /nonexistent/internal-ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let err = Mailer::new(&smtp_config(SmtpTls::Tls, Some(path)), None, dir.path()).unwrap_err().to_string();
+        assert!(err.starts_with("email.smtp.ca_file: ") && err.contains("holds no PEM certificate"), "{err}");
+        let err = Mailer::new(&smtp_config(SmtpTls::None, Some("ca.pem".into())), None, dir.path()).unwrap_err().to_string();
+        assert!(err.starts_with("email.smtp.ca_file: is set but email.smtp.tls is \"none\""), "{err}");
+    }
+
+    #[test]
+    fn a_valid_ca_file_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("internal-ca.pem");
+        std::fs::write(&path, TEST_CA).unwrap();
+        let mailer = Mailer::new(&smtp_config(SmtpTls::Starttls, Some(path.clone())), None, dir.path()).unwrap();
+        assert_eq!(mailer.describe(), format!("smtp smtp.contoso.com:587 (starttls, extra CA {})", path.display()));
+    }
+
+    #[test]
+    fn describe_names_the_transport() {
+        let outbox = Mailer::new(&EmailConfig::default(), None, Path::new("data")).unwrap();
+        assert_eq!(outbox.describe(), "outbox data/outbox");
+        let mut email = smtp_config(SmtpTls::Tls, None);
+        email.smtp.port = 465;
+        email.smtp.username = Some("healthset".into());
+        email.smtp.timeout = Dur(Duration::from_secs(10));
+        let secret = Secret::new(b"p4ssw0rd".to_vec());
+        let smtp = Mailer::new(&email, Some(&secret), Path::new("data")).unwrap();
+        assert_eq!(smtp.describe(), "smtp smtp.contoso.com:465 (tls, login as healthset)");
+        assert!(!format!("{smtp:?}").contains("p4ssw0rd"));
+        let plain = Mailer::new(&smtp_config(SmtpTls::None, None), None, Path::new("data")).unwrap();
+        assert_eq!(plain.describe(), "smtp smtp.contoso.com:587 (none)");
+    }
+
+    #[test]
+    fn login_needs_both_halves() {
+        let mut email = smtp_config(SmtpTls::Starttls, None);
+        email.smtp.username = Some("healthset".into());
+        let err = Mailer::new(&email, None, Path::new("data")).unwrap_err().to_string();
+        assert!(err.starts_with("email.smtp.password: "), "{err}");
+        email.smtp.username = None;
+        let err = Mailer::new(&email, Some(&Secret::new(b"x".to_vec())), Path::new("data")).unwrap_err().to_string();
+        assert!(err.starts_with("email.smtp.username: "), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_envelope_is_a_permanent_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailer = Mailer::new(&EmailConfig::default(), None, dir.path()).unwrap();
+        let err = mailer.deliver("not an address", &["oncall@contoso.com".into()], b"x").await.unwrap_err();
+        assert!(err.permanent, "{err}");
+        let err = mailer.deliver("hsr@contoso.com", &[], b"x").await.unwrap_err();
+        assert!(err.permanent, "{err}");
+        assert!(!dir.path().join("outbox").exists());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_smtp_server_is_a_transient_failure() {
+        // A loopback port nobody listens on: the connection is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut email = smtp_config(SmtpTls::None, None);
+        email.smtp.host = "127.0.0.1".into();
+        email.smtp.port = port;
+        email.smtp.timeout = Dur(Duration::from_secs(5));
+        let mailer = Mailer::new(&email, None, Path::new("data")).unwrap();
+        let err = mailer.deliver("hsr@contoso.com", &["oncall@contoso.com".into()], b"Subject: x\r\n\r\nx\r\n").await.unwrap_err();
+        assert!(!err.permanent, "{err}");
+        assert!(err.message.starts_with(&format!("smtp 127.0.0.1:{port}: ")), "{err}");
+    }
+
+    /// A self-signed test CA (`openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj /CN=hsr-test-ca`).
+    const TEST_CA: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBgjCCASmgAwIBAgIUW98OeR/z01EG9OM1l0VH6hBNfcQwCgYIKoZIzj0EAwIw\n\
+FjEUMBIGA1UEAwwLaHNyLXRlc3QtY2EwIBcNMjYxMTI4MTQyNDM2WhgPMjEyNjEx\n\
+MDQxNDI0MzZaMBYxFDASBgNVBAMMC2hzci10ZXN0LWNhMFkwEwYHKoZIzj0CAQYI\n\
+KoZIzj0DAQcDQgAEWhEtO6QZj07Kog2jNbhS/ZGYziu3rat+hxmIpLlVfnX1C5jb\n\
+P1XizzVZ+p+N74bMUaWjM1i7MFSsqBBlbU7vbaNTMFEwHQYDVR0OBBYEFGWTNGFE\n\
+eR14EAaEAxPUg4uZUsM0MB8GA1UdIwQYMBaAFGWTNGFEeR14EAaEAxPUg4uZUsM0\n\
+MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgVTbSjsnAuso6dW7X\n\
+4TrteIHr3TcDB/11k7vonAWE6ikCIGoLgGb66OQl0BJwkH8CTec4kDMiwN5WkNbk\n\
+O5S+1Z3z\n\
+-----END CERTIFICATE-----\n\
+";
+}
