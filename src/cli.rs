@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::alert::Format;
 use crate::client::{self, Client, ClientError, Signer, Target};
 use crate::config::{Config, ConfigError, Credentials, LogFormat, Settings, Source};
+use crate::runbook;
 use crate::service::Service;
 
 #[derive(Parser, Debug)]
@@ -37,6 +38,13 @@ struct Connection {
 enum Command {
     /// Run the service.
     Serve,
+    /// Run a self-contained demonstration on a simulated Exchange organisation, then exit.
+    Demo,
+    /// Print the runbooks in force (offline).
+    Runbooks {
+        #[command(subcommand)]
+        command: Option<RunbooksCommand>,
+    },
     /// Validate a configuration file without starting anything.
     CheckConfig,
     /// Sign alert files and post them to the service.
@@ -80,6 +88,12 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum RunbooksCommand {
+    /// Print one runbook in full.
+    Show { monitor: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -191,6 +205,31 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Serve => serve(config).await,
+        Command::Demo => {
+            init_logging(LogFormat::Text, "warn");
+            crate::demo::run().await.map_err(Failure::Failed)
+        }
+        Command::Runbooks { command } => {
+            let (settings, _) = settings(config)?;
+            let runbooks = &settings.runbooks;
+            match command {
+                None => {
+                    println!("{:<28} {:<20} {:<8} {:<10} summary", "monitor", "health set", "role", "origin");
+                    for (runbook, origin) in runbooks.iter() {
+                        let role = runbook.typical_role.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+                        println!("{:<28} {:<20} {:<8} {:<10} {}", runbook.monitor.as_str(), runbook.health_set.as_str(), role, origin, runbook.summary);
+                    }
+                }
+                Some(RunbooksCommand::Show { monitor }) => {
+                    let (runbook, origin) = runbooks.get_with_origin(&monitor).ok_or_else(|| {
+                        let known: Vec<&str> = runbooks.iter().map(|(r, _)| r.monitor.as_str()).collect();
+                        Failure::Usage(format!("no runbook for monitor {monitor:?}; runbooks in force: {}", known.join(", ")))
+                    })?;
+                    println!("# {origin}\n{}", runbook::to_toml(runbook));
+                }
+            }
+            Ok(())
+        }
         Command::CheckConfig => {
             let (settings, source) = settings(config)?;
             let from = match source {
@@ -198,10 +237,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Source::Defaults => "built-in defaults".to_owned(),
             };
             println!(
-                "configuration OK ({from}): listening on {}, {} sender(s), {} inventory server(s), executor {:?}{}",
+                "configuration OK ({from}): listening on {}, {} sender(s), {} inventory server(s), {} runbook(s), executor {:?}{}",
                 settings.listen,
                 settings.senders.len(),
                 settings.inventory.len(),
+                settings.runbooks.iter().count(),
                 settings.executor.kind,
                 if settings.executor.dry_run { " (dry run)" } else { "" }
             );
@@ -280,7 +320,7 @@ fn print_json(value: &Value) {
 
 async fn serve(config: Option<&Path>) -> Result<(), Failure> {
     let (mut settings, source) = settings(config)?;
-    init_logging(settings.log_format);
+    init_logging(settings.log_format, "info");
     if let Source::File(path) = &source {
         tracing::info!(config = %path.display(), "configuration read");
     }
@@ -295,8 +335,8 @@ async fn serve(config: Option<&Path>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into());
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| format!("{default_level},tower_http=warn").into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

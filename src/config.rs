@@ -1,6 +1,7 @@
 //! Typed settings: the TOML file of SPEC section 6, the environment's secrets, and the generated credentials file.
 //!
-//! This is the only module that reads configuration from files or the environment. It works in two stages: serde
+//! This is the only module that reads configuration from files or the environment (runbook files included: they
+//! are configuration too). It works in two stages: serde
 //! reads the file into [`Config`] (unknown keys refused), then [`Config::resolve`] checks every value and builds
 //! [`Settings`], whose fields cannot hold a bad value. Every error names the key.
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, Secret};
 use crate::domain::ServerName;
+use crate::runbook::RunbookSet;
 
 /// A configuration problem, with the key (or file) it concerns; printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +151,16 @@ pub enum Role {
 impl Role {
     pub fn hosts_databases(self) -> bool {
         matches!(self, Role::Mailbox | Role::Multi)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Cas => "CAS",
+            Role::Mailbox => "Mailbox",
+            Role::Multi => "multi-role",
+        })
     }
 }
 
@@ -492,7 +504,11 @@ impl Config {
             return Err(ConfigError::new("email.smtp.password", "username and password go together (the password may come from HSR_SMTP_PASSWORD)"));
         }
 
+        let runbooks = RunbookSet::load(self.runbook_dir.as_deref())
+            .map_err(|e| ConfigError::new(format!("runbook_dir: {}", e.file), format!("{}: {}", e.field, e.message)))?;
+
         Ok(Settings {
+            runbooks,
             listen,
             data_dir: self.data_dir,
             max_body_bytes: self.max_body_bytes,
@@ -548,6 +564,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
     pub runbook_dir: Option<PathBuf>,
+    /// The built-in runbooks with those of `runbook_dir` added or replacing them.
+    pub runbooks: RunbookSet,
     pub log_format: LogFormat,
     pub retention: Duration,
     pub senders: Vec<auth::Sender>,

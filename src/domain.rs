@@ -128,6 +128,65 @@ identifier!(
     "._-"
 );
 
+identifier!(
+    /// A Managed Availability probe, such as `ActiveSyncCTPProbe`.
+    ProbeName,
+    "probe name",
+    128,
+    "._-"
+);
+
+identifier!(
+    /// An IIS application pool, such as `MSExchangeSyncAppPool`.
+    AppPool,
+    "application pool name",
+    128,
+    "._-"
+);
+
+/// Which health sets a `Get-ServerHealth` check looks at: a name, or a prefix ending in `*` (`ActiveSync*`), as
+/// PowerShell's `-like` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct HealthSetPattern(String);
+
+impl HealthSetPattern {
+    pub fn parse(raw: &str) -> Result<Self, InvalidName> {
+        let name = raw.strip_suffix('*').unwrap_or(raw);
+        HealthSet::parse(name).map_err(|err| InvalidName(format!("{err} (a pattern is a health set name, optionally ending in '*')")))?;
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn exact(health_set: &HealthSet) -> Self {
+        Self(health_set.as_str().to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether a health set matches, case-insensitively, as `-like` does.
+    pub fn matches(&self, health_set: &str) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => health_set.len() >= prefix.len() && health_set[..prefix.len()].eq_ignore_ascii_case(prefix),
+            None => self.0.eq_ignore_ascii_case(health_set),
+        }
+    }
+}
+
+impl fmt::Display for HealthSetPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for HealthSetPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        HealthSetPattern::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Finds the `_Mbx:` hint: the Mailbox server behind a CAS probe, as the probe's `X-MS-Diagnostics` header names it.
 ///
 /// The token `_Mbx:` (any case) is followed by a host name that ends at the first character that cannot be in a
@@ -234,5 +293,8 @@ mod tests {
         assert!(HealthSet::parse("ActiveSync\\Probe").unwrap_err().to_string().contains("only letters"));
         assert!(Monitor::parse("").unwrap_err().to_string().contains("is empty"));
         assert!(Monitor::parse("ActiveSyncCTPMonitor").unwrap().matches("activesyncctpmonitor"));
+        let pattern = HealthSetPattern::parse("ActiveSync*").unwrap();
+        assert!(pattern.matches("ActiveSync.Protocol") && pattern.matches("activesync") && !pattern.matches("OWA"));
+        assert!(HealthSetPattern::parse("Active*Sync").is_err());
     }
 }

@@ -1,21 +1,49 @@
-//! The runbook engine: takes queued incidents and drives them to a final state.
+//! The runbook engine: the worker that takes incidents that are not final and drives each to a final state.
+//!
+//! For each incident it asks the pure planner ([`crate::runbook::plan`]) for the next step, applies the safety
+//! rules (pause, silences, dry-run, throttles, per-server locks), journals the step before and after running it,
+//! and calls the executor. When the planner says the incident is over, it composes the escalation (if the ending
+//! needs a human) and commits ending and email together. The notifier ([`crate::notifier`]) delivers the email.
+//!
+//! Invariant: a mutating step is journaled as started before it runs; after a crash it is never run again, only
+//! marked `interrupted`, and the planner verifies before anything else changes a server.
+//! Invariant: one incident acts on a server at a time: an incident holds its server (and its `_Mbx:` server)
+//! from dispatch until it stops.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use anyhow::Context as _;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::config::{ExecutorKind, Settings};
+use crate::domain::ServerName;
+use crate::executor::{simulator::Simulator, Action, Executor, Report};
+use crate::incident::{Outcome, State};
+use crate::mailer::{self, Escalation, Mailer};
+use crate::runbook::plan::{self, Context, Decision, Done, Ending, Limits};
+use crate::store::{now_ms, NewNotification, NewStep, Started, Store};
 
 /// How the rest of the service talks to the engine: it is told which incidents to look at.
 #[derive(Clone)]
 pub struct EngineHandle {
     wake: mpsc::UnboundedSender<Wake>,
     running: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
 enum Wake {
+    /// A new incident, or news for one (a resolved notice): drive it, or cut its wait short.
     Incident(String),
+    /// Automation was resumed: look at everything.
     All,
+    /// A driver stopped; its servers are free.
+    Stopped,
 }
 
 impl EngineHandle {
@@ -23,8 +51,12 @@ impl EngineHandle {
         let _ = self.wake.send(Wake::Incident(incident_id.to_owned()));
     }
 
-    pub fn wake_all(&self) {
-        let _ = self.wake.send(Wake::All);
+    /// Applies the pause switch at once (the store already holds it); resuming looks at every waiting incident.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+        if !paused {
+            let _ = self.wake.send(Wake::All);
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -32,29 +64,282 @@ impl EngineHandle {
     }
 }
 
-/// The worker that owns incident execution.
+/// What every driver shares.
+struct Shared {
+    settings: Arc<Settings>,
+    store: Store,
+    executor: Executor,
+    limits: Limits,
+    mail: Arc<Notify>,
+    wake: mpsc::UnboundedSender<Wake>,
+    /// Servers held by a running driver, and by which incident.
+    locks: Mutex<HashMap<ServerName, String>>,
+    /// Running drivers, with the signal that cuts their wait short.
+    drivers: Mutex<HashMap<String, Arc<Notify>>>,
+    paused: Arc<AtomicBool>,
+}
+
 pub struct Engine {
+    shared: Arc<Shared>,
     wakes: mpsc::UnboundedReceiver<Wake>,
     running: Arc<AtomicBool>,
+    mailer: Mailer,
 }
 
 impl Engine {
-    pub fn new(_settings: Arc<crate::config::Settings>, _store: crate::store::Store) -> anyhow::Result<(Engine, EngineHandle)> {
+    /// Builds the executor and mailer; a bad mail setting fails here.
+    pub fn new(settings: Arc<Settings>, store: Store) -> anyhow::Result<(Engine, EngineHandle)> {
+        let executor = match settings.executor.kind {
+            ExecutorKind::Simulator => Executor::Simulator(Simulator::new(&settings.simulator, &settings.inventory, settings.runbooks.health_sets())),
+            ExecutorKind::Powershell => anyhow::bail!("executor.kind: the powershell executor is not available in this build"),
+        };
+        let mailer = Mailer::new(&settings.email, settings.smtp_password.as_ref(), &settings.data_dir)?;
         let (wake, wakes) = mpsc::unbounded_channel();
-        let running = Arc::new(AtomicBool::new(true));
-        Ok((Engine { wakes, running: running.clone() }, EngineHandle { wake, running }))
+        let running = Arc::new(AtomicBool::new(false));
+        let mail = Arc::new(Notify::new());
+        let paused = Arc::new(AtomicBool::new(false));
+        let limits = Limits { settle_wait: settings.timing.settle_wait.0, copy_status_attempts: settings.timing.copy_status_attempts };
+        let shared = Arc::new(Shared {
+            settings,
+            store,
+            executor,
+            limits,
+            mail,
+            wake: wake.clone(),
+            locks: Mutex::new(HashMap::new()),
+            drivers: Mutex::new(HashMap::new()),
+            paused: paused.clone(),
+        });
+        let handle = EngineHandle { wake, running: running.clone(), paused };
+        Ok((Engine { shared, wakes, running, mailer }, handle))
     }
 
-    pub async fn run(mut self, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    /// Drives incidents until `stopping` turns true; then lets running steps finish within the service's deadline.
+    pub async fn run(mut self, stopping: watch::Receiver<bool>) {
+        let shared = self.shared.clone();
+        let mut drivers = JoinSet::new();
+        let notifier = tokio::spawn(crate::notifier::run(shared.store.clone(), self.mailer, shared.mail.clone(), stopping.clone()));
+        self.running.store(true, Ordering::Relaxed);
+        refresh_pause(&shared).await;
+        dispatch(&shared, &mut drivers, &stopping).await;
+        let mut stop = stopping.clone();
         loop {
             tokio::select! {
-                _ = stopping.wait_for(|stop| *stop) => break,
-                wake = self.wakes.recv() => match wake {
-                    None => break,
-                    Some(wake) => tracing::debug!(?wake, "incident waiting for the runbook engine"),
+                _ = crate::service::stopped(&mut stop) => break,
+                Some(wake) = self.wakes.recv() => match wake {
+                    Wake::Incident(id) => {
+                        let running = shared.drivers.lock().expect("drivers lock").get(&id).cloned();
+                        match running {
+                            Some(signal) => signal.notify_one(),
+                            None => dispatch(&shared, &mut drivers, &stopping).await,
+                        }
+                    }
+                    Wake::All => {
+                        refresh_pause(&shared).await;
+                        dispatch(&shared, &mut drivers, &stopping).await;
+                    }
+                    Wake::Stopped => dispatch(&shared, &mut drivers, &stopping).await,
                 },
+                Some(_) = drivers.join_next(), if !drivers.is_empty() => {}
             }
         }
         self.running.store(false, Ordering::Relaxed);
+        while drivers.join_next().await.is_some() {}
+        let _ = notifier.await;
     }
+}
+
+async fn refresh_pause(shared: &Shared) {
+    match shared.store.paused().await {
+        Ok(paused) => shared.paused.store(paused.is_some(), Ordering::Relaxed),
+        Err(err) => tracing::error!(error = %err, "cannot read the pause switch; treating automation as paused"),
+    }
+}
+
+/// Starts a driver for every incident that is not final, not already driven, and whose servers are free.
+async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &watch::Receiver<bool>) {
+    if *stopping.borrow() {
+        return;
+    }
+    let runnable = match shared.store.runnable().await {
+        Ok(runnable) => runnable,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot list incidents to run");
+            return;
+        }
+    };
+    for incident in runnable {
+        if shared.drivers.lock().expect("drivers lock").contains_key(&incident.id) {
+            continue;
+        }
+        let servers: Vec<ServerName> = std::iter::once(incident.server.clone()).chain(incident.mailbox_hint.clone()).collect();
+        {
+            let mut locks = shared.locks.lock().expect("locks lock");
+            if servers.iter().any(|s| locks.contains_key(s)) {
+                continue;
+            }
+            for server in &servers {
+                locks.insert(server.clone(), incident.id.clone());
+            }
+        }
+        let signal = Arc::new(Notify::new());
+        shared.drivers.lock().expect("drivers lock").insert(incident.id.clone(), signal.clone());
+        let span = tracing::info_span!("incident", id = %incident.id, server = %incident.server);
+        let shared = shared.clone();
+        let stopping = stopping.clone();
+        drivers.spawn(
+            async move {
+                let id = incident.id.clone();
+                if let Err(err) = drive(&shared, &id, &signal, stopping).await {
+                    tracing::error!(error = %format!("{err:#}"), "incident driver failed; it resumes on the next wake or restart");
+                }
+                shared.drivers.lock().expect("drivers lock").remove(&id);
+                shared.locks.lock().expect("locks lock").retain(|_, holder| holder != &id);
+                let _ = shared.wake.send(Wake::Stopped);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Drives one incident until it ends, automation is paused, or the service stops.
+async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let store = &shared.store;
+    loop {
+        if *stopping.borrow() {
+            return Ok(());
+        }
+        let (incident, steps) = store.load(id.to_owned()).await?;
+        if incident.state.is_final() {
+            return Ok(());
+        }
+        if steps.is_empty() {
+            if shared.paused.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if let Some(silence) = store.silenced(incident.facts.server.to_string()).await? {
+                let reason = format!("a silence covers {} until {}: {}", silence.server, silence.until, silence.reason);
+                finish(shared, id, Ending { state: State::Suppressed, reason, activation_disabled: Vec::new() }).await?;
+                return Ok(());
+            }
+        }
+        let unfinished = steps.last().filter(|s| !s.finished).cloned();
+        let journal: Vec<Done> = steps.iter().filter(|s| s.finished).map(|s| s.done.clone()).collect();
+        let ctx = Context { facts: &incident.facts, runbooks: &shared.settings.runbooks, inventory: &shared.settings.inventory, limits: &shared.limits };
+        let plan = plan::next(&ctx, &journal);
+        if incident.facts.monitor.is_none() && !incident.monitor_found {
+            if let Some(monitor) = plan.monitor {
+                store.set_monitor(id.to_owned(), monitor).await?;
+            }
+        }
+        let action = match plan.decision {
+            Decision::Finish(ending) => {
+                finish(shared, id, ending).await?;
+                return Ok(());
+            }
+            Decision::Run(action) => action,
+        };
+        if let Some(step) = unfinished {
+            resume(shared, id, step, &action, signal, &stopping).await?;
+            continue;
+        }
+        let kind = action.kind();
+        let dry_run = incident.dry_run || shared.settings.executor.dry_run;
+        let command = shared.executor.command(&action);
+        if kind.is_mutating() {
+            if shared.paused.load(Ordering::Relaxed) {
+                let reason = format!("automation paused before {kind} on {}", action.server());
+                store.set_state(id.to_owned(), State::Queued, Some(reason)).await?;
+                tracing::info!(%kind, "automation paused; the incident waits queued");
+                return Ok(());
+            }
+            if dry_run {
+                store.skip_step(id.to_owned(), action.clone(), command, Outcome::DryRun, "dry run: not run".into()).await?;
+                continue;
+            }
+        }
+        let group = shared.settings.inventory.get(action.server()).map(|e| e.group.clone());
+        let throttle = action.is_throttled().then(|| crate::safety::rule(&shared.settings.safety, kind).cloned()).flatten();
+        let seq = match store.start_step(id.to_owned(), NewStep { action: &action, command, group, throttle }).await? {
+            Started::Run { seq } => seq,
+            Started::Throttled(reason) => {
+                tracing::warn!(%kind, %reason, "step throttled");
+                continue;
+            }
+        };
+        tracing::info!(%kind, server = %action.server(), "step started");
+        let report = match &action {
+            Action::Wait { duration, .. } => match settle(*duration, signal, stopping.clone()).await {
+                Some(report) => report,
+                None => return Ok(()),
+            },
+            _ => shared.executor.run(&action).await,
+        };
+        tracing::info!(%kind, outcome = %report.outcome, "step finished");
+        store.finish_step(id.to_owned(), seq, report).await?;
+    }
+}
+
+/// Continues a step whose result the journal does not have: the service stopped while it ran.
+async fn resume(
+    shared: &Shared,
+    id: &str,
+    step: crate::store::StepRecord,
+    wanted: &Action,
+    signal: &Notify,
+    stopping: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let same = step.done.action == wanted.kind() && &step.done.server == wanted.server();
+    let report = match wanted {
+        Action::Wait { duration, .. } if same => {
+            let left = Duration::from_millis((step.started_at + duration.as_millis() as i64 - now_ms()).max(0) as u64);
+            match settle(left, signal, stopping.clone()).await {
+                Some(report) => report,
+                None => return Ok(()),
+            }
+        }
+        action if same && !action.kind().is_mutating() => shared.executor.run(action).await,
+        _ => Report::new(Outcome::Interrupted, "the service stopped before this step's result was recorded; verifying before anything else"),
+    };
+    tracing::warn!(kind = %step.done.action, outcome = %report.outcome, "resumed a step the service was running when it stopped");
+    shared.store.finish_step(id.to_owned(), step.seq, report).await.context("cannot record the resumed step")
+}
+
+/// Waits out a settle time; a resolved notice cuts it short. `None` when the service is stopping: the wait stays
+/// unfinished in the journal and continues with the time left after a restart.
+async fn settle(duration: Duration, signal: &Notify, mut stopping: watch::Receiver<bool>) -> Option<Report> {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => Some(Report::new(Outcome::Done, format!("waited {}", humantime::format_duration(duration)))),
+        _ = signal.notified() => Some(Report::new(Outcome::Done, "cut short: a resolved notice arrived, checking now")),
+        _ = crate::service::stopped(&mut stopping) => None,
+    }
+}
+
+/// Ends an incident; endings that need a human carry their escalation email in the same commit.
+async fn finish(shared: &Shared, id: &str, ending: Ending) -> anyhow::Result<()> {
+    let notification = if ending.state.escalates() { Some(escalation(shared, id, &ending).await?) } else { None };
+    tracing::info!(state = %ending.state, reason = %ending.reason, "incident finished");
+    let queued = notification.is_some();
+    shared.store.finish_incident(id.to_owned(), ending, notification).await?;
+    if queued {
+        shared.mail.notify_one();
+    }
+    Ok(())
+}
+
+async fn escalation(shared: &Shared, id: &str, ending: &Ending) -> anyhow::Result<NewNotification> {
+    let mut incident = shared.store.incident(id.to_owned()).await?;
+    incident.state = ending.state.as_str().to_owned();
+    incident.reason = Some(ending.reason.clone());
+    let alerts = shared.store.incident_alerts(id.to_owned()).await?;
+    let email = &shared.settings.email;
+    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &ending.activation_disabled, suppressed_escalations: 0 };
+    let message = mailer::compose(&escalation, &email.from, &email.to)?;
+    Ok(NewNotification {
+        kind: "escalation".into(),
+        from: email.from.clone(),
+        to: email.to.clone(),
+        subject: mailer::subject(&escalation),
+        message: message.formatted(),
+    })
 }

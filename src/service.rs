@@ -18,6 +18,11 @@ use crate::store::Store;
 /// How long in-flight requests and the running step get to finish once shutdown starts.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 
+/// Resolves once shutdown has begun (or the sender is gone).
+pub async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
 /// A started service.
 pub struct Service {
     pub addr: SocketAddr,
@@ -40,13 +45,7 @@ impl Service {
         let state = Arc::new(AppState { settings, store: store.clone(), engine: handle });
         let app = http::router(state);
         let mut stop_http = stopping.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_http.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
+        let http = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { stopped(&mut stop_http).await }).await });
         tracing::info!(%addr, "listening");
         Ok(Service { addr, store, shutdown, http, engine })
     }

@@ -112,13 +112,14 @@ async fn pause(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> R
     let body: PauseBody = optional_json(&body)?;
     let reason = body.reason.filter(|r| !r.trim().is_empty()).unwrap_or_else(|| "paused by an operator".to_owned());
     state.store.set_paused(Some(reason.clone())).await?;
+    state.engine.set_paused(true);
     tracing::warn!(%reason, "automation paused");
     Ok(Json(json!({"paused": true, "reason": reason})).into_response())
 }
 
 async fn resume(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     state.store.set_paused(None).await?;
-    state.engine.wake_all();
+    state.engine.set_paused(false);
     tracing::warn!("automation resumed");
     Ok(Json(json!({"paused": false})).into_response())
 }

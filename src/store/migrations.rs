@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
         health_set    TEXT NOT NULL,
         server        TEXT NOT NULL,
         monitor       TEXT,
+        monitor_found INTEGER NOT NULL DEFAULT 0,
         mailbox_hint  TEXT,
         open_key      TEXT,
         reason        TEXT,
@@ -78,6 +79,7 @@ const MIGRATIONS: &[&str] = &[
         finished_at  INTEGER,
         outcome      TEXT,
         detail       TEXT NOT NULL DEFAULT '',
+        unhealthy    TEXT,
         PRIMARY KEY (incident_id, seq)
     );
     CREATE INDEX steps_by_server ON steps(action, server, started_at) WHERE counted = 1;
@@ -87,6 +89,7 @@ const MIGRATIONS: &[&str] = &[
         id              TEXT PRIMARY KEY,
         incident_id     TEXT NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
         kind            TEXT NOT NULL,
+        mail_from       TEXT NOT NULL,
         recipients      TEXT NOT NULL,
         subject         TEXT NOT NULL,
         message         BLOB NOT NULL,

@@ -7,6 +7,7 @@
 //!
 //! The submodules hold the statements of one concern each: intake, the engine's journal, the operator's views.
 
+mod engine;
 mod intake;
 mod migrations;
 mod views;
@@ -18,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, Transaction};
 use tokio::sync::oneshot;
 
+pub use engine::{IncidentRecord, NewNotification, NewStep, NotificationRow, Runnable, Started, StepRecord};
 pub use intake::{Answer, AnswerItem, Disposition, NewDelivery};
 pub use views::{AlertDetail, AlertSummary, IncidentView, NotificationView, RejectedDelivery, Silence, StepView};
 

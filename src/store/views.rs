@@ -271,6 +271,34 @@ impl Store {
         self.read(move |conn| incident(conn, &id)).await
     }
 
+    /// The alerts of an incident, oldest first.
+    pub async fn incident_alerts(&self, id: String) -> Result<Vec<AlertSummary>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM incident_alerts l JOIN alerts a ON a.id = l.alert_id WHERE l.incident_id = ?1 ORDER BY l.linked_at, a.id"
+            ))?;
+            let rows = stmt.query_map([id], alert_summary)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// The silence that covers a server now, if any.
+    pub async fn silenced(&self, server: String) -> Result<Option<Silence>> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id, server, until, reason, created_at FROM silences WHERE server = ?1 AND until > ?2 ORDER BY until DESC LIMIT 1",
+                    params![server, now_ms()],
+                    |row| {
+                        Ok(Silence { id: row.get(0)?, server: row.get(1)?, until: rfc3339(row.get(2)?), reason: row.get(3)?, created_at: rfc3339(row.get(4)?) })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
     /// The pause switch: `Some(reason)` while automation is paused.
     pub async fn paused(&self) -> Result<Option<String>> {
         self.read(|conn| Ok(conn.query_row("SELECT value FROM settings WHERE key = 'paused'", [], |row| row.get(0)).optional()?)).await

@@ -52,10 +52,6 @@ pub fn settings(toml: &str) -> Settings {
 }
 
 impl TestApp {
-    pub fn data_path(&self) -> PathBuf {
-        self.data_dir.path().to_path_buf()
-    }
-
     /// Stops the service gracefully and starts it again on the same data directory (on a new port).
     pub async fn restart(&mut self) {
         self.service.take().expect("service running").stop().await.expect("clean stop");
@@ -106,4 +102,71 @@ fn uuid_like() -> String {
 /// A native alert body.
 pub fn native(server: &str, monitor: &str, message: &str) -> String {
     serde_json::json!({"health_set": "ActiveSync", "server": server, "monitor": monitor, "message": message}).to_string()
+}
+
+/// The inventory and simulator the runbook tests share: a CAS array of two and a DAG of two.
+pub const INVENTORY: &str = r#"
+[[servers]]
+name = "cas01.contoso.com"
+role = "cas"
+group = "cas-array-1"
+
+[[servers]]
+name = "cas02.contoso.com"
+role = "cas"
+group = "cas-array-1"
+
+[[servers]]
+name = "mbx01.contoso.com"
+role = "mailbox"
+group = "dag1"
+
+[[servers]]
+name = "mbx02.contoso.com"
+role = "mailbox"
+group = "dag1"
+"#;
+
+impl TestApp {
+    /// Polls an incident until it reaches a final state (bounded: 20 s), and returns it.
+    pub async fn wait_final(&self, incident_id: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (status, incident) = self.admin_get(&format!("/v1/incidents/{incident_id}")).await;
+            assert_eq!(status, 200, "{incident}");
+            let state = incident["state"].as_str().unwrap().to_owned();
+            if !["queued", "running", "waiting"].contains(&state.as_str()) {
+                return incident;
+            }
+            assert!(std::time::Instant::now() < deadline, "incident {incident_id} still {state}: {incident:#}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Posts a native alert and returns its incident id.
+    pub async fn open(&self, body: &str) -> String {
+        let response = self.post_signed("/v1/alerts", body).await;
+        assert_eq!(response.status(), 202);
+        let answer: Value = response.json().await.unwrap();
+        answer["alerts"][0]["incident_id"].as_str().expect("an incident").to_owned()
+    }
+}
+
+/// The steps of an incident as `action server outcome` lines.
+pub fn steps(incident: &Value) -> Vec<String> {
+    incident["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} {} {}", s["action"].as_str().unwrap(), s["server"].as_str().unwrap(), s["outcome"].as_str().unwrap_or("-")))
+        .collect()
+}
+
+/// The `.eml` files in the outbox, oldest first.
+pub fn outbox(app: &TestApp) -> Vec<PathBuf> {
+    let dir = app.data_dir.path().join("outbox");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+    files.sort();
+    files
 }

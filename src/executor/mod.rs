@@ -1,0 +1,179 @@
+//! Executors carry out one runbook action on one server: the simulator for demonstrations and tests, PowerShell
+//! against real Exchange servers.
+//!
+//! An executor knows nothing of incidents, throttles or the journal: it gets one [`Action`] made of validated names
+//! and answers with a [`Report`]. The engine decides whether an action may run at all.
+
+pub mod powershell;
+pub mod simulator;
+
+use std::time::Duration;
+
+use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ProbeName, ServerName};
+use crate::incident::{ActionKind, Outcome};
+
+/// A probe as `Invoke-MonitoringProbe` names it: `<health set>\<probe>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProbeRef {
+    pub health_set: HealthSet,
+    pub probe: ProbeName,
+}
+
+impl ProbeRef {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let (health_set, probe) = raw.split_once('\\').ok_or_else(|| format!("{raw:?} is not <health set>\\<probe>"))?;
+        Ok(ProbeRef {
+            health_set: HealthSet::parse(health_set).map_err(|e| format!("health set {e}"))?,
+            probe: ProbeName::parse(probe).map_err(|e| format!("probe {e}"))?,
+        })
+    }
+}
+
+impl std::fmt::Display for ProbeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\\{}", self.health_set, self.probe)
+    }
+}
+
+/// One action on one server, with everything it needs and nothing raw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `backend` is the Mailbox server the alert's `_Mbx:` hint names behind a CAS probe; only the simulator uses
+    /// it, to model a CAS that fails because of its Mailbox server.
+    Probe {
+        server: ServerName,
+        probe: ProbeRef,
+        backend: Option<ServerName>,
+    },
+    ServerHealth {
+        server: ServerName,
+        health_sets: HealthSetPattern,
+    },
+    RecycleAppPool {
+        server: ServerName,
+        app_pool: AppPool,
+    },
+    IisReset {
+        server: ServerName,
+    },
+    /// `attempt` counts the disable-and-check rounds of one restart procedure, from 1; only the first is a new
+    /// failover for the throttles.
+    DisableActivation {
+        server: ServerName,
+        attempt: u32,
+    },
+    CopyStatus {
+        server: ServerName,
+    },
+    RestartServer {
+        server: ServerName,
+    },
+    EnableActivation {
+        server: ServerName,
+    },
+    Wait {
+        server: ServerName,
+        duration: Duration,
+    },
+}
+
+impl Action {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Probe { .. } => ActionKind::Probe,
+            Action::ServerHealth { .. } => ActionKind::ServerHealth,
+            Action::RecycleAppPool { .. } => ActionKind::RecycleAppPool,
+            Action::IisReset { .. } => ActionKind::IisReset,
+            Action::DisableActivation { .. } => ActionKind::DisableActivation,
+            Action::CopyStatus { .. } => ActionKind::CopyStatus,
+            Action::RestartServer { .. } => ActionKind::RestartServer,
+            Action::EnableActivation { .. } => ActionKind::EnableActivation,
+            Action::Wait { .. } => ActionKind::Wait,
+        }
+    }
+
+    pub fn server(&self) -> &ServerName {
+        match self {
+            Action::Probe { server, .. }
+            | Action::ServerHealth { server, .. }
+            | Action::RecycleAppPool { server, .. }
+            | Action::IisReset { server }
+            | Action::DisableActivation { server, .. }
+            | Action::CopyStatus { server }
+            | Action::RestartServer { server }
+            | Action::EnableActivation { server }
+            | Action::Wait { server, .. } => server,
+        }
+    }
+
+    /// Whether this action counts against the throttles: every mutating action but the repeated disable-and-check
+    /// rounds of one failover, and re-enabling activation, which only undoes a failover.
+    pub fn is_throttled(&self) -> bool {
+        match self {
+            Action::DisableActivation { attempt, .. } => *attempt == 1,
+            Action::EnableActivation { .. } => false,
+            other => other.kind().is_mutating(),
+        }
+    }
+
+    /// The Exchange Management Shell command this action stands for, as the runbook documents it.
+    pub fn command(&self) -> String {
+        match self {
+            Action::Probe { server, probe, .. } => format!("Invoke-MonitoringProbe {probe} -Server {server} | Format-List"),
+            Action::ServerHealth { server, health_sets } => {
+                let op = if health_sets.as_str().ends_with('*') { "-like" } else { "-eq" };
+                format!("Get-ServerHealth {server} | ?{{$_.HealthSetName {op} \"{health_sets}\"}}")
+            }
+            Action::RecycleAppPool { server, app_pool } => {
+                format!("Invoke-Command -ComputerName {server} {{ Restart-WebAppPool -Name {app_pool} }}")
+            }
+            Action::IisReset { server } => format!("Invoke-Command -ComputerName {server} {{ iisreset }}"),
+            Action::DisableActivation { server, .. } => format!("Set-MailboxServer {server} -DatabaseCopyActivationDisabledAndMoveNow $true"),
+            Action::CopyStatus { server } => format!("Get-MailboxDatabaseCopyStatus -Server {server} | Group Status"),
+            Action::RestartServer { server } => format!("Restart-Computer -ComputerName {server} -Force -Wait -For WinRM"),
+            Action::EnableActivation { server } => format!("Set-MailboxServer {server} -DatabaseCopyActivationDisabledAndMoveNow $false"),
+            Action::Wait { duration, .. } => format!("Start-Sleep -Seconds {}", duration.as_secs()),
+        }
+    }
+}
+
+/// What came of an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// A short human account: the probe's error, the unhealthy monitors, the copy counts, stderr.
+    pub detail: String,
+    /// For `server_health`: the monitors reported Unhealthy.
+    pub unhealthy: Vec<Monitor>,
+    /// The exact command text that ran, when it differs from [`Action::command`] (the PowerShell executor's script).
+    pub command: Option<String>,
+}
+
+impl Report {
+    pub fn new(outcome: Outcome, detail: impl Into<String>) -> Self {
+        Report { outcome, detail: detail.into(), unhealthy: Vec::new(), command: None }
+    }
+}
+
+/// The executor in force.
+pub enum Executor {
+    Simulator(simulator::Simulator),
+    PowerShell(powershell::PowerShell),
+}
+
+impl Executor {
+    pub async fn run(&self, action: &Action) -> Report {
+        match self {
+            Executor::Simulator(simulator) => simulator.run(action).await,
+            Executor::PowerShell(powershell) => powershell.run(action).await,
+        }
+    }
+
+    /// The command text the journal records for an action before it runs.
+    pub fn command(&self, action: &Action) -> String {
+        match self {
+            Executor::Simulator(_) => action.command(),
+            Executor::PowerShell(powershell) => powershell.command(action),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The PowerShell executor: runs each action as a script in a shell (`pwsh`, or `powershell.exe` on a Windows
+//! host) against the real Exchange servers (SPEC section 6, `[executor]` and "PowerShell executor protocol").
+//!
+//! One action is one process: the script arrives on standard input, opens a session to the server's Exchange
+//! Management Shell where it needs one, runs the cmdlet and prints one JSON document; the exit code and that
+//! document become the [`Report`]. The modules: [`template`] builds the script text, [`process`] runs it under a
+//! deadline, [`output`] reads what it printed.
+//!
+//! **Invariant:** every value in a script is a validated name or a configuration value inserted as a single-quoted
+//! literal by [`ps_quote`]; scripts hold no secret (authentication is the shell's own: Kerberos by default), so the
+//! journal may record them whole.
+
+mod output;
+mod process;
+mod template;
+// The stand-in shell and the tree checks are Unix programs.
+#[cfg(all(test, unix))]
+mod tests;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use self::process::Ended;
+use self::template::{Slot, Template};
+use super::{Action, Report};
+use crate::config::{ConfigError, ExecutorConfig};
+use crate::incident::{ActionKind, Outcome};
+
+pub use self::template::ps_quote;
+
+/// The values `New-PSSession -Authentication` takes (`System.Management.Automation.Runspaces.AuthenticationMechanism`).
+const AUTHENTICATION_MECHANISMS: [&str; 7] = ["Default", "Basic", "Negotiate", "NegotiateWithImplicitCredential", "Credssp", "Digest", "Kerberos"];
+
+pub struct PowerShell {
+    program: String,
+    args: Vec<String>,
+    /// Per action; `restart_server` has `restart_timeout` on top, since `Restart-Computer -Wait` takes that long.
+    timeout: Duration,
+    restart_timeout: Duration,
+    connection_uri: String,
+    authentication: &'static str,
+    templates: HashMap<ActionKind, Template>,
+}
+
+impl PowerShell {
+    /// Checks the `[executor]` settings and every script template. `restart_timeout` is `timing.restart_timeout`:
+    /// how long `Restart-Computer` waits for the server to answer again.
+    pub fn new(config: &ExecutorConfig, restart_timeout: Duration) -> Result<PowerShell, ConfigError> {
+        if config.program.trim().is_empty() {
+            return Err(ConfigError::new("executor.program", "is empty"));
+        }
+        if !config.connection_uri.contains("{server}") {
+            return Err(ConfigError::new("executor.connection_uri", "must contain {server}"));
+        }
+        if config.timeout.0.is_zero() {
+            return Err(ConfigError::new("executor.timeout", "must be more than zero"));
+        }
+        let authentication = AUTHENTICATION_MECHANISMS.into_iter().find(|m| m.eq_ignore_ascii_case(&config.authentication)).ok_or_else(|| {
+            ConfigError::new("executor.authentication", format!("{:?} is not one of {}", config.authentication, AUTHENTICATION_MECHANISMS.join(", ")))
+        })?;
+        let scripted = || ActionKind::ALL.iter().copied().filter(|kind| *kind != ActionKind::Wait);
+        for key in config.scripts.keys() {
+            if !scripted().any(|kind| kind.as_str() == key) {
+                let known = scripted().map(ActionKind::as_str).collect::<Vec<_>>().join(", ");
+                return Err(ConfigError::new(format!("executor.scripts.{key}"), format!("unknown action {key:?}; scripts are for {known}")));
+            }
+        }
+        let mut templates = HashMap::new();
+        for kind in scripted() {
+            let text = config.scripts.get(kind.as_str()).cloned().or_else(|| Template::builtin_text(kind)).expect("every action but wait has a script");
+            let template = Template::parse(kind, &text).map_err(|message| ConfigError::new(format!("executor.scripts.{kind}"), message))?;
+            templates.insert(kind, template);
+        }
+        Ok(PowerShell {
+            program: config.program.clone(),
+            args: config.args.clone(),
+            timeout: config.timeout.0,
+            restart_timeout,
+            connection_uri: config.connection_uri.clone(),
+            authentication,
+            templates,
+        })
+    }
+
+    /// The exact script [`PowerShell::run`] sends for this action; the journal records it.
+    pub fn command(&self, action: &Action) -> String {
+        match self.templates.get(&action.kind()) {
+            Some(template) => template.render(|slot| self.value(slot, action)),
+            None => action.command(),
+        }
+    }
+
+    pub async fn run(&self, action: &Action) -> Report {
+        if let Action::Wait { .. } = action {
+            return Report::new(Outcome::Done, output::NO_SCRIPT);
+        }
+        let script = self.command(action);
+        let deadline = match action {
+            Action::RestartServer { .. } => self.timeout + self.restart_timeout,
+            _ => self.timeout,
+        };
+        let mut report = match process::run(&self.program, &self.args, &script, deadline).await {
+            Ended::Exited { code, stdout, stderr } => output::interpret(action, code, &stdout, &stderr),
+            Ended::TimedOut { stderr } => {
+                tracing::warn!(server = %action.server(), action = %action.kind(), "the script ran past its deadline; its process tree was killed");
+                let summary = format!("timed out after {}; the shell and everything it started were killed", humantime::format_duration(deadline));
+                Report::new(Outcome::Error, output::with_stderr(summary, &stderr))
+            }
+            Ended::Failed(err) => Report::new(Outcome::Error, format!("could not run {}: {err}", self.program)),
+        };
+        report.command = Some(script);
+        report
+    }
+
+    /// A placeholder's value for this action. Templates are checked against their action kind when parsed, so the
+    /// action always has the value a slot asks for.
+    fn value(&self, slot: Slot, action: &Action) -> String {
+        let server = action.server();
+        match (slot, action) {
+            (Slot::Server, _) => server.to_string(),
+            (Slot::ConnectionUri, _) => self.connection_uri.replace("{server}", server.as_str()),
+            (Slot::Authentication, _) => self.authentication.to_owned(),
+            (Slot::Probe, Action::Probe { probe, .. }) => probe.to_string(),
+            (Slot::HealthSets, Action::ServerHealth { health_sets, .. }) => health_sets.to_string(),
+            (Slot::AppPool, Action::RecycleAppPool { app_pool, .. }) => app_pool.to_string(),
+            (Slot::RestartTimeoutSeconds, Action::RestartServer { .. }) => self.restart_timeout.as_secs().to_string(),
+            (slot, action) => unreachable!("template for {} uses {slot:?}, which parsing refuses", action.kind()),
+        }
+    }
+}

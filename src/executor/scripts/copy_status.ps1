@@ -1,0 +1,1 @@
+$result = @(Get-MailboxDatabaseCopyStatus -Server {server} | Group-Object Status | Select-Object Name, Count)

@@ -1,0 +1,347 @@
+//! The engine's side of the store: the incidents to drive, their journal of steps, throttle history, endings
+//! and the notification outbox.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::{now_ms, Result, Store, StoreError};
+use crate::config::Throttle;
+use crate::domain::{HealthSet, Monitor, ServerName};
+use crate::executor::{Action, Report};
+use crate::incident::{ActionKind, Outcome, State};
+use crate::runbook::plan::{Done, Ending, Facts};
+use crate::safety::{self, History};
+
+/// An incident as the engine loads it.
+#[derive(Debug, Clone)]
+pub struct IncidentRecord {
+    pub id: String,
+    pub state: State,
+    pub dry_run: bool,
+    /// The alert named no monitor and `Get-ServerHealth` found it (`facts.monitor` stays empty for the planner).
+    pub monitor_found: bool,
+    pub facts: Facts,
+    pub resolved_at: Option<i64>,
+}
+
+/// One journal step.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub seq: i64,
+    pub started_at: i64,
+    pub done: Done,
+    pub finished: bool,
+}
+
+/// An incident that is not final, and the servers it needs to itself.
+#[derive(Debug, Clone)]
+pub struct Runnable {
+    pub id: String,
+    pub server: ServerName,
+    pub mailbox_hint: Option<ServerName>,
+}
+
+/// A step about to run, with the throttle that governs it.
+pub struct NewStep<'a> {
+    pub action: &'a Action,
+    pub command: String,
+    pub group: Option<String>,
+    pub throttle: Option<Throttle>,
+}
+
+/// Whether a step may run.
+#[derive(Debug)]
+pub enum Started {
+    Run {
+        seq: i64,
+    },
+    /// A throttle forbade it; the step is recorded `throttled` with this reason.
+    Throttled(String),
+}
+
+/// An email to queue with the incident's ending.
+pub struct NewNotification {
+    pub kind: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub message: Vec<u8>,
+}
+
+/// A notification waiting for delivery.
+#[derive(Debug, Clone)]
+pub struct NotificationRow {
+    pub id: String,
+    pub incident_id: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub message: Vec<u8>,
+    pub attempts: i64,
+}
+
+fn parse_server(raw: String) -> rusqlite::Result<ServerName> {
+    ServerName::parse(&raw).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+impl Store {
+    /// Incidents that are not final, oldest first.
+    pub async fn runnable(&self) -> Result<Vec<Runnable>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT id, server, mailbox_hint FROM incidents WHERE state IN ('queued', 'running', 'waiting') ORDER BY id")?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok(Runnable {
+                        id: row.get(0)?,
+                        server: parse_server(row.get(1)?)?,
+                        mailbox_hint: row.get::<_, Option<String>>(2)?.map(parse_server).transpose()?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// An incident with its journal.
+    pub async fn load(&self, id: String) -> Result<(IncidentRecord, Vec<StepRecord>)> {
+        self.read(move |conn| {
+            let incident = conn
+                .query_row(
+                    "SELECT id, state, dry_run, server, health_set, CASE WHEN monitor_found THEN NULL ELSE monitor END, mailbox_hint, resolved_at, monitor_found FROM incidents WHERE id = ?1",
+                    [&id],
+                    |row| {
+                        let state: String = row.get(1)?;
+                        let health_set: String = row.get(4)?;
+                        Ok(IncidentRecord {
+                            id: row.get(0)?,
+                            state: State::parse(&state).unwrap_or(State::Blocked),
+                            dry_run: row.get(2)?,
+                            facts: Facts {
+                                server: parse_server(row.get(3)?)?,
+                                health_set: HealthSet::parse(&health_set).map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
+                                monitor: row.get::<_, Option<String>>(5)?.and_then(|m| Monitor::parse(&m).ok()),
+                                mailbox_hint: row.get::<_, Option<String>>(6)?.map(parse_server).transpose()?,
+                            },
+                            resolved_at: row.get(7)?,
+                            monitor_found: row.get(8)?,
+                        })
+                    },
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
+            let mut stmt = conn.prepare_cached("SELECT seq, action, server, started_at, finished_at, outcome, detail, unhealthy FROM steps WHERE incident_id = ?1 ORDER BY seq")?;
+            let steps = stmt
+                .query_map([&id], |row| {
+                    let action: String = row.get(1)?;
+                    let outcome: Option<String> = row.get(5)?;
+                    let unhealthy: Option<String> = row.get(7)?;
+                    Ok(StepRecord {
+                        seq: row.get(0)?,
+                        started_at: row.get(3)?,
+                        finished: row.get::<_, Option<i64>>(4)?.is_some(),
+                        done: Done {
+                            action: ActionKind::parse(&action).unwrap_or(ActionKind::Wait),
+                            server: parse_server(row.get(2)?)?,
+                            outcome: outcome.as_deref().and_then(Outcome::parse).unwrap_or(Outcome::Interrupted),
+                            detail: row.get(6)?,
+                            unhealthy: unhealthy
+                                .and_then(|json| serde_json::from_str::<Vec<String>>(&json).ok())
+                                .unwrap_or_default()
+                                .iter()
+                                .filter_map(|m| Monitor::parse(m).ok())
+                                .collect(),
+                        },
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((incident, steps))
+        })
+        .await
+    }
+
+    pub async fn set_state(&self, id: String, state: State, reason: Option<String>) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute("UPDATE incidents SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1", params![id, state.as_str(), reason, now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records the monitor learnt from `Get-ServerHealth`, and lets later alerts naming it attach to this incident.
+    /// The planner still sees the incident as the alert made it (no monitor), so it replays the discovery step.
+    pub async fn set_monitor(&self, id: String, monitor: Monitor) -> Result<()> {
+        self.write(move |tx| {
+            let (server, health_set): (String, String) = tx.query_row("SELECT server, health_set FROM incidents WHERE id = ?1", [&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let key = format!("{}|{}|{}", server, health_set.to_ascii_lowercase(), monitor.as_str().to_ascii_lowercase());
+            let taken: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM incidents WHERE open_key = ?1 AND id != ?2)", params![key, id], |r| r.get(0))?;
+            let sql = if taken {
+                "UPDATE incidents SET monitor = ?2, monitor_found = 1, updated_at = ?4 WHERE id = ?1"
+            } else {
+                "UPDATE incidents SET monitor = ?2, monitor_found = 1, open_key = CASE WHEN open_key IS NULL THEN NULL ELSE ?3 END, updated_at = ?4 WHERE id = ?1"
+            };
+            tx.execute(sql, params![id, monitor.as_str(), key, now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Journals a step as started, unless a throttle forbids it: then it is journaled `throttled` and not run.
+    /// The throttle history is read in the same transaction, so concurrent incidents cannot both pass one limit.
+    pub async fn start_step(&self, id: String, step: NewStep<'_>) -> Result<Started> {
+        let action = step.action.clone();
+        let (command, group, throttle) = (step.command, step.group, step.throttle);
+        self.write(move |tx| {
+            let now = now_ms();
+            let counted = throttle.is_some();
+            if let Some(rule) = &throttle {
+                let history = history(tx, action.kind(), action.server(), group.as_deref(), now)?;
+                let group_name = group.as_deref().unwrap_or(action.server().as_str());
+                if let Err(reason) = safety::check(action.kind(), rule, action.server().as_str(), group_name, &history, now) {
+                    let seq = insert_step(tx, &id, &action, &command, group.as_deref(), false, now)?;
+                    tx.execute(
+                        "UPDATE steps SET finished_at = ?3, outcome = 'throttled', detail = ?4 WHERE incident_id = ?1 AND seq = ?2",
+                        params![id, seq, now, reason],
+                    )?;
+                    return Ok(Started::Throttled(reason));
+                }
+            }
+            let seq = insert_step(tx, &id, &action, &command, group.as_deref(), counted, now)?;
+            Ok(Started::Run { seq })
+        })
+        .await
+    }
+
+    /// Journals a step that did not run (dry run), finished at once.
+    pub async fn skip_step(&self, id: String, action: Action, command: String, outcome: Outcome, detail: String) -> Result<()> {
+        self.write(move |tx| {
+            let now = now_ms();
+            let seq = insert_step(tx, &id, &action, &command, None, false, now)?;
+            tx.execute(
+                "UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5 WHERE incident_id = ?1 AND seq = ?2",
+                params![id, seq, now, outcome.as_str(), detail],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records a step's result; the command text is replaced when the executor reports the exact script it ran.
+    pub async fn finish_step(&self, id: String, seq: i64, report: Report) -> Result<()> {
+        self.write(move |tx| {
+            let unhealthy = (!report.unhealthy.is_empty()).then(|| serde_json::to_string(&report.unhealthy).expect("names serialise"));
+            tx.execute(
+                "UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5, unhealthy = ?6, command = COALESCE(?7, command) WHERE incident_id = ?1 AND seq = ?2",
+                params![id, seq, now_ms(), report.outcome.as_str(), bounded(&report.detail), unhealthy, report.command],
+            )?;
+            tx.execute("UPDATE incidents SET updated_at = ?2 WHERE id = ?1", params![id, now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Ends an incident, frees its key for new incidents, and queues its notification in the same transaction.
+    pub async fn finish_incident(&self, id: String, ending: Ending, notification: Option<NewNotification>) -> Result<()> {
+        self.write(move |tx| {
+            let now = now_ms();
+            tx.execute(
+                "UPDATE incidents SET state = ?2, reason = ?3, open_key = NULL, updated_at = ?4 WHERE id = ?1",
+                params![id, ending.state.as_str(), ending.reason, now],
+            )?;
+            if let Some(n) = notification {
+                tx.execute(
+                    "INSERT INTO notifications (id, incident_id, kind, recipients, subject, message, status, next_attempt_at, created_at, mail_from)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)",
+                    params![super::new_id(), id, n.kind, serde_json::to_string(&n.to).expect("addresses serialise"), n.subject, n.message, now, n.from],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Notifications due for a delivery attempt, and when the next one falls due.
+    pub async fn due_notifications(&self) -> Result<(Vec<NotificationRow>, Option<i64>)> {
+        self.read(|conn| {
+            let now = now_ms();
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, incident_id, mail_from, recipients, message, attempts FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT 100",
+            )?;
+            let due = stmt
+                .query_map([now], |row| {
+                    Ok(NotificationRow {
+                        id: row.get(0)?,
+                        incident_id: row.get(1)?,
+                        from: row.get(2)?,
+                        to: serde_json::from_str(&row.get::<_, String>(3)?).unwrap_or_default(),
+                        message: row.get(4)?,
+                        attempts: row.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let next = conn.query_row("SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'pending' AND next_attempt_at > ?1", [now], |r| r.get(0))?;
+            Ok((due, next))
+        })
+        .await
+    }
+
+    pub async fn notification_sent(&self, id: String) -> Result<()> {
+        self.write(move |tx| {
+            let now = now_ms();
+            tx.execute("UPDATE notifications SET status = 'sent', attempts = attempts + 1, sent_at = ?2, last_error = NULL WHERE id = ?1", params![id, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn notification_failed(&self, id: String, error: String, next_attempt_at: i64) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE notifications SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+                params![id, bounded(&error), next_attempt_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn next_seq(tx: &Transaction, id: &str) -> Result<i64> {
+    Ok(tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE incident_id = ?1", [id], |r| r.get(0))?)
+}
+
+fn insert_step(tx: &Transaction, id: &str, action: &Action, command: &str, group: Option<&str>, counted: bool, now: i64) -> Result<i64> {
+    let seq = next_seq(tx, id)?;
+    tx.execute(
+        "INSERT INTO steps (incident_id, seq, action, server, server_group, command, counted, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![id, seq, action.kind().as_str(), action.server().as_str(), group, command, counted, now],
+    )?;
+    let state = if action.kind() == ActionKind::Wait { State::Waiting } else { State::Running };
+    tx.execute("UPDATE incidents SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, state.as_str(), now])?;
+    Ok(seq)
+}
+
+fn history(tx: &Transaction, kind: ActionKind, server: &ServerName, group: Option<&str>, now: i64) -> Result<History> {
+    let since = safety::window_start(now);
+    let (server_last, server_today) = tx.query_row(
+        "SELECT MAX(started_at), COUNT(*) FROM steps WHERE counted = 1 AND action = ?1 AND server = ?2 AND started_at > ?3",
+        params![kind.as_str(), server.as_str(), since],
+        |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?)),
+    )?;
+    let mut history = History { server_last, server_today, ..History::default() };
+    if let Some(group) = group {
+        (history.group_last, history.group_today, history.group_in_flight) = tx.query_row(
+            "SELECT MAX(started_at), COUNT(*), COALESCE(SUM(finished_at IS NULL), 0) FROM steps WHERE counted = 1 AND action = ?1 AND server_group = ?2 AND started_at > ?3",
+            params![kind.as_str(), group, since],
+            |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?)),
+        )?;
+    }
+    Ok(history)
+}
+
+/// Keeps step details and errors to a size a page and an email can show.
+fn bounded(text: &str) -> String {
+    const MAX: usize = 4000;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}... [truncated]", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
