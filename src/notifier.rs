@@ -1,58 +1,107 @@
 //! Delivers queued notifications: every email is in the store before it is sent, and is retried with capped,
 //! jittered exponential backoff until the transport accepts it, across restarts.
+//!
+//! The loop ([`run`]) only finds due work and sleeps; one attempt at one notification is [`attempt`], and its two
+//! outcomes are recorded (in the store and in the metrics) by `delivered` and `failed`.
+//!
+//! Invariant: a message the SMTP server has accepted is never sent again by this process. One task sends, one
+//! message at a time; acceptance is recorded as soon as the server's final `250` arrives (the mailer does not wait
+//! for `QUIT`), and a message whose acceptance could not be recorded is held back in memory, never re-sent.
+//!
+//! Delivery is still at least once, not exactly once, in three narrow windows: the process dies between the
+//! server's acceptance and the commit of `sent`; the connection drops after the server took the message but before
+//! its final answer reached us (SMTP cannot tell "lost answer" from "not taken", so it counts as a failure); or the
+//! store stays unwritable until the process stops. In each the message is sent again later, which beats losing an
+//! escalation.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::mailer::Mailer;
-use crate::store::{now_ms, Store};
+use crate::mailer::{Accepted, DeliveryError, Mailer};
+use crate::metrics::Metrics;
+use crate::store::{now_ms, NotificationRow, Store};
 
-/// The first retry comes after this; each later one waits twice as long, up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How long to sleep when nothing is due and nothing wakes us, so a clock jump cannot stall delivery for long.
 const IDLE_POLL: Duration = Duration::from_secs(60);
+/// How much of each delay is random, so that many waiting messages (or many services) do not retry in step.
+const JITTER: f64 = 0.2;
 
-/// The delay before retry number `attempt` (1 for the first retry), with up to 20% jitter.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = FIRST_BACKOFF.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(MAX_BACKOFF);
-    let jitter = rand::random::<f64>() * 0.2;
-    base.mul_f64(1.0 + jitter).min(MAX_BACKOFF)
+/// When to try a failed delivery again: `initial` after the first failure, twice as long after each further one,
+/// never more than `max` apart. Both come from `[email]` (`retry_initial`, `retry_max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    initial: Duration,
+    max: Duration,
+}
+
+impl RetryPolicy {
+    /// `max` below `initial` is raised to it (configuration refuses that anyway).
+    pub fn new(initial: Duration, max: Duration) -> RetryPolicy {
+        RetryPolicy { initial, max: max.max(initial) }
+    }
+
+    /// The wait after the `failures`-th failed attempt (1 for the first): the doubled delay, capped, less up to
+    /// 20% at random. The cap holds even with the jitter.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(30);
+        let base = self.initial.saturating_mul(1u32 << doublings).min(self.max);
+        base.mul_f64(1.0 - rand::random::<f64>() * JITTER)
+    }
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// The transport refused or could not be reached; the notification waits for its next attempt, at `retry_at`
+    /// (milliseconds since the epoch).
+    Failed {
+        permanent: bool,
+        retry_at: i64,
+    },
+    /// The transport accepted it but the store could not record that; it must not be sent again.
+    DeliveredUnrecorded,
 }
 
 /// Runs until `stopping` turns true. `wake` is notified when a new notification is queued.
-pub async fn run(store: Store, mailer: Mailer, wake: Arc<Notify>, mut stopping: watch::Receiver<bool>) {
+pub async fn run(store: Store, mailer: Mailer, wake: Arc<Notify>, mut stopping: watch::Receiver<bool>, metrics: Arc<Metrics>) {
+    let policy = mailer.retry_policy();
     tracing::info!(transport = %mailer.describe(), "notifier started");
+    // Accepted by the transport, not yet recorded as sent: recorded again before anything else, never re-sent.
+    let mut unrecorded: HashSet<String> = HashSet::new();
     loop {
+        unrecorded = record_unrecorded(&store, unrecorded).await;
         let next = match store.due_notifications().await {
-            Ok((due, next)) => {
+            Ok((due, mut next)) => {
+                // `next` was read before these attempts: each failure brings its own retry time, and a delivery
+                // means looking again at once (the store hands out due notifications a page at a time).
+                let mut earliest = |at: i64| next = Some(next.map_or(at, |n: i64| n.min(at)));
                 for row in due {
                     if *stopping.borrow() {
                         return;
                     }
-                    match mailer.deliver(&row.from, &row.to, &row.message).await {
-                        Ok(()) => {
-                            tracing::info!(notification = %row.id, incident = %row.incident_id, "escalation delivered");
-                            if let Err(err) = store.notification_sent(row.id.clone()).await {
-                                tracing::error!(error = %err, notification = %row.id, "delivered, but cannot record it");
-                            }
-                        }
-                        Err(err) => {
-                            let retry_at = now_ms() + backoff(row.attempts as u32 + 1).as_millis() as i64;
-                            tracing::warn!(notification = %row.id, permanent = err.permanent, error = %err.message, "delivery failed; will retry");
-                            if let Err(err) = store.notification_failed(row.id.clone(), err.message, retry_at).await {
-                                tracing::error!(error = %err, "cannot record the failed delivery");
-                            }
+                    if unrecorded.contains(&row.id) {
+                        continue;
+                    }
+                    match attempt(&store, &mailer, &policy, &metrics, &row).await {
+                        Outcome::Delivered => earliest(now_ms()),
+                        Outcome::Failed { retry_at, .. } => earliest(retry_at),
+                        Outcome::DeliveredUnrecorded => {
+                            unrecorded.insert(row.id);
                         }
                     }
+                }
+                if !unrecorded.is_empty() {
+                    earliest(now_ms() + policy.delay(1).as_millis() as i64);
                 }
                 next
             }
             Err(err) => {
                 tracing::error!(error = %err, "cannot read the notification outbox");
-                Some(now_ms() + FIRST_BACKOFF.as_millis() as i64)
+                Some(now_ms() + policy.delay(1).as_millis() as i64)
             }
         };
         let sleep = next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)).unwrap_or(IDLE_POLL).min(IDLE_POLL);
@@ -64,17 +113,88 @@ pub async fn run(store: Store, mailer: Mailer, wake: Arc<Notify>, mut stopping: 
     }
 }
 
+/// One delivery attempt of one notification, recorded in the store.
+pub async fn attempt(store: &Store, mailer: &Mailer, policy: &RetryPolicy, metrics: &Metrics, row: &NotificationRow) -> Outcome {
+    match mailer.deliver(&row.from, &row.to, &row.message).await {
+        // Recorded before anything else happens: this is what keeps an accepted message from going out twice.
+        Ok(accepted) => delivered(store, metrics, row, &accepted).await,
+        Err(err) => failed(store, policy, metrics, row, &err).await,
+    }
+}
+
+/// The transport accepted the message: count it and mark it sent.
+async fn delivered(store: &Store, metrics: &Metrics, row: &NotificationRow, accepted: &Accepted) -> Outcome {
+    metrics.email_sent();
+    tracing::info!(notification = %row.id, incident = %row.incident_id, attempt = row.attempts + 1, reply = %accepted.reply, "notification delivered");
+    match store.notification_sent(row.id.clone()).await {
+        Ok(()) => Outcome::Delivered,
+        Err(err) => {
+            tracing::error!(error = %err, notification = %row.id, "delivered, but cannot record it; it will not be sent again");
+            Outcome::DeliveredUnrecorded
+        }
+    }
+}
+
+/// The attempt failed: record the error and when to try again. A permanent refusal (5xx) is retried on the same
+/// policy, since it usually means a relay setting that someone will fix; the error stays on the incident.
+async fn failed(store: &Store, policy: &RetryPolicy, metrics: &Metrics, row: &NotificationRow, err: &DeliveryError) -> Outcome {
+    metrics.email_failed();
+    let failures = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
+    let delay = policy.delay(failures);
+    tracing::warn!(
+        notification = %row.id,
+        incident = %row.incident_id,
+        attempt = failures,
+        permanent = err.permanent,
+        error = %err.message,
+        retry_in = %humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)),
+        "notification delivery failed"
+    );
+    let retry_at = now_ms() + delay.as_millis() as i64;
+    if let Err(store_err) = store.notification_failed(row.id.clone(), err.message.clone(), retry_at).await {
+        tracing::error!(error = %store_err, notification = %row.id, "cannot record the failed delivery; it is tried again when next due");
+    }
+    Outcome::Failed { permanent: err.permanent, retry_at }
+}
+
+/// Tries again to record deliveries the store refused; returns those still unrecorded.
+async fn record_unrecorded(store: &Store, unrecorded: HashSet<String>) -> HashSet<String> {
+    let mut left = HashSet::new();
+    for id in unrecorded {
+        if let Err(err) = store.notification_sent(id.clone()).await {
+            tracing::error!(error = %err, notification = %id, "still cannot record a delivered notification");
+            left.insert(id);
+        }
+    }
+    left
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_with_jitter_and_is_capped() {
-        for attempt in 1..=5u32 {
-            let base = FIRST_BACKOFF * 2u32.pow(attempt - 1);
-            let got = backoff(attempt);
-            assert!(got >= base && got <= base.mul_f64(1.2), "attempt {attempt}: {got:?}");
+    fn the_delay_doubles_with_jitter_and_is_capped() {
+        let policy = RetryPolicy::new(Duration::from_secs(5), Duration::from_secs(3600));
+        for failures in 1..=10u32 {
+            let base = Duration::from_secs(5 * 2u64.pow(failures - 1)).min(Duration::from_secs(3600));
+            for _ in 0..20 {
+                let got = policy.delay(failures);
+                assert!(got <= base && got >= base.mul_f64(1.0 - JITTER), "failure {failures}: {got:?} against {base:?}");
+            }
         }
-        assert_eq!(backoff(40), MAX_BACKOFF);
+        for failures in [11, 40, u32::MAX] {
+            assert!(policy.delay(failures) <= Duration::from_secs(3600));
+            assert!(policy.delay(failures) >= Duration::from_secs(2880));
+        }
+    }
+
+    #[test]
+    fn a_test_policy_is_as_short_as_configured() {
+        let policy = RetryPolicy::new(Duration::from_millis(20), Duration::from_millis(100));
+        assert!(policy.delay(1) <= Duration::from_millis(20));
+        assert!(policy.delay(100) <= Duration::from_millis(100));
+        let raised = RetryPolicy::new(Duration::from_secs(10), Duration::from_secs(1)).delay(5);
+        assert!(raised <= Duration::from_secs(10) && raised >= Duration::from_secs(8), "{raised:?}");
     }
 }

@@ -6,9 +6,12 @@
 //! them, retrying as [`DeliveryError::permanent`] says.
 //!
 //! - [`compose`] and [`subject`]: the message, `multipart/alternative` with plain text and HTML (`content`).
-//! - [`Mailer`]: the transport, built once from settings (`transport`).
+//! - [`recipients`] and [`notifies`]: who is told, and which endings send an email at all (`routing`, pure).
+//! - [`Mailer`]: the transport, built once from settings (`transport`); [`compose_test`] is the message that
+//!   `check-config --send-test-email` sends through it.
 
 mod content;
+mod routing;
 mod transport;
 
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
@@ -18,7 +21,8 @@ use lettre::Message;
 use crate::domain::ServerName;
 use crate::store::{AlertSummary, IncidentView};
 
-pub use transport::Mailer;
+pub use routing::{notifies, recipients, Names, Pattern, Route, RouteError};
+pub use transport::{Accepted, Conversation, Mailer};
 
 /// The name every subject starts with, so that mail rules can sort escalations.
 pub const SUBJECT_PREFIX: &str = "[healthset-responder]";
@@ -132,6 +136,51 @@ pub fn compose(escalation: &Escalation, from: &str, to: &[String]) -> Result<Mes
     let body =
         MultiPart::alternative().singlepart(part(ContentType::TEXT_PLAIN, content.text())).singlepart(part(ContentType::TEXT_HTML, content.html(&subject)));
     builder.multipart(body).map_err(|e| MailError::Message(e.to_string().to_lowercase()))
+}
+
+/// The message `check-config --send-test-email` sends: plain text saying where it came from and through which
+/// transport, so that whoever receives it knows escalations will reach them the same way.
+pub fn compose_test(from: &str, to: &[String], transport: &str) -> Result<Message, MailError> {
+    let sender: Mailbox = from.trim().parse().map_err(|e| MailError::config("email.from", format!("{from:?} is not an email address ({e})")))?;
+    if to.is_empty() {
+        return Err(MailError::config("email.to", "is empty; escalations need a recipient"));
+    }
+    let host = hostname();
+    let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
+    let domain = sender.email.domain().to_owned();
+    let mut builder = Message::builder()
+        .from(sender)
+        .subject(format!("{SUBJECT_PREFIX} TEST: escalation email from {host}"))
+        .message_id(Some(format!("<{}@{}>", uuid::Uuid::now_v7().simple(), domain)))
+        .date_now()
+        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".to_owned()))
+        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"), "All".to_owned()));
+    for (i, recipient) in to.iter().enumerate() {
+        let mailbox: Mailbox =
+            recipient.trim().parse().map_err(|e| MailError::config(format!("email.to[{i}]"), format!("{recipient:?} is not an email address ({e})")))?;
+        builder = builder.to(mailbox);
+    }
+    let body = format!(
+        "This is a test message from healthset-responder on {host}, sent at {now} by\n\n  \
+         healthset-responder check-config --send-test-email\n\n\
+         through {transport}.\n\n\
+         If you are reading it, escalation emails about Exchange ActiveSync health sets will reach you the same way.\n\
+         Nothing needs doing.\n"
+    );
+    builder
+        .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).header(ContentTransferEncoding::QuotedPrintable).body(body))
+        .map_err(|e| MailError::Message(e.to_string().to_lowercase()))
+}
+
+/// This machine's name, for the test message; one clean line.
+fn hostname() -> String {
+    let name = lettre::transport::smtp::extension::ClientId::default().to_string();
+    let name = content::line(&name);
+    if name.is_empty() {
+        "this host".to_owned()
+    } else {
+        name
+    }
 }
 
 /// The envelope of a delivery; a bad address can never succeed, so it is a permanent failure.

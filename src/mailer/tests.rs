@@ -393,6 +393,20 @@ fn bad_addresses_name_the_key() {
     assert_eq!(parsed.as_deref(), Some("Exchange automation"));
 }
 
+#[test]
+fn the_test_message_says_where_it_came_from_and_how() {
+    let message = compose_test("hsr@contoso.com", &["oncall@contoso.com".into()], "smtp smtp.contoso.com:587 (starttls)").unwrap();
+    let raw = message.formatted();
+    let parsed = MessageParser::default().parse(&raw).unwrap();
+    assert!(parsed.subject().unwrap().starts_with("[healthset-responder] TEST: escalation email from "), "{:?}", parsed.subject());
+    assert_eq!(parsed.header_raw("Auto-Submitted").map(str::trim), Some("auto-generated"));
+    let body = parsed.body_text(0).unwrap();
+    assert!(body.contains("healthset-responder check-config --send-test-email"), "{body}");
+    assert!(body.contains("through smtp smtp.contoso.com:587 (starttls)."), "{body}");
+    let err = compose_test("hsr@contoso.com", &[], "outbox").unwrap_err().to_string();
+    assert_eq!(err, "email.to: is empty; escalations need a recipient");
+}
+
 #[tokio::test]
 async fn the_outbox_writes_one_eml_per_delivery() {
     let dir = tempfile::tempdir().unwrap();

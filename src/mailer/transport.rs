@@ -2,28 +2,34 @@
 //!
 //! Built once from the `[email]` settings; every setting is checked (and a CA file read) when the mailer is built,
 //! so that a bad setting stops the service at start rather than at the first escalation. This module knows nothing
-//! of what the messages say, nor of the queue that retries them.
+//! of what the messages say, nor of the queue that retries them (it only carries the queue's `[email]` retry
+//! settings to it).
+//!
+//! SMTP is spoken one step at a time with lettre's connection API rather than its all-in-one transport, so that
+//! every step (connecting, STARTTLS, AUTH, each command, the message) has its own `email.smtp.timeout`, a failure
+//! names the step and quotes the server's answer, and the caller learns of the acceptance before the goodbye.
 
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::AsyncSmtpTransportBuilder;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
 
 use super::{envelope, DeliveryError, MailError};
 use crate::auth::Secret;
 use crate::config::{EmailConfig, MailTransportKind, SmtpTls};
-
-/// Lettre's Tokio transport bounds only the connection with its timeout; a whole delivery (greeting, TLS, login,
-/// the message, the final answer) gets this many times `email.smtp.timeout`.
-const DELIVERY_TIMEOUTS: u32 = 3;
+use crate::notifier::RetryPolicy;
 
 /// The configured way out for escalation email.
 pub struct Mailer {
     transport: Transport,
+    retry: RetryPolicy,
 }
 
 enum Transport {
@@ -32,15 +38,37 @@ enum Transport {
 }
 
 struct Smtp {
-    /// Cloned into a fresh transport per delivery: escalations are rare, so a pool would only hold idle sockets, and
-    /// a transport cannot be built outside a Tokio runtime.
-    builder: AsyncSmtpTransportBuilder,
     host: String,
     port: u16,
-    tls: SmtpTls,
-    username: Option<String>,
+    security: Security,
+    /// The user name (for messages) and the credentials AUTH sends.
+    login: Option<(String, Credentials)>,
     ca_file: Option<PathBuf>,
-    deadline: Duration,
+    /// Bounds each step: the connection (TCP, implicit TLS, greeting and EHLO), STARTTLS, AUTH, every command and
+    /// the message with its final answer.
+    timeout: Duration,
+}
+
+/// How the connection is protected.
+enum Security {
+    None,
+    StartTls(TlsParameters),
+    /// Implicit TLS from the first byte (port 465).
+    Wrapper(TlsParameters),
+}
+
+/// What the far side said when it took a message: the SMTP server's final answer (`250 ...`), or the file written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub reply: String,
+}
+
+/// One delivery told step by step, for a person checking the setup (`check-config --send-test-email`).
+#[derive(Debug)]
+pub struct Conversation {
+    /// What happened, one line per step, in order (`connected to ...`, `STARTTLS: ...`, `RCPT TO:<...>: 250 OK`).
+    pub steps: Vec<String>,
+    pub result: Result<Accepted, DeliveryError>,
 }
 
 impl fmt::Debug for Mailer {
@@ -57,26 +85,32 @@ impl Mailer {
             MailTransportKind::Outbox => Transport::Outbox { dir: data_dir.join("outbox") },
             MailTransportKind::Smtp => Transport::Smtp(Box::new(smtp(email, smtp_password)?)),
         };
-        Ok(Mailer { transport })
+        Ok(Mailer { transport, retry: RetryPolicy::new(email.retry_initial.0, email.retry_max.0) })
     }
 
-    /// Sends an already formatted message (the bytes of `Message::formatted()`) to the given envelope.
-    pub async fn deliver(&self, from: &str, to: &[String], raw: &[u8]) -> Result<(), DeliveryError> {
+    /// Sends an already formatted message (the bytes of `Message::formatted()`) to the given envelope. Returns as
+    /// soon as the server has accepted the message: the polite `QUIT` that follows is sent in the background, so
+    /// the caller can record the delivery at once.
+    pub async fn deliver(&self, from: &str, to: &[String], raw: &[u8]) -> Result<Accepted, DeliveryError> {
+        self.deliver_logged(from, to, raw, &mut Vec::new()).await
+    }
+
+    /// Like [`Mailer::deliver`], and says what happened at each step.
+    pub async fn converse(&self, from: &str, to: &[String], raw: &[u8]) -> Conversation {
+        let mut steps = Vec::new();
+        let result = self.deliver_logged(from, to, raw, &mut steps).await;
+        Conversation { steps, result }
+    }
+
+    async fn deliver_logged(&self, from: &str, to: &[String], raw: &[u8], steps: &mut Vec<String>) -> Result<Accepted, DeliveryError> {
         let envelope = envelope(from, to)?;
         match &self.transport {
-            Transport::Outbox { dir } => write_outbox(dir, raw).await.map(|_| ()),
-            Transport::Smtp(smtp) => {
-                let target = format!("smtp {}:{}", smtp.host, smtp.port);
-                let transport: AsyncSmtpTransport<Tokio1Executor> = smtp.builder.clone().build();
-                let result = tokio::time::timeout(smtp.deadline, transport.send_raw(&envelope, raw)).await;
-                transport.shutdown().await;
-                match result {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(err)) if err.is_permanent() => Err(DeliveryError::permanent(format!("{target}: {err}"))),
-                    Ok(Err(err)) => Err(DeliveryError::transient(format!("{target}: {err}"))),
-                    Err(_) => Err(DeliveryError::transient(format!("{target}: no answer within {}", humantime::format_duration(smtp.deadline)))),
-                }
+            Transport::Outbox { dir } => {
+                let path = write_outbox(dir, raw).await?;
+                steps.push(format!("wrote {}", path.display()));
+                Ok(Accepted { reply: format!("written to {}", path.display()) })
             }
+            Transport::Smtp(smtp) => smtp.deliver(&envelope, raw, steps).await,
         }
     }
 
@@ -85,12 +119,12 @@ impl Mailer {
         match &self.transport {
             Transport::Outbox { dir } => format!("outbox {}", dir.display()),
             Transport::Smtp(smtp) => {
-                let mut parts = vec![match smtp.tls {
-                    SmtpTls::Starttls => "starttls".to_owned(),
-                    SmtpTls::Tls => "tls".to_owned(),
-                    SmtpTls::None => "none".to_owned(),
+                let mut parts = vec![match smtp.security {
+                    Security::StartTls(_) => "starttls".to_owned(),
+                    Security::Wrapper(_) => "tls".to_owned(),
+                    Security::None => "none".to_owned(),
                 }];
-                if let Some(user) = &smtp.username {
+                if let Some((user, _)) = &smtp.login {
                     parts.push(format!("login as {user}"));
                 }
                 if let Some(ca) = &smtp.ca_file {
@@ -107,6 +141,124 @@ impl Mailer {
             Transport::Outbox { dir } => Some(dir),
             Transport::Smtp(_) => None,
         }
+    }
+
+    /// How the notifier spaces the retries of a failed delivery (`email.retry_initial`, `email.retry_max`). The
+    /// mailer carries it because it is what the notifier is handed, built from the same `[email]` settings.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+}
+
+impl Smtp {
+    fn target(&self) -> String {
+        format!("smtp {}:{}", self.host, self.port)
+    }
+
+    /// Runs one step under the step timeout; a failure names the target and the step, and quotes the server.
+    async fn step<T>(&self, step: &str, work: impl Future<Output = Result<T, lettre::transport::smtp::Error>>) -> Result<T, DeliveryError> {
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) if err.is_permanent() => Err(DeliveryError::permanent(format!("{}: {step}: {err}", self.target()))),
+            Ok(Err(err)) => Err(DeliveryError::transient(format!("{}: {step}: {err}", self.target()))),
+            Err(_) => Err(DeliveryError::transient(format!("{}: {step}: no answer within {}", self.target(), humantime::format_duration(self.timeout)))),
+        }
+    }
+
+    async fn deliver(&self, envelope: &Envelope, raw: &[u8], steps: &mut Vec<String>) -> Result<Accepted, DeliveryError> {
+        let hello = ClientId::default();
+        let wrapper = match &self.security {
+            Security::Wrapper(params) => Some(params.clone()),
+            Security::None | Security::StartTls(_) => None,
+        };
+        let connect = AsyncSmtpConnection::connect_tokio1((self.host.as_str(), self.port), Some(self.timeout), &hello, wrapper, None);
+        let mut conn = self.step("connect", connect).await?;
+        let tls = if conn.is_encrypted() { " over TLS" } else { "" };
+        steps.push(format!("connected to {}{tls}: the server (EHLO name {:?}) offers {}", self.target(), conn.server_info().name(), offers(&conn)));
+        if let Security::StartTls(params) = &self.security {
+            // A failed upgrade leaves lettre's stream unusable (not even for QUIT), so the connection is only dropped.
+            self.step("STARTTLS", conn.starttls(params.clone(), &hello)).await?;
+            steps.push(format!("STARTTLS: encrypted, the certificate is valid for {}; the server now offers {}", self.host, offers(&conn)));
+        }
+
+        match self.transaction(&mut conn, envelope, raw, steps).await {
+            Ok(accepted) => {
+                // The message is the server's now; the goodbye must not hold up recording that.
+                let timeout = self.timeout;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(timeout, conn.quit()).await;
+                });
+                Ok(accepted)
+            }
+            Err(err) => {
+                let _ = tokio::time::timeout(self.timeout, conn.abort()).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Everything after the connection is secured: AUTH, the envelope, the message.
+    async fn transaction(&self, conn: &mut AsyncSmtpConnection, envelope: &Envelope, raw: &[u8], steps: &mut Vec<String>) -> Result<Accepted, DeliveryError> {
+        if let Some((user, credentials)) = &self.login {
+            let response = self.step("AUTH", conn.auth(DEFAULT_MECHANISMS, credentials)).await?;
+            steps.push(format!("AUTH as {user}: {}", reply(&response)));
+        }
+
+        let info = conn.server_info();
+        let mut parameters = Vec::new();
+        if envelope.to().iter().chain(envelope.from()).any(|a| !AsRef::<str>::as_ref(a).is_ascii()) {
+            if !info.supports_feature(Extension::SmtpUtfEight) {
+                return Err(DeliveryError::permanent(format!("{}: an address is not ASCII and the server does not offer SMTPUTF8", self.target())));
+            }
+            parameters.push(MailParameter::SmtpUtfEight);
+        }
+        if !raw.is_ascii() {
+            if !info.supports_feature(Extension::EightBitMime) {
+                return Err(DeliveryError::permanent(format!("{}: the message is not ASCII and the server does not offer 8BITMIME", self.target())));
+            }
+            parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let from = envelope.from().map(ToString::to_string).unwrap_or_default();
+        let step = format!("MAIL FROM:<{from}>");
+        let response = self.step(&step, conn.command(Mail::new(envelope.from().cloned(), parameters))).await?;
+        steps.push(format!("{step}: {}", reply(&response)));
+        for recipient in envelope.to() {
+            let step = format!("RCPT TO:<{recipient}>");
+            let response = self.step(&step, conn.command(Rcpt::new(recipient.clone(), Vec::new()))).await?;
+            steps.push(format!("{step}: {}", reply(&response)));
+        }
+        let response = self.step("DATA", conn.command(Data)).await?;
+        steps.push(format!("DATA: {}", reply(&response)));
+        let response = self.step("the message", conn.message(raw)).await?;
+        let accepted = Accepted { reply: reply(&response) };
+        steps.push(format!("the message ({} bytes): {}", raw.len(), accepted.reply));
+        Ok(accepted)
+    }
+}
+
+/// The server's answer as one line: `250 2.0.0 OK queued`.
+fn reply(response: &Response) -> String {
+    let text: Vec<&str> = response.message().map(str::trim).filter(|l| !l.is_empty()).collect();
+    format!("{} {}", response.code(), text.join(" ")).trim_end().to_owned()
+}
+
+/// The extensions that matter here, as the server announced them.
+fn offers(conn: &AsyncSmtpConnection) -> String {
+    let info = conn.server_info();
+    let mut offered: Vec<String> = [Extension::StartTls, Extension::EightBitMime, Extension::SmtpUtfEight]
+        .into_iter()
+        .filter(|e| info.supports_feature(*e))
+        .map(|e| e.to_string())
+        .collect();
+    let mechanisms: Vec<String> =
+        [Mechanism::Plain, Mechanism::Login, Mechanism::Xoauth2].into_iter().filter(|m| info.supports_auth_mechanism(*m)).map(|m| m.to_string()).collect();
+    if !mechanisms.is_empty() {
+        offered.push(format!("AUTH {}", mechanisms.join(" ")));
+    }
+    if offered.is_empty() {
+        "no extension that matters here".to_owned()
+    } else {
+        offered.join(", ")
     }
 }
 
@@ -127,7 +279,6 @@ fn smtp(email: &EmailConfig, smtp_password: Option<&Secret>) -> Result<Smtp, Mai
         return Err(MailError::config("email.smtp.timeout", "must be more than zero"));
     }
 
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone()).port(config.port).timeout(Some(timeout));
     let tls_parameters = |ca: Option<&PathBuf>| -> Result<TlsParameters, MailError> {
         let mut params = TlsParameters::builder(host.clone());
         if let Some(path) = ca {
@@ -138,37 +289,29 @@ fn smtp(email: &EmailConfig, smtp_password: Option<&Secret>) -> Result<Smtp, Mai
             None => MailError::config("email.smtp.tls", format!("cannot set up TLS ({e})")),
         })
     };
-    builder = match config.tls {
-        SmtpTls::Starttls => builder.tls(Tls::Required(tls_parameters(config.ca_file.as_ref())?)),
-        SmtpTls::Tls => builder.tls(Tls::Wrapper(tls_parameters(config.ca_file.as_ref())?)),
+    let security = match config.tls {
+        SmtpTls::Starttls => Security::StartTls(tls_parameters(config.ca_file.as_ref())?),
+        SmtpTls::Tls => Security::Wrapper(tls_parameters(config.ca_file.as_ref())?),
         SmtpTls::None if config.ca_file.is_some() => {
             return Err(MailError::config("email.smtp.ca_file", "is set but email.smtp.tls is \"none\"; use \"starttls\" or \"tls\", or remove ca_file"))
         }
-        SmtpTls::None => builder.tls(Tls::None),
+        SmtpTls::None => Security::None,
     };
 
     let username = config.username.as_deref().map(str::trim).filter(|u| !u.is_empty());
-    match (username, smtp_password) {
+    let login = match (username, smtp_password) {
         (Some(user), Some(password)) => {
             let password = String::from_utf8(password.expose().to_vec()).map_err(|_| MailError::config("email.smtp.password", "is not valid UTF-8"))?;
-            builder = builder.credentials(Credentials::new(user.to_owned(), password));
+            Some((user.to_owned(), Credentials::new(user.to_owned(), password)))
         }
         (Some(_), None) => {
             return Err(MailError::config("email.smtp.password", "is missing; a username needs a password (or set HSR_SMTP_PASSWORD)"));
         }
         (None, Some(_)) => return Err(MailError::config("email.smtp.username", "is missing; a password needs a username")),
-        (None, None) => {}
-    }
+        (None, None) => None,
+    };
 
-    Ok(Smtp {
-        builder,
-        host,
-        port: config.port,
-        tls: config.tls,
-        username: username.map(str::to_owned),
-        ca_file: config.ca_file.clone(),
-        deadline: timeout * DELIVERY_TIMEOUTS,
-    })
+    Ok(Smtp { host, port: config.port, security, login, ca_file: config.ca_file.clone(), timeout })
 }
 
 /// Reads the extra trusted CA: a PEM file holding at least one certificate.
