@@ -1,0 +1,211 @@
+//! The client commands end to end: the real `healthset-responder` binary against the real service on loopback, as
+//! an operator (text for a person, coloured only on a terminal) or a script (`--json`, exit codes) would use it.
+
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::replay::{app_pool_fault, held_alert, hold_incidents, CTP_MESSAGE};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_healthset-responder");
+
+/// Runs the binary with `args`, from the test's data directory (so no stray config or credentials file is read),
+/// with no environment that could change its answers; bounded so that a hung command fails the test.
+async fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(BINARY);
+    command
+        .args(args)
+        .current_dir(app.data_dir.path())
+        .env_remove("HSR_CONFIG")
+        .env_remove("HSR_ADMIN_TOKEN")
+        .env_remove("HSR_WEBHOOK_SECRET")
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    tokio::time::timeout(Duration::from_secs(60), command.output()).await.expect("the command finishes within 60 s").expect("the binary runs")
+}
+
+/// Runs a client command against the test service with the test's admin token.
+async fn client(app: &TestApp, args: &[&str]) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["--url", &app.url, "--token", ADMIN_TOKEN]);
+    run(app, &all, &[]).await
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("the command exited rather than being killed")
+}
+
+#[tokio::test]
+async fn replay_wait_follows_a_recovering_incident_and_exits_0() {
+    let app = spawn_app_with(&format!("{}\n[simulator]\naction_latency = \"100ms\"\n", app_pool_fault())).await;
+    let alert_id = held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
+
+    let output = client(&app, &["replay", &alert_id, "--wait"]).await;
+    let text = stdout(&output);
+    assert_eq!(code(&output), 0, "stdout:\n{text}\nstderr:\n{}", stderr(&output));
+    assert!(!text.contains('\x1b'), "piped output carries no ANSI codes: {text:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with(&format!("replayed alert {alert_id} as incident ")), "{text}");
+    let incident_id = lines[0].rsplit(' ').next().unwrap();
+    let steps: Vec<Vec<&str>> =
+        lines.iter().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).map(|l| l.split_whitespace().collect()).collect();
+    let columns: Vec<(&str, &str, &str, &str)> = steps.iter().map(|s| (s[0], s[2], s[3], s[4])).collect();
+    assert_eq!(
+        columns,
+        [
+            ("1", "cas01.contoso.com", "probe", "failed"),
+            ("2", "cas01.contoso.com", "recycle_app_pool", "done"),
+            ("3", "cas01.contoso.com", "probe", "succeeded")
+        ],
+        "{text}"
+    );
+    for step in &steps {
+        assert!(chrono::NaiveTime::parse_from_str(step[1], "%H:%M:%S%.3f").is_ok(), "a time of day: {step:?}");
+    }
+    assert_eq!(lines.last().unwrap(), &format!("incident {incident_id} ended recovered: recycling MSExchangeSyncAppPool on cas01.contoso.com fixed it"));
+    let incident = app.wait_final(incident_id).await;
+    assert_eq!(incident["replay_of"], alert_id.as_str());
+}
+
+#[tokio::test]
+async fn replay_wait_exits_1_when_the_incident_escalates() {
+    let app = spawn_app_with(&format!("{INVENTORY}\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n")).await;
+    let alert_id = &held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
+
+    let output = client(&app, &["replay", alert_id, "--wait"]).await;
+    let text = stdout(&output);
+    assert_eq!(code(&output), 1, "stdout:\n{text}\nstderr:\n{}", stderr(&output));
+    assert!(text.contains(" restart_server "), "each step is printed: {text}");
+    let last = text.lines().last().unwrap();
+    assert!(last.starts_with("incident ") && last.ends_with(" ended escalated: probe still failing after all remedies"), "{text}");
+}
+
+#[tokio::test]
+async fn lists_and_shows_read_well_and_json_is_the_apis() {
+    let app = spawn_app_with(&app_pool_fault()).await;
+    let answer: Value = app.post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await.json().await.unwrap();
+    let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap();
+    let incident_id = answer["alerts"][0]["incident_id"].as_str().unwrap();
+    app.wait_final(incident_id).await;
+
+    let output = client(&app, &["incidents", "list", "--json"]).await;
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let listed: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+    assert_eq!(listed["incidents"][0]["id"], incident_id);
+    assert_eq!(listed, app.admin_get("/v1/incidents?limit=50").await.1, "--json is the API's answer");
+
+    let output = client(&app, &["incidents", "list"]).await;
+    let text = stdout(&output);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(!text.contains('\x1b'), "{text:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["id", "state", "opened", "server", "monitor", "reason"]);
+    assert!(lines[1].starts_with(&format!("{incident_id}  recovered  ")), "{text}");
+    assert!(lines[1].ends_with("cas01.contoso.com  ActiveSyncCTPMonitor  recycling MSExchangeSyncAppPool on cas01.contoso.com fixed it"), "{text}");
+
+    let output = client(&app, &["incidents", "list", "--state", "escalated"]).await;
+    assert_eq!((code(&output), stdout(&output)), (0, "no incidents\n".to_owned()));
+
+    let output = client(&app, &["incidents", "show", incident_id]).await;
+    let text = stdout(&output);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(
+        text.starts_with(&format!("incident {incident_id}  RECOVERED\n  ActiveSync ActiveSyncCTPMonitor on cas01.contoso.com (_Mbx: mbx01.contoso.com)\n")),
+        "{text}"
+    );
+    let step: Vec<&str> = text.lines().find(|l| l.contains("recycle_app_pool")).expect("the timeline is shown").split_whitespace().collect();
+    assert_eq!((step[0], step[2], step[3], step[4]), ("2", "cas01.contoso.com", "recycle_app_pool", "done"), "{text}");
+
+    let output = client(&app, &["alerts", "list"]).await;
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(stdout(&output).lines().nth(1).unwrap().starts_with(alert_id), "{}", stdout(&output));
+
+    let output = client(&app, &["alerts", "show", alert_id]).await;
+    let text = stdout(&output);
+    assert!(text.contains("_Mbx:MBX01.contoso.com"), "the message is shown: {text}");
+    assert!(text.contains("raw body:\n  {"), "the raw body is shown: {text}");
+
+    let output = client(&app, &["pause", "--reason", "patching the CAS array"]).await;
+    assert_eq!((code(&output), stdout(&output)), (0, "automation paused: patching the CAS array\n".to_owned()));
+    let (_, ready) = app.admin_get("/readyz").await;
+    assert_eq!(ready["paused"], true);
+    let output = client(&app, &["resume", "--json"]).await;
+    assert_eq!(serde_json::from_slice::<Value>(&output.stdout).unwrap(), json!({"paused": false}));
+
+    let output = client(&app, &["incidents", "list", "--state", "fixed"]).await;
+    assert_eq!(code(&output), 2, "a bad flag value is a usage error");
+    assert!(stderr(&output).starts_with("error: --state: \"fixed\" is not one of queued, running,"), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn a_terminal_gets_colour_unless_no_color_is_set() {
+    let app = spawn_app_with(INVENTORY).await;
+    let incident_id = app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
+    app.wait_final(&incident_id).await;
+    let line = format!("{BINARY} incidents list --url {} --token {ADMIN_TOKEN}", app.url);
+    let coloured = on_a_terminal(&app, &line, None).await;
+    assert!(coloured.contains("\x1b[32mtransient\x1b[0m"), "a terminal sees the state in colour: {coloured:?}");
+    let plain = on_a_terminal(&app, &line, Some("1")).await;
+    assert!(plain.contains("transient") && !plain.contains('\x1b'), "NO_COLOR is honoured: {plain:?}");
+}
+
+/// Runs a shell command line with a pseudo-terminal as its stdout, as an operator's shell would give it, through
+/// util-linux's `script`; returns what the terminal showed.
+async fn on_a_terminal(app: &TestApp, line: &str, no_color: Option<&str>) -> String {
+    let mut command = tokio::process::Command::new("script");
+    command.args(["-qec", line, "/dev/null"]).current_dir(app.data_dir.path()).env_remove("NO_COLOR").kill_on_drop(true);
+    if let Some(value) = no_color {
+        command.env("NO_COLOR", value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await.expect("bounded").expect("script(1) from util-linux runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn failures_say_what_to_do_and_exit_1() {
+    let app = spawn_app_with(INVENTORY).await;
+
+    let output = run(&app, &["incidents", "list", "--url", &app.url, "--token", "not-the-token"], &[]).await;
+    assert_eq!(code(&output), 1);
+    assert_eq!(stderr(&output), "error: the service refused the credentials: the admin token is not valid\n");
+
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let output = run(&app, &["alerts", "list", "--url", &format!("http://{closed}"), "--token", ADMIN_TOKEN], &[]).await;
+    assert_eq!(code(&output), 1);
+    assert!(
+        stderr(&output).starts_with(&format!("error: cannot reach the service at http://{closed}: is `healthset-responder serve` running there?")),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = client(&app, &["replay", "0193aaaa-0000-7000-8000-000000000000"]).await;
+    assert_eq!((code(&output), stderr(&output)), (1, "error: alert 0193aaaa-0000-7000-8000-000000000000 does not exist\n".to_owned()));
+
+    hold_incidents(&app).await;
+    let answer: Value = app.post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await.json().await.unwrap();
+    let output = client(&app, &["replay", answer["alerts"][0]["alert_id"].as_str().unwrap(), "--wait"]).await;
+    assert_eq!(code(&output), 1);
+    let open = answer["alerts"][0]["incident_id"].as_str().unwrap();
+    assert_eq!(stderr(&output), format!("error: incident {open} is already open for cas01.contoso.com ActiveSync ActiveSyncCTPMonitor\n"));
+
+    let output = run(&app, &["incidents", "show", "../v1/alerts", "--url", &app.url, "--token", ADMIN_TOKEN], &[]).await;
+    assert_eq!(code(&output), 2, "an id that would change the URL path is a usage error: {}", stderr(&output));
+}
