@@ -70,13 +70,16 @@ async fn run() -> anyhow::Result<()> {
     }
     let posted = started.elapsed();
 
-    loop {
-        let open: serde_json::Value = http.get(format!("{url}/v1/incidents?limit=1000&state=queued")).bearer_auth(TOKEN).send().await?.json().await?;
-        let running: serde_json::Value = http.get(format!("{url}/v1/incidents?limit=1000&state=running")).bearer_auth(TOKEN).send().await?.json().await?;
-        if open["incidents"].as_array().map_or(0, Vec::len) + running["incidents"].as_array().map_or(0, Vec::len) == 0 {
-            break;
+    // Poll for any incident not yet final, one row per state, so that watching costs the engine little.
+    'poll: loop {
+        for state in ["queued", "running", "waiting"] {
+            let page: serde_json::Value = http.get(format!("{url}/v1/incidents?limit=1&state={state}")).bearer_auth(TOKEN).send().await?.json().await?;
+            if page["incidents"].as_array().is_some_and(|rows| !rows.is_empty()) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue 'poll;
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        break;
     }
     let finished = started.elapsed();
     let recovered: serde_json::Value = http.get(format!("{url}/v1/incidents?limit=1000&state=recovered")).bearer_auth(TOKEN).send().await?.json().await?;

@@ -1,17 +1,32 @@
 //! The command line: flags are parsed by clap, each subcommand runs, and the result becomes an exit code
 //! (0 success, 1 the operation failed, 2 usage or configuration error).
+//!
+//! Client commands print for a person by default (tables and timelines, coloured only on a terminal that has not
+//! asked for `NO_COLOR`; the text itself comes from [`render`]) and the API's own JSON with `--json`.
 
+mod render;
+
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+
+use self::render::Palette;
 
 use crate::alert::Format;
 use crate::client::{self, Client, ClientError, Signer, Target};
 use crate::config::{Config, ConfigError, Credentials, LogFormat, Settings, Source};
+use crate::incident::State;
 use crate::runbook;
 use crate::service::Service;
+use crate::store::{AlertDetail, AlertSummary, IncidentView, RejectedDelivery};
+
+/// How often `replay --wait` asks about the incident it follows.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(300);
 
 #[derive(Parser, Debug)]
 #[command(name = "healthset-responder", version, about = "Runs Microsoft's Exchange ActiveSync health set recovery runbooks when an alert arrives")]
@@ -23,15 +38,19 @@ struct Cli {
     command: Command,
 }
 
-/// Where a client command finds the service and its admin token.
+/// Where a client command finds the service and its admin token, and how it prints the answer. The flags may come
+/// before or after the subcommand (`incidents list --json`).
 #[derive(clap::Args, Debug)]
 struct Connection {
     /// The service's base URL (default: the one in credentials.toml, else http://127.0.0.1:8080).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL")]
     url: Option<String>,
     /// An admin token (default: $HSR_ADMIN_TOKEN, else the one in credentials.toml).
-    #[arg(long, env = "HSR_ADMIN_TOKEN", hide_env_values = true, value_name = "T")]
+    #[arg(long, global = true, env = "HSR_ADMIN_TOKEN", hide_env_values = true, value_name = "T")]
     token: Option<String>,
+    /// Print the API's JSON answer instead of text for a person (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -46,7 +65,12 @@ enum Command {
         command: Option<RunbooksCommand>,
     },
     /// Validate a configuration file without starting anything.
-    CheckConfig,
+    CheckConfig {
+        /// Also send a test message to email.to through the configured mail transport, and report how the SMTP
+        /// conversation went (exit 1 with the server's answer when it fails).
+        #[arg(long)]
+        send_test_email: bool,
+    },
     /// Sign alert files and post them to the service.
     Send {
         #[arg(long, value_name = "URL")]
@@ -73,6 +97,19 @@ enum Command {
     Incidents {
         #[command(subcommand)]
         command: IncidentsCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Open a new incident from a stored alert, as if it had just arrived.
+    Replay {
+        #[arg(value_name = "ALERT_ID")]
+        alert_id: String,
+        /// Journal mutating steps as dry_run instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Follow the incident, printing each step as it completes; exit 0 only if it ends transient or recovered.
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         connection: Connection,
     },
@@ -106,23 +143,22 @@ enum AlertsCommand {
         #[arg(long)]
         rejected: bool,
     },
-    Show {
-        id: String,
-    },
+    /// One alert with its raw body as delivered.
+    Show { id: String },
 }
 
 #[derive(Subcommand, Debug)]
 enum IncidentsCommand {
     /// Newest first.
     List {
+        /// Only incidents in this state (queued, running, waiting, transient, recovered, escalated, blocked, suppressed).
         #[arg(long, value_name = "S")]
         state: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    Show {
-        id: String,
-    },
+    /// One incident with its timeline and emails.
+    Show { id: String },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -146,6 +182,8 @@ impl From<FormatArg> for Format {
 enum Failure {
     Usage(String),
     Failed(anyhow::Error),
+    /// The command ran and has already said on stdout why it did not succeed (an incident that ended badly).
+    Reported,
 }
 
 impl From<ConfigError> for Failure {
@@ -188,6 +226,7 @@ pub fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::from(1)
         }
+        Err(Failure::Reported) => ExitCode::from(1),
     }
 }
 
@@ -230,7 +269,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { send_test_email } => {
             let (settings, source) = settings(config)?;
             let from = match source {
                 Source::File(path) => path.display().to_string(),
@@ -245,6 +284,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 settings.executor.kind,
                 if settings.executor.dry_run { " (dry run)" } else { "" }
             );
+            if send_test_email {
+                test_email(&settings).await?;
+            }
             Ok(())
         }
         Command::Send { url, secret, token, format, files } => {
@@ -268,41 +310,175 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Alerts { command, connection } => {
-            let client = connect(connection, config)?;
-            let answer = match command {
-                AlertsCommand::List { limit, rejected } => client.get(&format!("/v1/alerts?limit={limit}&rejected={rejected}")).await?,
-                AlertsCommand::Show { id } => client.get(&format!("/v1/alerts/{}", path_segment(&id)?)).await?,
-            };
-            print_json(&answer);
-            Ok(())
+            let (client, output) = connect(connection, config)?;
+            match command {
+                AlertsCommand::List { limit, rejected: false } => {
+                    let answer = client.get(&format!("/v1/alerts?limit={limit}")).await?;
+                    output.show(&answer, |palette| Ok(render::alerts(palette, &field::<Vec<AlertSummary>>(&answer, "alerts")?)))
+                }
+                AlertsCommand::List { limit, rejected: true } => {
+                    let answer = client.get(&format!("/v1/alerts?limit={limit}&rejected=true")).await?;
+                    output.show(&answer, |palette| Ok(render::rejected(palette, &field::<Vec<RejectedDelivery>>(&answer, "rejected")?)))
+                }
+                AlertsCommand::Show { id } => {
+                    let answer = client.get(&format!("/v1/alerts/{}", path_segment(&id)?)).await?;
+                    output.show(&answer, |palette| Ok(render::alert(palette, &parse_answer::<AlertDetail>(&answer)?)))
+                }
+            }
         }
         Command::Incidents { command, connection } => {
-            let client = connect(connection, config)?;
-            let answer = match command {
+            let (client, output) = connect(connection, config)?;
+            match command {
                 IncidentsCommand::List { state, limit } => {
-                    let state = state.map(|s| format!("&state={}", path_segment(&s).unwrap_or_default())).unwrap_or_default();
-                    client.get(&format!("/v1/incidents?limit={limit}{state}")).await?
+                    let state = match state.as_deref() {
+                        None => String::new(),
+                        Some(name) => match State::parse(name) {
+                            Some(state) => format!("&state={state}"),
+                            None => {
+                                let known: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+                                return Err(Failure::Usage(format!("--state: {name:?} is not one of {}", known.join(", "))));
+                            }
+                        },
+                    };
+                    let answer = client.get(&format!("/v1/incidents?limit={limit}{state}")).await?;
+                    output.show(&answer, |palette| Ok(render::incidents(palette, &field::<Vec<IncidentView>>(&answer, "incidents")?)))
                 }
-                IncidentsCommand::Show { id } => client.get(&format!("/v1/incidents/{}", path_segment(&id)?)).await?,
-            };
-            print_json(&answer);
-            Ok(())
+                IncidentsCommand::Show { id } => {
+                    let answer = client.get(&format!("/v1/incidents/{}", path_segment(&id)?)).await?;
+                    output.show(&answer, |palette| Ok(render::incident(palette, &parse_answer::<IncidentView>(&answer)?)))
+                }
+            }
+        }
+        Command::Replay { alert_id, dry_run, wait, connection } => {
+            let (client, output) = connect(connection, config)?;
+            let answer = client.post(&format!("/v1/alerts/{}/replay", path_segment(&alert_id)?), &json!({ "dry_run": dry_run })).await?;
+            let incident_id = answer["incident_id"].as_str().ok_or_else(|| anyhow::anyhow!("the service's answer names no incident: {answer}"))?.to_owned();
+            if !wait {
+                return output.show(&answer, |_| Ok(render::replayed(&alert_id, &incident_id, dry_run)));
+            }
+            if let Output::Text(_) = output {
+                emit(&render::replayed(&alert_id, &incident_id, dry_run));
+            }
+            follow(&client, &output, &incident_id).await
         }
         Command::Pause { reason, connection } => {
-            let answer = connect(connection, config)?.post("/v1/automation/pause", &json!({ "reason": reason })).await?;
-            println!("automation paused: {}", answer["reason"].as_str().unwrap_or(""));
-            Ok(())
+            let (client, output) = connect(connection, config)?;
+            let answer = client.post("/v1/automation/pause", &json!({ "reason": reason })).await?;
+            output.show(&answer, |_| Ok(format!("automation paused: {}\n", answer["reason"].as_str().unwrap_or(""))))
         }
         Command::Resume { connection } => {
-            connect(connection, config)?.post("/v1/automation/resume", &json!({})).await?;
-            println!("automation resumed");
-            Ok(())
+            let (client, output) = connect(connection, config)?;
+            let answer = client.post("/v1/automation/resume", &json!({})).await?;
+            output.show(&answer, |_| Ok("automation resumed\n".to_owned()))
         }
     }
 }
 
-fn connect(connection: Connection, config: Option<&Path>) -> Result<Client, Failure> {
-    Ok(Client::new(&Target::resolve(connection.url, connection.token, None, &data_dir(config)?)))
+/// Follows an incident until it is final, printing each step once it has finished (and, at the end, any step the
+/// incident stopped in). Succeeds only when the incident ends `transient` or `recovered`.
+async fn follow(client: &Client, output: &Output, incident_id: &str) -> Result<(), Failure> {
+    let path = format!("/v1/incidents/{}", path_segment(incident_id)?);
+    let mut printed = 0_i64;
+    if let Output::Text(palette) = output {
+        emit(&render::step_heading(*palette));
+    }
+    loop {
+        let answer = client.get(&path).await?;
+        let incident: IncidentView = parse_answer(&answer)?;
+        let state = State::parse(&incident.state).ok_or_else(|| anyhow::anyhow!("the service reports an unknown state {:?}", incident.state))?;
+        if let Output::Text(palette) = output {
+            for step in incident.steps.iter().flatten() {
+                if step.seq > printed && (step.finished_at.is_some() || state.is_final()) {
+                    emit(&render::step(*palette, step));
+                    printed = step.seq;
+                }
+            }
+        }
+        if state.is_final() {
+            match output {
+                Output::Json => print_json(&answer),
+                Output::Text(palette) => emit(&render::ending(*palette, &incident)),
+            }
+            return match state {
+                State::Transient | State::Recovered => Ok(()),
+                _ => Err(Failure::Reported),
+            };
+        }
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+    }
+}
+
+/// How a client command prints: the API's JSON, or text for a person in a palette.
+enum Output {
+    Json,
+    Text(Palette),
+}
+
+impl Output {
+    /// Prints an answer: as JSON, or as the text `render` makes of it.
+    fn show(&self, answer: &Value, render: impl FnOnce(Palette) -> Result<String, Failure>) -> Result<(), Failure> {
+        match self {
+            Output::Json => print_json(answer),
+            Output::Text(palette) => emit(&render(*palette)?),
+        }
+        Ok(())
+    }
+}
+
+/// Colour only for a terminal, and only when the person has not asked for none (https://no-color.org).
+fn palette() -> Palette {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    if std::io::stdout().is_terminal() && !no_color {
+        Palette::Ansi
+    } else {
+        Palette::Plain
+    }
+}
+
+/// `check-config --send-test-email`: one message to `email.to` through the configured transport, told step by step.
+async fn test_email(settings: &Settings) -> Result<(), Failure> {
+    use crate::mailer::{self, MailError, Mailer};
+    let mail_failure = |err: MailError| match err {
+        MailError::Config { .. } => Failure::Usage(err.to_string()),
+        MailError::Message(_) => Failure::Failed(err.into()),
+    };
+    let email = &settings.email;
+    let mailer = Mailer::new(email, settings.smtp_password.as_ref(), &settings.data_dir).map_err(mail_failure)?;
+    let message = mailer::compose_test(&email.from, &email.to, &mailer.describe()).map_err(mail_failure)?;
+    println!("sending a test email from {} to {} through {}", email.from, email.to.join(", "), mailer.describe());
+    let conversation = mailer.converse(&email.from, &email.to, &message.formatted()).await;
+    for step in &conversation.steps {
+        println!("  {step}");
+    }
+    match conversation.result {
+        Ok(accepted) => {
+            println!("test email accepted: {}", accepted.reply);
+            Ok(())
+        }
+        Err(err) => Err(Failure::Failed(anyhow::anyhow!("test email not sent: {}", err.message))),
+    }
+}
+
+fn connect(connection: Connection, config: Option<&Path>) -> Result<(Client, Output), Failure> {
+    let client = Client::new(&Target::resolve(connection.url, connection.token, None, &data_dir(config)?));
+    let output = if connection.json { Output::Json } else { Output::Text(palette()) };
+    Ok((client, output))
+}
+
+/// Reads an answer into the API shape it should have.
+fn parse_answer<T: DeserializeOwned>(answer: &Value) -> Result<T, Failure> {
+    T::deserialize(answer).map_err(|err| Failure::Failed(anyhow::anyhow!("the service's answer has an unexpected shape: {err}")))
+}
+
+/// Reads one field of an answer (`{"incidents": [...]}`) into the API shape it should have.
+fn field<T: DeserializeOwned>(answer: &Value, name: &str) -> Result<T, Failure> {
+    parse_answer(answer.get(name).unwrap_or(&Value::Null))
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error worth a panic.
+fn emit(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
 }
 
 /// Ids go into URL paths; refuse anything that could change the path.
@@ -315,7 +491,7 @@ fn path_segment(id: &str) -> Result<String, Failure> {
 }
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    emit(&format!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default()));
 }
 
 async fn serve(config: Option<&Path>) -> Result<(), Failure> {
@@ -337,7 +513,8 @@ async fn serve(config: Option<&Path>) -> Result<(), Failure> {
 
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| format!("{default_level},tower_http=warn").into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

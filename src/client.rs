@@ -1,7 +1,7 @@
 //! The admin API client that the CLI's client commands use, and the signed poster behind `send`.
 //!
 //! Errors say what an operator can do about them: the service is not running, the token was refused, the id is
-//! unknown. Nothing here knows how the server is built.
+//! unknown, an incident is already open. Nothing here knows how the server is built or how answers are shown.
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,6 +22,9 @@ pub enum ClientError {
     Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request clashes with what the service holds, such as a replay while an incident is open for the key.
+    #[error("{0}")]
+    Conflict(String),
     #[error("the service answered {status}: {message}")]
     Refused { status: u16, code: String, message: String, body: Value },
     #[error("{0}")]
@@ -100,6 +103,7 @@ async fn answer(response: reqwest::Response) -> Result<Value, ClientError> {
     Err(match status.as_u16() {
         401 => ClientError::Unauthorized(message),
         404 => ClientError::NotFound(message),
+        409 => ClientError::Conflict(message),
         code_number => ClientError::Refused { status: code_number, code, message, body },
     })
 }

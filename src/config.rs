@@ -291,7 +291,17 @@ pub struct Throttle {
 pub struct EmailConfig {
     pub transport: MailTransportKind,
     pub from: String,
+    /// The recipients when no route matches.
     pub to: Vec<String>,
+    /// The endings that send an email: always `escalated` and `blocked`; `recovered` adds a notice when a remedy
+    /// worked.
+    pub notify_on: Vec<NotifyOn>,
+    /// A failed delivery is tried again after `retry_initial`, then after twice as long each time, at most
+    /// `retry_max` apart (with jitter), until the transport accepts it.
+    pub retry_initial: Dur,
+    pub retry_max: Dur,
+    /// `[[email.routes]]`: the first route that matches an incident picks its recipients.
+    pub routes: Vec<EmailRouteConfig>,
     pub smtp: SmtpConfig,
 }
 
@@ -301,9 +311,36 @@ impl Default for EmailConfig {
             transport: MailTransportKind::Outbox,
             from: "healthset-responder@localhost".into(),
             to: vec!["oncall@localhost".into()],
+            notify_on: vec![NotifyOn::Escalated, NotifyOn::Blocked],
+            retry_initial: Dur(Duration::from_secs(5)),
+            retry_max: minutes(60),
+            routes: Vec::new(),
             smtp: SmtpConfig::default(),
         }
     }
+}
+
+/// A final state that sends an email (`email.notify_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyOn {
+    Escalated,
+    Blocked,
+    Recovered,
+}
+
+/// One `[[email.routes]]` entry as written: name patterns (exact, or a prefix ending in `*`; any case) and the
+/// recipients when every condition given holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRouteConfig {
+    #[serde(default)]
+    pub health_sets: Option<Vec<String>>,
+    #[serde(default)]
+    pub monitors: Option<Vec<String>>,
+    #[serde(default)]
+    pub servers: Option<Vec<String>>,
+    pub to: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -468,11 +505,12 @@ impl Config {
         if self.executor.timeout.0.is_zero() {
             return Err(ConfigError::new("executor.timeout", "must be more than zero"));
         }
-        if self.executor.kind == ExecutorKind::Powershell && self.executor.program.trim().is_empty() {
-            return Err(ConfigError::new("executor.program", "is empty"));
+        if self.executor.kind == ExecutorKind::Powershell {
+            // Checks the program, the endpoint and every script template, naming the key that is wrong.
+            crate::executor::powershell::PowerShell::new(&self.executor, self.timing.restart_timeout.0)?;
         }
-        if !self.executor.connection_uri.contains("{server}") {
-            return Err(ConfigError::new("executor.connection_uri", "must contain {server}"));
+        if self.retention.0 < Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::new("retention", "must be at least one day: throttles count the last day of the journal"));
         }
         if self.timing.copy_status_attempts == 0 {
             return Err(ConfigError::new("timing.copy_status_attempts", "must be at least 1"));
@@ -503,6 +541,22 @@ impl Config {
         if email.smtp.username.is_some() != smtp_password.is_some() {
             return Err(ConfigError::new("email.smtp.password", "username and password go together (the password may come from HSR_SMTP_PASSWORD)"));
         }
+        if !(email.notify_on.contains(&NotifyOn::Escalated) && email.notify_on.contains(&NotifyOn::Blocked)) {
+            return Err(ConfigError::new(
+                "email.notify_on",
+                "must keep \"escalated\" and \"blocked\" (escalations always go out); add \"recovered\" for recovery notices",
+            ));
+        }
+        if email.retry_initial.0.is_zero() {
+            return Err(ConfigError::new("email.retry_initial", "must be more than zero"));
+        }
+        if email.retry_max.0 < email.retry_initial.0 {
+            return Err(ConfigError::new(
+                "email.retry_max",
+                format!("must be at least email.retry_initial ({})", humantime::format_duration(email.retry_initial.0)),
+            ));
+        }
+        let email_routes = email_routes(&email.routes)?;
 
         let runbooks = RunbookSet::load(self.runbook_dir.as_deref())
             .map_err(|e| ConfigError::new(format!("runbook_dir: {}", e.file), format!("{}: {}", e.field, e.message)))?;
@@ -523,6 +577,7 @@ impl Config {
             timing: self.timing,
             safety: self.safety,
             email: self.email,
+            email_routes,
             smtp_password,
         })
     }
@@ -541,6 +596,43 @@ fn tokens(raw: &[String], key: &str) -> Result<Vec<Secret>, ConfigError> {
             }
         })
         .collect()
+}
+
+/// Checks `[[email.routes]]` and builds the routes the mailer's routing decision takes; errors name the key.
+fn email_routes(routes: &[EmailRouteConfig]) -> Result<Vec<crate::mailer::Route>, ConfigError> {
+    use crate::mailer::{Pattern, Route, RouteError};
+    let mut checked = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let patterns = |field: &str, list: &Option<Vec<String>>| -> Result<Option<Vec<Pattern>>, ConfigError> {
+            let Some(list) = list else { return Ok(None) };
+            if list.is_empty() {
+                return Err(ConfigError::new(format!("email.routes[{i}].{field}"), "is empty; leave the key out to match any name"));
+            }
+            list.iter()
+                .enumerate()
+                .map(|(j, raw)| Pattern::parse(raw).map_err(|e| ConfigError::new(format!("email.routes[{i}].{field}[{j}]"), e)))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        };
+        let health_sets = patterns("health_sets", &route.health_sets)?;
+        let monitors = patterns("monitors", &route.monitors)?;
+        let servers = patterns("servers", &route.servers)?;
+        let to = route
+            .to
+            .iter()
+            .enumerate()
+            .map(|(j, raw)| {
+                raw.parse::<lettre::Address>()
+                    .map_err(|e| ConfigError::new(format!("email.routes[{i}].to[{j}]"), format!("{raw:?} is not an email address ({e})")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let route = Route::new(health_sets, monitors, servers, to).map_err(|e| match e {
+            RouteError::NoRecipient => ConfigError::new(format!("email.routes[{i}].to"), e),
+            RouteError::NoCondition | RouteError::EmptyCondition => ConfigError::new(format!("email.routes[{i}]"), e),
+        })?;
+        checked.push(route);
+    }
+    Ok(checked)
 }
 
 /// One server of the inventory.
@@ -576,6 +668,8 @@ pub struct Settings {
     pub timing: TimingConfig,
     pub safety: SafetyConfig,
     pub email: EmailConfig,
+    /// `[[email.routes]]`, checked, in the order written.
+    pub email_routes: Vec<crate::mailer::Route>,
     pub smtp_password: Option<Secret>,
 }
 
@@ -673,6 +767,23 @@ mod tests {
             ("[[servers]]\nname = \"cas01\"\nrole = \"edge\"", "servers[0].role"),
             ("[admin]\ntokens = [\"short\"]", "admin.tokens[0]: is shorter than 16 characters"),
             ("[email]\nto = [\"not an address\"]", "email.to[0]"),
+            ("[email]\nnotify_on = [\"escalated\", \"sometimes\"]", "email.notify_on[1] (line 2): unknown variant `sometimes`"),
+            ("[email]\nnotify_on = [\"escalated\", \"recovered\"]", "email.notify_on: must keep \"escalated\" and \"blocked\""),
+            ("[email]\nretry_initial = \"0s\"", "email.retry_initial: must be more than zero"),
+            ("[email]\nretry_initial = \"1m\"\nretry_max = \"30s\"", "email.retry_max: must be at least email.retry_initial (1m)"),
+            (
+                "[[email.routes]]\nservers = [\"mbx*\"]\nto = [\"a@contoso.com\"]\n[[email.routes]]\nservers = [\"cas*\"]\nto = [\"nobody\"]",
+                "email.routes[1].to[0]: \"nobody\" is not an email address",
+            ),
+            ("[[email.routes]]\nservers = [\"cas*\"]\nto = []", "email.routes[0].to: is empty"),
+            ("[[email.routes]]\nservers = [\"cas*\"]", "email.routes[0] (line 1): missing field `to`"),
+            ("[[email.routes]]\nto = [\"a@contoso.com\"]", "email.routes[0]: sets none of health_sets, monitors and servers"),
+            ("[[email.routes]]\nmonitors = []\nto = [\"a@contoso.com\"]", "email.routes[0].monitors: is empty"),
+            (
+                "[[email.routes]]\nhealth_sets = [\"Active*Sync\"]\nto = [\"a@contoso.com\"]",
+                "email.routes[0].health_sets[0]: \"Active*Sync\" has a '*' before its end",
+            ),
+            ("[[email.routes]]\nservers = [\"cas*\"]\ncc = [\"a@contoso.com\"]\nto = [\"a@contoso.com\"]", "unknown field `cc`"),
             ("[executor]\nkind = \"ssh\"", "executor.kind"),
             ("[simulator.servers.\"cas01\"]\nfault = \"gremlins\"", "simulator.servers.cas01.fault"),
         ];
@@ -681,6 +792,24 @@ mod tests {
             assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
             assert!(!err.contains('\n'), "{text:?}: error spans lines: {err:?}");
         }
+    }
+
+    #[test]
+    fn email_routes_notices_and_retries_resolve() {
+        let defaults = resolve("").unwrap();
+        assert_eq!(defaults.email.notify_on, [NotifyOn::Escalated, NotifyOn::Blocked]);
+        assert_eq!((defaults.email.retry_initial.0, defaults.email.retry_max.0), (Duration::from_secs(5), Duration::from_secs(3600)));
+        assert!(defaults.email_routes.is_empty());
+
+        let text = "[email]\nnotify_on = [\"escalated\", \"blocked\", \"recovered\"]\nretry_initial = \"50ms\"\nretry_max = \"2s\"\n\n\
+                    [[email.routes]]\nservers = [\"MBX*\"]\nto = [\"mailbox-team@contoso.com\", \"dba@contoso.com\"]\n\n\
+                    [[email.routes]]\nhealth_sets = [\"ActiveSync.Proxy\"]\nmonitors = [\"ActiveSyncProxyTestMonitor\"]\nto = [\"proxy@contoso.com\"]\n";
+        let settings = resolve(text).unwrap();
+        assert_eq!(settings.email.notify_on.last(), Some(&NotifyOn::Recovered));
+        assert_eq!(settings.email.retry_initial.0, Duration::from_millis(50));
+        assert_eq!(settings.email_routes.len(), 2);
+        let names = crate::mailer::Names { health_set: "ActiveSync", monitor: None, server: "mbx01.contoso.com" };
+        assert_eq!(crate::mailer::recipients(&settings.email_routes, &settings.email.to, &names), ["mailbox-team@contoso.com", "dba@contoso.com"]);
     }
 
     #[test]

@@ -22,9 +22,10 @@ use tracing::Instrument;
 
 use crate::config::{ExecutorKind, Settings};
 use crate::domain::ServerName;
-use crate::executor::{simulator::Simulator, Action, Executor, Report};
+use crate::executor::{powershell::PowerShell, simulator::Simulator, Action, Executor, Report};
 use crate::incident::{Outcome, State};
 use crate::mailer::{self, Escalation, Mailer};
+use crate::metrics::Metrics;
 use crate::runbook::plan::{self, Context, Decision, Done, Ending, Limits};
 use crate::store::{now_ms, NewNotification, NewStep, Started, Store};
 
@@ -77,6 +78,7 @@ struct Shared {
     /// Running drivers, with the signal that cuts their wait short.
     drivers: Mutex<HashMap<String, Arc<Notify>>>,
     paused: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 pub struct Engine {
@@ -88,16 +90,17 @@ pub struct Engine {
 
 impl Engine {
     /// Builds the executor and mailer; a bad mail setting fails here.
-    pub fn new(settings: Arc<Settings>, store: Store) -> anyhow::Result<(Engine, EngineHandle)> {
+    /// `paused` is the pause switch as the store holds it at start; later changes arrive through the handle.
+    pub fn new(settings: Arc<Settings>, store: Store, metrics: Arc<Metrics>, paused: bool) -> anyhow::Result<(Engine, EngineHandle)> {
         let executor = match settings.executor.kind {
             ExecutorKind::Simulator => Executor::Simulator(Simulator::new(&settings.simulator, &settings.inventory, settings.runbooks.health_sets())),
-            ExecutorKind::Powershell => anyhow::bail!("executor.kind: the powershell executor is not available in this build"),
+            ExecutorKind::Powershell => Executor::PowerShell(PowerShell::new(&settings.executor, settings.timing.restart_timeout.0)?),
         };
         let mailer = Mailer::new(&settings.email, settings.smtp_password.as_ref(), &settings.data_dir)?;
         let (wake, wakes) = mpsc::unbounded_channel();
         let running = Arc::new(AtomicBool::new(false));
         let mail = Arc::new(Notify::new());
-        let paused = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(paused));
         let limits = Limits { settle_wait: settings.timing.settle_wait.0, copy_status_attempts: settings.timing.copy_status_attempts };
         let shared = Arc::new(Shared {
             settings,
@@ -109,6 +112,7 @@ impl Engine {
             locks: Mutex::new(HashMap::new()),
             drivers: Mutex::new(HashMap::new()),
             paused: paused.clone(),
+            metrics,
         });
         let handle = EngineHandle { wake, running: running.clone(), paused };
         Ok((Engine { shared, wakes, running, mailer }, handle))
@@ -118,10 +122,11 @@ impl Engine {
     pub async fn run(mut self, stopping: watch::Receiver<bool>) {
         let shared = self.shared.clone();
         let mut drivers = JoinSet::new();
-        let notifier = tokio::spawn(crate::notifier::run(shared.store.clone(), self.mailer, shared.mail.clone(), stopping.clone()));
+        let notifier = tokio::spawn(crate::notifier::run(shared.store.clone(), self.mailer, shared.mail.clone(), stopping.clone(), shared.metrics.clone()));
         self.running.store(true, Ordering::Relaxed);
-        refresh_pause(&shared).await;
-        dispatch(&shared, &mut drivers, &stopping).await;
+        // Whether some incident is waiting for a server another incident holds: then a driver stopping is a reason
+        // to look again.
+        let mut deferred = dispatch(&shared, &mut drivers, &stopping, None).await;
         let mut stop = stopping.clone();
         loop {
             tokio::select! {
@@ -131,14 +136,12 @@ impl Engine {
                         let running = shared.drivers.lock().expect("drivers lock").get(&id).cloned();
                         match running {
                             Some(signal) => signal.notify_one(),
-                            None => dispatch(&shared, &mut drivers, &stopping).await,
+                            None => deferred |= dispatch(&shared, &mut drivers, &stopping, Some(id)).await,
                         }
                     }
-                    Wake::All => {
-                        refresh_pause(&shared).await;
-                        dispatch(&shared, &mut drivers, &stopping).await;
-                    }
-                    Wake::Stopped => dispatch(&shared, &mut drivers, &stopping).await,
+                    Wake::All => deferred = dispatch(&shared, &mut drivers, &stopping, None).await,
+                    Wake::Stopped if deferred => deferred = dispatch(&shared, &mut drivers, &stopping, None).await,
+                    Wake::Stopped => {}
                 },
                 Some(_) = drivers.join_next(), if !drivers.is_empty() => {}
             }
@@ -149,25 +152,20 @@ impl Engine {
     }
 }
 
-async fn refresh_pause(shared: &Shared) {
-    match shared.store.paused().await {
-        Ok(paused) => shared.paused.store(paused.is_some(), Ordering::Relaxed),
-        Err(err) => tracing::error!(error = %err, "cannot read the pause switch; treating automation as paused"),
+/// Starts a driver for every incident (or the one named) that is not final, not already driven, and whose servers
+/// are free. Nothing starts while automation is paused. Returns whether an incident had to wait for a server.
+async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &watch::Receiver<bool>, only: Option<String>) -> bool {
+    if *stopping.borrow() || shared.paused.load(Ordering::SeqCst) {
+        return false;
     }
-}
-
-/// Starts a driver for every incident that is not final, not already driven, and whose servers are free.
-async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &watch::Receiver<bool>) {
-    if *stopping.borrow() {
-        return;
-    }
-    let runnable = match shared.store.runnable().await {
+    let runnable = match shared.store.runnable(only).await {
         Ok(runnable) => runnable,
         Err(err) => {
             tracing::error!(error = %err, "cannot list incidents to run");
-            return;
+            return false;
         }
     };
+    let mut deferred = false;
     for incident in runnable {
         if shared.drivers.lock().expect("drivers lock").contains_key(&incident.id) {
             continue;
@@ -176,6 +174,7 @@ async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &wa
         {
             let mut locks = shared.locks.lock().expect("locks lock");
             if servers.iter().any(|s| locks.contains_key(s)) {
+                deferred = true;
                 continue;
             }
             for server in &servers {
@@ -200,6 +199,7 @@ async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &wa
             .instrument(span),
         );
     }
+    deferred
 }
 
 /// Drives one incident until it ends, automation is paused, or the service stops.
@@ -255,6 +255,7 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
             }
             if dry_run {
                 store.skip_step(id.to_owned(), action.clone(), command, Outcome::DryRun, "dry run: not run".into()).await?;
+                shared.metrics.action(kind, Outcome::DryRun);
                 continue;
             }
         }
@@ -264,6 +265,7 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
             Started::Run { seq } => seq,
             Started::Throttled(reason) => {
                 tracing::warn!(%kind, %reason, "step throttled");
+                shared.metrics.action(kind, Outcome::Throttled);
                 continue;
             }
         };
@@ -276,6 +278,7 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
             _ => shared.executor.run(&action).await,
         };
         tracing::info!(%kind, outcome = %report.outcome, "step finished");
+        shared.metrics.action(kind, report.outcome);
         store.finish_step(id.to_owned(), seq, report).await?;
     }
 }
@@ -302,6 +305,7 @@ async fn resume(
         _ => Report::new(Outcome::Interrupted, "the service stopped before this step's result was recorded; verifying before anything else"),
     };
     tracing::warn!(kind = %step.done.action, outcome = %report.outcome, "resumed a step the service was running when it stopped");
+    shared.metrics.action(step.done.action, report.outcome);
     shared.store.finish_step(id.to_owned(), step.seq, report).await.context("cannot record the resumed step")
 }
 
@@ -315,12 +319,15 @@ async fn settle(duration: Duration, signal: &Notify, mut stopping: watch::Receiv
     }
 }
 
-/// Ends an incident; endings that need a human carry their escalation email in the same commit.
+/// Ends an incident; endings that need a human carry their escalation email in the same commit, and so does a
+/// recovery when `email.notify_on` asks for recovered notices.
 async fn finish(shared: &Shared, id: &str, ending: Ending) -> anyhow::Result<()> {
-    let notification = if ending.state.escalates() { Some(escalation(shared, id, &ending).await?) } else { None };
+    let notify = mailer::notifies(&shared.settings.email.notify_on, ending.state);
+    let notification = if notify { Some(escalation(shared, id, &ending).await?) } else { None };
     tracing::info!(state = %ending.state, reason = %ending.reason, "incident finished");
-    let queued = notification.is_some();
+    let (queued, state) = (notification.is_some(), ending.state);
     shared.store.finish_incident(id.to_owned(), ending, notification).await?;
+    shared.metrics.incident_finished(state);
     if queued {
         shared.mail.notify_one();
     }
@@ -334,11 +341,14 @@ async fn escalation(shared: &Shared, id: &str, ending: &Ending) -> anyhow::Resul
     let alerts = shared.store.incident_alerts(id.to_owned()).await?;
     let email = &shared.settings.email;
     let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &ending.activation_disabled, suppressed_escalations: 0 };
-    let message = mailer::compose(&escalation, &email.from, &email.to)?;
+    let monitor = incident.monitor.as_deref().or_else(|| alerts.first().and_then(|a| a.monitor.as_deref()));
+    let names = mailer::Names { health_set: &incident.health_set, monitor, server: &incident.server };
+    let to = mailer::recipients(&shared.settings.email_routes, &email.to, &names);
+    let message = mailer::compose(&escalation, &email.from, to)?;
     Ok(NewNotification {
-        kind: "escalation".into(),
+        kind: mailer::kind(&escalation).into(),
         from: email.from.clone(),
-        to: email.to.clone(),
+        to: to.to_vec(),
         subject: mailer::subject(&escalation),
         message: message.formatted(),
     })

@@ -52,11 +52,6 @@ impl State {
     pub fn is_final(self) -> bool {
         !matches!(self, State::Queued | State::Running | State::Waiting)
     }
-
-    /// Whether this ending needs a human: such incidents send an escalation.
-    pub fn escalates(self) -> bool {
-        matches!(self, State::Escalated | State::Blocked)
-    }
 }
 
 names!(

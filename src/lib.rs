@@ -11,7 +11,9 @@
 //! - [`store`]: SQLite, group-committed; the only module with SQL.
 //! - [`engine`]: the worker that drives incidents through their runbooks.
 //! - [`incident`]: the names of states, actions and outcomes.
+//! - [`metrics`]: the Prometheus counters the intake, the engine and the notifier move, served at `/metrics`.
 //! - [`service`]: wires the pieces together and runs them until shutdown.
+//! - [`schemas`]: the JSON Schemas of the alert formats and of runbooks, generated from the types that read them.
 //! - [`cli`] and [`client`]: the command line, and the admin API client it uses.
 
 pub mod alert;
@@ -26,8 +28,10 @@ pub mod executor;
 pub mod http;
 pub mod incident;
 pub mod mailer;
+pub mod metrics;
 pub mod notifier;
 pub mod runbook;
 pub mod safety;
+pub mod schemas;
 pub mod service;
 pub mod store;

@@ -13,10 +13,30 @@ use tokio::task::JoinHandle;
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How long in-flight requests and the running step get to finish once shutdown starts.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes the store once at start and then every hour, until shutdown.
+async fn prune(store: Store, retention: Duration, mut stopping: watch::Receiver<bool>) {
+    loop {
+        let cutoff = crate::store::now_ms() - retention.as_millis() as i64;
+        match store.prune(cutoff).await {
+            Ok(pruned) if pruned != crate::store::Pruned::default() => tracing::info!(?pruned, ?retention, "pruned old records"),
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %err, "pruning failed; will try again"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stopped(&mut stopping) => return,
+        }
+    }
+}
 
 /// Resolves once shutdown has begun (or the sender is gone).
 pub async fn stopped(stopping: &mut watch::Receiver<bool>) {
@@ -40,9 +60,13 @@ impl Service {
         let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let (shutdown, stopping) = watch::channel(false);
-        let (engine, handle) = Engine::new(settings.clone(), store.clone())?;
+        let metrics = Arc::new(Metrics::new());
+        // The pause switch is read before the engine or the listener start, so no pause can slip between them.
+        let paused = store.paused().await.context("cannot read the pause switch")?.is_some();
+        let (engine, handle) = Engine::new(settings.clone(), store.clone(), metrics.clone(), paused)?;
         let engine = tokio::spawn(engine.run(stopping.clone()));
-        let state = Arc::new(AppState { settings, store: store.clone(), engine: handle });
+        tokio::spawn(prune(store.clone(), settings.retention, stopping.clone()));
+        let state = Arc::new(AppState { settings, store: store.clone(), engine: handle, metrics });
         let app = http::router(state);
         let mut stop_http = stopping.clone();
         let http = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { stopped(&mut stop_http).await }).await });

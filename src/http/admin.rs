@@ -1,4 +1,7 @@
-//! The admin API (bearer admin token): alerts, incidents, the pause switch and silences.
+//! The admin API (bearer admin token): alerts, incidents, replay, the pause switch and silences.
+//!
+//! Replay and the pause switch are also offered to the operator's page (`ui`), which calls the same functions here
+//! so that both surfaces behave alike.
 
 use std::sync::Arc;
 
@@ -12,14 +15,17 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::alert::{self, Format};
 use crate::auth;
 use crate::domain::ServerName;
 use crate::incident::State as IncidentState;
+use crate::store::StoreError;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/alerts", get(list_alerts))
         .route("/v1/alerts/{id}", get(show_alert))
+        .route("/v1/alerts/{id}/replay", post(replay))
         .route("/v1/incidents", get(list_incidents))
         .route("/v1/incidents/{id}", get(show_incident))
         .route("/v1/automation/pause", post(pause))
@@ -96,6 +102,45 @@ async fn show_incident(State(state): State<Arc<AppState>>, Path(id): Path<String
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct ReplayBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn replay(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let body: ReplayBody = optional_json(&body)?;
+    let incident_id = replay_alert(&state, id, body.dry_run).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "incident_id": incident_id }))).into_response())
+}
+
+/// Opens a new incident from a stored alert and wakes the engine for it; returns the new incident's id.
+///
+/// The alert is read again from the delivery's raw bytes through the same parser the intake route used, so a replay
+/// sees exactly what the sender sent. The service's own dry-run setting always wins over the request's.
+pub(super) async fn replay_alert(state: &AppState, alert_id: String, dry_run: bool) -> Result<String, ApiError> {
+    let stored = state.store.alert(alert_id.clone()).await?;
+    let unreadable = |why: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_alert", format!("alert {alert_id} cannot be replayed: {why}"));
+    let format = Format::parse_name(&stored.summary.format).ok_or_else(|| unreadable(format!("unknown format {:?}", stored.summary.format)))?;
+    let alerts = alert::parse(format, &stored.raw_bytes).map_err(|err| unreadable(err.to_string()))?;
+    let alert = usize::try_from(stored.position)
+        .ok()
+        .and_then(|position| alerts.into_iter().nth(position))
+        .ok_or_else(|| unreadable(format!("its delivery no longer holds an alert at position {}", stored.position)))?;
+    let open_for = format!("{} {} {}", alert.server, alert.health_set.as_str(), alert.monitor.as_ref().map_or("(no monitor)", |m| m.as_str()));
+    let incident_id = match state.store.replay(alert_id.clone(), alert, dry_run || state.settings.executor.dry_run).await {
+        Ok(id) => id,
+        Err(StoreError::Conflict(open)) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("incident {open} is already open for {open_for}")));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    tracing::info!(alert = %alert_id, incident = %incident_id, "alert replayed");
+    state.engine.wake(&incident_id);
+    Ok(incident_id)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct PauseBody {
     reason: Option<String>,
 }
@@ -110,18 +155,29 @@ fn optional_json<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<
 
 async fn pause(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let body: PauseBody = optional_json(&body)?;
-    let reason = body.reason.filter(|r| !r.trim().is_empty()).unwrap_or_else(|| "paused by an operator".to_owned());
-    state.store.set_paused(Some(reason.clone())).await?;
-    state.engine.set_paused(true);
-    tracing::warn!(%reason, "automation paused");
+    let reason = pause_automation(&state, body.reason).await?;
     Ok(Json(json!({"paused": true, "reason": reason})).into_response())
 }
 
+/// Turns the kill switch on; a blank reason gets a default one, which is returned.
+pub(super) async fn pause_automation(state: &AppState, reason: Option<String>) -> Result<String, ApiError> {
+    let reason = reason.filter(|r| !r.trim().is_empty()).unwrap_or_else(|| "paused by an operator".to_owned());
+    state.store.set_paused(Some(reason.clone())).await?;
+    state.engine.set_paused(true);
+    tracing::warn!(%reason, "automation paused");
+    Ok(reason)
+}
+
 async fn resume(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    resume_automation(&state).await?;
+    Ok(Json(json!({"paused": false})).into_response())
+}
+
+pub(super) async fn resume_automation(state: &AppState) -> Result<(), ApiError> {
     state.store.set_paused(None).await?;
     state.engine.set_paused(false);
     tracing::warn!("automation resumed");
-    Ok(Json(json!({"paused": false})).into_response())
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,8 @@
 //! The intake routes: authenticate the raw bytes, parse them, commit them, answer `202` only after the commit.
+//! Each answer is counted, and timed from the request's start, in [`crate::metrics`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -16,23 +18,32 @@ use crate::auth;
 use crate::store::NewDelivery;
 
 pub async fn native(state: State<Arc<AppState>>, request: Request) -> Response {
-    intake(state, Format::Native, request).await.unwrap_or_else(IntoResponse::into_response)
+    timed(&state, Format::Native, request).await
 }
 
 pub async fn scom(state: State<Arc<AppState>>, request: Request) -> Response {
-    intake(state, Format::Scom, request).await.unwrap_or_else(IntoResponse::into_response)
+    timed(&state, Format::Scom, request).await
 }
 
 pub async fn alertmanager(state: State<Arc<AppState>>, request: Request) -> Response {
-    intake(state, Format::Alertmanager, request).await.unwrap_or_else(IntoResponse::into_response)
+    timed(&state, Format::Alertmanager, request).await
 }
 
-async fn intake(State(state): State<Arc<AppState>>, format: Format, request: Request) -> Result<Response, ApiError> {
+/// Answers one intake request, and records how long that took whatever the answer.
+async fn timed(state: &AppState, format: Format, request: Request) -> Response {
+    let started = Instant::now();
+    let response = intake(state, format, request).await.unwrap_or_else(IntoResponse::into_response);
+    state.metrics.intake_duration(format, started.elapsed());
+    response
+}
+
+async fn intake(state: &AppState, format: Format, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let body = read_body(&parts.headers, body, state.settings.max_body_bytes).await?;
     let now = chrono::Utc::now().timestamp();
     let who = auth::authenticate(&state.settings.senders, &parts.headers, &body, now).map_err(|err| {
         tracing::warn!(reason = err.reason(), route = format.as_str(), "delivery refused");
+        state.metrics.auth_failure(format, err);
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
     })?;
     let delivery = NewDelivery { sender: who.sender.to_owned(), format, webhook_id: who.delivery_id.map(str::to_owned), body: body.clone() };
@@ -46,10 +57,14 @@ async fn intake(State(state): State<Arc<AppState>>, format: Format, request: Req
             let message = err.to_string();
             let id = state.store.reject(delivery, message.clone()).await?;
             tracing::warn!(delivery = %id, error = %message, "invalid alert kept as a rejected delivery");
+            state.metrics.rejected(format, who.sender);
             return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_alert", message));
         }
     };
     let answer = state.store.accept(delivery, alerts, state.settings.executor.dry_run).await?;
+    for item in &answer.alerts {
+        state.metrics.delivery(format, who.sender, item.disposition);
+    }
     for incident in &answer.wake {
         state.engine.wake(incident);
     }

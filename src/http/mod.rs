@@ -5,6 +5,7 @@
 
 mod admin;
 mod intake;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::engine::EngineHandle;
+use crate::metrics::{self, Metrics, StoreGauges};
 use crate::store::{Store, StoreError};
 
 /// What every handler shares.
@@ -26,6 +28,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub engine: EngineHandle,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -36,7 +39,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/alerts/alertmanager", post(intake::alertmanager))
         .route("/healthz", get(|| async { Json(json!({"status": "alive"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
         .merge(admin)
+        .merge(ui::routes(state.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
         .layer(TraceLayer::new_for_http())
@@ -50,6 +55,12 @@ async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>
     }
     let paused = state.store.paused().await?;
     Ok(Json(json!({"status": "ready", "store": "writable", "engine": "running", "paused": paused.is_some(), "pause_reason": paused})))
+}
+
+/// The metrics in the OpenMetrics text format; the store's gauges are read now.
+async fn prometheus(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let gauges = StoreGauges { open_incidents: state.store.runnable(None).await?.len(), automation_paused: state.store.paused().await?.is_some() };
+    Ok(([(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.encode(gauges)).into_response())
 }
 
 /// An error answer: `{"error": {"code": ..., "message": ...}}`.

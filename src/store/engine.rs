@@ -83,12 +83,14 @@ fn parse_server(raw: String) -> rusqlite::Result<ServerName> {
 }
 
 impl Store {
-    /// Incidents that are not final, oldest first.
-    pub async fn runnable(&self) -> Result<Vec<Runnable>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT id, server, mailbox_hint FROM incidents WHERE state IN ('queued', 'running', 'waiting') ORDER BY id")?;
+    /// Incidents that are not final (or just the one named, if it is not final), oldest first.
+    pub async fn runnable(&self, only: Option<String>) -> Result<Vec<Runnable>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, server, mailbox_hint FROM incidents WHERE state IN ('queued', 'running', 'waiting') AND (?1 IS NULL OR id = ?1) ORDER BY id",
+            )?;
             let rows = stmt
-                .query_map([], |row| {
+                .query_map([only], |row| {
                     Ok(Runnable {
                         id: row.get(0)?,
                         server: parse_server(row.get(1)?)?,
@@ -283,19 +285,26 @@ impl Store {
         .await
     }
 
+    /// Records the attempt the transport accepted. `last_error` keeps the error of the last failed attempt, if any,
+    /// so an operator can see why the email came late. Only a pending notification changes: recording twice counts
+    /// one attempt.
     pub async fn notification_sent(&self, id: String) -> Result<()> {
         self.write(move |tx| {
             let now = now_ms();
-            tx.execute("UPDATE notifications SET status = 'sent', attempts = attempts + 1, sent_at = ?2, last_error = NULL WHERE id = ?1", params![id, now])?;
+            tx.execute(
+                "UPDATE notifications SET status = 'sent', attempts = attempts + 1, sent_at = ?2 WHERE id = ?1 AND status = 'pending'",
+                params![id, now],
+            )?;
             Ok(())
         })
         .await
     }
 
+    /// Records a failed attempt, its error (as the transport put it, with the server's answer), and when to try next.
     pub async fn notification_failed(&self, id: String, error: String, next_attempt_at: i64) -> Result<()> {
         self.write(move |tx| {
             tx.execute(
-                "UPDATE notifications SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+                "UPDATE notifications SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1 AND status = 'pending'",
                 params![id, bounded(&error), next_attempt_at],
             )?;
             Ok(())

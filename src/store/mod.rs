@@ -10,6 +10,7 @@
 mod engine;
 mod intake;
 mod migrations;
+mod retention;
 mod views;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use tokio::sync::oneshot;
 
 pub use engine::{IncidentRecord, NewNotification, NewStep, NotificationRow, Runnable, Started, StepRecord};
 pub use intake::{Answer, AnswerItem, Disposition, NewDelivery};
+pub use retention::Pruned;
 pub use views::{AlertDetail, AlertSummary, IncidentView, NotificationView, RejectedDelivery, Silence, StepView};
 
 /// The name of the database file inside the data directory.

@@ -52,6 +52,11 @@ pub fn settings(toml: &str) -> Settings {
 }
 
 impl TestApp {
+    /// Talks to a service running elsewhere (another process).
+    pub fn attached(url: &str) -> TestApp {
+        TestApp { service: None, url: url.to_owned(), data_dir: tempfile::tempdir().unwrap(), config: String::new(), http: reqwest::Client::new() }
+    }
+
     /// Stops the service gracefully and starts it again on the same data directory (on a new port).
     pub async fn restart(&mut self) {
         self.service.take().expect("service running").stop().await.expect("clean stop");

@@ -1,5 +1,13 @@
 //! The integration tests: one binary that drives the real service over HTTP on loopback.
 
+mod browser;
+mod cli;
 mod helpers;
 mod intake;
+mod mail;
+mod metrics;
+mod powershell;
+mod replay;
 mod runbooks;
+mod safety;
+mod ui;

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::*;
-use crate::config::{Dur, ExecutorKind};
-use crate::domain::{AppPool, HealthSetPattern, Monitor, ServerName};
-use crate::executor::ProbeRef;
+use healthset_responder::config::{Dur, ExecutorConfig, ExecutorKind};
+use healthset_responder::domain::{AppPool, HealthSetPattern, Monitor, ServerName};
+use healthset_responder::executor::powershell::PowerShell;
+use healthset_responder::executor::{Action, ProbeRef};
+use healthset_responder::incident::Outcome;
 
 const RESTART_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -306,4 +307,106 @@ fn settings_are_checked_naming_the_key() {
         let error = refusal(&config).expect("refused");
         assert!(error.starts_with(expected), "{error}");
     }
+}
+
+/// The service configured with the PowerShell executor, its shell being the stand-in playing `scenario`.
+async fn service_with(world: &World, timeout: &str) -> crate::helpers::TestApp {
+    let config = world.config(Duration::from_secs(1));
+    let args: Vec<String> = config.args.iter().map(|a| format!("{a:?}")).collect();
+    crate::helpers::spawn_app_with(&format!(
+        "{}\n[executor]\nkind = \"powershell\"\nprogram = {:?}\nargs = [{}]\ntimeout = \"{timeout}\"\n[timing]\nsettle_wait = \"50ms\"\n",
+        crate::helpers::INVENTORY,
+        config.program,
+        args.join(", ")
+    ))
+    .await
+}
+
+/// The `action server` pairs the stand-in received, in order.
+fn received(world: &World) -> Vec<String> {
+    world.calls().iter().map(|call| format!("{} {}", call["action"].as_str().unwrap(), call["server"].as_str().unwrap())).collect()
+}
+
+/// The journal's steps as `action server`, without the engine's own waits and the outcome.
+fn journaled(incident: &Value) -> Vec<String> {
+    crate::helpers::steps(incident).iter().filter(|s| !s.starts_with("wait ")).map(|s| s.rsplit_once(' ').unwrap().0.to_owned()).collect()
+}
+
+#[tokio::test]
+async fn every_runbook_runs_end_to_end_through_the_shell() {
+    let cases: &[(&str, serde_json::Value, &str)] = &[
+        (
+            "[servers.\"cas01.contoso.com\"]\nfault = \"mailbox\"\nmailbox = \"mbx01.contoso.com\"\n[servers.\"mbx01.contoso.com\"]\nfault = \"iis_reset\"\nunhealthy_monitors = [\"ActiveSyncDeepTestMonitor\"]\n",
+            serde_json::json!({"health_set": "ActiveSync", "server": "cas01.contoso.com", "monitor": "ActiveSyncCTPMonitor", "message": "_Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_"}),
+            "recovered",
+        ),
+        (
+            "[servers.\"mbx02.contoso.com\"]\nfault = \"restart\"\nactive_copies = 4\ncopies_moved_per_failover = 2\nunhealthy_monitors = [\"ActiveSyncDeepTestMonitor\"]\n",
+            serde_json::json!({"health_set": "ActiveSync", "server": "mbx02.contoso.com", "monitor": "ActiveSyncDeepTestMonitor"}),
+            "recovered",
+        ),
+        (
+            "[servers.\"cas02.contoso.com\"]\nfault = \"app_pool\"\nunhealthy_monitors = [\"RequestsQueuedGt500Monitor\"]\n",
+            serde_json::json!({"health_set": "ActiveSync", "server": "cas02.contoso.com", "monitor": "RequestsQueuedGt500Monitor"}),
+            "recovered",
+        ),
+        (
+            "[servers.\"cas02.contoso.com\"]\nfault = \"never\"\n",
+            serde_json::json!({"health_set": "ActiveSync.Proxy", "server": "cas02.contoso.com", "monitor": "ActiveSyncProxyTestMonitor"}),
+            "escalated",
+        ),
+        (
+            "[servers.\"mbx01.contoso.com\"]\nfault = \"never\"\nactive_copies = 1\n",
+            serde_json::json!({"health_set": "ActiveSync.Protocol", "server": "mbx01.contoso.com", "monitor": "ActiveSyncSelfTestMonitor"}),
+            "escalated",
+        ),
+    ];
+    for (scenario, alert, state) in cases {
+        let world = World::new(scenario);
+        let app = service_with(&world, "30s").await;
+        let incident = app.wait_final(&app.open(&alert.to_string()).await).await;
+        assert_eq!(incident["state"], *state, "{alert}: {incident:#}");
+        assert_eq!(received(&world), journaled(&incident), "{alert}: the shell received exactly the journaled steps, in order");
+        for (call, step) in world.calls().iter().zip(incident["steps"].as_array().unwrap().iter().filter(|s| s["action"] != "wait")) {
+            assert_eq!(call["script"], step["command"], "the journal records the exact script the shell ran");
+            assert!(call["script"].as_str().unwrap().contains(&format!("'{}'", call["server"].as_str().unwrap())), "servers reach scripts as quoted literals");
+        }
+    }
+}
+
+#[tokio::test]
+async fn executor_failures_block_the_incident_and_escalate() {
+    let cases = [
+        ("[servers.\"cas01.contoso.com\"]\nfault = \"iis_reset\"\n[servers.\"cas01.contoso.com\".actions]\niis_reset = { garbage = true }\n", "1m", "executor failure: iis_reset on cas01.contoso.com failed"),
+        ("[servers.\"cas01.contoso.com\"]\nfault = \"iis_reset\"\n[servers.\"cas01.contoso.com\".actions]\nrecycle_app_pool = { exit_code = 1, stderr = \"Restart-WebAppPool : access denied\" }\n", "1m", "access denied"),
+        ("[servers.\"cas01.contoso.com\"]\nfault = \"never\"\n[servers.\"cas01.contoso.com\".actions]\nprobe = { hang = true }\n", "1s", "executor failure: probe on cas01.contoso.com failed"),
+    ];
+    for (scenario, timeout, reason) in cases {
+        let world = World::new(scenario);
+        let app = service_with(&world, timeout).await;
+        let alert = serde_json::json!({"health_set": "ActiveSync", "server": "cas01.contoso.com", "monitor": "ActiveSyncCTPMonitor", "message": "_Mbx:mbx01.contoso.com"});
+        let incident = app.wait_final(&app.open(&alert.to_string()).await).await;
+        assert_eq!(incident["state"], "blocked", "{scenario}: {incident:#}");
+        assert!(incident["reason"].as_str().unwrap().contains(reason), "{scenario}: {}", incident["reason"]);
+        assert_eq!(incident["notifications"].as_array().unwrap().len(), 1, "a blocked incident escalates");
+        for call in world.calls() {
+            if let Some(child) = call["child_pid"].as_u64() {
+                assert!(ended(child), "the hung shell's child was killed with it");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_server_name_never_reaches_a_script() {
+    let world = World::new("");
+    let app = service_with(&world, "30s").await;
+    for server in ["cas01.contoso.com'; Restart-Computer -Force; '", "cas01$(Remove-Item C:\\ -Recurse)", "cas01.contoso.com\u{2019}"] {
+        let body = serde_json::json!({"health_set": "ActiveSync", "server": server, "monitor": "ActiveSyncCTPMonitor"}).to_string();
+        assert_eq!(app.post_signed("/v1/alerts", &body).await.status(), 422, "{server}");
+    }
+    let body = serde_json::json!({"health_set": "ActiveSync", "server": "cas01.contoso.com", "monitor": "ActiveSyncCTPMonitor", "message": "_Mbx:mbx01.contoso.com'; Stop-Computer"}).to_string();
+    let incident = app.wait_final(&app.open(&body).await).await;
+    assert_eq!(incident["mailbox_hint"], "mbx01.contoso.com", "the hint ends at the first character that cannot be in a host name");
+    assert!(world.calls().iter().all(|call| !call["script"].as_str().unwrap().contains("Stop-Computer")));
 }

@@ -13,9 +13,6 @@
 mod output;
 mod process;
 mod template;
-// The stand-in shell and the tree checks are Unix programs.
-#[cfg(all(test, unix))]
-mod tests;
 
 use std::collections::HashMap;
 use std::time::Duration;
