@@ -325,7 +325,7 @@ async fn finish(shared: &Shared, id: &str, ending: Ending) -> anyhow::Result<()>
     let notify = mailer::notifies(&shared.settings.email.notify_on, ending.state);
     let notification = if notify { Some(escalation(shared, id, &ending).await?) } else { None };
     tracing::info!(state = %ending.state, reason = %ending.reason, "incident finished");
-    let (queued, state) = (notification.is_some(), ending.state);
+    let (queued, state) = (notification.as_ref().is_some_and(|n| !n.held), ending.state);
     shared.store.finish_incident(id.to_owned(), ending, notification).await?;
     shared.metrics.incident_finished(state);
     if queued {
@@ -340,7 +340,14 @@ async fn escalation(shared: &Shared, id: &str, ending: &Ending) -> anyhow::Resul
     incident.reason = Some(ending.reason.clone());
     let alerts = shared.store.incident_alerts(id.to_owned()).await?;
     let email = &shared.settings.email;
-    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &ending.activation_disabled, suppressed_escalations: 0 };
+    // One escalation per server, health set and monitor per `safety.escalation_min_interval`: later ones are kept
+    // on their incident, not sent, and the next one that is sent says how many were held back.
+    let history = shared.store.escalation_history(id.to_owned()).await?;
+    let interval = shared.settings.safety.escalation_min_interval.0.as_millis() as i64;
+    let is_escalation = ending.state != State::Recovered;
+    let held = is_escalation && history.last_sent_at.is_some_and(|at| crate::store::now_ms() - at < interval);
+    let suppressed_escalations = if is_escalation { history.held_since } else { 0 };
+    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &ending.activation_disabled, suppressed_escalations };
     let monitor = incident.monitor.as_deref().or_else(|| alerts.first().and_then(|a| a.monitor.as_deref()));
     let names = mailer::Names { health_set: &incident.health_set, monitor, server: &incident.server };
     let to = mailer::recipients(&shared.settings.email_routes, &email.to, &names);
@@ -351,5 +358,6 @@ async fn escalation(shared: &Shared, id: &str, ending: &Ending) -> anyhow::Resul
         to: to.to_vec(),
         subject: mailer::subject(&escalation),
         message: message.formatted(),
+        held,
     })
 }

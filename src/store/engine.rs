@@ -65,6 +65,18 @@ pub struct NewNotification {
     pub to: Vec<String>,
     pub subject: String,
     pub message: Vec<u8>,
+    /// Held back by `safety.escalation_min_interval`: recorded on the incident, not sent, and counted in the next
+    /// escalation for the same server, health set and monitor.
+    pub held: bool,
+}
+
+/// Earlier escalations for one server, health set and monitor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EscalationHistory {
+    /// When the last one that was (or is being) sent was queued.
+    pub last_sent_at: Option<i64>,
+    /// How many were held back since then.
+    pub held_since: u32,
 }
 
 /// A notification waiting for delivery.
@@ -251,11 +263,39 @@ impl Store {
             if let Some(n) = notification {
                 tx.execute(
                     "INSERT INTO notifications (id, incident_id, kind, recipients, subject, message, status, next_attempt_at, created_at, mail_from)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)",
-                    params![super::new_id(), id, n.kind, serde_json::to_string(&n.to).expect("addresses serialise"), n.subject, n.message, now, n.from],
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, ?7, ?8)",
+                    params![
+                        super::new_id(),
+                        id,
+                        n.kind,
+                        serde_json::to_string(&n.to).expect("addresses serialise"),
+                        n.subject,
+                        n.message,
+                        now,
+                        n.from,
+                        if n.held { "held" } else { "pending" }
+                    ],
                 )?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    /// The escalations already queued for the same server, health set and monitor as this incident.
+    pub async fn escalation_history(&self, incident_id: String) -> Result<EscalationHistory> {
+        self.read(move |conn| {
+            const SAME_KEY: &str = "FROM notifications n JOIN incidents i ON i.id = n.incident_id, incidents me
+                 WHERE me.id = ?1 AND n.kind = 'escalation' AND i.server = me.server
+                   AND lower(i.health_set) = lower(me.health_set) AND lower(COALESCE(i.monitor, '')) = lower(COALESCE(me.monitor, ''))";
+            let last_sent_at: Option<i64> =
+                conn.query_row(&format!("SELECT MAX(n.created_at) {SAME_KEY} AND n.status IN ('pending', 'sent')"), [&incident_id], |r| r.get(0))?;
+            let held_since: u32 = conn.query_row(
+                &format!("SELECT COUNT(*) {SAME_KEY} AND n.status = 'held' AND n.created_at > COALESCE(?2, 0)"),
+                params![incident_id, last_sent_at],
+                |r| r.get(0),
+            )?;
+            Ok(EscalationHistory { last_sent_at, held_since })
         })
         .await
     }

@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, Transaction};
 use tokio::sync::oneshot;
 
-pub use engine::{IncidentRecord, NewNotification, NewStep, NotificationRow, Runnable, Started, StepRecord};
+pub use engine::{EscalationHistory, IncidentRecord, NewNotification, NewStep, NotificationRow, Runnable, Started, StepRecord};
 pub use intake::{Answer, AnswerItem, Disposition, NewDelivery};
 pub use retention::Pruned;
 pub use views::{AlertDetail, AlertSummary, IncidentView, NotificationView, RejectedDelivery, Silence, StepView};

@@ -1,8 +1,6 @@
 //! Safe automation: pause, silences, dry-run, throttles and locks under a storm, crash safety, retention.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -236,36 +234,6 @@ fn relaxed_throttles() -> String {
         .collect()
 }
 
-/// The service as a separate process, so that it can be killed.
-struct Process {
-    child: Child,
-    url: String,
-}
-
-fn start(config: &std::path::Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_healthset-responder"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the service starts");
-    // Read the log on a thread of its own: it finds the address, then keeps draining so the service never blocks
-    // on a full pipe.
-    let stderr = child.stderr.take().unwrap();
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("addr=").nth(1) {
-                let _ = found.send(format!("http://{}", addr.split_whitespace().next().unwrap_or_default()));
-            }
-        }
-    });
-    let url = address.recv_timeout(Duration::from_secs(60)).expect("the service logs its address within 60 s");
-    Process { child, url }
-}
-
 #[tokio::test]
 async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
     let dir = tempfile::tempdir().unwrap();
@@ -290,7 +258,7 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
     // Kill points spread over the runbooks: early, mid-step, mid-wait, late.
     let kill_after_ms = [150u64, 420, 90, 700, 260, 510, 330, 860];
     for (round, delay) in kill_after_ms.iter().enumerate() {
-        let mut process = start(&config);
+        let mut process = ServiceProcess::start(&config, None);
         for body in &alerts {
             let id = format!("crash-{round}-{}", acknowledged.len());
             let ts = chrono::Utc::now().timestamp();
@@ -313,7 +281,7 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
         process.child.wait().unwrap();
     }
 
-    let mut process = start(&config);
+    let mut process = ServiceProcess::start(&config, None);
     let app = TestApp::attached(&process.url);
     for id in &acknowledged {
         assert_eq!(app.admin_get(&format!("/v1/alerts/{id}")).await.0, 200, "acknowledged alert {id} survived every kill");
@@ -335,4 +303,33 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
     eprintln!("crash test: {} incidents, {interrupted} interrupted step(s) verified after restart", incidents.len());
     process.child.kill().unwrap();
     process.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn one_escalation_per_server_health_set_and_monitor_per_interval() {
+    let app =
+        spawn_app_with(&format!("{INVENTORY}\n[safety]\nescalation_min_interval = \"1500ms\"\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"never\""))
+            .await;
+    let proxy = || json!({"health_set": "ActiveSync.Proxy", "server": "cas02.contoso.com", "monitor": "ActiveSyncProxyTestMonitor"}).to_string();
+    let mut statuses = Vec::new();
+    for pause_after in [Duration::ZERO, Duration::ZERO, Duration::from_millis(1600), Duration::ZERO] {
+        let incident = app.wait_final(&app.open(&proxy()).await).await;
+        assert_eq!(incident["state"], "escalated");
+        statuses.push(incident["notifications"][0]["status"].as_str().unwrap().to_owned());
+        tokio::time::sleep(pause_after).await;
+    }
+    // The held ones are recorded on their incidents; the first and the one after the interval go out.
+    assert_eq!(statuses.iter().map(|s| s == "held").collect::<Vec<_>>(), [false, true, true, false], "{statuses:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outbox(&app).len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let emails = outbox(&app);
+    assert_eq!(emails.len(), 2, "two emails sent");
+    let last = mail_parser::MessageParser::default().parse(&std::fs::read(&emails[1]).unwrap()).unwrap().body_text(0).unwrap().into_owned();
+    assert!(last.contains("2 more escalations"), "the next email summarises the held ones: {last}");
+    // Another monitor on the same server is another key.
+    let ctp = app.wait_final(&app.open(&ctp("cas02.contoso.com")).await).await;
+    assert_eq!(ctp["state"], "escalated");
+    assert_ne!(ctp["notifications"][0]["status"], "held", "a different monitor is escalated on its own");
 }
