@@ -125,6 +125,29 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Maintenance windows: alerts for a silenced server are stored but open no incident.
+    Silences {
+        #[command(subcommand)]
+        command: SilencesCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SilencesCommand {
+    /// The silences in force.
+    List,
+    /// Silence a server until a time (RFC 3339) or for a while ("2h", "90m").
+    Add {
+        server: String,
+        #[arg(long, value_name = "TIME|DURATION")]
+        until: String,
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        reason: String,
+    },
+    /// End a silence now.
+    Delete { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -371,7 +394,44 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let answer = client.post("/v1/automation/resume", &json!({})).await?;
             output.show(&answer, |_| Ok("automation resumed\n".to_owned()))
         }
+        Command::Silences { command, connection } => {
+            let (client, output) = connect(connection, config)?;
+            let line = |s: &Value| format!("{}  {}  until {}  {}\n", text(&s["id"]), text(&s["server"]), text(&s["until"]), text(&s["reason"]));
+            match command {
+                SilencesCommand::List => {
+                    let answer = client.get("/v1/silences").await?;
+                    output.show(&answer, |_| {
+                        let rows = answer["silences"].as_array().map(|rows| rows.iter().map(line).collect::<String>()).unwrap_or_default();
+                        Ok(if rows.is_empty() { "no silences in force\n".to_owned() } else { rows })
+                    })
+                }
+                SilencesCommand::Add { server, until, reason } => {
+                    let until = until_time(&until)?;
+                    let answer = client.post("/v1/silences", &json!({ "server": server, "until": until, "reason": reason })).await?;
+                    output.show(&answer, |_| Ok(format!("silenced: {}", line(&answer))))
+                }
+                SilencesCommand::Delete { id } => {
+                    let answer = client.delete(&format!("/v1/silences/{}", path_segment(&id)?)).await?;
+                    output.show(&answer, |_| Ok(format!("silence {id} ended\n")))
+                }
+            }
+        }
     }
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or("-")
+}
+
+/// `--until` takes an RFC 3339 time, or a duration from now.
+fn until_time(raw: &str) -> Result<String, Failure> {
+    if chrono::DateTime::parse_from_rfc3339(raw).is_ok() {
+        return Ok(raw.to_owned());
+    }
+    let duration =
+        humantime::parse_duration(raw).map_err(|_| Failure::Usage(format!("--until: {raw:?} is neither an RFC 3339 time nor a duration like \"2h\"")))?;
+    let until = chrono::Utc::now() + chrono::Duration::from_std(duration).map_err(|_| Failure::Usage(format!("--until: {raw:?} is too far away")))?;
+    Ok(until.to_rfc3339())
 }
 
 /// Follows an incident until it is final, printing each step once it has finished (and, at the end, any step the
@@ -501,10 +561,14 @@ async fn serve(config: Option<&Path>) -> Result<(), Failure> {
         tracing::info!(config = %path.display(), "configuration read");
     }
     let generated = Credentials::ensure(&mut settings).map_err(|e| Failure::Failed(anyhow::anyhow!("cannot write the credentials file: {e}")))?;
-    if let Some(path) = generated {
+    if let Some(path) = &generated {
         tracing::info!(file = %path.display(), "no sender or admin token configured: using generated credentials (client commands read this file)");
     }
+    let data_dir = settings.data_dir.clone();
     let service = Service::start(settings).await?;
+    if generated.is_some() {
+        Credentials::record_url(&data_dir, service.addr).map_err(|e| Failure::Failed(anyhow::anyhow!("cannot write the credentials file: {e}")))?;
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     service.stop().await?;

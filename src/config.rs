@@ -703,7 +703,6 @@ impl Credentials {
         let path = Self::path(&settings.data_dir);
         let mut creds = Self::read(&settings.data_dir).unwrap_or_default();
         let before = creds.clone();
-        creds.url = Some(format!("http://{}", settings.listen));
         if settings.senders.is_empty() {
             let secret = creds.webhook_secret.get_or_insert_with(Secret::generate_whsec);
             let key = Secret::parse_whsec(secret).map_err(|e| std::io::Error::other(format!("{}: webhook_secret {e}", path.display())))?;
@@ -718,6 +717,22 @@ impl Credentials {
             write_private(&path, &toml::to_string(&creds).expect("credentials serialise"))?;
         }
         Ok(Some(path))
+    }
+
+    /// Records where the service listens, once it is bound, so that client commands find it (a wildcard address
+    /// becomes loopback).
+    pub fn record_url(data_dir: &Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
+        let Some(mut creds) = Self::read(data_dir) else { return Ok(()) };
+        let mut addr = addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        }
+        let url = format!("http://{addr}");
+        if creds.url.as_deref() == Some(url.as_str()) {
+            return Ok(());
+        }
+        creds.url = Some(url);
+        write_private(&Self::path(data_dir), &toml::to_string(&creds).expect("credentials serialise"))
     }
 }
 

@@ -209,3 +209,76 @@ async fn failures_say_what_to_do_and_exit_1() {
     let output = run(&app, &["incidents", "show", "../v1/alerts", "--url", &app.url, "--token", ADMIN_TOKEN], &[]).await;
     assert_eq!(code(&output), 2, "an id that would change the URL path is a usage error: {}", stderr(&output));
 }
+
+/// What a new user does first: `serve` with no secrets configured, `send` an example, read it back, restart.
+#[tokio::test]
+async fn a_new_user_serves_sends_and_reads_back_with_generated_credentials() {
+    let home = tempfile::tempdir().unwrap();
+    // Only the port is set (a free one); everything else is the built-in defaults, data in ./data.
+    std::fs::write(home.path().join("healthset-responder.toml"), "listen = \"127.0.0.1:0\"\n").unwrap();
+    let binary = env!("CARGO_BIN_EXE_healthset-responder");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/alerts/activesync-ctp-transient.json");
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(binary)
+            .args(args)
+            .current_dir(home.path())
+            .env_remove("HSR_ADMIN_TOKEN")
+            .env_remove("HSR_WEBHOOK_SECRET")
+            .output()
+            .unwrap();
+        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+
+    let service = ServiceProcess::start(std::path::Path::new(""), Some(home.path()));
+    let credentials = home.path().join("data").join("credentials.toml");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&credentials).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let (code, out, err) = cli(&["send", example]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("new_incident"), "{out}");
+    let (code, out, _) = cli(&["alerts", "list", "--json"]);
+    assert_eq!(code, 0);
+    let alerts: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(alerts["alerts"][0]["server"], "cas01.contoso.com");
+
+    let generated = std::fs::read_to_string(&credentials).unwrap();
+    let secret = generated.lines().find_map(|l| l.strip_prefix("webhook_secret = ")).unwrap().trim_matches('"').to_owned();
+    let token = generated.lines().find_map(|l| l.strip_prefix("admin_token = ")).unwrap().trim_matches('"').to_owned();
+    assert!(service.terminate().success(), "SIGTERM stops the service cleanly");
+
+    let service = ServiceProcess::start(std::path::Path::new(""), Some(home.path()));
+    let (code, out, _) = cli(&["incidents", "list", "--json"]);
+    assert_eq!(code, 0);
+    let incidents: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(incidents["incidents"].as_array().unwrap().len(), 1, "the incident survived the restart");
+    assert_eq!(incidents["incidents"][0]["state"], "blocked", "an empty inventory blocks automation: the safe default");
+    let log = service.log.lock().unwrap().clone();
+    assert!(log.contains("credentials.toml"), "the log names the credentials file: {log}");
+    assert!(!log.contains(&secret) && !log.contains(&token), "no secret in the log");
+    assert!(service.terminate().success());
+}
+
+#[tokio::test]
+async fn operators_silence_a_server_from_the_command_line() {
+    let app = spawn_app_with(INVENTORY).await;
+    let added = client(&app, &["silences", "add", "CAS01.contoso.com", "--until", "2h", "--reason", "patching CU23", "--json"]).await;
+    assert_eq!(code(&added), 0, "{}", stderr(&added));
+    let silence: Value = serde_json::from_str(&stdout(&added)).unwrap();
+    assert_eq!(silence["server"], "cas01.contoso.com");
+    let listed = client(&app, &["silences", "list"]).await;
+    assert!(stdout(&listed).contains("cas01.contoso.com") && stdout(&listed).contains("patching CU23"), "{}", stdout(&listed));
+    let answer: Value = app.post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", "x")).await.json().await.unwrap();
+    assert_eq!(answer["alerts"][0]["disposition"], "suppressed");
+
+    let bad = client(&app, &["silences", "add", "cas01.contoso.com", "--until", "whenever"]).await;
+    assert_eq!(code(&bad), 2, "a bad --until is a usage error");
+    assert!(stderr(&bad).contains("--until"), "{}", stderr(&bad));
+
+    let deleted = client(&app, &["silences", "delete", silence["id"].as_str().unwrap()]).await;
+    assert_eq!(code(&deleted), 0, "{}", stderr(&deleted));
+    assert!(stdout(&client(&app, &["silences", "list"]).await).contains("no silences in force"));
+}

@@ -175,3 +175,56 @@ pub fn outbox(app: &TestApp) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// The service as a separate process (the real binary), so that it can be signalled or killed.
+pub struct ServiceProcess {
+    pub child: std::process::Child,
+    pub url: String,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServiceProcess {
+    /// Runs `serve --config FILE`, or plain `serve` in `cwd` when `cwd` is given (it then finds
+    /// ./healthset-responder.toml itself), and waits (bounded) until it logs the address it listens on.
+    pub fn start(config: &std::path::Path, cwd: Option<&std::path::Path>) -> ServiceProcess {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_healthset-responder"));
+        match cwd {
+            Some(dir) => command.arg("serve").current_dir(dir),
+            None => command.args(["serve", "--config"]).arg(config),
+        };
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .env_remove("HSR_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the service starts");
+        // Read the log on a thread of its own: it finds the address, then keeps draining so the service never
+        // blocks on a full pipe.
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (found, address) = std::sync::mpsc::channel();
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = found.send(format!("http://{}", addr.split_whitespace().next().unwrap_or_default()));
+                }
+                let mut log = kept.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let url = address.recv_timeout(std::time::Duration::from_secs(60)).expect("the service logs its address within 60 s");
+        ServiceProcess { child, url, log }
+    }
+
+    /// Asks the service to stop as an operator would (SIGTERM), and waits for it.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: signalling a child process this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
