@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::clip;
+
 /// Why a name was refused; the message says what is wrong with the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -219,15 +221,6 @@ fn is_plausible_host(server: &ServerName) -> bool {
 
 fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|window| window.eq_ignore_ascii_case(needle))
-}
-
-/// Keeps error messages short when the offending value is long.
-fn clip(raw: &str) -> String {
-    const MAX: usize = 80;
-    match raw.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &raw[..cut]),
-        None => raw.to_owned(),
-    }
 }
 
 #[cfg(test)]

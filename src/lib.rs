@@ -35,3 +35,4 @@ pub mod safety;
 pub mod schemas;
 pub mod service;
 pub mod store;
+pub mod text;

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::{from_json, Alert, AlertStatus, ParseError};
 use crate::domain::{mailbox_hint, HealthSet, Monitor, ServerName};
+use crate::text::clip;
 
 /// An alert as a SCOM command notification channel posts it. Keys the script adds beyond these are ignored, because
 /// every site edits its copy of the script.
@@ -462,15 +463,6 @@ fn inferred_health_set(monitor: &Monitor) -> Option<HealthSet> {
 
 fn ends_with_ignore_case(word: &str, suffix: &str) -> bool {
     word.len() >= suffix.len() && word.as_bytes()[word.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
-}
-
-/// Keeps error messages short when the offending value is long.
-fn clip(raw: &str) -> String {
-    const MAX: usize = 80;
-    match raw.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &raw[..cut]),
-        None => raw.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ async fn pages_escape_alert_text_and_refresh_while_the_incident_runs() {
 
     let page = browser.get(&format!("/incidents/{incident_id}")).await.text().await.unwrap();
     assert!(page.contains(r#"<meta http-equiv="refresh" content="2">"#), "a queued incident's page refreshes itself");
-    assert!(page.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;more&quot;"), "{page}");
+    assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;more&quot;"), "{page}");
     assert!(!page.contains("<script>") && !page.contains("<i>maintenance"), "nothing from outside is markup");
     assert!(page.contains("<strong>Automation paused</strong>: &lt;i&gt;maintenance&lt;/i&gt;"));
     assert!(page.contains(&format!(r#"<form method="post" action="/alerts/{alert_id}/replay""#)), "the replay form posts the incident's first alert");
@@ -180,7 +180,7 @@ async fn pages_escape_alert_text_and_refresh_while_the_incident_runs() {
 
     let page = browser.get(&format!("/alerts/{alert_id}")).await.text().await.unwrap();
     assert!(
-        page.contains(r#"&quot;message&quot;:&quot;&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; \&quot;more\&quot;&quot;"#),
+        page.contains(r#"&quot;message&quot;:&quot;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; \&quot;more\&quot;&quot;"#),
         "the raw body, escaped: {page}"
     );
     assert!(!page.contains("<script>"));
