@@ -59,10 +59,8 @@ impl Store {
     pub async fn reject(&self, delivery: NewDelivery, error: String) -> Result<String> {
         self.write(move |tx| {
             let id = new_id();
-            tx.execute(
-                "INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![id, now_ms(), delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..], error],
-            )?;
+            tx.prepare_cached("INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+                .execute(params![id, now_ms(), delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..], error])?;
             Ok(id)
         })
         .await
@@ -114,10 +112,8 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
             }
         }
         if !stored_any {
-            tx.execute(
-                "INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![delivery_id, now, delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..]],
-            )?;
+            tx.prepare_cached("INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                .execute(params![delivery_id, now, delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..]])?;
             stored_any = true;
         }
         let alert_id = new_id();
@@ -127,25 +123,24 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
         } else if alert.status == AlertStatus::Resolved {
             let open = open_incident(tx, &key)?;
             if let Some(id) = &open {
-                tx.execute("UPDATE incidents SET resolved_at = ?2, updated_at = ?2 WHERE id = ?1", params![id, now])?;
+                tx.prepare_cached("UPDATE incidents SET resolved_at = ?2, updated_at = ?2 WHERE id = ?1")?.execute(params![id, now])?;
                 answer.wake.push(id.clone());
             }
             (open, Disposition::Resolved)
         } else if let Some(open) = open_incident(tx, &key)? {
-            tx.execute(
-                "UPDATE incidents SET updated_at = ?2, mailbox_hint = COALESCE(mailbox_hint, ?3) WHERE id = ?1",
-                params![open, now, alert.mailbox_hint.as_ref().map(|s| s.as_str())],
-            )?;
+            tx.prepare_cached("UPDATE incidents SET updated_at = ?2, mailbox_hint = COALESCE(mailbox_hint, ?3) WHERE id = ?1")?.execute(params![
+                open,
+                now,
+                alert.mailbox_hint.as_ref().map(|s| s.as_str())
+            ])?;
             (Some(open), Disposition::Attached)
         } else {
             let id = create_incident(tx, &alert, &key, dry_run, None)?;
             answer.wake.push(id.clone());
             (Some(id), Disposition::NewIncident)
         };
-        tx.execute(
-            "INSERT INTO alerts (id, delivery_id, position, received_at, sender, format, source_key, health_set, server, monitor, mailbox_hint, message, status, raised_at, incident_id, disposition)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            params![
+        tx.prepare_cached("INSERT INTO alerts (id, delivery_id, position, received_at, sender, format, source_key, health_set, server, monitor, mailbox_hint, message, status, raised_at, incident_id, disposition)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)")?.execute(params![
                 alert_id,
                 delivery_id,
                 position as i64,
@@ -171,42 +166,48 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
     }
     if stored_any {
         let response = serde_json::to_string(&answer).expect("answers serialise");
-        tx.execute("UPDATE deliveries SET response = ?2 WHERE id = ?1", params![delivery_id, response])?;
+        tx.prepare_cached("UPDATE deliveries SET response = ?2 WHERE id = ?1")?.execute(params![delivery_id, response])?;
     }
     Ok(answer)
 }
 
 fn open_incident(tx: &Transaction, key: &str) -> Result<Option<String>> {
-    Ok(tx.query_row("SELECT id FROM incidents WHERE open_key = ?1", [key], |row| row.get(0)).optional()?)
+    Ok(tx.prepare_cached("SELECT id FROM incidents WHERE open_key = ?1")?.query_row([key], |row| row.get(0)).optional()?)
 }
 
 fn silenced(tx: &Transaction, server: &ServerName, now: i64) -> Result<bool> {
-    Ok(tx.query_row("SELECT EXISTS (SELECT 1 FROM silences WHERE server = ?1 AND until > ?2)", params![server.as_str(), now], |row| row.get(0))?)
+    Ok(tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM silences WHERE server = ?1 AND until > ?2)")?
+        .query_row(params![server.as_str(), now], |row| row.get(0))?)
 }
 
 fn create_incident(tx: &Transaction, alert: &Alert, key: &str, dry_run: bool, replay_of: Option<&str>) -> Result<String> {
     let id = new_id();
     let now = now_ms();
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO incidents (id, created_at, updated_at, state, dry_run, health_set, server, monitor, mailbox_hint, open_key, replay_of)
          VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            id,
-            now,
-            State::Queued.as_str(),
-            dry_run,
-            alert.health_set.as_str(),
-            alert.server.as_str(),
-            alert.monitor.as_ref().map(|m| m.as_str()),
-            alert.mailbox_hint.as_ref().map(|s| s.as_str()),
-            key,
-            replay_of,
-        ],
-    )?;
+    )?
+    .execute(params![
+        id,
+        now,
+        State::Queued.as_str(),
+        dry_run,
+        alert.health_set.as_str(),
+        alert.server.as_str(),
+        alert.monitor.as_ref().map(|m| m.as_str()),
+        alert.mailbox_hint.as_ref().map(|s| s.as_str()),
+        key,
+        replay_of,
+    ])?;
     Ok(id)
 }
 
 fn link(tx: &Transaction, incident_id: &str, alert_id: &str) -> Result<()> {
-    tx.execute("INSERT OR IGNORE INTO incident_alerts (incident_id, alert_id, linked_at) VALUES (?1, ?2, ?3)", params![incident_id, alert_id, now_ms()])?;
+    tx.prepare_cached("INSERT OR IGNORE INTO incident_alerts (incident_id, alert_id, linked_at) VALUES (?1, ?2, ?3)")?.execute(params![
+        incident_id,
+        alert_id,
+        now_ms()
+    ])?;
     Ok(())
 }
