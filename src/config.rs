@@ -120,6 +120,7 @@ pub struct SenderConfig {
 pub enum AuthKind {
     #[default]
     StandardWebhooks,
+    #[serde(rename = "hub-signature-256")]
     HubSignature256,
     Bearer,
 }

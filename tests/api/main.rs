@@ -10,4 +10,5 @@ mod powershell;
 mod replay;
 mod runbooks;
 mod safety;
+mod senders;
 mod ui;
