@@ -27,6 +27,18 @@ pub enum Disposition {
     Duplicate,
 }
 
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::NewIncident => "new_incident",
+            Disposition::Attached => "attached",
+            Disposition::Suppressed => "suppressed",
+            Disposition::Resolved => "resolved",
+            Disposition::Duplicate => "duplicate",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AnswerItem {
     pub alert_id: String,
@@ -98,25 +110,20 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
     let now = now_ms();
     let delivery_id = new_id();
     let mut answer = Answer { alerts: Vec::with_capacity(alerts.len()), wake: Vec::new() };
-    let mut stored_any = false;
+    // First decide what becomes of each alert (opening incidents as needed), so that the delivery row is written
+    // once, with its answer, and the alerts after it.
+    let mut fresh = Vec::with_capacity(alerts.len());
     for (position, alert) in alerts.into_iter().enumerate() {
         if let Some(source_key) = &alert.source_key {
             let original = tx
-                .query_row("SELECT id, incident_id FROM alerts WHERE format = ?1 AND source_key = ?2", params![delivery.format.as_str(), source_key], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
-                })
+                .prepare_cached("SELECT id, incident_id FROM alerts WHERE format = ?1 AND source_key = ?2")?
+                .query_row(params![delivery.format.as_str(), source_key], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?)))
                 .optional()?;
             if let Some((alert_id, incident_id)) = original {
                 answer.alerts.push(AnswerItem { alert_id, incident_id, disposition: Disposition::Duplicate });
                 continue;
             }
         }
-        if !stored_any {
-            tx.prepare_cached("INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                .execute(params![delivery_id, now, delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..]])?;
-            stored_any = true;
-        }
-        let alert_id = new_id();
         let key = open_key(&alert.server, &alert.health_set, alert.monitor.as_ref());
         let (incident_id, disposition) = if silenced(tx, &alert.server, now)? {
             (None, Disposition::Suppressed)
@@ -139,34 +146,42 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
             answer.wake.push(id.clone());
             (Some(id), Disposition::NewIncident)
         };
-        tx.prepare_cached("INSERT INTO alerts (id, delivery_id, position, received_at, sender, format, source_key, health_set, server, monitor, mailbox_hint, message, status, raised_at, incident_id, disposition)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)")?.execute(params![
-                alert_id,
-                delivery_id,
-                position as i64,
-                now,
-                delivery.sender,
-                delivery.format.as_str(),
-                alert.source_key,
-                alert.health_set.as_str(),
-                alert.server.as_str(),
-                alert.monitor.as_ref().map(|m| m.as_str()),
-                alert.mailbox_hint.as_ref().map(|s| s.as_str()),
-                alert.message,
-                alert.status.as_str(),
-                alert.raised_at.map(|t| t.to_rfc3339()),
-                incident_id,
-                serde_json::to_value(disposition).ok().and_then(|v| v.as_str().map(str::to_owned)),
-            ],
-        )?;
-        if let Some(incident_id) = &incident_id {
-            link(tx, incident_id, &alert_id)?;
-        }
-        answer.alerts.push(AnswerItem { alert_id, incident_id, disposition });
+        answer.alerts.push(AnswerItem { alert_id: new_id(), incident_id, disposition });
+        fresh.push((position, answer.alerts.len() - 1, alert));
     }
-    if stored_any {
-        let response = serde_json::to_string(&answer).expect("answers serialise");
-        tx.prepare_cached("UPDATE deliveries SET response = ?2 WHERE id = ?1")?.execute(params![delivery_id, response])?;
+    if fresh.is_empty() {
+        return Ok(answer);
+    }
+    let response = serde_json::to_string(&answer).expect("answers serialise");
+    tx.prepare_cached("INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, response) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+        .execute(params![delivery_id, now, delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..], response])?;
+    for (position, item, alert) in fresh {
+        let AnswerItem { alert_id, incident_id, disposition } = &answer.alerts[item];
+        tx.prepare_cached(
+            "INSERT INTO alerts (id, delivery_id, position, received_at, sender, format, source_key, health_set, server, monitor, mailbox_hint, message, status, raised_at, incident_id, disposition)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )?
+        .execute(params![
+            alert_id,
+            delivery_id,
+            position as i64,
+            now,
+            delivery.sender,
+            delivery.format.as_str(),
+            alert.source_key,
+            alert.health_set.as_str(),
+            alert.server.as_str(),
+            alert.monitor.as_ref().map(|m| m.as_str()),
+            alert.mailbox_hint.as_ref().map(|s| s.as_str()),
+            alert.message,
+            alert.status.as_str(),
+            alert.raised_at.map(|t| t.to_rfc3339()),
+            incident_id,
+            disposition.as_str(),
+        ])?;
+        if let Some(incident_id) = incident_id {
+            link(tx, incident_id, alert_id)?;
+        }
     }
     Ok(answer)
 }

@@ -99,9 +99,10 @@ async fn scenario(c: Client, url: String, incident_id: String, hostile_id: Strin
     assert_eq!(error.text().await.unwrap(), "that is not an admin token");
     c.find(Locator::Css("input[name=token]")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
     c.find(Locator::Css("form[action='/login'] button")).await.unwrap().click().await.unwrap();
-    // The list refreshes itself while an incident is held queued, so reads of it retry across reloads.
+    // The login redirects to the list; the list refreshes itself while an incident is held queued, so reads of it
+    // retry across reloads.
+    c.wait().at_most(WAIT).for_url(&format!("{url}/").parse().unwrap()).await.unwrap();
     assert_eq!(read(&c, Locator::Css("main h1"), Read::Text).await, ["Incidents"]);
-    assert_eq!(c.current_url().await.unwrap().path(), "/");
     let rows = read(&c, Locator::Css("table.list tbody tr"), Read::Text).await;
     assert_eq!(rows.len(), 2);
     let row_text = &rows[1];
