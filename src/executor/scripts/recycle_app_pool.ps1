@@ -2,6 +2,7 @@ Invoke-Command -ComputerName {server} -ArgumentList {app_pool} -ScriptBlock {
     param($name)
     $ErrorActionPreference = 'Stop'
     Import-Module WebAdministration
-    Restart-WebAppPool -Name $name
+    # A stopped pool cannot be recycled (IIS answers 0x800710D8); starting it is what recycling would achieve.
+    if ((Get-WebAppPoolState -Name $name).Value -eq 'Stopped') { Start-WebAppPool -Name $name } else { Restart-WebAppPool -Name $name }
 } | Out-Null
 $result = [pscustomobject]@{ Server = {server}; AppPool = {app_pool}; Recycled = $true }
