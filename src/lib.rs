@@ -3,18 +3,22 @@
 //!
 //! The modules, in the order an alert meets them:
 //!
-//! - [`config`]: typed settings from the TOML file and the environment; the only place that reads them.
-//! - [`http`]: routes, limits and error answers; the only module that knows HTTP.
+//! - [`config`]: typed settings from the TOML file, the environment and runbook files; the only place that reads them.
+//! - [`http`]: routes, limits, error answers and the operator's page; the only module that knows HTTP.
 //! - [`auth`]: Standard Webhooks, hub-signature and bearer checks over the raw bytes.
 //! - [`alert`]: each source format parsed into one normalised [`alert::Alert`].
-//! - [`domain`]: validated names (server, health set, monitor) and the `_Mbx:` hint parser.
+//! - [`domain`]: validated names (server, health set, monitor, ...) and the `_Mbx:` hint parser.
 //! - [`store`]: SQLite, group-committed; the only module with SQL.
-//! - [`engine`]: the worker that drives incidents through their runbooks.
+//! - [`engine`]: the worker that drives incidents through their runbooks, applying [`safety`]'s throttles.
+//! - [`runbook`]: the runbook format, the built-in runbooks, and the pure planner that replays them over a journal.
+//! - [`executor`]: the simulator and the PowerShell process executor, behind one `Action` -> `Report` interface.
+//! - [`mailer`] and [`notifier`]: composing the escalation email, and delivering the stored outbox with retries.
 //! - [`incident`]: the names of states, actions and outcomes.
 //! - [`metrics`]: the Prometheus counters the intake, the engine and the notifier move, served at `/metrics`.
-//! - [`service`]: wires the pieces together and runs them until shutdown.
+//! - [`service`]: wires the pieces together and runs them until shutdown; [`demo`] runs it on the simulator.
 //! - [`schemas`]: the JSON Schemas of the alert formats and of runbooks, generated from the types that read them.
 //! - [`cli`] and [`client`]: the command line, and the admin API client it uses.
+//! - [`text`]: HTML escaping and clipping, shared by the page, the email and the parsers.
 
 pub mod alert;
 pub mod auth;
