@@ -174,7 +174,12 @@ impl Store {
 
     pub async fn set_state(&self, id: String, state: State, reason: Option<String>) -> Result<()> {
         self.write(move |tx| {
-            tx.execute("UPDATE incidents SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1", params![id, state.as_str(), reason, now_ms()])?;
+            tx.prepare_cached("UPDATE incidents SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1")?.execute(params![
+                id,
+                state.as_str(),
+                reason,
+                now_ms()
+            ])?;
             Ok(())
         })
         .await
@@ -184,9 +189,9 @@ impl Store {
     /// The planner still sees the incident as the alert made it (no monitor), so it replays the discovery step.
     pub async fn set_monitor(&self, id: String, monitor: Monitor) -> Result<()> {
         self.write(move |tx| {
-            let (server, health_set): (String, String) = tx.query_row("SELECT server, health_set FROM incidents WHERE id = ?1", [&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (server, health_set): (String, String) = tx.prepare_cached("SELECT server, health_set FROM incidents WHERE id = ?1")?.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let key = format!("{}|{}|{}", server, health_set.to_ascii_lowercase(), monitor.as_str().to_ascii_lowercase());
-            let taken: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM incidents WHERE open_key = ?1 AND id != ?2)", params![key, id], |r| r.get(0))?;
+            let taken: bool = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM incidents WHERE open_key = ?1 AND id != ?2)")?.query_row(params![key, id], |r| r.get(0))?;
             let sql = if taken {
                 "UPDATE incidents SET monitor = ?2, monitor_found = 1, updated_at = ?4 WHERE id = ?1"
             } else {
@@ -211,10 +216,8 @@ impl Store {
                 let group_name = group.as_deref().unwrap_or(action.server().as_str());
                 if let Err(reason) = safety::check(action.kind(), rule, action.server().as_str(), group_name, &history, now) {
                     let seq = insert_step(tx, &id, &action, &command, group.as_deref(), false, now)?;
-                    tx.execute(
-                        "UPDATE steps SET finished_at = ?3, outcome = 'throttled', detail = ?4 WHERE incident_id = ?1 AND seq = ?2",
-                        params![id, seq, now, reason],
-                    )?;
+                    tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = 'throttled', detail = ?4 WHERE incident_id = ?1 AND seq = ?2")?
+                        .execute(params![id, seq, now, reason])?;
                     return Ok(Started::Throttled(reason));
                 }
             }
@@ -229,10 +232,13 @@ impl Store {
         self.write(move |tx| {
             let now = now_ms();
             let seq = insert_step(tx, &id, &action, &command, None, false, now)?;
-            tx.execute(
-                "UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5 WHERE incident_id = ?1 AND seq = ?2",
-                params![id, seq, now, outcome.as_str(), detail],
-            )?;
+            tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5 WHERE incident_id = ?1 AND seq = ?2")?.execute(params![
+                id,
+                seq,
+                now,
+                outcome.as_str(),
+                detail
+            ])?;
             Ok(())
         })
         .await
@@ -242,11 +248,9 @@ impl Store {
     pub async fn finish_step(&self, id: String, seq: i64, report: Report) -> Result<()> {
         self.write(move |tx| {
             let unhealthy = (!report.unhealthy.is_empty()).then(|| serde_json::to_string(&report.unhealthy).expect("names serialise"));
-            tx.execute(
-                "UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5, unhealthy = ?6, command = COALESCE(?7, command) WHERE incident_id = ?1 AND seq = ?2",
-                params![id, seq, now_ms(), report.outcome.as_str(), bounded(&report.detail), unhealthy, report.command],
+            tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5, unhealthy = ?6, command = COALESCE(?7, command) WHERE incident_id = ?1 AND seq = ?2")?.execute(params![id, seq, now_ms(), report.outcome.as_str(), bounded(&report.detail), unhealthy, report.command],
             )?;
-            tx.execute("UPDATE incidents SET updated_at = ?2 WHERE id = ?1", params![id, now_ms()])?;
+            tx.prepare_cached("UPDATE incidents SET updated_at = ?2 WHERE id = ?1")?.execute(params![id, now_ms()])?;
             Ok(())
         })
         .await
@@ -256,26 +260,28 @@ impl Store {
     pub async fn finish_incident(&self, id: String, ending: Ending, notification: Option<NewNotification>) -> Result<()> {
         self.write(move |tx| {
             let now = now_ms();
-            tx.execute(
-                "UPDATE incidents SET state = ?2, reason = ?3, open_key = NULL, updated_at = ?4 WHERE id = ?1",
-                params![id, ending.state.as_str(), ending.reason, now],
-            )?;
+            tx.prepare_cached("UPDATE incidents SET state = ?2, reason = ?3, open_key = NULL, updated_at = ?4 WHERE id = ?1")?.execute(params![
+                id,
+                ending.state.as_str(),
+                ending.reason,
+                now
+            ])?;
             if let Some(n) = notification {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO notifications (id, incident_id, kind, recipients, subject, message, status, next_attempt_at, created_at, mail_from)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, ?7, ?8)",
-                    params![
-                        super::new_id(),
-                        id,
-                        n.kind,
-                        serde_json::to_string(&n.to).expect("addresses serialise"),
-                        n.subject,
-                        n.message,
-                        now,
-                        n.from,
-                        if n.held { "held" } else { "pending" }
-                    ],
-                )?;
+                )?
+                .execute(params![
+                    super::new_id(),
+                    id,
+                    n.kind,
+                    serde_json::to_string(&n.to).expect("addresses serialise"),
+                    n.subject,
+                    n.message,
+                    now,
+                    n.from,
+                    if n.held { "held" } else { "pending" }
+                ])?;
             }
             Ok(())
         })
@@ -331,10 +337,8 @@ impl Store {
     pub async fn notification_sent(&self, id: String) -> Result<()> {
         self.write(move |tx| {
             let now = now_ms();
-            tx.execute(
-                "UPDATE notifications SET status = 'sent', attempts = attempts + 1, sent_at = ?2 WHERE id = ?1 AND status = 'pending'",
-                params![id, now],
-            )?;
+            tx.prepare_cached("UPDATE notifications SET status = 'sent', attempts = attempts + 1, sent_at = ?2 WHERE id = ?1 AND status = 'pending'")?
+                .execute(params![id, now])?;
             Ok(())
         })
         .await
@@ -343,10 +347,8 @@ impl Store {
     /// Records a failed attempt, its error (as the transport put it, with the server's answer), and when to try next.
     pub async fn notification_failed(&self, id: String, error: String, next_attempt_at: i64) -> Result<()> {
         self.write(move |tx| {
-            tx.execute(
-                "UPDATE notifications SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1 AND status = 'pending'",
-                params![id, bounded(&error), next_attempt_at],
-            )?;
+            tx.prepare_cached("UPDATE notifications SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1 AND status = 'pending'")?
+                .execute(params![id, bounded(&error), next_attempt_at])?;
             Ok(())
         })
         .await
@@ -354,32 +356,28 @@ impl Store {
 }
 
 fn next_seq(tx: &Transaction, id: &str) -> Result<i64> {
-    Ok(tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE incident_id = ?1", [id], |r| r.get(0))?)
+    Ok(tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE incident_id = ?1")?.query_row([id], |r| r.get(0))?)
 }
 
 fn insert_step(tx: &Transaction, id: &str, action: &Action, command: &str, group: Option<&str>, counted: bool, now: i64) -> Result<i64> {
     let seq = next_seq(tx, id)?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO steps (incident_id, seq, action, server, server_group, command, counted, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![id, seq, action.kind().as_str(), action.server().as_str(), group, command, counted, now],
-    )?;
+    )?
+    .execute(params![id, seq, action.kind().as_str(), action.server().as_str(), group, command, counted, now])?;
     let state = if action.kind() == ActionKind::Wait { State::Waiting } else { State::Running };
-    tx.execute("UPDATE incidents SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, state.as_str(), now])?;
+    tx.prepare_cached("UPDATE incidents SET state = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![id, state.as_str(), now])?;
     Ok(seq)
 }
 
 fn history(tx: &Transaction, kind: ActionKind, server: &ServerName, group: Option<&str>, now: i64) -> Result<History> {
     let since = safety::window_start(now);
-    let (server_last, server_today) = tx.query_row(
-        "SELECT MAX(started_at), COUNT(*) FROM steps WHERE counted = 1 AND action = ?1 AND server = ?2 AND started_at > ?3",
-        params![kind.as_str(), server.as_str(), since],
-        |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?)),
-    )?;
+    let (server_last, server_today) = tx
+        .prepare_cached("SELECT MAX(started_at), COUNT(*) FROM steps WHERE counted = 1 AND action = ?1 AND server = ?2 AND started_at > ?3")?
+        .query_row(params![kind.as_str(), server.as_str(), since], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?)))?;
     let mut history = History { server_last, server_today, ..History::default() };
     if let Some(group) = group {
-        (history.group_last, history.group_today, history.group_in_flight) = tx.query_row(
-            "SELECT MAX(started_at), COUNT(*), COALESCE(SUM(finished_at IS NULL), 0) FROM steps WHERE counted = 1 AND action = ?1 AND server_group = ?2 AND started_at > ?3",
-            params![kind.as_str(), group, since],
+        (history.group_last, history.group_today, history.group_in_flight) = tx.prepare_cached("SELECT MAX(started_at), COUNT(*), COALESCE(SUM(finished_at IS NULL), 0) FROM steps WHERE counted = 1 AND action = ?1 AND server_group = ?2 AND started_at > ?3")?.query_row(params![kind.as_str(), group, since],
             |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?)),
         )?;
     }
