@@ -14,6 +14,7 @@ mod retention;
 mod views;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -99,13 +100,28 @@ impl Store {
         let mut conn = Connection::open(&path)?;
         // FULL: a commit is on disk when it returns, which is what a 202 promises. A larger page cache keeps the
         // indexes that intake searches in memory.
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-16384;")?;
+        // The writer never checkpoints: a thread of its own copies the WAL back into the database, so that work is
+        // off the path every acknowledged alert waits on.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;",
+        )?;
         migrations::apply(&mut conn)?;
+        let checkpoints = Connection::open(&path)?;
+        checkpoints.busy_timeout(std::time::Duration::from_secs(5))?;
         let (writes, queue) = mpsc::sync_channel::<Box<dyn Job>>(MAX_BATCH * 4);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let writer_stopped = stopped.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(conn, queue))
+            .spawn(move || {
+                writer(conn, queue);
+                writer_stopped.store(true, Ordering::Relaxed);
+            })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpointer(checkpoints, stopped))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Store { writes, readers: Arc::new(Mutex::new(Vec::new())), path: Arc::new(path) })
     }
 
@@ -170,6 +186,21 @@ impl Store {
     }
 }
 
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Copies committed WAL frames into the database (PASSIVE: never waits for the writer or readers) until the writer
+/// has stopped, then once more in full.
+fn checkpointer(conn: Connection, writer_stopped: Arc<AtomicBool>) {
+    while !writer_stopped.load(Ordering::Relaxed) {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %err, "WAL checkpoint failed; will try again");
+        }
+    }
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
 fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = queue.recv() {
@@ -180,7 +211,9 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        let committed = match conn.transaction() {
+        // IMMEDIATE takes the write lock up front, where the busy timeout applies, instead of upgrading a read
+        // transaction later, which fails at once if the checkpointer has moved the WAL on meanwhile.
+        let committed = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
             Ok(tx) => {
                 for job in batch.iter_mut() {
                     job.apply(&tx);

@@ -575,7 +575,7 @@ async fn an_alert_storm_is_acknowledged_and_stored_in_full() {
                     .send()
                     .await
                     .unwrap();
-                assert_eq!(response.status(), 202, "delivery {n}");
+                assert_eq!(response.status(), 202, "delivery {n}: {:?}", response.text().await);
                 let answer: Value = response.json().await.unwrap();
                 assert_eq!(answer["alerts"][0]["disposition"], "new_incident", "delivery {n}");
                 acknowledged.push(answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned());
