@@ -7,8 +7,8 @@
 //!
 //! Invariant: a mutating step is journaled as started before it runs; after a crash it is never run again, only
 //! marked `interrupted`, and the planner verifies before anything else changes a server.
-//! Invariant: one incident acts on a server at a time: an incident holds its server (and its `_Mbx:` server)
-//! from dispatch until it stops.
+//! Invariant: one incident acts on a server at a time: an incident holds its own server from dispatch until it
+//! stops, and any other server (the `_Mbx:` Mailbox server) from its first step there until it stops.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +75,8 @@ struct Shared {
     wake: mpsc::UnboundedSender<Wake>,
     /// Servers held by a running driver, and by which incident.
     locks: Mutex<HashMap<ServerName, String>>,
+    /// Notified whenever a driver stops and frees its servers.
+    released: Notify,
     /// Running drivers, with the signal that cuts their wait short.
     drivers: Mutex<HashMap<String, Arc<Notify>>>,
     paused: Arc<AtomicBool>,
@@ -110,6 +112,7 @@ impl Engine {
             mail,
             wake: wake.clone(),
             locks: Mutex::new(HashMap::new()),
+            released: Notify::new(),
             drivers: Mutex::new(HashMap::new()),
             paused: paused.clone(),
             metrics,
@@ -170,16 +173,13 @@ async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &wa
         if shared.drivers.lock().expect("drivers lock").contains_key(&incident.id) {
             continue;
         }
-        let servers: Vec<ServerName> = std::iter::once(incident.server.clone()).chain(incident.mailbox_hint.clone()).collect();
         {
             let mut locks = shared.locks.lock().expect("locks lock");
-            if servers.iter().any(|s| locks.contains_key(s)) {
+            if locks.contains_key(&incident.server) {
                 deferred = true;
                 continue;
             }
-            for server in &servers {
-                locks.insert(server.clone(), incident.id.clone());
-            }
+            locks.insert(incident.server.clone(), incident.id.clone());
         }
         let signal = Arc::new(Notify::new());
         shared.drivers.lock().expect("drivers lock").insert(incident.id.clone(), signal.clone());
@@ -194,6 +194,7 @@ async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &wa
                 }
                 shared.drivers.lock().expect("drivers lock").remove(&id);
                 shared.locks.lock().expect("locks lock").retain(|_, holder| holder != &id);
+                shared.released.notify_waiters();
                 let _ = shared.wake.send(Wake::Stopped);
             }
             .instrument(span),
@@ -239,6 +240,16 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
             }
             Decision::Run(action) => action,
         };
+        if action.server() != &incident.facts.server {
+            match hold(shared, action.server(), id, &stopping).await {
+                Held::Yes => {}
+                Held::Stopping => return Ok(()),
+                Held::Busy(reason) => {
+                    finish(shared, id, Ending { state: State::Blocked, reason, activation_disabled: Vec::new() }).await?;
+                    return Ok(());
+                }
+            }
+        }
         if let Some(step) = unfinished {
             resume(shared, id, step, &action, signal, &stopping).await?;
             continue;
@@ -280,6 +291,48 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
         tracing::info!(%kind, outcome = %report.outcome, "step finished");
         shared.metrics.action(kind, report.outcome);
         store.finish_step(id.to_owned(), seq, report).await?;
+    }
+}
+
+enum Held {
+    Yes,
+    Stopping,
+    /// Another incident kept the server longer than `timing.restart_timeout`.
+    Busy(String),
+}
+
+/// Takes the lock on a server other than the incident's own before acting there, waiting (bounded) while another
+/// incident holds it. A Mailbox server's own incident never waits for a CAS, so only multi-role servers alerting
+/// about each other could wait on each other, and the bound ends that.
+async fn hold(shared: &Shared, server: &ServerName, id: &str, stopping: &watch::Receiver<bool>) -> Held {
+    let deadline = tokio::time::Instant::now() + shared.settings.timing.restart_timeout.0;
+    let mut stopping = stopping.clone();
+    loop {
+        let released = shared.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        let holder = {
+            let mut locks = shared.locks.lock().expect("locks lock");
+            match locks.get(server) {
+                Some(holder) if holder != id => Some(holder.clone()),
+                _ => {
+                    locks.insert(server.clone(), id.to_owned());
+                    None
+                }
+            }
+        };
+        let Some(holder) = holder else { return Held::Yes };
+        tracing::info!(%server, %holder, "waiting for another incident to finish with the server");
+        tokio::select! {
+            _ = released => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return Held::Busy(format!(
+                    "{server} stayed busy with incident {holder} for {}; not acting on it",
+                    humantime::format_duration(shared.settings.timing.restart_timeout.0)
+                ));
+            }
+            _ = crate::service::stopped(&mut stopping) => return Held::Stopping,
+        }
     }
 }
 

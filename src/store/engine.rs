@@ -32,12 +32,11 @@ pub struct StepRecord {
     pub finished: bool,
 }
 
-/// An incident that is not final, and the servers it needs to itself.
+/// An incident that is not final, and the server it needs to itself.
 #[derive(Debug, Clone)]
 pub struct Runnable {
     pub id: String,
     pub server: ServerName,
-    pub mailbox_hint: Option<ServerName>,
 }
 
 /// A step about to run, with the throttle that governs it.
@@ -98,18 +97,10 @@ impl Store {
     /// Incidents that are not final (or just the one named, if it is not final), oldest first.
     pub async fn runnable(&self, only: Option<String>) -> Result<Vec<Runnable>> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, server, mailbox_hint FROM incidents WHERE state IN ('queued', 'running', 'waiting') AND (?1 IS NULL OR id = ?1) ORDER BY id",
-            )?;
-            let rows = stmt
-                .query_map([only], |row| {
-                    Ok(Runnable {
-                        id: row.get(0)?,
-                        server: parse_server(row.get(1)?)?,
-                        mailbox_hint: row.get::<_, Option<String>>(2)?.map(parse_server).transpose()?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = conn
+                .prepare_cached("SELECT id, server FROM incidents WHERE state IN ('queued', 'running', 'waiting') AND (?1 IS NULL OR id = ?1) ORDER BY id")?;
+            let rows =
+                stmt.query_map([only], |row| Ok(Runnable { id: row.get(0)?, server: parse_server(row.get(1)?)? }))?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
         .await

@@ -333,3 +333,30 @@ async fn one_escalation_per_server_health_set_and_monitor_per_interval() {
     assert_eq!(ctp["state"], "escalated");
     assert_ne!(ctp["notifications"][0]["status"], "held", "a different monitor is escalated on its own");
 }
+
+#[tokio::test]
+async fn an_incident_waits_for_a_busy_mailbox_server_only_when_it_needs_it_and_only_so_long() {
+    let app = spawn_app_with(&format!(
+        "{INVENTORY}\n[timing]\nrestart_timeout = \"1s\"\n[simulator]\naction_latency = \"300ms\"\n[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"never\"\nunhealthy_monitors = [\"ActiveSyncDeepTestMonitor\"]\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\""
+    ))
+    .await;
+    let mailbox = app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep test failing")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cas = app.open(&ctp("cas01.contoso.com")).await;
+    let cas = app.wait_final(&cas).await;
+    // The CAS incident ran its own remedies while the Mailbox server's incident held mbx01, then gave up waiting.
+    assert_eq!(
+        steps(&cas)[..5],
+        [
+            "probe cas01.contoso.com failed",
+            "recycle_app_pool cas01.contoso.com done",
+            "probe cas01.contoso.com failed",
+            "iis_reset cas01.contoso.com done",
+            "probe cas01.contoso.com failed"
+        ]
+    );
+    assert_eq!(cas["state"], "blocked", "{cas:#}");
+    assert!(cas["reason"].as_str().unwrap().contains(&format!("mbx01.contoso.com stayed busy with incident {mailbox}")), "{}", cas["reason"]);
+    assert!(steps(&cas).iter().all(|s| !s.contains("mbx01")), "it never acted on the busy server");
+    assert_eq!(app.wait_final(&mailbox).await["state"], "escalated");
+}
