@@ -74,14 +74,14 @@ macro_rules! identifier {
         impl $name {
             pub fn parse(raw: &str) -> Result<Self, InvalidName> {
                 if raw.is_empty() {
-                    return Err(InvalidName(concat!("is empty, expected a ", $what).into()));
+                    return Err(InvalidName(concat!("is empty, expected ", $what).into()));
                 }
                 if raw.len() > $max {
-                    return Err(InvalidName(format!(concat!("is {} characters long, a ", $what, " has at most {}"), raw.len(), $max)));
+                    return Err(InvalidName(format!(concat!("is {} characters long, ", $what, " has at most {}"), raw.len(), $max)));
                 }
                 if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || $extra.as_bytes().contains(&b)) {
                     return Err(InvalidName(format!(
-                        concat!("{:?} is not a ", $what, ": only letters, digits and {:?} are allowed"),
+                        concat!("{:?} is not ", $what, ": only letters, digits and {:?} are allowed"),
                         clip(raw),
                         $extra
                     )));
@@ -117,7 +117,7 @@ macro_rules! identifier {
 identifier!(
     /// A Managed Availability health set, such as `ActiveSync` or `ActiveSync.Protocol`.
     HealthSet,
-    "health set name",
+    "a health set name",
     64,
     "._-"
 );
@@ -125,7 +125,7 @@ identifier!(
 identifier!(
     /// A Managed Availability monitor, such as `ActiveSyncCTPMonitor`.
     Monitor,
-    "monitor name",
+    "a monitor name",
     128,
     "._-"
 );
@@ -133,7 +133,7 @@ identifier!(
 identifier!(
     /// A Managed Availability probe, such as `ActiveSyncCTPProbe`.
     ProbeName,
-    "probe name",
+    "a probe name",
     128,
     "._-"
 );
@@ -141,7 +141,7 @@ identifier!(
 identifier!(
     /// An IIS application pool, such as `MSExchangeSyncAppPool`.
     AppPool,
-    "application pool name",
+    "an application pool name",
     128,
     "._-"
 );

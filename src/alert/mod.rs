@@ -104,12 +104,20 @@ pub(crate) fn from_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result
 }
 
 /// Reads the alerts of one delivery.
-pub fn parse(format: Format, body: &[u8]) -> Result<Vec<Alert>, ParseError> {
+pub fn parse(format: Format, body: &[u8]) -> Result<Delivery, ParseError> {
     match format {
-        Format::Native => native::parse(body).map(|alert| vec![alert]),
-        Format::Scom => scom::parse(body).map(|alert| vec![alert]),
-        Format::Alertmanager => alertmanager::parse(body).map(|notification| notification.alerts),
+        Format::Native => native::parse(body).map(|alert| Delivery { alerts: vec![alert], truncated_alerts: 0 }),
+        Format::Scom => scom::parse(body).map(|alert| Delivery { alerts: vec![alert], truncated_alerts: 0 }),
+        Format::Alertmanager => alertmanager::parse(body).map(|n| Delivery { alerts: n.alerts, truncated_alerts: n.truncated_alerts }),
     }
+}
+
+/// The alerts of one delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub alerts: Vec<Alert>,
+    /// Alerts the sender left out (Alertmanager's `truncatedAlerts`, when `max_alerts` cut the group).
+    pub truncated_alerts: u64,
 }
 
 /// Parses a field with a name type, naming the field when it is wrong.
@@ -213,11 +221,11 @@ pub(crate) mod tests {
     #[test]
     fn formats_reach_their_parsers() {
         let scom = r#"{"alertName":"ActiveSync health set unhealthy (ActiveSyncCTPMonitor)","managedEntityPath":"cas01.contoso.com"}"#;
-        let alerts = parse(Format::Scom, scom.as_bytes()).unwrap();
+        let alerts = parse(Format::Scom, scom.as_bytes()).unwrap().alerts;
         assert_eq!((alerts.len(), alerts[0].server.as_str()), (1, "cas01.contoso.com"));
         let alertmanager = r#"{"version":"4","alerts":[{"status":"firing","labels":{"health_set":"ActiveSync","instance":"cas01:9182"},"startsAt":"2026-11-26T10:00:00Z"},
             {"status":"resolved","labels":{"health_set":"ActiveSync","server":"cas02"},"startsAt":"2026-11-26T10:00:00Z"}]}"#;
-        let alerts = parse(Format::Alertmanager, alertmanager.as_bytes()).unwrap();
+        let alerts = parse(Format::Alertmanager, alertmanager.as_bytes()).unwrap().alerts;
         assert_eq!(alerts.iter().map(|alert| alert.server.as_str()).collect::<Vec<_>>(), ["cas01", "cas02"]);
         assert_eq!(parse(Format::Alertmanager, b"{\"version\":\"4\",\"alerts\":[]}").unwrap_err().to_string(), "alerts: is empty, expected at least one alert");
     }

@@ -50,8 +50,8 @@ async fn intake(state: &AppState, format: Format, request: Request) -> Result<Re
     if !is_json(&parts.headers) {
         return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the alert as Content-Type: application/json"));
     }
-    let alerts = match alert::parse(format, &body) {
-        Ok(alerts) => alerts,
+    let parsed = match alert::parse(format, &body) {
+        Ok(parsed) => parsed,
         Err(ParseError::Malformed(message)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", message)),
         Err(err @ ParseError::Invalid { .. }) => {
             let message = err.to_string();
@@ -61,7 +61,14 @@ async fn intake(state: &AppState, format: Format, request: Request) -> Result<Re
             return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_alert", message));
         }
     };
-    let answer = state.store.accept(delivery, alerts, state.settings.executor.dry_run).await?;
+    if parsed.truncated_alerts > 0 {
+        tracing::warn!(
+            sender = who.sender,
+            truncated = parsed.truncated_alerts,
+            "the sender left alerts out of this notification (Alertmanager max_alerts); set max_alerts: 0 to receive them all"
+        );
+    }
+    let answer = state.store.accept(delivery, parsed.alerts, state.settings.executor.dry_run).await?;
     for item in &answer.alerts {
         state.metrics.delivery(format, who.sender, item.disposition);
     }

@@ -234,3 +234,70 @@ pub fn parse(text: &str, file: &str) -> Result<Runbook, RunbookError> {
 pub fn to_toml(runbook: &Runbook) -> String {
     toml::to_string(runbook).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWA: &str = r#"
+monitor = "OWACTPMonitor"
+health_set = "OWA"
+typical_role = "cas"
+summary = "Recycle MSExchangeOWAAppPool, then IISReset, re-probing after each."
+verify = { probe = 'OWA\OWACTPProbe' }
+
+[[remedies]]
+action = "recycle_app_pool"
+app_pool = "MSExchangeOWAAppPool"
+
+[[remedies]]
+action = "iis_reset"
+roles = ["cas", "multi"]
+"#;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn files_add_runbooks_and_replace_built_in_ones_by_monitor() {
+        let replacement =
+            "monitor = \"activesyncctpmonitor\"\nhealth_set = \"ActiveSync\"\nverify = { probe = 'ActiveSync\\ActiveSyncCTPProbe' }\nremedies = []\n";
+        let dir = dir_with(&[("owa.toml", OWA), ("ctp.toml", replacement), ("notes.txt", "not a runbook")]);
+        let set = RunbookSet::load(Some(dir.path())).unwrap();
+        let (owa, origin) = set.get_with_origin("OWACTPMonitor").unwrap();
+        assert_eq!(origin, &Origin::File(dir.path().join("owa.toml")));
+        assert_eq!(owa.remedies.len(), 2);
+        assert!(!owa.remedies[1].applies_to(Role::Mailbox) && owa.remedies[1].applies_to(Role::Cas));
+        let (ctp, origin) = set.get_with_origin("ActiveSyncCTPMonitor").unwrap();
+        assert!(ctp.remedies.is_empty(), "the file replaced the built-in CTP runbook");
+        assert_eq!(origin, &Origin::File(dir.path().join("ctp.toml")));
+        assert_eq!(set.iter().count(), 6);
+    }
+
+    #[test]
+    fn a_bad_runbook_file_is_refused_naming_the_file_and_the_field() {
+        let cases = [
+            (OWA.replace("recycle_app_pool", "reboot"), "remedies[0].action", "unknown variant `reboot`"),
+            (OWA.replace("MSExchangeOWAAppPool", "MSExchange OWA"), "remedies[0]", "\"MSExchange OWA\" is not an application pool name"),
+            (OWA.replace("verify = { probe = 'OWA\\OWACTPProbe' }", "verify = { probe = 'OWACTPProbe' }"), "verify.probe", "not <health set>"),
+            (OWA.replace("verify = { probe = 'OWA\\OWACTPProbe' }", "verify = { probe = 'OWA\\OWACTPProbe', server_health = 'OWA*' }"), "verify", "not both"),
+            (OWA.replace("typical_role = \"cas\"", "typical_role = \"edge\""), "typical_role", "unknown variant"),
+            (OWA.replace("summary", "sumary"), "sumary", "unknown field `sumary`"),
+        ];
+        for (text, field, message) in cases {
+            let dir = dir_with(&[("owa.toml", &text)]);
+            let err = RunbookSet::load(Some(dir.path())).unwrap_err();
+            assert!(err.file.ends_with("owa.toml"), "{err}");
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.message.contains(message), "{err}");
+        }
+        let dir = dir_with(&[("a.toml", OWA), ("b.toml", OWA)]);
+        let err = RunbookSet::load(Some(dir.path())).unwrap_err();
+        assert!(err.to_string().contains("b.toml: monitor: OWACTPMonitor is also the monitor of"), "{err}");
+    }
+}

@@ -41,8 +41,13 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(extra_toml: &str) -> TestApp {
+    spawn_app_with_root("", extra_toml).await
+}
+
+/// Like [`spawn_app_with`], with `root_toml` holding top-level keys (which TOML wants before any table).
+pub async fn spawn_app_with_root(root_toml: &str, extra_toml: &str) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
-    let config = format!("{}\n{extra_toml}", base_config(data_dir.path()));
+    let config = format!("{root_toml}\n{}\n{extra_toml}", base_config(data_dir.path()));
     let service = Service::start(settings(&config)).await.expect("service starts");
     TestApp { url: format!("http://{}", service.addr), service: Some(service), data_dir, config, http: reqwest::Client::new() }
 }

@@ -312,3 +312,19 @@ async fn an_alert_without_a_monitor_learns_it_and_later_alerts_attach() {
     assert_eq!(answer["alerts"][0]["incident_id"], incident_id.as_str());
     assert_eq!(app.wait_final(&incident_id).await["state"], "recovered");
 }
+
+#[tokio::test]
+async fn a_runbook_file_teaches_the_service_another_health_set() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("owa.toml"),
+        "monitor = \"OWACTPMonitor\"\nhealth_set = \"OWA\"\nverify = { probe = 'OWA\\OWACTPProbe' }\n[[remedies]]\naction = \"recycle_app_pool\"\napp_pool = \"MSExchangeOWAAppPool\"\n",
+    )
+    .unwrap();
+    let root = format!("runbook_dir = {:?}", dir.path().display().to_string());
+    let app = spawn_app_with_root(&root, &format!("{INVENTORY}\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"")).await;
+    let incident = app.wait_final(&app.open(&json!({"health_set": "OWA", "server": "cas01.contoso.com", "monitor": "OWACTPMonitor"}).to_string()).await).await;
+    assert_eq!(steps(&incident), ["probe cas01.contoso.com failed", "recycle_app_pool cas01.contoso.com done", "probe cas01.contoso.com succeeded"]);
+    assert_eq!(incident["reason"], "recycling MSExchangeOWAAppPool on cas01.contoso.com fixed it");
+    assert!(incident["steps"][0]["command"].as_str().unwrap().contains("OWA\\OWACTPProbe"));
+}
