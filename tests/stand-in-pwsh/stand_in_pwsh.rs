@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use healthset_responder::config::Fault;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -77,17 +78,6 @@ impl Default for ServerScenario {
             actions: BTreeMap::new(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Fault {
-    None,
-    AppPool,
-    IisReset,
-    Restart,
-    Mailbox,
-    Never,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -75,17 +75,7 @@ impl Content {
         }
 
         section(&mut out, "The alert");
-        out.push_str("<table role=\"presentation\" style=\"border-collapse:collapse;width:100%;font-size:15px;\">\n");
-        for (key, value) in &self.alert {
-            let _ = writeln!(
-                out,
-                "<tr><td style=\"padding:3px 10px 3px 0;color:#6b7280;vertical-align:top;white-space:nowrap;\">{}</td>\
-                 <td style=\"padding:3px 0;overflow-wrap:anywhere;word-break:break-word;\">{}</td></tr>",
-                escape(key),
-                escape(value)
-            );
-        }
-        out.push_str("</table>\n");
+        facts(&mut out, &self.alert, "break-word");
         match &self.message {
             Some(message) => {
                 out.push_str("<div style=\"color:#6b7280;margin:8px 0 2px 0;\">Message</div>\n");
@@ -149,17 +139,7 @@ impl Content {
         }
 
         section(&mut out, "Incident");
-        out.push_str("<table role=\"presentation\" style=\"border-collapse:collapse;width:100%;font-size:15px;\">\n");
-        for (key, value) in &self.incident {
-            let _ = writeln!(
-                out,
-                "<tr><td style=\"padding:3px 10px 3px 0;color:#6b7280;white-space:nowrap;vertical-align:top;\">{}</td>\
-                 <td style=\"padding:3px 0;overflow-wrap:anywhere;word-break:break-all;\">{}</td></tr>",
-                escape(key),
-                escape(value)
-            );
-        }
-        out.push_str("</table>\n");
+        facts(&mut out, &self.incident, "break-all");
         if let Some(id) = &self.replay {
             let _ = write!(out, "<p style=\"margin:10px 0 0 0;\">Replay the first alert (automation verifies again and acts):</p>");
             out.push_str(&code(&format!("healthset-responder replay {id}")));
@@ -201,6 +181,21 @@ impl Tone {
 }
 
 const DETAIL: &str = "color:#374151;font-size:14px;white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word;margin:2px 0 0 0;";
+
+/// A two-column table of labels and values; `word_break` is how long values (ids, messages) may wrap.
+fn facts(out: &mut String, rows: &[(&'static str, String)], word_break: &str) {
+    out.push_str("<table role=\"presentation\" style=\"border-collapse:collapse;width:100%;font-size:15px;\">\n");
+    for (key, value) in rows {
+        let _ = writeln!(
+            out,
+            "<tr><td style=\"padding:3px 10px 3px 0;color:#6b7280;vertical-align:top;white-space:nowrap;\">{}</td>\
+             <td style=\"padding:3px 0;overflow-wrap:anywhere;word-break:{word_break};\">{}</td></tr>",
+            escape(key),
+            escape(value)
+        );
+    }
+    out.push_str("</table>\n");
+}
 
 fn section(out: &mut String, title_html: &str) {
     let _ = writeln!(out, "<h2 style=\"font-size:17px;margin:22px 0 8px 0;padding-bottom:4px;border-bottom:1px solid #e5e7eb;\">{title_html}</h2>");
