@@ -5,6 +5,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
 COPY tests ./tests
+COPY benches ./benches
 RUN cargo build --release --locked --bin healthset-responder
 
 # Run stage: a small Debian with CA certificates, a non-root user and a volume for the data directory.
