@@ -279,7 +279,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     println!("{:<28} {:<20} {:<8} {:<10} summary", "monitor", "health set", "role", "origin");
                     for (runbook, origin) in runbooks.iter() {
                         let role = runbook.typical_role.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
-                        println!("{:<28} {:<20} {:<8} {:<10} {}", runbook.monitor.as_str(), runbook.health_set.as_str(), role, origin, runbook.summary);
+                        println!(
+                            "{:<28} {:<20} {:<8} {:<10} {}",
+                            runbook.monitor.as_str(),
+                            runbook.health_set.as_str(),
+                            role,
+                            origin.to_string(),
+                            runbook.summary
+                        );
                     }
                 }
                 Some(RunbooksCommand::Show { monitor }) => {
@@ -299,12 +306,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Source::Defaults => "built-in defaults".to_owned(),
             };
             println!(
-                "configuration OK ({from}): listening on {}, {} sender(s), {} inventory server(s), {} runbook(s), executor {:?}{}",
+                "configuration OK ({from}): listening on {}, {} sender(s), {} inventory server(s), {} runbook(s), executor {}{}",
                 settings.listen,
                 settings.senders.len(),
                 settings.inventory.len(),
                 settings.runbooks.iter().count(),
-                settings.executor.kind,
+                format!("{:?}", settings.executor.kind).to_lowercase(),
                 if settings.executor.dry_run { " (dry run)" } else { "" }
             );
             if send_test_email {
