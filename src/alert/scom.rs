@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::{from_json, Alert, AlertStatus, ParseError};
 use crate::domain::{mailbox_hint, HealthSet, Monitor, ServerName};
+use crate::runbook::built_in;
 use crate::text::clip;
 
 /// An alert as a SCOM command notification channel posts it. Keys the script adds beyond these are ignored, because
@@ -167,16 +168,6 @@ impl JsonSchema for ScomValue {
         .into()
     }
 }
-
-/// The ActiveSync monitors whose health set the responder knows, for alerts that name the monitor but not the health
-/// set. The pairs follow Microsoft's "Troubleshooting ActiveSync Health Set" table, as the built-in runbooks do.
-const ACTIVESYNC_MONITORS: [(&str, &str); 5] = [
-    ("ActiveSyncCTPMonitor", "ActiveSync"),
-    ("ActiveSyncDeepTestMonitor", "ActiveSync"),
-    ("RequestsQueuedGt500Monitor", "ActiveSync"),
-    ("ActiveSyncSelfTestMonitor", "ActiveSync.Protocol"),
-    ("ActiveSyncProxyTestMonitor", "ActiveSync.Proxy"),
-];
 
 /// Health set names recognised even where the text does not call them a health set. The dotted ones come first:
 /// "ActiveSync" on its own is also the product's name, so it is the weakest evidence.
@@ -452,13 +443,17 @@ fn monitor_candidate(word: &str) -> Option<Monitor> {
     if !named || NOT_MONITORS.iter().any(|not| not.eq_ignore_ascii_case(word)) {
         return None;
     }
-    let canonical = ACTIVESYNC_MONITORS.into_iter().map(|(monitor, _)| monitor).find(|known| known.eq_ignore_ascii_case(word)).unwrap_or(word);
-    Monitor::parse(canonical).ok()
+    // A monitor the built-in runbooks know is spelled as they spell it.
+    match built_in().get_with_origin(word) {
+        Some((runbook, _)) => Some(runbook.monitor.clone()),
+        None => Monitor::parse(word).ok(),
+    }
 }
 
+/// For alerts that name the monitor but not the health set: the health set the built-in runbooks give the monitor
+/// (they follow Microsoft's "Troubleshooting ActiveSync Health Set" table).
 fn inferred_health_set(monitor: &Monitor) -> Option<HealthSet> {
-    let (_, health_set) = ACTIVESYNC_MONITORS.into_iter().find(|(known, _)| monitor.matches(known))?;
-    HealthSet::parse(health_set).ok()
+    built_in().get(monitor).map(|runbook| runbook.health_set.clone())
 }
 
 fn ends_with_ignore_case(word: &str, suffix: &str) -> bool {

@@ -149,6 +149,12 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("ActiveSyncProxyTestMonitor.toml", include_str!("builtin/ActiveSyncProxyTestMonitor.toml")),
 ];
 
+/// The built-in runbooks, parsed once: the responder's own knowledge of which health set each monitor belongs to.
+pub fn built_in() -> &'static RunbookSet {
+    static SET: std::sync::OnceLock<RunbookSet> = std::sync::OnceLock::new();
+    SET.get_or_init(|| RunbookSet::load(None).expect("the built-in runbooks parse"))
+}
+
 /// The runbooks in force, by monitor (case-insensitive).
 #[derive(Debug, Clone)]
 pub struct RunbookSet {
