@@ -220,11 +220,25 @@ pub struct SimServerConfig {
     pub unhealthy_monitors: Vec<String>,
     pub active_copies: u32,
     pub copies_moved_per_failover: u32,
+    /// In maintenance: `Get-ServerComponentState -Component ServerWideOffline` reports `Inactive`.
+    pub maintenance: bool,
+    /// Database activation already disabled by an administrator before any incident.
+    pub activation_disabled: bool,
+    /// Database copies in other states than `Mounted` and `Healthy` (e.g. `ServiceDown = 2`); they never move.
+    pub copy_states: BTreeMap<String, u32>,
 }
 
 impl Default for SimServerConfig {
     fn default() -> Self {
-        SimServerConfig { fault: Fault::None, unhealthy_monitors: Vec::new(), active_copies: 3, copies_moved_per_failover: 3 }
+        SimServerConfig {
+            fault: Fault::None,
+            unhealthy_monitors: Vec::new(),
+            active_copies: 3,
+            copies_moved_per_failover: 3,
+            maintenance: false,
+            activation_disabled: false,
+            copy_states: BTreeMap::new(),
+        }
     }
 }
 

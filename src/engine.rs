@@ -7,8 +7,11 @@
 //!
 //! Invariant: a mutating step is journaled as started before it runs; after a crash it is never run again, only
 //! marked `interrupted`, and the planner verifies before anything else changes a server.
-//! Invariant: one incident acts on a server at a time: an incident holds its own server from dispatch until it
-//! stops, and any other server (the `_Mbx:` Mailbox server) from its first step there until it stops.
+//! Invariant: one incident acts on a server at a time. A running driver holds its servers in memory; every server
+//! an incident has acted on is also held in the store until the incident ends, so a pause or a restart in the
+//! middle of a failover never lets another incident act there. A driver that stops, fails or panics drops its
+//! memory locks through a guard; a failed or panicked incident is driven again after a backoff.
+//! Invariant: every ending, planned or forced, reads the journal for what it leaves behind (activation disabled).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +26,7 @@ use tracing::Instrument;
 use crate::config::{ExecutorKind, Settings};
 use crate::domain::ServerName;
 use crate::executor::{powershell::PowerShell, simulator::Simulator, Action, Executor, Report};
-use crate::incident::{Outcome, State};
+use crate::incident::{ActionKind, Outcome, State};
 use crate::mailer::{self, Escalation, Mailer};
 use crate::metrics::Metrics;
 use crate::runbook::plan::{self, Context, Decision, Done, Ending, Limits};
@@ -79,8 +82,60 @@ struct Shared {
     released: Notify,
     /// Running drivers, with the signal that cuts their wait short.
     drivers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// How often each incident's driver failed in a row: the backoff before it is driven again.
+    failures: Mutex<HashMap<String, u32>>,
     paused: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+}
+
+/// A mutex that a panicking driver may have held: its data is still sound (plain maps), so take it anyway.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The first wait before a failed driver's incident is driven again; it doubles with each failure in a row.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two tries.
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Held by a running driver: when it is dropped (the driver returned, failed or panicked) the driver's memory locks
+/// are released, and a failed incident is scheduled to be driven again.
+struct Driving {
+    shared: Arc<Shared>,
+    id: String,
+    /// Set when the driver reached a clean stop; unset on an error or a panic.
+    succeeded: bool,
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        lock(&shared.drivers).remove(&self.id);
+        lock(&shared.locks).retain(|_, holder| holder != &self.id);
+        shared.released.notify_waiters();
+        let _ = shared.wake.send(Wake::Stopped);
+        if self.succeeded {
+            lock(&shared.failures).remove(&self.id);
+            return;
+        }
+        if std::thread::panicking() {
+            tracing::error!(incident = %self.id, "incident driver panicked; its servers are released and it is driven again after a backoff");
+        }
+        let failures = {
+            let mut failures = lock(&shared.failures);
+            let count = failures.entry(self.id.clone()).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        };
+        let delay = RETRY_FIRST.saturating_mul(1 << failures.min(16).saturating_sub(1)).min(RETRY_MAX);
+        let (wake, id) = (shared.wake.clone(), self.id.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = wake.send(Wake::Incident(id));
+            });
+        }
+    }
 }
 
 pub struct Engine {
@@ -114,6 +169,7 @@ impl Engine {
             locks: Mutex::new(HashMap::new()),
             released: Notify::new(),
             drivers: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             paused: paused.clone(),
             metrics,
         });
@@ -136,7 +192,7 @@ impl Engine {
                 _ = crate::service::stopped(&mut stop) => break,
                 Some(wake) = self.wakes.recv() => match wake {
                     Wake::Incident(id) => {
-                        let running = shared.drivers.lock().expect("drivers lock").get(&id).cloned();
+                        let running = lock(&shared.drivers).get(&id).cloned();
                         match running {
                             Some(signal) => signal.notify_one(),
                             None => deferred |= dispatch(&shared, &mut drivers, &stopping, Some(id)).await,
@@ -156,46 +212,56 @@ impl Engine {
 }
 
 /// Starts a driver for every incident (or the one named) that is not final, not already driven, and whose servers
-/// are free. Nothing starts while automation is paused. Returns whether an incident had to wait for a server.
+/// are free: its own server, and every server it holds in the store from before (a pause, a restart). An incident
+/// whose own server another incident holds in the store waits for that one to end. Nothing starts while automation
+/// is paused. Returns whether an incident had to wait for a server.
 async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &watch::Receiver<bool>, only: Option<String>) -> bool {
     if *stopping.borrow() || shared.paused.load(Ordering::SeqCst) {
         return false;
     }
-    let runnable = match shared.store.runnable(only).await {
-        Ok(runnable) => runnable,
-        Err(err) => {
+    let listed = match (shared.store.runnable(only).await, shared.store.server_locks().await) {
+        (Ok(runnable), Ok(held)) => (runnable, held),
+        (Err(err), _) | (_, Err(err)) => {
             tracing::error!(error = %err, "cannot list incidents to run");
             return false;
         }
     };
+    let (runnable, held) = listed;
     let mut deferred = false;
     for incident in runnable {
-        if shared.drivers.lock().expect("drivers lock").contains_key(&incident.id) {
+        if lock(&shared.drivers).contains_key(&incident.id) {
             continue;
         }
+        if held.iter().any(|(server, holder)| server == &incident.server && holder != &incident.id) {
+            deferred = true;
+            continue;
+        }
+        let mut needed = vec![incident.server.clone()];
+        needed.extend(held.iter().filter(|(server, holder)| holder == &incident.id && server != &incident.server).map(|(server, _)| server.clone()));
         {
-            let mut locks = shared.locks.lock().expect("locks lock");
-            if locks.contains_key(&incident.server) {
+            let mut locks = lock(&shared.locks);
+            if needed.iter().any(|server| locks.get(server).is_some_and(|holder| holder != &incident.id)) {
                 deferred = true;
                 continue;
             }
-            locks.insert(incident.server.clone(), incident.id.clone());
+            for server in needed {
+                locks.insert(server, incident.id.clone());
+            }
         }
         let signal = Arc::new(Notify::new());
-        shared.drivers.lock().expect("drivers lock").insert(incident.id.clone(), signal.clone());
+        lock(&shared.drivers).insert(incident.id.clone(), signal.clone());
         let span = tracing::info_span!("incident", id = %incident.id, server = %incident.server);
-        let shared = shared.clone();
+        let mut driving = Driving { shared: shared.clone(), id: incident.id.clone(), succeeded: false };
         let stopping = stopping.clone();
         drivers.spawn(
             async move {
-                let id = incident.id.clone();
-                if let Err(err) = drive(&shared, &id, &signal, stopping).await {
-                    tracing::error!(error = %format!("{err:#}"), "incident driver failed; it resumes on the next wake or restart");
+                let shared = driving.shared.clone();
+                let driven = drive(&shared, &driving.id, &signal, stopping).await;
+                if let Err(err) = &driven {
+                    tracing::error!(error = %format!("{err:#}"), "incident driver failed; it is driven again after a backoff");
                 }
-                shared.drivers.lock().expect("drivers lock").remove(&id);
-                shared.locks.lock().expect("locks lock").retain(|_, holder| holder != &id);
-                shared.released.notify_waiters();
-                let _ = shared.wake.send(Wake::Stopped);
+                driving.succeeded = driven.is_ok();
+                drop(driving);
             }
             .instrument(span),
         );
@@ -206,6 +272,8 @@ async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &wa
 /// Drives one incident until it ends, automation is paused, or the service stops.
 async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Receiver<bool>) -> anyhow::Result<()> {
     let store = &shared.store;
+    // The servers this driver holds both in memory and in the store.
+    let mut held: Vec<ServerName> = Vec::new();
     loop {
         if *stopping.borrow() {
             return Ok(());
@@ -218,9 +286,8 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
             if shared.paused.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            if let Some(silence) = store.silenced(incident.facts.server.to_string()).await? {
-                let reason = format!("a silence covers {} until {}: {}", silence.server, silence.until, silence.reason);
-                finish(shared, id, Ending { state: State::Suppressed, reason, activation_disabled: Vec::new() }).await?;
+            if let Some(reason) = silenced(store, &incident.facts.server).await? {
+                end(shared, id, State::Suppressed, reason).await?;
                 return Ok(());
             }
         }
@@ -240,12 +307,12 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
             }
             Decision::Run(action) => action,
         };
-        if action.server() != &incident.facts.server {
-            match hold(shared, action.server(), id, &stopping).await {
-                Held::Yes => {}
+        if !held.contains(action.server()) {
+            match hold(shared, action.server(), id, &stopping).await? {
+                Held::Yes => held.push(action.server().clone()),
                 Held::Stopping => return Ok(()),
                 Held::Busy(reason) => {
-                    finish(shared, id, Ending { state: State::Blocked, reason, activation_disabled: Vec::new() }).await?;
+                    end(shared, id, State::Blocked, reason).await?;
                     return Ok(());
                 }
             }
@@ -264,15 +331,27 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
                 tracing::info!(%kind, "automation paused; the incident waits queued");
                 return Ok(());
             }
+            // A silence created while the incident runs takes effect before its next change.
+            if let Some(reason) = silenced(store, action.server()).await? {
+                tracing::info!(%kind, %reason, "a silence stops the next change");
+                end(shared, id, State::Suppressed, reason).await?;
+                return Ok(());
+            }
             if dry_run {
                 store.skip_step(id.to_owned(), action.clone(), command, Outcome::DryRun, "dry run: not run".into()).await?;
                 shared.metrics.action(kind, Outcome::DryRun);
                 continue;
             }
         }
+        let safety = &shared.settings.safety;
         let group = shared.settings.inventory.get(action.server()).map(|e| e.group.clone());
-        let throttle = action.is_throttled().then(|| crate::safety::rule(&shared.settings.safety, kind).cloned()).flatten();
-        let seq = match store.start_step(id.to_owned(), NewStep { action: &action, command, group, throttle }).await? {
+        let throttle = action.is_throttled().then(|| crate::safety::rule(safety, kind).cloned()).flatten();
+        // A failover is started only when the restart it leads to would be allowed now.
+        let commits_to = match action {
+            Action::DisableActivation { attempt: 1, .. } => vec![(ActionKind::RestartServer, safety.restart_server.clone())],
+            _ => Vec::new(),
+        };
+        let seq = match store.start_step(id.to_owned(), NewStep { action: &action, command, group, throttle, commits_to }).await? {
             Started::Run { seq } => seq,
             Started::Throttled(reason) => {
                 tracing::warn!(%kind, %reason, "step throttled");
@@ -301,18 +380,19 @@ enum Held {
     Busy(String),
 }
 
-/// Takes the lock on a server other than the incident's own before acting there, waiting (bounded) while another
-/// incident holds it. A Mailbox server's own incident never waits for a CAS, so only multi-role servers alerting
-/// about each other could wait on each other, and the bound ends that.
-async fn hold(shared: &Shared, server: &ServerName, id: &str, stopping: &watch::Receiver<bool>) -> Held {
+/// Takes a server before the first step on it: in memory (no running driver holds it) and in the store (no other
+/// incident that is not final holds it), waiting (bounded) while another incident has it. The incident keeps it in
+/// the store until it ends. A Mailbox server's own incident never waits for a CAS, so only multi-role servers
+/// alerting about each other could wait on each other, and the bound ends that.
+async fn hold(shared: &Shared, server: &ServerName, id: &str, stopping: &watch::Receiver<bool>) -> anyhow::Result<Held> {
     let deadline = tokio::time::Instant::now() + shared.settings.timing.restart_timeout.0;
     let mut stopping = stopping.clone();
     loop {
         let released = shared.released.notified();
         tokio::pin!(released);
         released.as_mut().enable();
-        let holder = {
-            let mut locks = shared.locks.lock().expect("locks lock");
+        let running = {
+            let mut locks = lock(&shared.locks);
             match locks.get(server) {
                 Some(holder) if holder != id => Some(holder.clone()),
                 _ => {
@@ -321,19 +401,35 @@ async fn hold(shared: &Shared, server: &ServerName, id: &str, stopping: &watch::
                 }
             }
         };
-        let Some(holder) = holder else { return Held::Yes };
+        let holder = match running {
+            Some(holder) => holder,
+            None => match shared.store.lock_server(id.to_owned(), server.clone()).await.context("cannot take the server lock")? {
+                None => return Ok(Held::Yes),
+                Some(holder) => {
+                    // Held by an incident that is not running now (paused, or waiting to resume): give the memory
+                    // lock back and wait for that incident to end.
+                    lock(&shared.locks).retain(|s, h| !(s == server && h == id));
+                    holder
+                }
+            },
+        };
         tracing::info!(%server, %holder, "waiting for another incident to finish with the server");
         tokio::select! {
             _ = released => {}
             _ = tokio::time::sleep_until(deadline) => {
-                return Held::Busy(format!(
+                return Ok(Held::Busy(format!(
                     "{server} stayed busy with incident {holder} for {}; not acting on it",
                     humantime::format_duration(shared.settings.timing.restart_timeout.0)
-                ));
+                )));
             }
-            _ = crate::service::stopped(&mut stopping) => return Held::Stopping,
+            _ = crate::service::stopped(&mut stopping) => return Ok(Held::Stopping),
         }
     }
+}
+
+/// The silence covering a server now, as an ending's reason.
+async fn silenced(store: &Store, server: &ServerName) -> anyhow::Result<Option<String>> {
+    Ok(store.silenced(server.to_string()).await?.map(|silence| format!("a silence covers {} until {}: {}", silence.server, silence.until, silence.reason)))
 }
 
 /// Continues a step whose result the journal does not have: the service stopped while it ran.
@@ -372,10 +468,25 @@ async fn settle(duration: Duration, signal: &Notify, mut stopping: watch::Receiv
     }
 }
 
+/// Ends an incident from outside the runbook (a busy server, a silence): the ending reads the journal, where a
+/// step still running counts as interrupted, so what the incident leaves behind is never dropped.
+async fn end(shared: &Shared, id: &str, state: State, reason: String) -> anyhow::Result<()> {
+    let (_, steps) = shared.store.load(id.to_owned()).await?;
+    let journal: Vec<Done> = steps
+        .into_iter()
+        .map(|step| match step.finished {
+            true => step.done,
+            false => Done { outcome: Outcome::Interrupted, ..step.done },
+        })
+        .collect();
+    finish(shared, id, Ending::from_journal(state, reason, &journal)).await
+}
+
 /// Ends an incident; endings that need a human carry their escalation email in the same commit, and so does a
-/// recovery when `email.notify_on` asks for recovered notices.
+/// recovery when `email.notify_on` asks for recovered notices. An ending that leaves database activation disabled
+/// always emails, whatever its state: someone must re-enable it.
 async fn finish(shared: &Shared, id: &str, ending: Ending) -> anyhow::Result<()> {
-    let notify = mailer::notifies(&shared.settings.email.notify_on, ending.state);
+    let notify = mailer::notifies(&shared.settings.email.notify_on, ending.state) || !ending.activation_disabled.is_empty();
     let notification = if notify { Some(escalation(shared, id, &ending).await?) } else { None };
     tracing::info!(state = %ending.state, reason = %ending.reason, "incident finished");
     let (queued, state) = (notification.as_ref().is_some_and(|n| !n.held), ending.state);
@@ -400,7 +511,13 @@ async fn escalation(shared: &Shared, id: &str, ending: &Ending) -> anyhow::Resul
     let is_escalation = ending.state != State::Recovered;
     let held = is_escalation && history.last_sent_at.is_some_and(|at| crate::store::now_ms() - at < interval);
     let suppressed_escalations = if is_escalation { history.held_since } else { 0 };
-    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &ending.activation_disabled, suppressed_escalations };
+    let escalation = Escalation {
+        incident: &incident,
+        alerts: &alerts,
+        activation_disabled: &ending.activation_disabled,
+        activation_left_as_found: &ending.activation_left_as_found,
+        suppressed_escalations,
+    };
     let monitor = incident.monitor.as_deref().or_else(|| alerts.first().and_then(|a| a.monitor.as_deref()));
     let names = mailer::Names { health_set: &incident.health_set, monitor, server: &incident.server };
     let to = mailer::recipients(&shared.settings.email_routes, &email.to, &names);

@@ -65,6 +65,7 @@ names!(
         CopyStatus => "copy_status",
         RestartServer => "restart_server",
         EnableActivation => "enable_activation",
+        ComponentState => "component_state",
         Wait => "wait",
     }
 );
@@ -93,6 +94,27 @@ names!(
         Throttled => "throttled",
         NoActiveCopies => "no_active_copies",
         ActiveCopies => "active_copies",
+        Active => "active",
+        Inactive => "inactive",
         Interrupted => "interrupted",
     }
 );
+
+/// How a person should read an outcome: the page and the command line colour it by this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sense {
+    Good,
+    Bad,
+    /// Neither: something did not run, or was cut short.
+    Pending,
+}
+
+impl Outcome {
+    pub fn sense(self) -> Sense {
+        match self {
+            Outcome::Succeeded | Outcome::Healthy | Outcome::Done | Outcome::NoActiveCopies | Outcome::Active => Sense::Good,
+            Outcome::Failed | Outcome::Unhealthy | Outcome::Error | Outcome::ActiveCopies | Outcome::Inactive => Sense::Bad,
+            Outcome::DryRun | Outcome::Throttled | Outcome::Interrupted => Sense::Pending,
+        }
+    }
+}

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use crate::incident::{Outcome, State};
+use crate::incident::{Outcome, Sense, State};
 use crate::store::{AlertDetail, AlertSummary, IncidentView, NotificationView, RejectedDelivery, StepView};
 
 /// Whether to colour: ANSI escape codes for a terminal, nothing for a pipe or a file.
@@ -58,11 +58,11 @@ fn state_tone(state: &str) -> Option<Tone> {
 }
 
 fn outcome_tone(outcome: &str) -> Option<Tone> {
-    match Outcome::parse(outcome)? {
-        Outcome::Succeeded | Outcome::Healthy | Outcome::Done | Outcome::NoActiveCopies => Some(Tone::Good),
-        Outcome::Failed | Outcome::Unhealthy | Outcome::Error | Outcome::ActiveCopies => Some(Tone::Bad),
-        Outcome::DryRun | Outcome::Throttled | Outcome::Interrupted => Some(Tone::Busy),
-    }
+    Some(match Outcome::parse(outcome)?.sense() {
+        Sense::Good => Tone::Good,
+        Sense::Bad => Tone::Bad,
+        Sense::Pending => Tone::Busy,
+    })
 }
 
 fn email_tone(status: &str) -> Option<Tone> {

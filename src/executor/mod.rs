@@ -71,6 +71,10 @@ pub enum Action {
     EnableActivation {
         server: ServerName,
     },
+    /// `Get-ServerComponentState <s> -Component ServerWideOffline`: whether the server is in maintenance.
+    ComponentState {
+        server: ServerName,
+    },
     Wait {
         server: ServerName,
         duration: Duration,
@@ -88,6 +92,7 @@ impl Action {
             Action::CopyStatus { .. } => ActionKind::CopyStatus,
             Action::RestartServer { .. } => ActionKind::RestartServer,
             Action::EnableActivation { .. } => ActionKind::EnableActivation,
+            Action::ComponentState { .. } => ActionKind::ComponentState,
             Action::Wait { .. } => ActionKind::Wait,
         }
     }
@@ -102,6 +107,7 @@ impl Action {
             | Action::CopyStatus { server }
             | Action::RestartServer { server }
             | Action::EnableActivation { server }
+            | Action::ComponentState { server }
             | Action::Wait { server, .. } => server,
         }
     }
@@ -132,9 +138,30 @@ impl Action {
             Action::CopyStatus { server } => format!("Get-MailboxDatabaseCopyStatus -Server {server} | Group Status"),
             Action::RestartServer { server } => format!("Restart-Computer -ComputerName {server} -Force -Wait -For WinRM"),
             Action::EnableActivation { server } => format!("Set-MailboxServer {server} -DatabaseCopyActivationDisabledAndMoveNow $false"),
+            Action::ComponentState { server } => format!("Get-ServerComponentState {server} -Component ServerWideOffline"),
             Action::Wait { duration, .. } => format!("Start-Sleep -Seconds {}", duration.as_secs()),
         }
     }
+}
+
+/// The only database copy states that count as passive (SPEC section 5, "Copy status"). Every other status,
+/// `Mounted`, `Mounting`, `Dismounting`, `Dismounted`, `ServiceDown` (the Replication service is down, so the
+/// copies' real states are unknown) or a name this list does not know, means active copies may remain.
+const PASSIVE_COPY_STATES: [&str; 9] = [
+    "Healthy",
+    "Suspended",
+    "Failed",
+    "FailedAndSuspended",
+    "Initializing",
+    "Resynchronizing",
+    "Seeding",
+    "DisconnectedAndHealthy",
+    "DisconnectedAndResynchronizing",
+];
+
+/// Whether a `Get-MailboxDatabaseCopyStatus` status means the copy is surely not active on the server.
+pub fn is_passive_copy_status(status: &str) -> bool {
+    PASSIVE_COPY_STATES.iter().any(|state| state.eq_ignore_ascii_case(status))
 }
 
 /// What came of an action.
@@ -147,11 +174,25 @@ pub struct Report {
     pub unhealthy: Vec<Monitor>,
     /// The exact command text that ran, when it differs from [`Action::command`] (the PowerShell executor's script).
     pub command: Option<String>,
+    /// For `disable_activation`: activation was already disabled before the step (an administrator's doing), so
+    /// the responder must not re-enable it.
+    pub already_in_place: bool,
 }
 
 impl Report {
     pub fn new(outcome: Outcome, detail: impl Into<String>) -> Self {
-        Report { outcome, detail: detail.into(), unhealthy: Vec::new(), command: None }
+        Report { outcome, detail: detail.into(), unhealthy: Vec::new(), command: None, already_in_place: false }
+    }
+
+    /// What `disable_activation` did, given whether activation was disabled before it ran. On a failover's later
+    /// rounds it was, by the first round: those only ask Exchange to move the remaining copies again.
+    pub fn activation_disabled(server: &ServerName, attempt: u32, already: bool) -> Self {
+        let detail = match (already, attempt) {
+            (false, _) => format!("DatabaseCopyActivationDisabledAndMoveNow set to True on {server}; active copies move off"),
+            (true, 1) => format!("activation was already disabled on {server} before this failover"),
+            (true, _) => format!("activation still disabled on {server}; the remaining active copies were asked to move again"),
+        };
+        Report { already_in_place: already, ..Report::new(Outcome::Done, detail) }
     }
 }
 

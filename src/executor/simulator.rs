@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Action, Report};
+use super::{is_passive_copy_status, Action, Report};
 use crate::config::{Fault, InventoryEntry, SimServerConfig, SimulatorSettings};
 use crate::domain::{Monitor, ServerName};
 use crate::incident::Outcome;
@@ -55,7 +55,7 @@ impl Simulator {
                     config: config.clone(),
                     fixed: false,
                     active_copies: if hosts_databases { config.active_copies } else { 0 },
-                    activation_disabled: false,
+                    activation_disabled: config.activation_disabled,
                     hosts_databases,
                     restarts: 0,
                 };
@@ -124,7 +124,7 @@ impl Simulator {
                     format!("Unhealthy: {}", unhealthy.iter().map(Monitor::as_str).collect::<Vec<_>>().join(", "))
                 };
                 let outcome = if unhealthy.is_empty() { Outcome::Healthy } else { Outcome::Unhealthy };
-                Report { outcome, detail, unhealthy, command: None }
+                Report { unhealthy, ..Report::new(outcome, detail) }
             }
             Action::RecycleAppPool { server, app_pool } => {
                 fix(&mut servers, server, Fault::AppPool);
@@ -141,21 +141,37 @@ impl Simulator {
                 fix(&mut servers, server, Fault::Restart);
                 Report::new(Outcome::Done, format!("{server} restarted and answering"))
             }
-            Action::DisableActivation { server, .. } => {
+            Action::DisableActivation { server, attempt } => {
+                let mut already = false;
                 if let Some(s) = servers.get_mut(server) {
+                    already = s.activation_disabled;
                     s.activation_disabled = true;
                     s.active_copies = s.active_copies.saturating_sub(s.config.copies_moved_per_failover);
                 }
-                Report::new(Outcome::Done, "DatabaseCopyActivationDisabledAndMoveNow set to True")
+                Report::activation_disabled(server, *attempt, already)
             }
             Action::CopyStatus { server } => {
-                let (active, passive) = match servers.get(server) {
-                    Some(s) if s.hosts_databases => (s.active_copies, PASSIVE_COPIES),
-                    _ => (0, 0),
-                };
-                let outcome = if active == 0 { Outcome::NoActiveCopies } else { Outcome::ActiveCopies };
-                Report::new(outcome, format!("Mounted: {active}, Healthy: {passive}"))
+                let mut groups: Vec<(String, u32)> = Vec::new();
+                if let Some(s) = servers.get(server).filter(|s| s.hosts_databases) {
+                    groups.push(("Mounted".into(), s.active_copies));
+                    groups.push(("Healthy".into(), PASSIVE_COPIES));
+                    groups.extend(s.config.copy_states.iter().map(|(status, count)| (status.clone(), *count)));
+                }
+                let not_passive: Vec<&str> =
+                    groups.iter().filter(|(status, count)| *count > 0 && !is_passive_copy_status(status)).map(|(s, _)| s.as_str()).collect();
+                let counts = groups.iter().map(|(status, count)| format!("{status}: {count}")).collect::<Vec<_>>().join(", ");
+                if not_passive.is_empty() {
+                    Report::new(Outcome::NoActiveCopies, counts)
+                } else {
+                    Report::new(Outcome::ActiveCopies, format!("{counts}; not passive: {}", not_passive.join(", ")))
+                }
             }
+            Action::ComponentState { server } => match servers.get(server) {
+                Some(s) if s.config.maintenance => {
+                    Report::new(Outcome::Inactive, format!("ServerWideOffline is Inactive on {server}: the server is in maintenance"))
+                }
+                _ => Report::new(Outcome::Active, format!("ServerWideOffline is Active on {server}")),
+            },
             Action::EnableActivation { server } => {
                 if let Some(s) = servers.get_mut(server) {
                     s.activation_disabled = false;
@@ -192,7 +208,13 @@ mod tests {
         for (server, fault, role) in servers {
             settings.servers.insert(
                 name(server),
-                SimServerConfig { fault: *fault, unhealthy_monitors: vec!["ActiveSyncDeepTestMonitor".into()], active_copies: 5, copies_moved_per_failover: 2 },
+                SimServerConfig {
+                    fault: *fault,
+                    unhealthy_monitors: vec!["ActiveSyncDeepTestMonitor".into()],
+                    active_copies: 5,
+                    copies_moved_per_failover: 2,
+                    ..SimServerConfig::default()
+                },
             );
             inventory.insert(name(server), InventoryEntry { role: *role, group: "g".into() });
         }

@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 
 use super::{admin, ApiError, AppState};
 use crate::auth;
-use crate::incident::{Outcome, State as IncidentState};
+use crate::incident::{Outcome, Sense, State as IncidentState};
 use crate::store::{AlertDetail, AlertSummary, IncidentView, NotificationView, StepView};
 use crate::text::escape_html as escape;
 
@@ -687,10 +687,10 @@ fn state_badge(state: &str) -> String {
 }
 
 fn outcome_badge(outcome: &str) -> String {
-    let tone = match Outcome::parse(outcome) {
-        Some(Outcome::Succeeded | Outcome::Healthy | Outcome::Done | Outcome::NoActiveCopies) => "good",
-        Some(Outcome::Failed | Outcome::Unhealthy | Outcome::Error | Outcome::ActiveCopies) => "bad",
-        Some(Outcome::DryRun | Outcome::Throttled | Outcome::Interrupted) => "busy",
+    let tone = match Outcome::parse(outcome).map(Outcome::sense) {
+        Some(Sense::Good) => "good",
+        Some(Sense::Bad) => "bad",
+        Some(Sense::Pending) => "busy",
         None => "quiet",
     };
     format!(r#"<span class="badge {tone}">{}</span>"#, escape(outcome))

@@ -36,6 +36,8 @@ pub struct Escalation<'a> {
     pub alerts: &'a [AlertSummary],
     /// Mailbox servers left with database activation disabled.
     pub activation_disabled: &'a [ServerName],
+    /// Mailbox servers whose activation was already disabled before the responder's failover: left as found.
+    pub activation_left_as_found: &'a [ServerName],
     /// Escalations for the same server, health set and monitor held back since the last email.
     pub suppressed_escalations: u32,
 }

@@ -189,7 +189,8 @@ fn an_escalated_ctp_incident_carries_everything_section_7_lists() {
     let incident = incident("escalated", "probe still failing after all remedies", ctp_steps());
     let alerts = alerts();
     let disabled = mbx01();
-    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &disabled, suppressed_escalations: 0 };
+    let escalation =
+        Escalation { incident: &incident, alerts: &alerts, activation_disabled: &disabled, activation_left_as_found: &[], suppressed_escalations: 0 };
     let parsed = compose_parsed(&escalation);
 
     // Headers.
@@ -267,7 +268,7 @@ fn alert_text_is_escaped_in_html_and_never_reaches_a_header() {
     let mut alerts = alerts();
     alerts[0].message = evil.into();
     alerts[0].sender = "scom<b>".into();
-    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], suppressed_escalations: 0 };
+    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], activation_left_as_found: &[], suppressed_escalations: 0 };
     let parsed = compose_parsed(&escalation);
 
     assert!(!parsed.html.contains("<script>") && !parsed.html.contains("scom<b>"));
@@ -297,7 +298,7 @@ fn a_dry_run_says_so_in_the_subject_and_the_body() {
     let mut incident = incident("escalated", "probe still failing after all remedies", ctp_steps());
     incident.dry_run = true;
     let alerts = alerts();
-    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], suppressed_escalations: 0 };
+    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], activation_left_as_found: &[], suppressed_escalations: 0 };
     assert_eq!(subject(&escalation), "[healthset-responder] DRY RUN ESCALATED: ActiveSync ActiveSyncCTPMonitor on cas01.contoso.com");
     let parsed = compose_parsed(&escalation);
     assert!(parsed.subject.starts_with("[healthset-responder] DRY RUN ESCALATED: "));
@@ -310,7 +311,8 @@ fn activation_left_disabled_is_a_warning_with_the_command() {
     let incident = incident("escalated", "probe still failing after all remedies", ctp_steps());
     let alerts = alerts();
     let disabled = vec![ServerName::parse("mbx01.contoso.com").unwrap(), ServerName::parse("MBX02.contoso.com").unwrap()];
-    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &disabled, suppressed_escalations: 0 };
+    let escalation =
+        Escalation { incident: &incident, alerts: &alerts, activation_disabled: &disabled, activation_left_as_found: &[], suppressed_escalations: 0 };
     let parsed = compose_parsed(&escalation);
     for server in ["mbx01.contoso.com", "mbx02.contoso.com"] {
         in_both(&parsed, &format!("Database activation is still disabled on {server}. When it is healthy, re-enable it with:"));
@@ -337,7 +339,7 @@ fn a_blocked_incident_says_what_blocked_it() {
     ];
     let incident = incident("blocked", "throttled: restart_server on cas01.contoso.com", steps);
     let alerts = alerts();
-    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], suppressed_escalations: 2 };
+    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], activation_left_as_found: &[], suppressed_escalations: 2 };
     assert_eq!(subject(&escalation), "[healthset-responder] BLOCKED: ActiveSync ActiveSyncCTPMonitor on cas01.contoso.com");
     let parsed = compose_parsed(&escalation);
     in_both(&parsed, "What blocked automation: throttled: restart_server on cas01.contoso.com.");
@@ -352,7 +354,7 @@ fn a_blocked_incident_without_steps_or_alerts_still_reads() {
     let mut incident = incident("blocked", "no _Mbx: hint in the alert; cannot verify the Mailbox server", Vec::new());
     incident.mailbox_hint = None;
     incident.monitor = None;
-    let escalation = Escalation { incident: &incident, alerts: &[], activation_disabled: &[], suppressed_escalations: 1 };
+    let escalation = Escalation { incident: &incident, alerts: &[], activation_disabled: &[], activation_left_as_found: &[], suppressed_escalations: 1 };
     assert_eq!(subject(&escalation), "[healthset-responder] BLOCKED: ActiveSync on cas01.contoso.com");
     let parsed = compose_parsed(&escalation);
     in_both(&parsed, "No probe or health check ran before automation stopped.");
@@ -367,7 +369,7 @@ fn a_recovered_notice_is_calm() {
     let steps = ctp_steps().into_iter().take(2).chain([probe(3, "cas01.contoso.com", CTP, ("10:00:21", "10:00:25"), "succeeded", "ok")]).collect();
     let incident = incident("recovered", "recycle_app_pool on cas01.contoso.com fixed it", steps);
     let alerts = alerts();
-    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], suppressed_escalations: 0 };
+    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], activation_left_as_found: &[], suppressed_escalations: 0 };
     assert_eq!(kind(&escalation), "recovered");
     let parsed = compose_parsed(&escalation);
     assert!(parsed.subject.starts_with("[healthset-responder] RECOVERED: "));
@@ -380,7 +382,7 @@ fn a_recovered_notice_is_calm() {
 #[test]
 fn bad_addresses_name_the_key() {
     let incident = incident("escalated", "x", Vec::new());
-    let escalation = Escalation { incident: &incident, alerts: &[], activation_disabled: &[], suppressed_escalations: 0 };
+    let escalation = Escalation { incident: &incident, alerts: &[], activation_disabled: &[], activation_left_as_found: &[], suppressed_escalations: 0 };
     let err = compose(&escalation, "not an address", &["oncall@contoso.com".into()]).unwrap_err().to_string();
     assert!(err.starts_with("email.from: "), "{err}");
     let err = compose(&escalation, "hsr@contoso.com", &["oncall@contoso.com".into(), "nobody".into()]).unwrap_err().to_string();
@@ -418,7 +420,8 @@ async fn the_outbox_writes_one_eml_per_delivery() {
     let incident = incident("escalated", "probe still failing after all remedies", ctp_steps());
     let alerts = alerts();
     let disabled = mbx01();
-    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &disabled, suppressed_escalations: 0 };
+    let escalation =
+        Escalation { incident: &incident, alerts: &alerts, activation_disabled: &disabled, activation_left_as_found: &[], suppressed_escalations: 0 };
     let to = vec!["oncall@contoso.com".to_owned()];
     let raw = compose(&escalation, "healthset-responder@contoso.com", &to).unwrap().formatted();
 

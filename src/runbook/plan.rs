@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::{Remedy, Runbook, RunbookSet};
 use crate::config::{InventoryEntry, Role};
-use crate::domain::{HealthSet, HealthSetPattern, Monitor, ServerName};
+use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ServerName};
 use crate::executor::Action;
 use crate::incident::{ActionKind, Outcome, State};
 
@@ -50,6 +50,8 @@ pub struct Done {
     pub detail: String,
     /// For `server_health`: the monitors reported Unhealthy.
     pub unhealthy: Vec<Monitor>,
+    /// For `disable_activation`: activation was already disabled before the step.
+    pub already_in_place: bool,
 }
 
 /// How an incident ends.
@@ -57,13 +59,59 @@ pub struct Done {
 pub struct Ending {
     pub state: State,
     pub reason: String,
-    /// Servers left with database activation disabled: the escalation must say so.
+    /// Servers whose database activation the responder disabled (or may have: the step's result was lost) and did
+    /// not re-enable: the email must say so, with the command to re-enable it.
     pub activation_disabled: Vec<ServerName>,
+    /// Servers whose activation was already disabled before the responder's failover: left as found.
+    pub activation_left_as_found: Vec<ServerName>,
 }
 
 impl Ending {
-    fn new(state: State, reason: impl Into<String>) -> Self {
-        Ending { state, reason: reason.into(), activation_disabled: Vec::new() }
+    /// An ending with what the journal says about database activation, however the incident came to end: the
+    /// planner's decision, a forced stop (a busy server, a silence) or a crash. The one place that knows it.
+    pub fn from_journal(state: State, reason: impl Into<String>, journal: &[Done]) -> Self {
+        let activation = Activation::read(journal);
+        Ending { state, reason: reason.into(), activation_disabled: activation.left_disabled(), activation_left_as_found: activation.as_found }
+    }
+}
+
+/// What the journal says about database activation on each server the incident failed over.
+#[derive(Debug, Default)]
+struct Activation {
+    /// Disabled by the responder; re-enabling it is the responder's to do.
+    by_us: Vec<ServerName>,
+    /// The first `disable_activation` of a failover lost its result (or failed): activation may be disabled, and
+    /// whether it was before is unknown, so the responder does not re-enable it.
+    unknown: Vec<ServerName>,
+    /// Already disabled when the responder's failover began.
+    as_found: Vec<ServerName>,
+}
+
+impl Activation {
+    fn read(journal: &[Done]) -> Activation {
+        let mut activation = Activation::default();
+        for done in journal {
+            let server = &done.server;
+            let known = activation.by_us.contains(server) || activation.unknown.contains(server) || activation.as_found.contains(server);
+            match (done.action, done.outcome) {
+                // Only the first disable of a failover tells how activation was before: later rounds find it
+                // disabled by the first.
+                (ActionKind::DisableActivation, _) if known => {}
+                (ActionKind::DisableActivation, Outcome::Done) if done.already_in_place => activation.as_found.push(server.clone()),
+                (ActionKind::DisableActivation, Outcome::Done) => activation.by_us.push(server.clone()),
+                (ActionKind::DisableActivation, Outcome::Interrupted | Outcome::Error) => activation.unknown.push(server.clone()),
+                (ActionKind::EnableActivation, Outcome::Done) => {
+                    activation.by_us.retain(|s| s != server);
+                    activation.unknown.retain(|s| s != server);
+                }
+                _ => {}
+            }
+        }
+        activation
+    }
+
+    fn left_disabled(&self) -> Vec<ServerName> {
+        self.by_us.iter().chain(&self.unknown).cloned().collect()
     }
 }
 
@@ -82,17 +130,10 @@ pub struct Plan {
 
 /// Decides the next step of an incident from its journal. Every step in `journal` must be finished.
 pub fn next(ctx: &Context, journal: &[Done]) -> Plan {
-    let mut replay = Replay { journal, pos: 0, monitor: ctx.facts.monitor.clone(), disabled: Vec::new() };
+    let mut replay = Replay { journal, pos: 0, monitor: ctx.facts.monitor.clone(), in_service: Vec::new(), ran: Vec::new() };
     let decision = match replay.incident(ctx) {
         Ok(ending) => Decision::Finish(ending),
         Err(decision) => decision,
-    };
-    let decision = match decision {
-        Decision::Finish(mut ending) => {
-            ending.activation_disabled = replay.disabled;
-            Decision::Finish(ending)
-        }
-        run => run,
     };
     Plan { decision, monitor: replay.monitor }
 }
@@ -105,18 +146,34 @@ enum Remedied {
     Exhausted(String),
 }
 
+/// A remedy as run on one server, so that one incident never runs the same remedy twice on a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ran {
+    Recycle(ServerName, AppPool),
+    IisReset(ServerName),
+    Restart(ServerName),
+}
+
 struct Replay<'a> {
     journal: &'a [Done],
     pos: usize,
     monitor: Option<Monitor>,
-    disabled: Vec<ServerName>,
-}
-
-fn stop(state: State, reason: impl Into<String>) -> Decision {
-    Decision::Finish(Ending::new(state, reason))
+    /// Servers whose `component_state` this incident found `active`.
+    in_service: Vec<ServerName>,
+    /// The remedies run so far in this incident.
+    ran: Vec<Ran>,
 }
 
 impl<'a> Replay<'a> {
+    /// The journal up to where the replay has read: what an ending decided now knows.
+    fn stop(&self, state: State, reason: impl Into<String>) -> Decision {
+        Decision::Finish(self.ending(state, reason))
+    }
+
+    fn ending(&self, state: State, reason: impl Into<String>) -> Ending {
+        Ending::from_journal(state, reason, &self.journal[..self.pos])
+    }
+
     /// The journal's record of `action`, or the decision to run it.
     fn run(&mut self, action: Action) -> Step<&'a Done> {
         let journal: &'a [Done] = self.journal;
@@ -126,7 +183,7 @@ impl<'a> Replay<'a> {
                 self.pos += 1;
                 Ok(done)
             }
-            Some(done) => Err(stop(
+            Some(done) => Err(Decision::Finish(Ending::from_journal(
                 State::Blocked,
                 format!(
                     "the journal no longer matches the runbook (step {} was {} on {}, the runbook now asks for {} on {}); was the runbook changed while the incident ran?",
@@ -136,7 +193,8 @@ impl<'a> Replay<'a> {
                     action.kind(),
                     action.server()
                 ),
-            )),
+                journal,
+            ))),
         }
     }
 
@@ -144,17 +202,34 @@ impl<'a> Replay<'a> {
     fn read(&mut self, action: Action) -> Step<&'a Done> {
         let done = self.run(action)?;
         match done.outcome {
-            Outcome::Error => Err(stop(State::Blocked, format!("executor failure: {} on {} failed: {}", done.action, done.server, done.detail))),
+            Outcome::Error => Err(self.stop(State::Blocked, format!("executor failure: {} on {} failed: {}", done.action, done.server, done.detail))),
             _ => Ok(done),
         }
     }
 
-    /// A change to a server. `interrupted` (the result was lost in a crash) counts as done: verification follows.
+    /// Maintenance: `Get-ServerComponentState -Component ServerWideOffline` must say `Active`; otherwise the server
+    /// is never changed and the incident ends `suppressed`.
+    fn in_service(&mut self, server: &ServerName) -> Step<()> {
+        let done = self.read(Action::ComponentState { server: server.clone() })?;
+        if done.outcome != Outcome::Active {
+            return Err(self.stop(State::Suppressed, format!("{server} is in maintenance ({}); automation never changes a server in maintenance", done.detail)));
+        }
+        if !self.in_service.contains(server) {
+            self.in_service.push(server.clone());
+        }
+        Ok(())
+    }
+
+    /// A change to a server, after checking once per incident that the server is not in maintenance.
+    /// `interrupted` (the result was lost in a crash) counts as done: verification follows.
     fn mutate(&mut self, action: Action) -> Step<&'a Done> {
+        if !self.in_service.contains(action.server()) {
+            self.in_service(action.server())?;
+        }
         let done = self.run(action)?;
         match done.outcome {
-            Outcome::Error => Err(stop(State::Blocked, format!("executor failure: {} on {} failed: {}", done.action, done.server, done.detail))),
-            Outcome::Throttled => Err(stop(State::Blocked, format!("throttled: {}", done.detail))),
+            Outcome::Error => Err(self.stop(State::Blocked, format!("executor failure: {} on {} failed: {}", done.action, done.server, done.detail))),
+            Outcome::Throttled => Err(self.stop(State::Blocked, format!("throttled: {}", done.detail))),
             _ => Ok(done),
         }
     }
@@ -163,7 +238,7 @@ impl<'a> Replay<'a> {
         let facts = ctx.facts;
         let server = &facts.server;
         let Some(entry) = ctx.inventory.get(server) else {
-            return Ok(Ending::new(State::Blocked, format!("{server} is not in the server inventory; automation acts on inventory servers only")));
+            return Ok(self.ending(State::Blocked, format!("{server} is not in the server inventory; automation acts on inventory servers only")));
         };
         let monitor = match self.monitor.clone() {
             Some(monitor) => monitor,
@@ -171,7 +246,7 @@ impl<'a> Replay<'a> {
                 let health = self.read(Action::ServerHealth { server: server.clone(), health_sets: HealthSetPattern::exact(&facts.health_set) })?;
                 let found = health.unhealthy.iter().find(|m| ctx.runbooks.get(m).is_some()).or(health.unhealthy.first());
                 let Some(monitor) = found else {
-                    return Ok(Ending::new(
+                    return Ok(self.ending(
                         State::Transient,
                         format!("Get-ServerHealth shows no Unhealthy monitor in the {} health set on {server}; nothing was done", facts.health_set),
                     ));
@@ -181,37 +256,46 @@ impl<'a> Replay<'a> {
             }
         };
         let Some(runbook) = ctx.runbooks.get(&monitor) else {
-            return Ok(Ending::new(State::Blocked, format!("unknown monitor {monitor}: no runbook answers it (add one to runbook_dir)")));
+            return Ok(self.ending(State::Blocked, format!("unknown monitor {monitor}: no runbook answers it (add one to runbook_dir)")));
         };
         if self.verify(ctx, runbook, server, &monitor, false)? {
-            return Ok(Ending::new(State::Transient, format!("{} at once: the problem no longer exists and nothing was done", passed(runbook, &monitor))));
+            return Ok(self.ending(State::Transient, format!("{} at once: the problem no longer exists and nothing was done", passed(runbook, &monitor))));
         }
         Ok(match self.remedies(ctx, runbook, server, &monitor, entry.role, true)? {
-            Remedied::Recovered(how) => Ending::new(State::Recovered, how),
-            Remedied::Exhausted(why) => Ending::new(State::Escalated, why),
+            Remedied::Recovered(how) => self.ending(State::Recovered, how),
+            Remedied::Exhausted(why) => self.ending(State::Escalated, why),
         })
     }
 
-    /// Runs a runbook's remedies on `server`, verifying after each. `top` is false for a Mailbox server's runbook
-    /// run from a CAS incident, which does not check a mailbox again.
+    /// Runs a runbook's remedies on `server`, verifying after each, skipping any this incident already ran there.
+    /// `top` is false for a Mailbox server's runbook run from a CAS incident, which does not check a mailbox again.
     fn remedies(&mut self, ctx: &Context, runbook: &Runbook, server: &ServerName, monitor: &Monitor, role: Role, top: bool) -> Step<Remedied> {
         let mut tried = false;
         for remedy in runbook.remedies.iter().filter(|r| r.applies_to(role)) {
             tried = true;
             match remedy {
                 Remedy::RecycleAppPool { app_pool, .. } => {
+                    if !self.first_time(Ran::Recycle(server.clone(), app_pool.clone())) {
+                        continue;
+                    }
                     self.mutate(Action::RecycleAppPool { server: server.clone(), app_pool: app_pool.clone() })?;
                     if self.verify(ctx, runbook, server, monitor, true)? {
                         return Ok(Remedied::Recovered(format!("recycling {app_pool} on {server} fixed it")));
                     }
                 }
                 Remedy::IisReset { .. } => {
+                    if !self.first_time(Ran::IisReset(server.clone())) {
+                        continue;
+                    }
                     self.mutate(Action::IisReset { server: server.clone() })?;
                     if self.verify(ctx, runbook, server, monitor, true)? {
                         return Ok(Remedied::Recovered(format!("IISReset on {server} fixed it")));
                     }
                 }
                 Remedy::RestartServer { .. } => {
+                    if !self.first_time(Ran::Restart(server.clone())) {
+                        continue;
+                    }
                     if let Some(result) = self.restart(ctx, runbook, server, monitor, role)? {
                         return Ok(result);
                     }
@@ -233,7 +317,18 @@ impl<'a> Replay<'a> {
         Ok(Remedied::Exhausted(format!("{} after all remedies", failing(runbook, monitor))))
     }
 
+    /// Records a remedy as run; false when this incident already ran it.
+    fn first_time(&mut self, ran: Ran) -> bool {
+        if self.ran.contains(&ran) {
+            return false;
+        }
+        self.ran.push(ran);
+        true
+    }
+
     /// Step 5 of the CTP runbook: the `_Mbx:` server's health decides between fixing it and restarting the CAS.
+    /// Every unhealthy monitor with a runbook is addressed in turn, the CAS probed after each recovery, and the
+    /// Mailbox server checked again; only when that check finds it all healthy does the CAS restart (`None`).
     fn check_mailbox(
         &mut self,
         ctx: &Context,
@@ -243,65 +338,89 @@ impl<'a> Replay<'a> {
         health_sets: &HealthSetPattern,
     ) -> Step<Option<Remedied>> {
         let Some(mailbox) = &ctx.facts.mailbox_hint else {
-            return Err(stop(
-                State::Blocked,
-                format!("no _Mbx: hint in the alert: cannot verify the Mailbox server behind {server}, and will not restart it blind"),
-            ));
+            return Err(self
+                .stop(State::Blocked, format!("no _Mbx: hint in the alert: cannot verify the Mailbox server behind {server}, and will not restart it blind")));
         };
         let Some(entry) = ctx.inventory.get(mailbox) else {
-            return Err(stop(State::Blocked, format!("the _Mbx: server {mailbox} is not in the server inventory; automation acts on inventory servers only")));
+            return Err(
+                self.stop(State::Blocked, format!("the _Mbx: server {mailbox} is not in the server inventory; automation acts on inventory servers only"))
+            );
         };
-        let health = self.read(Action::ServerHealth { server: mailbox.clone(), health_sets: health_sets.clone() })?;
-        if health.unhealthy.is_empty() {
-            return Ok(None);
-        }
-        let Some((sub_monitor, sub_runbook)) = health.unhealthy.iter().find_map(|m| ctx.runbooks.get(m).map(|r| (m, r))) else {
-            let names: Vec<&str> = health.unhealthy.iter().map(Monitor::as_str).collect();
-            return Ok(Some(Remedied::Exhausted(format!("the Mailbox server {mailbox} reports {} Unhealthy and no runbook answers them", names.join(", ")))));
-        };
-        match self.remedies(ctx, sub_runbook, mailbox, sub_monitor, entry.role, false)? {
-            Remedied::Exhausted(why) => Ok(Some(Remedied::Exhausted(format!("the Mailbox server {mailbox} could not be recovered: {why}")))),
-            Remedied::Recovered(how) => {
-                if self.verify(ctx, runbook, server, monitor, true)? {
-                    Ok(Some(Remedied::Recovered(format!("{sub_monitor} on the Mailbox server {mailbox}: {how}"))))
-                } else {
-                    Ok(None)
+        let mut addressed: Vec<&Monitor> = Vec::new();
+        let mut fixed: Vec<String> = Vec::new();
+        loop {
+            let health = self.read(Action::ServerHealth { server: mailbox.clone(), health_sets: health_sets.clone() })?;
+            if health.unhealthy.is_empty() {
+                return Ok(None);
+            }
+            let next = health.unhealthy.iter().filter(|m| !addressed.iter().any(|a| a.matches(m.as_str()))).find_map(|m| ctx.runbooks.get(m).map(|r| (m, r)));
+            let Some((sub_monitor, sub_runbook)) = next else {
+                let names: Vec<&str> = health.unhealthy.iter().map(Monitor::as_str).collect();
+                let why = if addressed.is_empty() { "no runbook answers them" } else { "their runbooks were already run in this incident" };
+                return Ok(Some(Remedied::Exhausted(format!("the Mailbox server {mailbox} reports {} Unhealthy and {why}", names.join(", ")))));
+            };
+            addressed.push(sub_monitor);
+            match self.remedies(ctx, sub_runbook, mailbox, sub_monitor, entry.role, false)? {
+                Remedied::Exhausted(why) => return Ok(Some(Remedied::Exhausted(format!("the Mailbox server {mailbox} could not be recovered: {why}")))),
+                Remedied::Recovered(how) => {
+                    fixed.push(format!("{sub_monitor} on the Mailbox server {mailbox}: {how}"));
+                    if self.verify(ctx, runbook, server, monitor, true)? {
+                        return Ok(Some(Remedied::Recovered(fixed.join("; "))));
+                    }
                 }
             }
         }
     }
 
     /// Restarts a server; a Mailbox server fails its databases over first and back once verification passes.
+    /// The server's maintenance state is checked again before the procedure and before the restart itself.
     /// `None` means the restart did not help and the runbook goes on.
     fn restart(&mut self, ctx: &Context, runbook: &Runbook, server: &ServerName, monitor: &Monitor, role: Role) -> Step<Option<Remedied>> {
+        self.in_service(server)?;
         if role.hosts_databases() {
             let attempts = ctx.limits.copy_status_attempts;
+            let mut last = String::new();
             let mut emptied = false;
             for attempt in 1..=attempts {
-                let done = self.mutate(Action::DisableActivation { server: server.clone(), attempt })?;
-                if matches!(done.outcome, Outcome::Done | Outcome::Interrupted) && !self.disabled.contains(server) {
-                    self.disabled.push(server.clone());
-                }
-                if self.read(Action::CopyStatus { server: server.clone() })?.outcome == Outcome::NoActiveCopies {
+                // The first round is refused (changing nothing) when the restart that must follow it would be.
+                self.mutate(Action::DisableActivation { server: server.clone(), attempt })?;
+                let copies = self.read(Action::CopyStatus { server: server.clone() })?;
+                if copies.outcome == Outcome::NoActiveCopies {
                     emptied = true;
                     break;
                 }
+                last.clone_from(&copies.detail);
             }
             if !emptied {
                 return Ok(Some(Remedied::Exhausted(format!(
-                    "active database copies remain on {server} after {attempts} failover attempt(s); the server was not restarted"
+                    "active database copies remain on {server} after {attempts} failover attempt(s) ({last}); the server was not restarted"
                 ))));
             }
+            self.in_service(server)?;
         }
-        self.mutate(Action::RestartServer { server: server.clone() })?;
+        let restarted = self.run(Action::RestartServer { server: server.clone() })?;
+        match restarted.outcome {
+            Outcome::Error => return Err(self.stop(State::Blocked, format!("executor failure: restart_server on {server} failed: {}", restarted.detail))),
+            Outcome::Throttled => {
+                // Refused after all (the throttles changed since the failover began): undo the failover.
+                let reason = format!("throttled: {}", restarted.detail);
+                if self.reenable(server)? {
+                    return Err(self.stop(State::Blocked, format!("{reason}; the failover was undone (activation re-enabled on {server})")));
+                }
+                return Err(self.stop(State::Blocked, reason));
+            }
+            _ => {}
+        }
         if !self.verify(ctx, runbook, server, monitor, true)? {
             return Ok(None);
         }
         if role.hosts_databases() {
             loop {
+                if !Activation::read(&self.journal[..self.pos]).by_us.contains(server) {
+                    break;
+                }
                 let done = self.mutate(Action::EnableActivation { server: server.clone() })?;
                 if done.outcome != Outcome::Interrupted {
-                    self.disabled.retain(|s| s != server);
                     break;
                 }
                 // The result of re-enabling was lost: verify again before repeating it.
@@ -311,6 +430,15 @@ impl<'a> Replay<'a> {
             }
         }
         Ok(Some(Remedied::Recovered(format!("restarting {server} fixed it"))))
+    }
+
+    /// Re-enables activation where this incident disabled it; false when there was nothing of ours to undo.
+    fn reenable(&mut self, server: &ServerName) -> Step<bool> {
+        if !Activation::read(&self.journal[..self.pos]).by_us.contains(server) {
+            return Ok(false);
+        }
+        self.mutate(Action::EnableActivation { server: server.clone() })?;
+        Ok(true)
     }
 
     /// Whether the problem is gone: the probe succeeds, or `Get-ServerHealth` no longer reports the monitor.
@@ -347,20 +475,26 @@ fn failing(runbook: &Runbook, monitor: &Monitor) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::ProbeRef;
 
     fn name(s: &str) -> ServerName {
         ServerName::parse(s).unwrap()
     }
 
+    /// What a scenario answers for one action, given the journal so far.
+    type Answer<'a> = &'a dyn Fn(&Action, &[Done]) -> (Outcome, Vec<&'static str>);
+
     /// Feeds the planner the outcomes a scenario gives, step by step, and returns the steps and the ending.
-    fn drive(monitor: Option<&str>, hint: Option<&str>, answer: impl Fn(&Action, usize) -> (Outcome, Vec<&'static str>)) -> (Vec<String>, Ending) {
+    /// `component_state` answers `active` unless the scenario says otherwise.
+    fn drive(server: &str, monitor: Option<&str>, hint: Option<&str>, answer: Answer) -> (Vec<String>, Ending) {
         let runbooks = RunbookSet::load(None).unwrap();
         let inventory = BTreeMap::from([
             (name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into() }),
             (name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into() }),
+            (name("multi01"), InventoryEntry { role: Role::Multi, group: "dag".into() }),
         ]);
         let facts = Facts {
-            server: name("cas01"),
+            server: name(server),
             health_set: HealthSet::parse("ActiveSync").unwrap(),
             monitor: monitor.map(|m| Monitor::parse(m).unwrap()),
             mailbox_hint: hint.map(name),
@@ -370,44 +504,68 @@ mod tests {
         let mut journal = Vec::new();
         loop {
             match next(&ctx, &journal).decision {
-                Decision::Finish(ending) => {
-                    let steps = journal.iter().map(|d: &Done| format!("{} {} {}", d.action, d.server, d.outcome)).collect();
-                    return (steps, ending);
-                }
+                Decision::Finish(ending) => return (lines(&journal), ending),
                 Decision::Run(action) => {
-                    let (outcome, unhealthy) = answer(&action, journal.len());
-                    journal.push(Done {
-                        action: action.kind(),
-                        server: action.server().clone(),
-                        outcome,
-                        detail: String::new(),
-                        unhealthy: unhealthy.into_iter().map(|m| Monitor::parse(m).unwrap()).collect(),
-                    });
+                    let (outcome, unhealthy) = match (&action, answer(&action, &journal)) {
+                        (Action::ComponentState { .. }, (Outcome::Done, _)) => (Outcome::Active, vec![]),
+                        (_, answered) => answered,
+                    };
+                    journal.push(done(&action, outcome, unhealthy));
+                    assert!(journal.len() < 100, "the planner never ends: {:?}", lines(&journal));
                 }
             }
         }
     }
 
+    fn done(action: &Action, outcome: Outcome, unhealthy: Vec<&str>) -> Done {
+        Done {
+            action: action.kind(),
+            server: action.server().clone(),
+            outcome,
+            detail: String::new(),
+            unhealthy: unhealthy.into_iter().map(|m| Monitor::parse(m).unwrap()).collect(),
+            already_in_place: false,
+        }
+    }
+
+    fn lines(journal: &[Done]) -> Vec<String> {
+        journal.iter().map(|d| format!("{} {} {}", d.action, d.server, d.outcome)).collect()
+    }
+
+    /// Whether the journal has `action` done on `server`.
+    fn ran(journal: &[Done], action: ActionKind, server: &str) -> bool {
+        journal.iter().any(|d| d.action == action && d.server.as_str() == server && d.outcome == Outcome::Done)
+    }
+
+    const CTP: Option<&str> = Some("ActiveSyncCTPMonitor");
+    const DEEP: &str = "ActiveSyncDeepTestMonitor";
+    const SELF_TEST: &str = "ActiveSyncSelfTestMonitor";
+
     #[test]
-    fn ctp_with_an_unhealthy_mailbox_server_fixes_the_mailbox_first() {
-        let (steps, ending) = drive(Some("ActiveSyncCTPMonitor"), Some("mbx01"), |action, _| match action {
+    fn ctp_with_an_unhealthy_mailbox_server_fixes_the_mailbox_first_and_checks_it_again_before_restarting_the_cas() {
+        let (steps, ending) = drive("cas01", CTP, Some("mbx01"), &|action, journal| match action {
             Action::Probe { server, .. } if server.as_str() == "cas01" => (Outcome::Failed, vec![]),
             Action::Probe { .. } => (Outcome::Succeeded, vec![]),
-            Action::ServerHealth { .. } => (Outcome::Unhealthy, vec!["ActiveSyncDeepTestMonitor"]),
+            Action::ServerHealth { .. } if ran(journal, ActionKind::RecycleAppPool, "mbx01") => (Outcome::Healthy, vec![]),
+            Action::ServerHealth { .. } => (Outcome::Unhealthy, vec![DEEP]),
             _ => (Outcome::Done, vec![]),
         });
         assert_eq!(
             steps,
             [
                 "probe cas01 failed",
+                "component_state cas01 active",
                 "recycle_app_pool cas01 done",
                 "probe cas01 failed",
                 "iis_reset cas01 done",
                 "probe cas01 failed",
                 "server_health mbx01 unhealthy",
+                "component_state mbx01 active",
                 "recycle_app_pool mbx01 done",
                 "probe mbx01 succeeded",
                 "probe cas01 failed",
+                "server_health mbx01 healthy",
+                "component_state cas01 active",
                 "restart_server cas01 done",
                 "probe cas01 failed",
             ]
@@ -417,22 +575,162 @@ mod tests {
     }
 
     #[test]
+    fn ctp_addresses_every_unhealthy_monitor_on_the_mailbox_server_without_repeating_a_remedy() {
+        // Recycling fixes the DeepTest monitor; the SelfTest monitor needs a restart, whose failover comes first.
+        let (steps, ending) = drive("cas01", CTP, Some("mbx01"), &|action, journal| {
+            let restarted = ran(journal, ActionKind::RestartServer, "mbx01");
+            match action {
+                Action::Probe { server, .. } if server.as_str() == "cas01" => (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![]),
+                Action::Probe { probe, .. } if probe.probe.as_str() == "ActiveSyncDeepTestProbe" => (Outcome::Succeeded, vec![]),
+                Action::Probe { .. } => (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![]),
+                Action::ServerHealth { .. } if ran(journal, ActionKind::RecycleAppPool, "mbx01") => (Outcome::Unhealthy, vec![SELF_TEST]),
+                Action::ServerHealth { .. } => (Outcome::Unhealthy, vec![DEEP, SELF_TEST]),
+                Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
+                _ => (Outcome::Done, vec![]),
+            }
+        });
+        assert_eq!(
+            steps[6..],
+            [
+                "server_health mbx01 unhealthy",
+                "component_state mbx01 active",
+                "recycle_app_pool mbx01 done",
+                "probe mbx01 succeeded",
+                "probe cas01 failed",
+                "server_health mbx01 unhealthy",
+                // The SelfTest runbook's recycle already ran on mbx01 for the DeepTest monitor: not again.
+                "iis_reset mbx01 done",
+                "probe mbx01 failed",
+                "component_state mbx01 active",
+                "disable_activation mbx01 done",
+                "copy_status mbx01 no_active_copies",
+                "component_state mbx01 active",
+                "restart_server mbx01 done",
+                "probe mbx01 succeeded",
+                "enable_activation mbx01 done",
+                "probe cas01 succeeded",
+            ]
+        );
+        assert_eq!(ending.state, State::Recovered);
+        assert!(
+            ending.reason.contains("ActiveSyncDeepTestMonitor on the Mailbox server mbx01") && ending.reason.contains("restarting mbx01 fixed it"),
+            "{}",
+            ending.reason
+        );
+        assert!(ending.activation_disabled.is_empty());
+    }
+
+    #[test]
+    fn a_ctp_incident_whose_mailbox_runbook_is_exhausted_escalates_without_restarting_the_cas() {
+        let (steps, ending) = drive("cas01", CTP, Some("mbx01"), &|action, _| match action {
+            Action::Probe { .. } => (Outcome::Failed, vec![]),
+            Action::ServerHealth { .. } => (Outcome::Unhealthy, vec![DEEP]),
+            Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
+            _ => (Outcome::Done, vec![]),
+        });
+        assert!(!steps.contains(&"restart_server cas01 done".to_owned()), "{steps:?}");
+        assert_eq!(steps.last().unwrap(), "probe mbx01 failed");
+        assert_eq!(ending.state, State::Escalated);
+        assert_eq!(ending.reason, "the Mailbox server mbx01 could not be recovered: probe still failing after all remedies");
+        assert_eq!(ending.activation_disabled, [name("mbx01")], "a failed restart leaves activation disabled, and the email says so");
+    }
+
+    #[test]
+    fn a_multi_role_server_named_as_its_own_mailbox_server_goes_on_to_the_restart() {
+        let (steps, ending) = drive("multi01", CTP, Some("multi01"), &|action, journal| {
+            let restarted = ran(journal, ActionKind::RestartServer, "multi01");
+            match action {
+                Action::Probe { .. } => (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![]),
+                Action::ServerHealth { .. } => (Outcome::Unhealthy, vec![DEEP]),
+                Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
+                _ => (Outcome::Done, vec![]),
+            }
+        });
+        assert_eq!(
+            steps,
+            [
+                "probe multi01 failed",
+                "component_state multi01 active",
+                "recycle_app_pool multi01 done",
+                "probe multi01 failed",
+                "iis_reset multi01 done",
+                "probe multi01 failed",
+                "server_health multi01 unhealthy",
+                "component_state multi01 active",
+                "disable_activation multi01 done",
+                "copy_status multi01 no_active_copies",
+                "component_state multi01 active",
+                "restart_server multi01 done",
+                "probe multi01 succeeded",
+                "enable_activation multi01 done",
+                "probe multi01 succeeded",
+            ]
+        );
+        assert_eq!(ending.state, State::Recovered);
+    }
+
+    #[test]
+    fn requests_queued_on_a_mailbox_and_a_multi_role_server_fail_over_before_the_restart() {
+        for server in ["mbx01", "multi01"] {
+            let (steps, ending) = drive(server, Some("RequestsQueuedGt500Monitor"), None, &|action, journal| {
+                let restarted = journal.iter().any(|d| d.action == ActionKind::RestartServer);
+                match action {
+                    Action::ServerHealth { .. } if restarted => (Outcome::Healthy, vec![]),
+                    Action::ServerHealth { .. } => (Outcome::Unhealthy, vec!["RequestsQueuedGt500Monitor"]),
+                    Action::CopyStatus { .. } if journal.iter().filter(|d| d.action == ActionKind::DisableActivation).count() < 2 => {
+                        (Outcome::ActiveCopies, vec![])
+                    }
+                    Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
+                    _ => (Outcome::Done, vec![]),
+                }
+            });
+            let s = |text: &str| text.replace("S", server);
+            assert_eq!(
+                steps,
+                [
+                    "server_health S unhealthy",
+                    "component_state S active",
+                    "recycle_app_pool S done",
+                    "wait S done",
+                    "server_health S unhealthy",
+                    "iis_reset S done",
+                    "wait S done",
+                    "server_health S unhealthy",
+                    "component_state S active",
+                    "disable_activation S done",
+                    "copy_status S active_copies",
+                    "disable_activation S done",
+                    "copy_status S no_active_copies",
+                    "component_state S active",
+                    "restart_server S done",
+                    "wait S done",
+                    "server_health S healthy",
+                    "enable_activation S done",
+                ]
+                .map(s),
+                "{server}"
+            );
+            assert_eq!((ending.state, ending.activation_disabled.len()), (State::Recovered, 0), "{server}");
+        }
+    }
+
+    #[test]
     fn a_lost_restart_result_is_verified_not_repeated() {
-        let (steps, ending) = drive(Some("ActiveSyncCTPMonitor"), Some("mbx01"), |action, seq| match action {
-            Action::Probe { .. } => (if seq < 7 { Outcome::Failed } else { Outcome::Succeeded }, vec![]),
+        let (steps, ending) = drive("cas01", CTP, Some("mbx01"), &|action, journal| match action {
+            Action::Probe { .. } => (if journal.len() < 9 { Outcome::Failed } else { Outcome::Succeeded }, vec![]),
             Action::ServerHealth { .. } => (Outcome::Healthy, vec![]),
             Action::RestartServer { .. } => (Outcome::Interrupted, vec![]),
             _ => (Outcome::Done, vec![]),
         });
-        assert_eq!(&steps[6..], ["restart_server cas01 interrupted", "probe cas01 succeeded"]);
+        assert_eq!(&steps[6..], ["server_health mbx01 healthy", "component_state cas01 active", "restart_server cas01 interrupted", "probe cas01 succeeded"]);
         assert_eq!(ending.state, State::Recovered);
     }
 
     #[test]
     fn a_mailbox_restart_whose_copies_never_move_escalates_with_activation_disabled() {
-        let (steps, ending) = drive(Some("ActiveSyncCTPMonitor"), Some("mbx01"), |action, _| match action {
+        let (steps, ending) = drive("cas01", CTP, Some("mbx01"), &|action, _| match action {
             Action::Probe { .. } => (Outcome::Failed, vec![]),
-            Action::ServerHealth { .. } => (Outcome::Unhealthy, vec!["ActiveSyncDeepTestMonitor"]),
+            Action::ServerHealth { .. } => (Outcome::Unhealthy, vec![DEEP]),
             Action::CopyStatus { .. } => (Outcome::ActiveCopies, vec![]),
             _ => (Outcome::Done, vec![]),
         });
@@ -445,5 +743,157 @@ mod tests {
         assert_eq!(ending.state, State::Escalated);
         assert!(ending.reason.contains("active database copies remain on mbx01 after 2"), "{}", ending.reason);
         assert_eq!(ending.activation_disabled, [name("mbx01")]);
+    }
+
+    #[test]
+    fn a_server_in_maintenance_is_never_changed() {
+        // In maintenance from the start: nothing changes anywhere.
+        let (steps, ending) = drive("mbx01", Some(DEEP), None, &|action, _| match action {
+            Action::Probe { .. } => (Outcome::Failed, vec![]),
+            Action::ComponentState { .. } => (Outcome::Inactive, vec![]),
+            _ => (Outcome::Done, vec![]),
+        });
+        assert_eq!(steps, ["probe mbx01 failed", "component_state mbx01 inactive"]);
+        assert_eq!(ending.state, State::Suppressed);
+        assert!(ending.reason.starts_with("mbx01 is in maintenance"), "{}", ending.reason);
+
+        // Put in maintenance while its databases moved: not restarted, and activation is reported as still off.
+        let (steps, ending) = drive("mbx01", Some(DEEP), None, &|action, journal| match action {
+            Action::Probe { .. } => (Outcome::Failed, vec![]),
+            Action::ComponentState { .. } if ran(journal, ActionKind::DisableActivation, "mbx01") => (Outcome::Inactive, vec![]),
+            Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
+            _ => (Outcome::Done, vec![]),
+        });
+        assert_eq!(&steps[steps.len() - 3..], ["disable_activation mbx01 done", "copy_status mbx01 no_active_copies", "component_state mbx01 inactive"]);
+        assert_eq!(ending.state, State::Suppressed);
+        assert_eq!(ending.activation_disabled, [name("mbx01")]);
+    }
+
+    #[test]
+    fn activation_disabled_by_an_administrator_is_left_as_found() {
+        let runbooks = RunbookSet::load(None).unwrap();
+        let inventory = BTreeMap::from([(name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into() })]);
+        let facts = Facts {
+            server: name("mbx01"),
+            health_set: HealthSet::parse("ActiveSync").unwrap(),
+            monitor: Some(Monitor::parse(DEEP).unwrap()),
+            mailbox_hint: None,
+        };
+        let limits = Limits { settle_wait: Duration::ZERO, copy_status_attempts: 3 };
+        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits };
+        let mut journal = Vec::new();
+        let ending = loop {
+            match next(&ctx, &journal).decision {
+                Decision::Finish(ending) => break ending,
+                Decision::Run(action) => {
+                    let restarted = journal.iter().any(|d: &Done| d.action == ActionKind::RestartServer);
+                    let outcome = match &action {
+                        Action::Probe { .. } if restarted => Outcome::Succeeded,
+                        Action::Probe { .. } => Outcome::Failed,
+                        Action::ComponentState { .. } => Outcome::Active,
+                        Action::CopyStatus { .. } => Outcome::NoActiveCopies,
+                        _ => Outcome::Done,
+                    };
+                    let mut step = done(&action, outcome, vec![]);
+                    step.already_in_place = action.kind() == ActionKind::DisableActivation;
+                    journal.push(step);
+                }
+            }
+        };
+        assert_eq!(ending.state, State::Recovered);
+        assert!(!journal.iter().any(|d| d.action == ActionKind::EnableActivation), "{:?}", lines(&journal));
+        assert_eq!((ending.activation_disabled.len(), ending.activation_left_as_found.clone()), (0, vec![name("mbx01")]));
+    }
+
+    #[test]
+    fn a_refused_failover_changes_nothing_and_a_refused_restart_undoes_the_failover() {
+        let (steps, ending) = drive("mbx01", Some(DEEP), None, &|action, _| match action {
+            Action::Probe { .. } => (Outcome::Failed, vec![]),
+            Action::DisableActivation { .. } => (Outcome::Throttled, vec![]),
+            _ => (Outcome::Done, vec![]),
+        });
+        assert_eq!(steps.last().unwrap(), "disable_activation mbx01 throttled");
+        assert_eq!((ending.state, ending.activation_disabled.len()), (State::Blocked, 0));
+
+        let (steps, ending) = drive("mbx01", Some(DEEP), None, &|action, _| match action {
+            Action::Probe { .. } => (Outcome::Failed, vec![]),
+            Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
+            Action::RestartServer { .. } => (Outcome::Throttled, vec![]),
+            _ => (Outcome::Done, vec![]),
+        });
+        assert_eq!(&steps[steps.len() - 2..], ["restart_server mbx01 throttled", "enable_activation mbx01 done"]);
+        assert_eq!((ending.state, ending.activation_disabled.len()), (State::Blocked, 0));
+        assert!(ending.reason.ends_with("the failover was undone (activation re-enabled on mbx01)"), "{}", ending.reason);
+    }
+
+    #[test]
+    fn an_interrupted_enable_activation_is_verified_then_repeated() {
+        let (steps, ending) = drive("mbx01", Some(DEEP), None, &|action, journal| {
+            let restarted = ran(journal, ActionKind::RestartServer, "mbx01");
+            let enables = journal.iter().filter(|d| d.action == ActionKind::EnableActivation).count();
+            match action {
+                Action::Probe { .. } => (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![]),
+                Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
+                Action::EnableActivation { .. } if enables == 0 => (Outcome::Interrupted, vec![]),
+                _ => (Outcome::Done, vec![]),
+            }
+        });
+        assert_eq!(
+            &steps[steps.len() - 4..],
+            ["probe mbx01 succeeded", "enable_activation mbx01 interrupted", "probe mbx01 succeeded", "enable_activation mbx01 done"]
+        );
+        assert_eq!((ending.state, ending.activation_disabled.len()), (State::Recovered, 0));
+    }
+
+    #[test]
+    fn an_interrupted_failover_is_not_undone_blind_and_is_reported() {
+        let (steps, ending) = drive("mbx01", Some(DEEP), None, &|action, journal| {
+            let restarted = ran(journal, ActionKind::RestartServer, "mbx01");
+            match action {
+                Action::Probe { .. } => (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![]),
+                Action::DisableActivation { attempt: 1, .. } => (Outcome::Interrupted, vec![]),
+                Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
+                _ => (Outcome::Done, vec![]),
+            }
+        });
+        assert_eq!(steps.last().unwrap(), "probe mbx01 succeeded", "whether activation was disabled before is unknown: it is not re-enabled");
+        assert_eq!((ending.state, ending.activation_disabled.clone()), (State::Recovered, vec![name("mbx01")]));
+    }
+
+    #[test]
+    fn a_journal_that_no_longer_matches_the_runbook_ends_blocked() {
+        let runbooks = RunbookSet::load(None).unwrap();
+        let inventory = BTreeMap::from([(name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into() })]);
+        let facts = Facts {
+            server: name("cas01"),
+            health_set: HealthSet::parse("ActiveSync").unwrap(),
+            monitor: CTP.map(|m| Monitor::parse(m).unwrap()),
+            mailbox_hint: None,
+        };
+        let limits = Limits { settle_wait: Duration::ZERO, copy_status_attempts: 3 };
+        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits };
+        let probe = Action::Probe { server: name("cas01"), probe: ProbeRef::parse("ActiveSync\\ActiveSyncCTPProbe").unwrap(), backend: None };
+        let journal = [done(&probe, Outcome::Failed, vec![]), done(&Action::IisReset { server: name("cas01") }, Outcome::Done, vec![])];
+        let Decision::Finish(ending) = next(&ctx, &journal).decision else { panic!("the planner must stop") };
+        assert_eq!(ending.state, State::Blocked);
+        assert!(
+            ending
+                .reason
+                .starts_with("the journal no longer matches the runbook (step 2 was iis_reset on cas01, the runbook now asks for component_state on cas01)"),
+            "{}",
+            ending.reason
+        );
+    }
+
+    #[test]
+    fn a_forced_ending_after_a_failover_keeps_what_the_journal_says_about_activation() {
+        // A busy server or a silence ends the incident from outside the planner; the ending still reads the journal.
+        let disable = Action::DisableActivation { server: name("mbx01"), attempt: 1 };
+        let journal = [done(&disable, Outcome::Done, vec![]), done(&Action::CopyStatus { server: name("mbx01") }, Outcome::NoActiveCopies, vec![])];
+        let ending = Ending::from_journal(State::Blocked, "mbx01 stayed busy", &journal);
+        assert_eq!(ending.activation_disabled, [name("mbx01")]);
+        let enable = done(&Action::EnableActivation { server: name("mbx01") }, Outcome::Done, vec![]);
+        let ending = Ending::from_journal(State::Blocked, "x", &[journal[0].clone(), journal[1].clone(), enable]);
+        assert!(ending.activation_disabled.is_empty());
     }
 }

@@ -39,12 +39,15 @@ pub struct Runnable {
     pub server: ServerName,
 }
 
-/// A step about to run, with the throttle that governs it.
+/// A step about to run, with the throttles that govern it.
 pub struct NewStep<'a> {
     pub action: &'a Action,
     pub command: String,
     pub group: Option<String>,
+    /// The step's own throttle: the step counts against it when it runs.
     pub throttle: Option<Throttle>,
+    /// Throttles of a later step this one commits to (a failover commits to its restart): checked, not counted.
+    pub commits_to: Vec<(ActionKind, Throttle)>,
 }
 
 /// Whether a step may run.
@@ -133,7 +136,7 @@ impl Store {
                 )
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
-            let mut stmt = conn.prepare_cached("SELECT seq, action, server, started_at, finished_at, outcome, detail, unhealthy FROM steps WHERE incident_id = ?1 ORDER BY seq")?;
+            let mut stmt = conn.prepare_cached("SELECT seq, action, server, started_at, finished_at, outcome, detail, unhealthy, already_in_place FROM steps WHERE incident_id = ?1 ORDER BY seq")?;
             let steps = stmt
                 .query_map([&id], |row| {
                     let action: String = row.get(1)?;
@@ -154,6 +157,7 @@ impl Store {
                                 .iter()
                                 .filter_map(|m| Monitor::parse(m).ok())
                                 .collect(),
+                            already_in_place: row.get(8)?,
                         },
                     })
                 })?
@@ -198,14 +202,19 @@ impl Store {
     /// The throttle history is read in the same transaction, so concurrent incidents cannot both pass one limit.
     pub async fn start_step(&self, id: String, step: NewStep<'_>) -> Result<Started> {
         let action = step.action.clone();
-        let (command, group, throttle) = (step.command, step.group, step.throttle);
+        let (command, group, throttle, commits_to) = (step.command, step.group, step.throttle, step.commits_to);
         self.write(move |tx| {
             let now = now_ms();
             let counted = throttle.is_some();
-            if let Some(rule) = &throttle {
-                let history = history(tx, action.kind(), action.server(), group.as_deref(), now)?;
+            let rules = throttle.iter().map(|rule| (action.kind(), rule, String::new())).chain(
+                commits_to
+                    .iter()
+                    .map(|(kind, rule)| (*kind, rule, format!("; {} was not started, since the {kind} it leads to would be refused", action.kind()))),
+            );
+            for (kind, rule, consequence) in rules {
+                let history = history(tx, &id, kind, action.server(), group.as_deref(), now)?;
                 let group_name = group.as_deref().unwrap_or(action.server().as_str());
-                if let Err(reason) = safety::check(action.kind(), rule, action.server().as_str(), group_name, &history, now) {
+                if let Err(reason) = safety::check(kind, rule, action.server().as_str(), group_name, &history, now).map_err(|r| r + &consequence) {
                     let seq = insert_step(tx, &id, &action, &command, group.as_deref(), false, now)?;
                     tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = 'throttled', detail = ?4 WHERE incident_id = ?1 AND seq = ?2")?
                         .execute(params![id, seq, now, reason])?;
@@ -239,7 +248,7 @@ impl Store {
     pub async fn finish_step(&self, id: String, seq: i64, report: Report) -> Result<()> {
         self.write(move |tx| {
             let unhealthy = (!report.unhealthy.is_empty()).then(|| serde_json::to_string(&report.unhealthy).expect("names serialise"));
-            tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5, unhealthy = ?6, command = COALESCE(?7, command) WHERE incident_id = ?1 AND seq = ?2")?.execute(params![id, seq, now_ms(), report.outcome.as_str(), bounded(&report.detail), unhealthy, report.command],
+            tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5, unhealthy = ?6, command = COALESCE(?7, command), already_in_place = ?8 WHERE incident_id = ?1 AND seq = ?2")?.execute(params![id, seq, now_ms(), report.outcome.as_str(), bounded(&report.detail), unhealthy, report.command, report.already_in_place],
             )?;
             tx.prepare_cached("UPDATE incidents SET updated_at = ?2 WHERE id = ?1")?.execute(params![id, now_ms()])?;
             Ok(())
@@ -247,10 +256,14 @@ impl Store {
         .await
     }
 
-    /// Ends an incident, frees its key for new incidents, and queues its notification in the same transaction.
+    /// Ends an incident, frees its key for new incidents and its servers, and queues its notification in the same
+    /// transaction. A step still unfinished (the ending was forced while it ran) is recorded `interrupted` first.
     pub async fn finish_incident(&self, id: String, ending: Ending, notification: Option<NewNotification>) -> Result<()> {
         self.write(move |tx| {
             let now = now_ms();
+            tx.prepare_cached("UPDATE steps SET finished_at = ?2, outcome = 'interrupted', detail = ?3 WHERE incident_id = ?1 AND finished_at IS NULL")?
+                .execute(params![id, now, INTERRUPTED_BY_ENDING])?;
+            tx.prepare_cached("DELETE FROM server_locks WHERE incident_id = ?1")?.execute([&id])?;
             tx.prepare_cached("UPDATE incidents SET state = ?2, reason = ?3, open_key = NULL, updated_at = ?4 WHERE id = ?1")?.execute(params![
                 id,
                 ending.state.as_str(),
@@ -293,6 +306,43 @@ impl Store {
                 |r| r.get(0),
             )?;
             Ok(EscalationHistory { last_sent_at, held_since })
+        })
+        .await
+    }
+
+    /// Every server held by an incident that is not final, and by which incident.
+    pub async fn server_locks(&self) -> Result<Vec<(ServerName, String)>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT l.server, l.incident_id FROM server_locks l JOIN incidents i ON i.id = l.incident_id
+                 WHERE i.state IN ('queued', 'running', 'waiting')",
+            )?;
+            let rows = stmt.query_map([], |row| Ok((parse_server(row.get(0)?)?, row.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Takes `server` for `incident` until the incident ends, unless another incident that is not final holds it:
+    /// then its id. Holding it already is taking it.
+    pub async fn lock_server(&self, incident: String, server: ServerName) -> Result<Option<String>> {
+        self.write(move |tx| {
+            let holder: Option<String> = tx
+                .prepare_cached(
+                    "SELECT l.incident_id FROM server_locks l JOIN incidents i ON i.id = l.incident_id
+                     WHERE l.server = ?1 AND i.state IN ('queued', 'running', 'waiting')",
+                )?
+                .query_row([server.as_str()], |r| r.get(0))
+                .optional()?;
+            match holder {
+                Some(holder) if holder != incident => Ok(Some(holder)),
+                Some(_) => Ok(None),
+                None => {
+                    tx.prepare_cached("INSERT INTO server_locks (server, incident_id, since) VALUES (?1, ?2, ?3) ON CONFLICT(server) DO UPDATE SET incident_id = excluded.incident_id, since = excluded.since")?
+                        .execute(params![server.as_str(), incident, now_ms()])?;
+                    Ok(None)
+                }
+            }
         })
         .await
     }
@@ -346,6 +396,9 @@ impl Store {
     }
 }
 
+/// The detail of a step that was still running when its incident was ended from outside the runbook.
+const INTERRUPTED_BY_ENDING: &str = "the incident ended while this step ran; its result was not recorded";
+
 fn next_seq(tx: &Transaction, id: &str) -> Result<i64> {
     Ok(tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE incident_id = ?1")?.query_row([id], |r| r.get(0))?)
 }
@@ -361,16 +414,26 @@ fn insert_step(tx: &Transaction, id: &str, action: &Action, command: &str, group
     Ok(seq)
 }
 
-fn history(tx: &Transaction, kind: ActionKind, server: &ServerName, group: Option<&str>, now: i64) -> Result<History> {
+fn history(tx: &Transaction, incident: &str, kind: ActionKind, server: &ServerName, group: Option<&str>, now: i64) -> Result<History> {
     let since = safety::window_start(now);
     let (server_last, server_today) = tx
         .prepare_cached("SELECT MAX(started_at), COUNT(*) FROM steps WHERE counted = 1 AND action = ?1 AND server = ?2 AND started_at > ?3")?
         .query_row(params![kind.as_str(), server.as_str(), since], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?)))?;
     let mut history = History { server_last, server_today, ..History::default() };
     if let Some(group) = group {
-        (history.group_last, history.group_today, history.group_in_flight) = tx.prepare_cached("SELECT MAX(started_at), COUNT(*), COALESCE(SUM(finished_at IS NULL), 0) FROM steps WHERE counted = 1 AND action = ?1 AND server_group = ?2 AND started_at > ?3")?.query_row(params![kind.as_str(), group, since],
-            |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?)),
-        )?;
+        (history.group_last, history.group_today) = tx
+            .prepare_cached("SELECT MAX(started_at), COUNT(*) FROM steps WHERE counted = 1 AND action = ?1 AND server_group = ?2 AND started_at > ?3")?
+            .query_row(params![kind.as_str(), group, since], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?)))?;
+        if kind == ActionKind::RestartServer {
+            // A restart procedure is in flight from its failover (or the restart itself) until its incident ends.
+            history.group_in_flight = tx
+                .prepare_cached(
+                    "SELECT COUNT(DISTINCT s.incident_id) FROM steps s JOIN incidents i ON i.id = s.incident_id
+                     WHERE s.counted = 1 AND s.server_group = ?1 AND s.incident_id != ?2 AND s.action IN ('disable_activation', 'restart_server')
+                       AND i.state IN ('queued', 'running', 'waiting')",
+                )?
+                .query_row(params![group, incident], |r| r.get(0))?;
+        }
     }
     Ok(history)
 }

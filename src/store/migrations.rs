@@ -115,6 +115,17 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 2: locks on servers that outlive a driver (a pause, a restart), and whether a step found its change already
+    // in place (activation an administrator had disabled).
+    r#"
+    CREATE TABLE server_locks (
+        server      TEXT PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
+        since       INTEGER NOT NULL
+    );
+    CREATE INDEX server_locks_by_incident ON server_locks(incident_id);
+    ALTER TABLE steps ADD COLUMN already_in_place INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

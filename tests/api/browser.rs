@@ -125,11 +125,13 @@ async fn scenario(c: Client, url: String, incident_id: String, hostile_id: Strin
         timeline,
         [
             "cas01.contoso.com probe failed",
+            "cas01.contoso.com component_state active",
             "cas01.contoso.com recycle_app_pool done",
             "cas01.contoso.com probe failed",
             "cas01.contoso.com iis_reset done",
             "cas01.contoso.com probe failed",
             "mbx01.contoso.com server_health healthy",
+            "cas01.contoso.com component_state active",
             "cas01.contoso.com restart_server done",
             "cas01.contoso.com probe failed",
         ]

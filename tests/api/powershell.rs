@@ -130,13 +130,14 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
         (probe(cas, ctp), Outcome::Succeeded, "ActiveSync\\ActiveSyncCTPProbe: ResultType Succeeded"),
         (health(cas, "ActiveSync"), Outcome::Healthy, "no ActiveSync monitor Unhealthy on cas01.contoso.com (3 reported)"),
         (health(mbx, "ActiveSync*"), Outcome::Unhealthy, "Unhealthy: ActiveSyncDeepTestMonitor"),
+        (Action::ComponentState { server: server(mbx) }, Outcome::Active, "ServerWideOffline is Active on mbx01.contoso.com"),
         (
             Action::DisableActivation { server: server(mbx), attempt: 1 },
             Outcome::Done,
             "DatabaseCopyActivationDisabledAndMoveNow set to True on mbx01.contoso.com",
         ),
-        (Action::CopyStatus { server: server(mbx) }, Outcome::ActiveCopies, "Mounted: 2, Healthy: 3"),
-        (Action::DisableActivation { server: server(mbx), attempt: 2 }, Outcome::Done, "set to True"),
+        (Action::CopyStatus { server: server(mbx) }, Outcome::ActiveCopies, "Mounted: 2, Healthy: 3; not passive: Mounted"),
+        (Action::DisableActivation { server: server(mbx), attempt: 2 }, Outcome::Done, "asked to move again"),
         (Action::CopyStatus { server: server(mbx) }, Outcome::NoActiveCopies, "Healthy: 3"),
         (Action::RestartServer { server: server(mbx) }, Outcome::Done, "mbx01.contoso.com restarted and answering PowerShell remoting"),
         (probe(mbx, "ActiveSync.Protocol\\ActiveSyncDeepTestProbe"), Outcome::Succeeded, "ResultType Succeeded"),
@@ -176,10 +177,15 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
     assert!(script(2).contains("Invoke-Command -ComputerName 'cas01.contoso.com' -ArgumentList 'MSExchangeSyncAppPool' -ScriptBlock {"));
     assert!(!script(2).contains("New-PSSession"), "recycling needs no Exchange session");
     assert!(script(4).contains("iisreset /noforce") && script(4).contains("$LASTEXITCODE"));
-    assert!(script(8).contains("Set-MailboxServer -Identity 'mbx01.contoso.com' -DatabaseCopyActivationDisabledAndMoveNow $true"));
-    assert!(script(9).contains("Get-MailboxDatabaseCopyStatus -Server 'mbx01.contoso.com' | Group-Object Status | Select-Object Name, Count"));
-    assert!(script(12).contains("Restart-Computer -ComputerName 'mbx01.contoso.com' -Force -Wait -For PowerShell -Timeout '1800' -Delay 5"));
-    assert!(script(14).contains("-DatabaseCopyActivationDisabledAndMoveNow $false"));
+    assert!(script(8).contains("Get-ServerComponentState -Identity 'mbx01.contoso.com' -Component ServerWideOffline"));
+    assert!(script(9).contains("Set-MailboxServer -Identity 'mbx01.contoso.com' -DatabaseCopyActivationDisabledAndMoveNow $true"));
+    assert!(
+        script(9).find("Get-MailboxServer -Identity 'mbx01.contoso.com'").unwrap() < script(9).find("Set-MailboxServer").unwrap(),
+        "disabling activation reads how it was before changing it"
+    );
+    assert!(script(10).contains("Get-MailboxDatabaseCopyStatus -Server 'mbx01.contoso.com' | Group-Object Status | Select-Object Name, Count"));
+    assert!(script(13).contains("Restart-Computer -ComputerName 'mbx01.contoso.com' -Force -Wait -For PowerShell -Timeout '1800' -Delay 5"));
+    assert!(script(15).contains("-DatabaseCopyActivationDisabledAndMoveNow $false"));
 }
 
 #[tokio::test]
@@ -265,7 +271,7 @@ async fn an_administrators_template_replaces_the_builtin_script_and_is_quoted_th
     let executor = PowerShell::new(&config, RESTART_TIMEOUT).unwrap();
     let action = Action::CopyStatus { server: server("mbx01.contoso.com") };
     let report = executor.run(&action).await;
-    assert_eq!((report.outcome, report.detail.as_str()), (Outcome::ActiveCopies, "Mounted: 1"));
+    assert_eq!((report.outcome, report.detail.as_str()), (Outcome::ActiveCopies, "Mounted: 1; not passive: Mounted"));
     let expected = "& {\n\
         $s = New-PSSession -ConfigurationName Microsoft.Exchange -ConnectionUri 'https://mbx01.contoso.com/PowerShell/''; Remove-Item C:\\ -Recurse; ''' -Authentication 'Negotiate'\n\
         Import-PSSession $s | Out-Null\n\

@@ -60,7 +60,15 @@ async fn a_replay_opens_a_new_incident_linked_to_its_alert_and_runs_it() {
     assert_eq!(incident["alert_ids"], json!([alert_id]));
     assert_eq!(incident["dry_run"], false);
     assert_eq!(incident["mailbox_hint"], "mbx01.contoso.com", "the replay reads the _Mbx: hint from the raw body again");
-    assert_eq!(steps(&incident), ["probe cas01.contoso.com failed", "recycle_app_pool cas01.contoso.com done", "probe cas01.contoso.com succeeded"]);
+    assert_eq!(
+        steps(&incident),
+        [
+            "probe cas01.contoso.com failed",
+            "component_state cas01.contoso.com active",
+            "recycle_app_pool cas01.contoso.com done",
+            "probe cas01.contoso.com succeeded"
+        ]
+    );
     assert_eq!(incident["state"], "recovered");
 
     let (_, alert) = app.admin_get(&format!("/v1/alerts/{alert_id}")).await;

@@ -59,7 +59,7 @@ async fn ctp_runbook() {
             name: "app pool recycle",
             simulator: "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"",
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
-            steps: &["probe cas01.contoso.com failed", "recycle_app_pool cas01.contoso.com done", "probe cas01.contoso.com succeeded"],
+            steps: &["probe cas01.contoso.com failed", "component_state cas01.contoso.com active", "recycle_app_pool cas01.contoso.com done", "probe cas01.contoso.com succeeded"],
             state: "recovered",
             reason: "recycling MSExchangeSyncAppPool on cas01.contoso.com fixed it",
         },
@@ -69,6 +69,7 @@ async fn ctp_runbook() {
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
             steps: &[
                 "probe cas01.contoso.com failed",
+                "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
                 "iis_reset cas01.contoso.com done",
@@ -83,17 +84,21 @@ async fn ctp_runbook() {
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
             steps: &[
                 "probe cas01.contoso.com failed",
+                "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
                 "iis_reset cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
                 "server_health mbx01.contoso.com unhealthy",
+                "component_state mbx01.contoso.com active",
                 "recycle_app_pool mbx01.contoso.com done",
                 "probe mbx01.contoso.com failed",
                 "iis_reset mbx01.contoso.com done",
                 "probe mbx01.contoso.com failed",
+                "component_state mbx01.contoso.com active",
                 "disable_activation mbx01.contoso.com done",
                 "copy_status mbx01.contoso.com no_active_copies",
+                "component_state mbx01.contoso.com active",
                 "restart_server mbx01.contoso.com done",
                 "probe mbx01.contoso.com succeeded",
                 "enable_activation mbx01.contoso.com done",
@@ -108,11 +113,13 @@ async fn ctp_runbook() {
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
             steps: &[
                 "probe cas01.contoso.com failed",
+                "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
                 "iis_reset cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
                 "server_health mbx01.contoso.com healthy",
+                "component_state cas01.contoso.com active",
                 "restart_server cas01.contoso.com done",
                 "probe cas01.contoso.com succeeded",
             ],
@@ -125,6 +132,7 @@ async fn ctp_runbook() {
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", "probe failed: NoDiagnosticsHeaderReturned"),
             steps: &[
                 "probe cas01.contoso.com failed",
+                "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
                 "iis_reset cas01.contoso.com done",
@@ -139,11 +147,13 @@ async fn ctp_runbook() {
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
             steps: &[
                 "probe cas01.contoso.com failed",
+                "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
                 "iis_reset cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
                 "server_health mbx01.contoso.com healthy",
+                "component_state cas01.contoso.com active",
                 "restart_server cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
             ],
@@ -165,14 +175,17 @@ async fn mailbox_runbooks() {
             alert: alert("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "DeepTest probe failed"),
             steps: &[
                 "probe mbx01.contoso.com failed",
+                "component_state mbx01.contoso.com active",
                 "recycle_app_pool mbx01.contoso.com done",
                 "probe mbx01.contoso.com failed",
                 "iis_reset mbx01.contoso.com done",
                 "probe mbx01.contoso.com failed",
+                "component_state mbx01.contoso.com active",
                 "disable_activation mbx01.contoso.com done",
                 "copy_status mbx01.contoso.com active_copies",
                 "disable_activation mbx01.contoso.com done",
                 "copy_status mbx01.contoso.com no_active_copies",
+                "component_state mbx01.contoso.com active",
                 "restart_server mbx01.contoso.com done",
                 "probe mbx01.contoso.com succeeded",
                 "enable_activation mbx01.contoso.com done",
@@ -186,10 +199,12 @@ async fn mailbox_runbooks() {
             alert: alert("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "DeepTest probe failed"),
             steps: &[
                 "probe mbx01.contoso.com failed",
+                "component_state mbx01.contoso.com active",
                 "recycle_app_pool mbx01.contoso.com done",
                 "probe mbx01.contoso.com failed",
                 "iis_reset mbx01.contoso.com done",
                 "probe mbx01.contoso.com failed",
+                "component_state mbx01.contoso.com active",
                 "disable_activation mbx01.contoso.com done",
                 "copy_status mbx01.contoso.com active_copies",
                 "disable_activation mbx01.contoso.com done",
@@ -204,7 +219,12 @@ async fn mailbox_runbooks() {
             name: "self test fixed by a recycle",
             simulator: "[simulator.servers.\"mbx02.contoso.com\"]\nfault = \"app_pool\"",
             alert: alert("mbx02.contoso.com", "ActiveSyncSelfTestMonitor", "SelfTest probe failed"),
-            steps: &["probe mbx02.contoso.com failed", "recycle_app_pool mbx02.contoso.com done", "probe mbx02.contoso.com succeeded"],
+            steps: &[
+                "probe mbx02.contoso.com failed",
+                "component_state mbx02.contoso.com active",
+                "recycle_app_pool mbx02.contoso.com done",
+                "probe mbx02.contoso.com succeeded",
+            ],
             state: "recovered",
             reason: "recycling MSExchangeSyncAppPool on mbx02.contoso.com",
         },
@@ -214,12 +234,15 @@ async fn mailbox_runbooks() {
             alert: alert("mbx02.contoso.com", "ActiveSyncSelfTestMonitor", "SelfTest probe failed"),
             steps: &[
                 "probe mbx02.contoso.com failed",
+                "component_state mbx02.contoso.com active",
                 "recycle_app_pool mbx02.contoso.com done",
                 "probe mbx02.contoso.com failed",
                 "iis_reset mbx02.contoso.com done",
                 "probe mbx02.contoso.com failed",
+                "component_state mbx02.contoso.com active",
                 "disable_activation mbx02.contoso.com done",
                 "copy_status mbx02.contoso.com no_active_copies",
+                "component_state mbx02.contoso.com active",
                 "restart_server mbx02.contoso.com done",
                 "probe mbx02.contoso.com failed",
             ],
@@ -241,6 +264,7 @@ async fn requests_queued_proxy_unknown_and_unmonitored_alerts() {
             alert: alert("cas02.contoso.com", "RequestsQueuedGt500Monitor", "EAS queue above 500"),
             steps: &[
                 "server_health cas02.contoso.com unhealthy",
+                "component_state cas02.contoso.com active",
                 "recycle_app_pool cas02.contoso.com done",
                 "wait cas02.contoso.com done",
                 "server_health cas02.contoso.com unhealthy",
@@ -274,6 +298,7 @@ async fn requests_queued_proxy_unknown_and_unmonitored_alerts() {
             steps: &[
                 "server_health cas01.contoso.com unhealthy",
                 "probe cas01.contoso.com failed",
+                "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com succeeded",
             ],
@@ -324,7 +349,15 @@ async fn a_runbook_file_teaches_the_service_another_health_set() {
     let root = format!("runbook_dir = {:?}", dir.path().display().to_string());
     let app = spawn_app_with_root(&root, &format!("{INVENTORY}\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"")).await;
     let incident = app.wait_final(&app.open(&json!({"health_set": "OWA", "server": "cas01.contoso.com", "monitor": "OWACTPMonitor"}).to_string()).await).await;
-    assert_eq!(steps(&incident), ["probe cas01.contoso.com failed", "recycle_app_pool cas01.contoso.com done", "probe cas01.contoso.com succeeded"]);
+    assert_eq!(
+        steps(&incident),
+        [
+            "probe cas01.contoso.com failed",
+            "component_state cas01.contoso.com active",
+            "recycle_app_pool cas01.contoso.com done",
+            "probe cas01.contoso.com succeeded"
+        ]
+    );
     assert_eq!(incident["reason"], "recycling MSExchangeOWAAppPool on cas01.contoso.com fixed it");
     assert!(incident["steps"][0]["command"].as_str().unwrap().contains("OWA\\OWACTPProbe"));
 }

@@ -77,16 +77,18 @@ async fn dry_run_verifies_for_real_and_only_journals_changes() {
         steps(&incident),
         [
             "probe cas01.contoso.com failed",
+            "component_state cas01.contoso.com active",
             "recycle_app_pool cas01.contoso.com dry_run",
             "probe cas01.contoso.com failed",
             "iis_reset cas01.contoso.com dry_run",
             "probe cas01.contoso.com failed",
             "server_health mbx01.contoso.com healthy",
+            "component_state cas01.contoso.com active",
             "restart_server cas01.contoso.com dry_run",
             "probe cas01.contoso.com failed",
         ]
     );
-    let recycle = &incident["steps"][1];
+    let recycle = &incident["steps"][2];
     assert!(recycle["command"].as_str().unwrap().contains("MSExchangeSyncAppPool"), "a dry-run step shows the command it would have run");
     assert_eq!(incident["state"], "escalated");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -346,13 +348,14 @@ async fn an_incident_waits_for_a_busy_mailbox_server_only_when_it_needs_it_and_o
     let cas = app.wait_final(&cas).await;
     // The CAS incident ran its own remedies while the Mailbox server's incident held mbx01, then gave up waiting.
     assert_eq!(
-        steps(&cas)[..5],
+        steps(&cas)[..6],
         [
             "probe cas01.contoso.com failed",
+            "component_state cas01.contoso.com active",
             "recycle_app_pool cas01.contoso.com done",
             "probe cas01.contoso.com failed",
             "iis_reset cas01.contoso.com done",
-            "probe cas01.contoso.com failed"
+            "probe cas01.contoso.com failed",
         ]
     );
     assert_eq!(cas["state"], "blocked", "{cas:#}");

@@ -530,9 +530,10 @@ async fn a_resolved_notice_cuts_a_settle_wait_short() {
         steps(&incident),
         [
             "server_health cas01.contoso.com unhealthy",
+            "component_state cas01.contoso.com active",
             "recycle_app_pool cas01.contoso.com done",
             "wait cas01.contoso.com done",
-            "server_health cas01.contoso.com healthy"
+            "server_health cas01.contoso.com healthy",
         ],
         "{incident:#}"
     );

@@ -21,6 +21,9 @@
 //! active_copies = 0             # Mounted database copies; disable_activation moves copies_moved_per_failover
 //! copies_moved_per_failover = 3
 //! passive_copies = 0            # Healthy database copies
+//! copy_states = { ServiceDown = 1 } # copies in other states; they never move
+//! maintenance = false           # Get-ServerComponentState ServerWideOffline: Inactive when true
+//! activation_disabled = false   # an administrator disabled database activation beforehand
 //!
 //! [servers."cas01.contoso.com".actions]   # how an action answers on this server, instead of normally
 //! probe = { hang = true }                 # sleep forever, with a `sleep 1000` grandchild
@@ -63,6 +66,9 @@ struct ServerScenario {
     active_copies: u32,
     copies_moved_per_failover: u32,
     passive_copies: u32,
+    copy_states: BTreeMap<String, u32>,
+    maintenance: bool,
+    activation_disabled: bool,
     actions: BTreeMap<String, Behaviour>,
 }
 
@@ -75,6 +81,9 @@ impl Default for ServerScenario {
             active_copies: 0,
             copies_moved_per_failover: 3,
             passive_copies: 0,
+            copy_states: BTreeMap::new(),
+            maintenance: false,
+            activation_disabled: false,
             actions: BTreeMap::new(),
         }
     }
@@ -215,7 +224,11 @@ fn load_state(path: &Path, scenario: &Scenario) -> Result<BTreeMap<String, Serve
         Err(_) => BTreeMap::new(),
     };
     for (name, server) in &scenario.servers {
-        state.entry(name.clone()).or_insert_with(|| ServerState { active_copies: server.active_copies, ..ServerState::default() });
+        state.entry(name.clone()).or_insert_with(|| ServerState {
+            active_copies: server.active_copies,
+            activation_disabled: server.activation_disabled,
+            ..ServerState::default()
+        });
     }
     Ok(state)
 }
@@ -231,7 +244,7 @@ struct Call {
 impl Call {
     fn recognise(script: &str) -> Result<Call, String> {
         // (marker that names the action, action, cmdlet the server follows, the server's parameter, the argument's)
-        let table: [(&str, &str, &str, &str, Option<&str>); 8] = [
+        let table: [(&str, &str, &str, &str, Option<&str>); 9] = [
             ("Invoke-MonitoringProbe", "probe", "Invoke-MonitoringProbe", "-Server", Some("Invoke-MonitoringProbe")),
             ("Get-ServerHealth", "server_health", "Get-ServerHealth", "-Identity", Some("-like")),
             ("Restart-WebAppPool", "recycle_app_pool", "Invoke-Command", "-ComputerName", Some("-ArgumentList")),
@@ -240,6 +253,7 @@ impl Call {
             ("DatabaseCopyActivationDisabledAndMoveNow $false", "enable_activation", "Set-MailboxServer", "-Identity", None),
             ("Get-MailboxDatabaseCopyStatus", "copy_status", "Get-MailboxDatabaseCopyStatus", "-Server", None),
             ("Restart-Computer", "restart_server", "Restart-Computer", "-ComputerName", Some("-Timeout")),
+            ("Get-ServerComponentState", "component_state", "Get-ServerComponentState", "-Identity", None),
         ];
         let (_, action, cmdlet, parameter, argument) =
             table.into_iter().find(|(marker, ..)| find(script, 0, marker).is_some()).ok_or("the script runs no cmdlet the stand-in knows")?;
@@ -307,9 +321,15 @@ impl Call {
                 json!({"Server": self.server, "ExitCode": 0, "Output": output})
             }
             "disable_activation" => {
+                // The script returns Get-MailboxServer as it was before the change.
+                let before = server_state.activation_disabled;
                 server_state.activation_disabled = true;
                 server_state.active_copies = server_state.active_copies.saturating_sub(config.copies_moved_per_failover);
-                json!({"Name": short, "DatabaseCopyActivationDisabledAndMoveNow": true})
+                json!({"Name": short, "DatabaseCopyActivationDisabledAndMoveNow": before})
+            }
+            "component_state" => {
+                let state = if config.maintenance { "Inactive" } else { "Active" };
+                json!({"Identity": short, "Component": "ServerWideOffline", "State": state})
             }
             "enable_activation" => {
                 server_state.activation_disabled = false;
@@ -317,7 +337,10 @@ impl Call {
             }
             "copy_status" => {
                 let groups = [("Mounted", server_state.active_copies), ("Healthy", config.passive_copies)];
-                Value::Array(groups.into_iter().filter(|(_, count)| *count > 0).map(|(name, count)| json!({"Count": count, "Name": name})).collect())
+                let others = config.copy_states.iter().map(|(name, count)| (name.as_str(), *count));
+                Value::Array(
+                    groups.into_iter().chain(others).filter(|(_, count)| *count > 0).map(|(name, count)| json!({"Count": count, "Name": name})).collect(),
+                )
             }
             "restart_server" => {
                 server_state.restarts += 1;

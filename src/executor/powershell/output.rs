@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::process::Capture;
 use crate::domain::{HealthSetPattern, Monitor, ServerName};
-use crate::executor::{Action, Report};
+use crate::executor::{is_passive_copy_status, Action, Report};
 use crate::incident::Outcome;
 
 /// How much of a probe's error text a step keeps: enough for the `Diagnostics header` line and the `_Mbx:` hint.
@@ -20,9 +20,6 @@ const STDOUT_CHARS: usize = 300;
 
 /// What a `wait` reports: the engine keeps waits, and no shell is started for one.
 pub(super) const NO_SCRIPT: &str = "no script: the engine keeps waits";
-
-/// Database copy states that mean the copy is active on the server: `Mounted`, and `Mounting` on its way there.
-const ACTIVE_COPY_STATES: [&str; 2] = ["Mounted", "Mounting"];
 
 type Object = Map<String, Value>;
 
@@ -43,9 +40,8 @@ pub(super) fn interpret(action: &Action, code: Option<i32>, stdout: &Capture, st
         Action::CopyStatus { server } => copy_status(server, &objects),
         Action::RecycleAppPool { server, app_pool } => Ok(Report::new(Outcome::Done, format!("{app_pool} recycled on {server}"))),
         Action::IisReset { server } => Ok(Report::new(Outcome::Done, iis_reset(server, &objects))),
-        Action::DisableActivation { server, .. } => {
-            Ok(Report::new(Outcome::Done, format!("DatabaseCopyActivationDisabledAndMoveNow set to True on {server}; active copies move off")))
-        }
+        Action::DisableActivation { server, attempt } => disable_activation(server, *attempt, &objects),
+        Action::ComponentState { server } => component_state(server, &objects),
         Action::EnableActivation { server } => Ok(Report::new(Outcome::Done, format!("DatabaseCopyActivationDisabledAndMoveNow set to False on {server}"))),
         Action::RestartServer { server } => Ok(Report::new(Outcome::Done, format!("{server} restarted and answering PowerShell remoting"))),
         Action::Wait { .. } => Ok(Report::new(Outcome::Done, NO_SCRIPT)),
@@ -190,26 +186,53 @@ fn server_health(server: &ServerName, pattern: &HealthSetPattern, monitors: &[Ob
     if !others.is_empty() {
         detail.push_str(&format!("; also {}", others.join(", ")));
     }
-    Ok(Report { outcome, detail, unhealthy, command: None })
+    Ok(Report { unhealthy, ..Report::new(outcome, detail) })
 }
 
 fn copy_status(server: &ServerName, groups: &[Object]) -> Result<Report, String> {
     const CMDLET: &str = "Get-MailboxDatabaseCopyStatus | Group Status";
     let mut counts = Vec::new();
+    let mut not_passive = Vec::new();
     let mut active = 0;
     for group in groups {
         let status = required_text(group, "Name", CMDLET)?;
         let count = field(group, "Count").and_then(Value::as_u64).ok_or_else(|| format!("{CMDLET} output has a group without a numeric Count"))?;
-        if ACTIVE_COPY_STATES.iter().any(|state| state.eq_ignore_ascii_case(status)) {
+        if count > 0 && !is_passive_copy_status(status) {
             active += count;
+            not_passive.push(status.to_owned());
         }
         counts.push(format!("{status}: {count}"));
     }
     if counts.is_empty() {
         return Ok(Report::new(Outcome::NoActiveCopies, format!("no database copies on {server}")));
     }
-    let outcome = if active > 0 { Outcome::ActiveCopies } else { Outcome::NoActiveCopies };
-    Ok(Report::new(outcome, counts.join(", ")))
+    if active == 0 {
+        return Ok(Report::new(Outcome::NoActiveCopies, counts.join(", ")));
+    }
+    Ok(Report::new(Outcome::ActiveCopies, format!("{}; not passive: {}", counts.join(", "), not_passive.join(", "))))
+}
+
+/// `Get-MailboxServer` as it was before activation was disabled: whether an administrator had disabled it already.
+fn disable_activation(server: &ServerName, attempt: u32, objects: &[Object]) -> Result<Report, String> {
+    const FIELD: &str = "DatabaseCopyActivationDisabledAndMoveNow";
+    let before = objects
+        .iter()
+        .find_map(|object| field(object, FIELD))
+        .ok_or_else(|| format!("Get-MailboxServer output has no {FIELD}, so whether activation was disabled before is unknown"))?;
+    let already = before.as_bool().ok_or_else(|| format!("Get-MailboxServer output's {FIELD} is {before}, not true or false"))?;
+    Ok(Report::activation_disabled(server, attempt, already))
+}
+
+/// `Get-ServerComponentState -Component ServerWideOffline`: only `Active` lets the responder change the server.
+fn component_state(server: &ServerName, objects: &[Object]) -> Result<Report, String> {
+    const CMDLET: &str = "Get-ServerComponentState";
+    let object = objects.first().ok_or_else(|| format!("{CMDLET} returned nothing for {server}"))?;
+    let state = required_text(object, "State", CMDLET)?;
+    if state.eq_ignore_ascii_case("Active") {
+        Ok(Report::new(Outcome::Active, format!("ServerWideOffline is Active on {server}")))
+    } else {
+        Ok(Report::new(Outcome::Inactive, format!("ServerWideOffline is {state} on {server}: the server is in maintenance")))
+    }
 }
 
 /// `iisreset` says what it did in its last line ("Internet services successfully restarted").
@@ -339,9 +362,25 @@ mod tests {
     #[test]
     fn copy_status_counts_active_copies() {
         let cases: &[(&str, Outcome, &str)] = &[
-            (r#"[{"Count":2,"Name":"Mounted"},{"Count":3,"Name":"Healthy"}]"#, Outcome::ActiveCopies, "Mounted: 2, Healthy: 3"),
+            (r#"[{"Count":2,"Name":"Mounted"},{"Count":3,"Name":"Healthy"}]"#, Outcome::ActiveCopies, "Mounted: 2, Healthy: 3; not passive: Mounted"),
             (r#"[{"Count":3,"Name":"Healthy"},{"Count":1,"Name":"Failed"}]"#, Outcome::NoActiveCopies, "Healthy: 3, Failed: 1"),
-            (r#"{"Count":1,"Name":"Mounting"}"#, Outcome::ActiveCopies, "Mounting: 1"),
+            (r#"{"Count":1,"Name":"Mounting"}"#, Outcome::ActiveCopies, "Mounting: 1; not passive: Mounting"),
+            (
+                r#"[{"Count":2,"Name":"ServiceDown"},{"Count":1,"Name":"Seeding"}]"#,
+                Outcome::ActiveCopies,
+                "ServiceDown: 2, Seeding: 1; not passive: ServiceDown",
+            ),
+            (
+                r#"[{"Count":1,"Name":"Dismounting"},{"Count":1,"Name":"Dismounted"}]"#,
+                Outcome::ActiveCopies,
+                "Dismounting: 1, Dismounted: 1; not passive: Dismounting, Dismounted",
+            ),
+            (r#"[{"Count":1,"Name":"SinglePageRestore"}]"#, Outcome::ActiveCopies, "SinglePageRestore: 1; not passive: SinglePageRestore"),
+            (
+                r#"[{"Count":1,"Name":"Suspended"},{"Count":1,"Name":"FailedAndSuspended"},{"Count":1,"Name":"Initializing"},{"Count":1,"Name":"Resynchronizing"},{"Count":1,"Name":"DisconnectedAndHealthy"},{"Count":1,"Name":"DisconnectedAndResynchronizing"}]"#,
+                Outcome::NoActiveCopies,
+                "Suspended: 1, FailedAndSuspended: 1, Initializing: 1, Resynchronizing: 1, DisconnectedAndHealthy: 1, DisconnectedAndResynchronizing: 1",
+            ),
             (r#"[{"Count":0,"Name":"Mounted"}]"#, Outcome::NoActiveCopies, "Mounted: 0"),
             ("[]", Outcome::NoActiveCopies, "no database copies on mbx01.contoso.com"),
             (r#"[{"Count":"2","Name":"Mounted"}]"#, Outcome::Error, "Get-MailboxDatabaseCopyStatus | Group Status output has a group without a numeric Count"),
@@ -373,6 +412,39 @@ mod tests {
         assert!(failed.detail.chars().count() < STDERR_CHARS + 50);
         let killed = interpret(&Action::EnableActivation { server: server() }, None, &capture("{}"), &capture(""));
         assert_eq!((killed.outcome, killed.detail.as_str()), (Outcome::Error, "the shell was killed by a signal; no error output"));
+    }
+
+    #[test]
+    fn disabling_activation_records_whether_it_was_disabled_before() {
+        let disable = Action::DisableActivation { server: server(), attempt: 1 };
+        let fresh = check(&disable, r#"{"Name":"MBX01","DatabaseCopyActivationDisabledAndMoveNow":false}"#);
+        assert_eq!((fresh.outcome, fresh.already_in_place), (Outcome::Done, false), "{}", fresh.detail);
+        let found = check(&disable, r#"{"Name":"MBX01","DatabaseCopyActivationDisabledAndMoveNow":true}"#);
+        assert_eq!((found.outcome, found.already_in_place), (Outcome::Done, true));
+        assert!(found.detail.contains("already disabled on mbx01.contoso.com before this failover"), "{}", found.detail);
+        let unknown = check(&disable, r#"{"Name":"MBX01"}"#);
+        assert_eq!(unknown.outcome, Outcome::Error, "a prior state that cannot be read is not taken as enabled");
+        assert!(unknown.detail.contains("no DatabaseCopyActivationDisabledAndMoveNow"), "{}", unknown.detail);
+    }
+
+    #[test]
+    fn component_state_active_only_lets_the_server_be_changed() {
+        let action = Action::ComponentState { server: server() };
+        let cases: &[(&str, Outcome, &str)] = &[
+            (r#"{"Identity":"MBX01","Component":"ServerWideOffline","State":"Active"}"#, Outcome::Active, "ServerWideOffline is Active"),
+            (
+                r#"{"Identity":"MBX01","Component":"ServerWideOffline","State":"Inactive"}"#,
+                Outcome::Inactive,
+                "ServerWideOffline is Inactive on mbx01.contoso.com",
+            ),
+            (r#"[{"Component":"ServerWideOffline","State":"Draining"}]"#, Outcome::Inactive, "Draining"),
+            (r#"{"Component":"ServerWideOffline","State":1}"#, Outcome::Error, "State is 1, not text"),
+            ("[]", Outcome::Error, "returned nothing"),
+        ];
+        for (stdout, outcome, detail) in cases {
+            let report = check(&action, stdout);
+            assert_eq!((report.outcome, report.detail.contains(detail)), (*outcome, true), "{stdout:?}: {}", report.detail);
+        }
     }
 
     #[test]

@@ -80,6 +80,7 @@ impl Template {
             ActionKind::CopyStatus => (EXCHANGE_FRAME, include_str!("../scripts/copy_status.ps1")),
             ActionKind::RestartServer => (HOST_FRAME, include_str!("../scripts/restart_server.ps1")),
             ActionKind::EnableActivation => (EXCHANGE_FRAME, include_str!("../scripts/enable_activation.ps1")),
+            ActionKind::ComponentState => (EXCHANGE_FRAME, include_str!("../scripts/component_state.ps1")),
             ActionKind::Wait => return None,
         };
         // The body goes where the frame's `{body}` line stands, indented as that line is.

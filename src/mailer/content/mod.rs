@@ -111,6 +111,9 @@ impl Content {
             "blocked" => "Automation was not allowed to finish. A person must take over.".to_owned(),
             "recovered" if escalation.activation_disabled.is_empty() => "Automation fixed this. Nothing needs doing.".to_owned(),
             "recovered" => "Automation fixed this, but one thing is left for you: see below.".to_owned(),
+            "suppressed" => {
+                "A silence or maintenance covers a server this incident would change, so automation stopped; one thing is left for you: see below.".to_owned()
+            }
             other => format!("The incident ended {other}."),
         };
 
@@ -128,6 +131,13 @@ impl Content {
                 Tone::Bad,
                 format!("Database activation is still disabled on {disabled}. When it is healthy, re-enable it with:"),
                 Some(format!("Set-MailboxServer {disabled} -DatabaseCopyActivationDisabledAndMoveNow $false")),
+            ));
+        }
+        for found in escalation.activation_left_as_found {
+            notes.push(Note::new(
+                Tone::Warn,
+                format!("Database activation was already disabled on {found} before automation failed it over; it was left disabled, as found."),
+                None,
             ));
         }
         match state.as_str() {
