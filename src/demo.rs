@@ -27,6 +27,7 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("RequestsQueuedGt500 recovered after a settle wait", include_str!("../examples/alerts/requests-queued.json")),
     ("an escalation after every remedy", include_str!("../examples/alerts/activesync-ctp-escalation.json")),
     ("no documented recovery: verify, then escalate", include_str!("../examples/alerts/activesync-proxytest.json")),
+    ("a server in maintenance is left alone", include_str!("../examples/alerts/activesync-deeptest-maintenance.json")),
 ];
 
 /// How long the demo waits for everything to finish before it gives up.

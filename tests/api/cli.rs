@@ -283,3 +283,36 @@ async fn operators_silence_a_server_from_the_command_line() {
     assert_eq!(code(&deleted), 0, "{}", stderr(&deleted));
     assert!(stdout(&client(&app, &["silences", "list"]).await).contains("no silences in force"));
 }
+
+#[tokio::test]
+async fn the_demo_runs_every_scenario_to_its_end_and_exits_0() {
+    let app = TestApp::attached("http://127.0.0.1:9");
+    let output = run(&app, &["demo"], &[]).await;
+    let text = stdout(&output);
+    assert_eq!(code(&output), 0, "stdout:\n{text}\nstderr:\n{}", stderr(&output));
+    let endings: Vec<(&str, &str)> = text
+        .split("\n== ")
+        .skip(1)
+        .map(|scenario| {
+            let mut lines = scenario.lines();
+            let what = lines.next().unwrap();
+            let state = lines.next().unwrap().rsplit(": ").next().unwrap();
+            (what, state)
+        })
+        .collect();
+    assert_eq!(
+        endings,
+        [
+            ("a transient alert", "TRANSIENT"),
+            ("recovery by app pool recycle", "RECOVERED"),
+            ("a CTP alert fixed on the _Mbx: Mailbox server", "RECOVERED"),
+            ("a Mailbox restart with database failover and failback", "RECOVERED"),
+            ("RequestsQueuedGt500 recovered after a settle wait", "RECOVERED"),
+            ("an escalation after every remedy", "ESCALATED"),
+            ("no documented recovery: verify, then escalate", "ESCALATED"),
+            ("a server in maintenance is left alone", "SUPPRESSED"),
+        ],
+        "{text}"
+    );
+    assert!(text.contains("escalation emails (2), written to "), "{text}");
+}

@@ -1,6 +1,7 @@
 //! The integration tests: one binary that drives the real service over HTTP on loopback.
 
 mod browser;
+mod changes;
 mod cli;
 mod helpers;
 mod intake;

@@ -381,6 +381,42 @@ async fn every_runbook_runs_end_to_end_through_the_shell() {
 }
 
 #[tokio::test]
+async fn maintenance_copy_states_and_activation_as_found_hold_through_the_shell() {
+    let deep = |server: &str| serde_json::json!({"health_set": "ActiveSync", "server": server, "monitor": "ActiveSyncDeepTestMonitor"});
+    let cases: &[(&str, serde_json::Value, &str, &[&str])] = &[
+        (
+            "[servers.\"mbx01.contoso.com\"]\nfault = \"restart\"\nmaintenance = true\nunhealthy_monitors = [\"ActiveSyncDeepTestMonitor\"]\n",
+            deep("mbx01.contoso.com"),
+            "suppressed",
+            &["recycle_app_pool", "iis_reset", "disable_activation", "restart_server"],
+        ),
+        (
+            "[servers.\"mbx01.contoso.com\"]\nfault = \"restart\"\nactive_copies = 0\npassive_copies = 2\ncopy_states = { ServiceDown = 1 }\n",
+            deep("mbx01.contoso.com"),
+            "escalated",
+            &["restart_server"],
+        ),
+        (
+            "[servers.\"mbx02.contoso.com\"]\nfault = \"restart\"\nactivation_disabled = true\nactive_copies = 2\ncopies_moved_per_failover = 2\n",
+            deep("mbx02.contoso.com"),
+            "recovered",
+            &["enable_activation"],
+        ),
+    ];
+    for (scenario, alert, state, never) in cases {
+        let world = World::new(scenario);
+        let app = service_with(&world, "30s").await;
+        let incident = app.wait_final(&app.open(&alert.to_string()).await).await;
+        assert_eq!(incident["state"], *state, "{scenario}: {incident:#}");
+        let received = received(&world);
+        assert_eq!(received, journaled(&incident), "{scenario}");
+        for action in *never {
+            assert!(!received.iter().any(|call| call.starts_with(action)), "{scenario}: the shell never ran {action}: {received:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn executor_failures_block_the_incident_and_escalate() {
     let cases = [
         ("[servers.\"cas01.contoso.com\"]\nfault = \"iis_reset\"\n[servers.\"cas01.contoso.com\".actions]\niis_reset = { garbage = true }\n", "1m", "executor failure: iis_reset on cas01.contoso.com failed"),

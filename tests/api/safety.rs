@@ -236,6 +236,27 @@ fn relaxed_throttles() -> String {
         .collect()
 }
 
+const MUTATING: [&str; 5] = ["recycle_app_pool", "iis_reset", "disable_activation", "restart_server", "enable_activation"];
+const VERIFYING: [&str; 3] = ["probe", "server_health", "copy_status"];
+
+/// Waits (bounded) until some incident has a change started and not finished, and returns it and the step's seq.
+async fn change_under_way(app: &TestApp) -> (String, i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = app.admin_get("/v1/incidents?limit=1000").await;
+        for summary in list["incidents"].as_array().unwrap() {
+            let (_, incident) = app.admin_get(&format!("/v1/incidents/{}", summary["id"].as_str().unwrap())).await;
+            let running =
+                incident["steps"].as_array().unwrap().iter().find(|s| s["finished_at"].is_null() && MUTATING.contains(&s["action"].as_str().unwrap()));
+            if let Some(step) = running {
+                return (incident["id"].as_str().unwrap().to_owned(), step["seq"].as_i64().unwrap());
+            }
+        }
+        assert!(Instant::now() < deadline, "no change was under way within 30 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
     let dir = tempfile::tempdir().unwrap();
@@ -258,7 +279,10 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
     ];
     let mut acknowledged = Vec::new();
     // Kill points spread over the runbooks: early, mid-step, mid-wait, late.
-    let kill_after_ms = [150u64, 420, 90, 700, 260, 510, 330, 860];
+    // Kill points spread over the runbooks: early, mid-step, mid-wait, late; the last round kills while a change
+    // is under way, as the journal shows it (a step started and not finished).
+    let kill_after_ms = [150u64, 420, 90, 700, 260, 510, 330, 860, 0];
+    let mut killed_during = None;
     for (round, delay) in kill_after_ms.iter().enumerate() {
         let mut process = ServiceProcess::start(&config, None);
         for body in &alerts {
@@ -278,7 +302,11 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
             let answer: Value = response.json().await.unwrap();
             acknowledged.push(answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned());
         }
-        tokio::time::sleep(Duration::from_millis(*delay)).await;
+        if *delay > 0 {
+            tokio::time::sleep(Duration::from_millis(*delay)).await;
+        } else {
+            killed_during = Some(change_under_way(&TestApp::attached(&process.url)).await);
+        }
         process.child.kill().unwrap();
         process.child.wait().unwrap();
     }
@@ -289,20 +317,27 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
         assert_eq!(app.admin_get(&format!("/v1/alerts/{id}")).await.0, 200, "acknowledged alert {id} survived every kill");
     }
     let incidents = all_incidents(&app).await;
-    let mut interrupted = 0;
+    assert!(!incidents.is_empty());
+    let mutating = |s: &Value| MUTATING.contains(&s["action"].as_str().unwrap());
     for incident in &incidents {
         let steps: Vec<&Value> = incident["steps"].as_array().unwrap().iter().filter(|s| s["action"] != "wait").collect();
         assert!(steps.iter().all(|s| !s["finished_at"].is_null()), "every step finished: {incident:#}");
         for pair in steps.windows(2) {
-            let mutating = |s: &Value| {
-                ["recycle_app_pool", "iis_reset", "disable_activation", "restart_server", "enable_activation"].contains(&s["action"].as_str().unwrap())
-            };
             assert!(!(mutating(pair[0]) && mutating(pair[1])), "two changes without a check between them: {incident:#}");
+            if pair[0]["outcome"] == "interrupted" && mutating(pair[0]) {
+                // A change whose result was lost is verified (probe, server health or copy status), never repeated.
+                assert!(VERIFYING.contains(&pair[1]["action"].as_str().unwrap()), "an interrupted change was not verified next: {incident:#}");
+                assert_eq!(pair[1]["server"], pair[0]["server"], "{incident:#}");
+            }
         }
-        interrupted += steps.iter().filter(|s| s["outcome"] == "interrupted").count();
     }
-    assert!(!incidents.is_empty());
-    eprintln!("crash test: {} incidents, {interrupted} interrupted step(s) verified after restart", incidents.len());
+    let (incident_id, seq) = killed_during.expect("the last round killed the service during a change");
+    let incident = incidents.iter().find(|i| i["id"] == incident_id.as_str()).expect("the incident is listed");
+    let steps = incident["steps"].as_array().unwrap();
+    let step = steps.iter().find(|s| s["seq"] == seq).unwrap();
+    assert_eq!(step["outcome"], "interrupted", "the change the kill cut short is recorded interrupted: {incident:#}");
+    let next = steps.iter().find(|s| s["seq"].as_i64() > Some(seq) && s["action"] != "wait").expect("the incident went on");
+    assert!(VERIFYING.contains(&next["action"].as_str().unwrap()), "and verified before anything else: {incident:#}");
     process.child.kill().unwrap();
     process.child.wait().unwrap();
 }
