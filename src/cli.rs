@@ -314,6 +314,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 format!("{:?}", settings.executor.kind).to_lowercase(),
                 if settings.executor.dry_run { " (dry run)" } else { "" }
             );
+            if settings.executor.kind == crate::config::ExecutorKind::Powershell {
+                // What each server's Exchange steps will connect to; IIS and restart steps go to the server itself.
+                let shell =
+                    crate::executor::powershell::PowerShell::new(&settings.executor, settings.timing.restart_timeout.0)?.with_inventory(&settings.inventory);
+                for server in settings.inventory.keys() {
+                    println!("  {server}: Exchange steps connect to {}; IIS and restart steps to {server} over WinRM", shell.endpoint(server));
+                }
+            }
             if send_test_email {
                 test_email(&settings).await?;
             }

@@ -138,6 +138,9 @@ pub struct ServerConfig {
     pub role: Role,
     #[serde(default)]
     pub group: Option<String>,
+    /// This server's own Exchange Management Shell endpoint, instead of `executor.connection_uri`.
+    #[serde(default)]
+    pub connection_uri: Option<String>,
 }
 
 /// What an Exchange 2013 server does; it decides the restart path (a Mailbox server fails its databases over first).
@@ -175,6 +178,12 @@ pub struct ExecutorConfig {
     pub connection_uri: String,
     pub authentication: String,
     pub timeout: Dur,
+    /// At most this many executor processes at once; other steps wait their turn, in order.
+    pub max_parallel: usize,
+    /// Read-only steps are tried this often on executor errors before the incident ends `blocked`.
+    pub read_attempts: u32,
+    /// The wait before a read-only step's second try; it doubles with each further try.
+    pub read_backoff: Dur,
     pub scripts: BTreeMap<String, String>,
 }
 
@@ -188,6 +197,9 @@ impl Default for ExecutorConfig {
             connection_uri: "http://{server}/PowerShell/".into(),
             authentication: "Kerberos".into(),
             timeout: minutes(10),
+            max_parallel: 8,
+            read_attempts: 3,
+            read_backoff: Dur(Duration::from_secs(5)),
             scripts: BTreeMap::new(),
         }
     }
@@ -226,6 +238,16 @@ pub struct SimServerConfig {
     pub activation_disabled: bool,
     /// Database copies in other states than `Mounted` and `Healthy` (e.g. `ServiceDown = 2`); they never move.
     pub copy_states: BTreeMap<String, u32>,
+    /// How long the copies a `disable_activation` moves stay `Mounted` before they are gone: moves are asynchronous.
+    pub move_time: Dur,
+    /// After a remedy, probes fail this long: a recycled pool or a booted server answers slowly at first.
+    pub warm_up: Dur,
+    /// The first this many read-only actions on the server fail in the executor (WinRM hiccups), then it answers.
+    pub flaky_reads: u32,
+    /// After an IISReset the server's Exchange endpoint is down this long: read-only actions on it fail.
+    pub iis_reset_downtime: Dur,
+    /// After a restart the server answers nothing this long: Windows and Exchange are starting.
+    pub boot_time: Dur,
 }
 
 impl Default for SimServerConfig {
@@ -238,6 +260,11 @@ impl Default for SimServerConfig {
             maintenance: false,
             activation_disabled: false,
             copy_states: BTreeMap::new(),
+            move_time: Dur(Duration::ZERO),
+            warm_up: Dur(Duration::ZERO),
+            flaky_reads: 0,
+            iis_reset_downtime: Dur(Duration::ZERO),
+            boot_time: Dur(Duration::ZERO),
         }
     }
 }
@@ -257,14 +284,27 @@ pub enum Fault {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimingConfig {
+    /// RequestsQueuedGt500: the wait before each `Get-ServerHealth` check after a remedy.
     pub settle_wait: Dur,
+    /// How long a restarted server has to answer again.
     pub restart_timeout: Dur,
-    pub copy_status_attempts: u32,
+    /// After every remedy, before verifying again: an application pool or a booted server answers slowly at first.
+    pub warm_up: Dur,
+    /// How long active database copies have to move off a Mailbox server.
+    pub failover_timeout: Dur,
+    /// Between copy-status checks while they move.
+    pub poll_interval: Dur,
 }
 
 impl Default for TimingConfig {
     fn default() -> Self {
-        TimingConfig { settle_wait: minutes(10), restart_timeout: minutes(30), copy_status_attempts: 3 }
+        TimingConfig {
+            settle_wait: minutes(10),
+            restart_timeout: minutes(30),
+            warm_up: Dur(Duration::from_secs(60)),
+            failover_timeout: minutes(10),
+            poll_interval: Dur(Duration::from_secs(30)),
+        }
     }
 }
 
@@ -506,7 +546,11 @@ impl Config {
         let mut inventory = BTreeMap::new();
         for (i, server) in self.servers.iter().enumerate() {
             let group = server.group.clone().unwrap_or_else(|| server.name.to_string());
-            if inventory.insert(server.name.clone(), InventoryEntry { role: server.role, group }).is_some() {
+            if let Some(uri) = &server.connection_uri {
+                crate::executor::powershell::check_connection_uri(uri).map_err(|e| ConfigError::new(format!("servers[{i}].connection_uri"), e))?;
+            }
+            let entry = InventoryEntry { role: server.role, group, connection_uri: server.connection_uri.clone() };
+            if inventory.insert(server.name.clone(), entry).is_some() {
                 return Err(ConfigError::new(format!("servers[{i}].name"), format!("{} is listed twice", server.name)));
             }
         }
@@ -527,8 +571,20 @@ impl Config {
         if self.retention.0 < Duration::from_secs(24 * 3600) {
             return Err(ConfigError::new("retention", "must be at least one day: throttles count the last day of the journal"));
         }
-        if self.timing.copy_status_attempts == 0 {
-            return Err(ConfigError::new("timing.copy_status_attempts", "must be at least 1"));
+        if self.timing.poll_interval.0.is_zero() {
+            return Err(ConfigError::new("timing.poll_interval", "must be more than zero"));
+        }
+        if self.timing.failover_timeout.0 < self.timing.poll_interval.0 {
+            return Err(ConfigError::new(
+                "timing.failover_timeout",
+                format!("must be at least timing.poll_interval ({})", humantime::format_duration(self.timing.poll_interval.0)),
+            ));
+        }
+        if self.executor.read_attempts == 0 {
+            return Err(ConfigError::new("executor.read_attempts", "must be at least 1"));
+        }
+        if self.executor.max_parallel == 0 {
+            return Err(ConfigError::new("executor.max_parallel", "must be at least 1"));
         }
         for (name, throttle) in [
             ("recycle_app_pool", &self.safety.recycle_app_pool),
@@ -656,6 +712,8 @@ pub struct InventoryEntry {
     pub role: Role,
     /// The throttle group: the DAG for Mailbox servers, the CAS array for CAS; the server itself when not set.
     pub group: String,
+    /// Where this server's Exchange steps connect, when not `executor.connection_uri`.
+    pub connection_uri: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use crate::config::{ExecutorKind, Settings};
 use crate::domain::ServerName;
-use crate::executor::{powershell::PowerShell, simulator::Simulator, Action, Executor, Report};
+use crate::executor::{powershell::PowerShell, simulator::Simulator, Action, Executor, Report, Until};
 use crate::incident::{ActionKind, Outcome, State};
 use crate::mailer::{self, Escalation, Mailer};
 use crate::metrics::Metrics;
@@ -151,14 +151,25 @@ impl Engine {
     pub fn new(settings: Arc<Settings>, store: Store, metrics: Arc<Metrics>, paused: bool) -> anyhow::Result<(Engine, EngineHandle)> {
         let executor = match settings.executor.kind {
             ExecutorKind::Simulator => Executor::Simulator(Simulator::new(&settings.simulator, &settings.inventory, settings.runbooks.health_sets())),
-            ExecutorKind::Powershell => Executor::PowerShell(PowerShell::new(&settings.executor, settings.timing.restart_timeout.0)?),
+            ExecutorKind::Powershell => Executor::PowerShell(
+                PowerShell::new(&settings.executor, settings.timing.restart_timeout.0)?
+                    .with_inventory(&settings.inventory)
+                    .with_gauges(metrics.executor_gauges()),
+            ),
         };
         let mailer = Mailer::new(&settings.email, settings.smtp_password.as_ref(), &settings.data_dir)?;
         let (wake, wakes) = mpsc::unbounded_channel();
         let running = Arc::new(AtomicBool::new(false));
         let mail = Arc::new(Notify::new());
         let paused = Arc::new(AtomicBool::new(paused));
-        let limits = Limits { settle_wait: settings.timing.settle_wait.0, copy_status_attempts: settings.timing.copy_status_attempts };
+        let timing = &settings.timing;
+        let limits = Limits {
+            settle_wait: timing.settle_wait.0,
+            warm_up: timing.warm_up.0,
+            restart_timeout: timing.restart_timeout.0,
+            failover_timeout: timing.failover_timeout.0,
+            poll_interval: timing.poll_interval.0,
+        };
         let shared = Arc::new(Shared {
             settings,
             store,
@@ -194,7 +205,8 @@ impl Engine {
                     Wake::Incident(id) => {
                         let running = lock(&shared.drivers).get(&id).cloned();
                         match running {
-                            Some(signal) => signal.notify_one(),
+                            // Only waits under way hear it: a notice never shortens a wait that begins later.
+                            Some(signal) => signal.notify_waiters(),
                             None => deferred |= dispatch(&shared, &mut drivers, &stopping, Some(id)).await,
                         }
                     }
@@ -318,7 +330,7 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
             }
         }
         if let Some(step) = unfinished {
-            resume(shared, id, step, &action, signal, &stopping).await?;
+            resume(shared, &incident, step, &action, signal, &stopping).await?;
             continue;
         }
         let kind = action.kind();
@@ -360,12 +372,9 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
             }
         };
         tracing::info!(%kind, server = %action.server(), "step started");
-        let report = match &action {
-            Action::Wait { duration, .. } => match settle(*duration, signal, stopping.clone()).await {
-                Some(report) => report,
-                None => return Ok(()),
-            },
-            _ => shared.executor.run(&action).await,
+        let Some(report) = perform(shared, &action, None, signal, &stopping).await else {
+            // The service is stopping: the step stays unfinished in the journal and resumes after a restart.
+            return Ok(());
         };
         tracing::info!(%kind, outcome = %report.outcome, "step finished");
         shared.metrics.action(kind, report.outcome);
@@ -432,39 +441,108 @@ async fn silenced(store: &Store, server: &ServerName) -> anyhow::Result<Option<S
     Ok(store.silenced(server.to_string()).await?.map(|silence| format!("a silence covers {} until {}: {}", silence.server, silence.until, silence.reason)))
 }
 
-/// Continues a step whose result the journal does not have: the service stopped while it ran.
+/// Continues a step whose result the journal does not have: the service stopped while it ran. A wait or a read
+/// goes on (a wait with the time it has left, ended at once by a resolved notice that came after it began); a change
+/// is recorded `interrupted`, and the planner verifies before anything else.
 async fn resume(
     shared: &Shared,
-    id: &str,
+    incident: &crate::store::IncidentRecord,
     step: crate::store::StepRecord,
     wanted: &Action,
     signal: &Notify,
     stopping: &watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let same = step.done.action == wanted.kind() && &step.done.server == wanted.server();
+    let noticed = incident.resolved_at.is_some_and(|at| at >= step.started_at);
     let report = match wanted {
-        Action::Wait { duration, .. } if same => {
-            let left = Duration::from_millis((step.started_at + duration.as_millis() as i64 - now_ms()).max(0) as u64);
-            match settle(left, signal, stopping.clone()).await {
-                Some(report) => report,
-                None => return Ok(()),
-            }
+        Action::Wait { until: Until::Elapsed, .. } if same && noticed => {
+            Report::new(Outcome::Done, "cut short: a resolved notice arrived while the service was stopped, checking now")
         }
-        action if same && !action.kind().is_mutating() => shared.executor.run(action).await,
+        action if same && !action.kind().is_mutating() => match perform(shared, action, Some(step.started_at), signal, stopping).await {
+            Some(report) => report,
+            None => return Ok(()),
+        },
         _ => Report::new(Outcome::Interrupted, "the service stopped before this step's result was recorded; verifying before anything else"),
     };
     tracing::warn!(kind = %step.done.action, outcome = %report.outcome, "resumed a step the service was running when it stopped");
     shared.metrics.action(step.done.action, report.outcome);
-    shared.store.finish_step(id.to_owned(), step.seq, report).await.context("cannot record the resumed step")
+    shared.store.finish_step(incident.id.clone(), step.seq, report).await.context("cannot record the resumed step")
 }
 
-/// Waits out a settle time; a resolved notice cuts it short. `None` when the service is stopping: the wait stays
-/// unfinished in the journal and continues with the time left after a restart.
+/// Runs one journaled step: a wait is kept here (a resumed one, journaled at `resumed` in store time, for the time
+/// it has left), a read is retried on executor errors, a change runs once. `None` when the service is stopping.
+async fn perform(shared: &Shared, action: &Action, resumed: Option<i64>, signal: &Notify, stopping: &watch::Receiver<bool>) -> Option<Report> {
+    let left = |duration: Duration| match resumed {
+        Some(started_at) => duration.saturating_sub(Duration::from_millis(u64::try_from(now_ms() - started_at).unwrap_or(0))),
+        None => duration,
+    };
+    match action {
+        Action::Wait { duration, until: Until::Elapsed, .. } => settle(left(*duration), signal, stopping.clone()).await,
+        Action::Wait { server, duration, until: Until::Answering } => answering(shared, server, left(*duration), stopping.clone()).await,
+        action if action.is_read_only() => read(shared, action, stopping.clone()).await,
+        action => Some(shared.executor.run(action).await),
+    }
+}
+
+/// Waits out a settle or warm-up time; a resolved notice that arrives meanwhile cuts it short. `None` when the
+/// service is stopping: the wait stays unfinished in the journal and continues with the time left after a restart.
 async fn settle(duration: Duration, signal: &Notify, mut stopping: watch::Receiver<bool>) -> Option<Report> {
     tokio::select! {
         _ = tokio::time::sleep(duration) => Some(Report::new(Outcome::Done, format!("waited {}", humantime::format_duration(duration)))),
         _ = signal.notified() => Some(Report::new(Outcome::Done, "cut short: a resolved notice arrived, checking now")),
         _ = crate::service::stopped(&mut stopping) => None,
+    }
+}
+
+/// A read-only step, tried up to `executor.read_attempts` times while the executor fails (the shell errs, times
+/// out, or prints what does not parse), `executor.read_backoff` apart and doubling. A probe that ran and failed is
+/// a result, not an error. The detail tells every attempt.
+async fn read(shared: &Shared, action: &Action, mut stopping: watch::Receiver<bool>) -> Option<Report> {
+    let config = &shared.settings.executor;
+    let attempts = config.read_attempts.max(1);
+    let mut failures: Vec<String> = Vec::new();
+    let mut backoff = config.read_backoff.0;
+    loop {
+        let mut report = shared.executor.run(action).await;
+        let attempt = failures.len() as u32 + 1;
+        if report.outcome != Outcome::Error || attempt == attempts {
+            if !failures.is_empty() {
+                report.detail = format!("{}; attempt {attempt} of {attempts}: {}", failures.join("; "), report.detail);
+            }
+            return Some(report);
+        }
+        tracing::warn!(kind = %action.kind(), server = %action.server(), attempt, detail = %report.detail, "read-only step failed in the executor; trying again");
+        failures.push(format!("attempt {attempt} of {attempts} failed: {}", report.detail));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = crate::service::stopped(&mut stopping) => return None,
+        }
+        backoff = backoff.saturating_mul(2);
+    }
+}
+
+/// Waits until a restarted server answers the Exchange Management Shell again (`component_state` succeeds),
+/// checking every `timing.poll_interval`, for at most `bound`. A server that does not answer in time is left to the
+/// verification that follows, whose own retries then decide.
+async fn answering(shared: &Shared, server: &ServerName, bound: Duration, mut stopping: watch::Receiver<bool>) -> Option<Report> {
+    let started = tokio::time::Instant::now();
+    let check = Action::ComponentState { server: server.clone() };
+    let mut checks = 0;
+    loop {
+        let report = shared.executor.run(&check).await;
+        checks += 1;
+        let waited = humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()));
+        if report.outcome != Outcome::Error {
+            return Some(Report::new(Outcome::Done, format!("{server} answered after {waited} ({checks} check(s))")));
+        }
+        let left = bound.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Some(Report::new(Outcome::Done, format!("{server} did not answer within {waited}: {}", report.detail)));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.settings.timing.poll_interval.0.min(left)) => {}
+            _ = crate::service::stopped(&mut stopping) => return None,
+        }
     }
 }
 

@@ -82,6 +82,15 @@ pub struct Metrics {
     emails: Family<EmailLabels, Counter>,
     open_incidents: Gauge,
     automation_paused: Gauge,
+    executor: ExecutorGauges,
+}
+
+/// How many executor processes run and how many steps wait for one (`executor.max_parallel`); the executor keeps
+/// them current.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorGauges {
+    pub running: Gauge,
+    pub waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -118,7 +127,11 @@ impl Metrics {
         registry.register("hsr_open_incidents", "Incidents that are not final (queued, running or waiting), read from the store", open_incidents.clone());
         let automation_paused = Gauge::default();
         registry.register("hsr_automation_paused", "1 while automation is paused by the kill switch, else 0", automation_paused.clone());
-        let metrics = Metrics { registry, deliveries, auth_failures, intake_duration, incidents_finished, actions, emails, open_incidents, automation_paused };
+        let executor = ExecutorGauges::default();
+        registry.register("hsr_executor_processes", "Executor processes (shells) running now; at most executor.max_parallel", executor.running.clone());
+        registry.register("hsr_executor_waiting", "Steps waiting for an executor process because executor.max_parallel are running", executor.waiting.clone());
+        let metrics =
+            Metrics { registry, deliveries, auth_failures, intake_duration, incidents_finished, actions, emails, open_incidents, automation_paused, executor };
         // Series whose labels are known up front start at zero, so that a rate over them exists before the first event.
         for state in State::ALL.iter().filter(|state| state.is_final()) {
             metrics.incidents_finished.get_or_create(&StateLabels { state: state.as_str() }).inc_by(0);
@@ -156,6 +169,11 @@ impl Metrics {
     /// An incident reached a final state.
     pub fn incident_finished(&self, state: State) {
         self.incidents_finished.get_or_create(&StateLabels { state: state.as_str() }).inc();
+    }
+
+    /// The gauges the executor keeps current.
+    pub fn executor_gauges(&self) -> ExecutorGauges {
+        self.executor.clone()
     }
 
     /// A runbook step finished (or was journaled without running: dry run, throttled).

@@ -75,10 +75,22 @@ pub enum Action {
     ComponentState {
         server: ServerName,
     },
+    /// Kept by the engine, never by a shell: a settle or warm-up time, a pause between copy-status checks, or
+    /// (`Until::Answering`) the time a restarted server has to answer the Exchange Management Shell again.
     Wait {
         server: ServerName,
         duration: Duration,
+        until: Until,
     },
+}
+
+/// What a wait waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The time to pass (a resolved notice that arrives meanwhile cuts it short).
+    Elapsed,
+    /// The server to answer `Get-ServerComponentState` again, for at most the duration.
+    Answering,
 }
 
 impl Action {
@@ -112,6 +124,11 @@ impl Action {
         }
     }
 
+    /// Whether this action only reads (a check an executor failure may be retried for): neither a change nor a wait.
+    pub fn is_read_only(&self) -> bool {
+        !self.kind().is_mutating() && self.kind() != ActionKind::Wait
+    }
+
     /// Whether this action counts against the throttles: every mutating action but the repeated disable-and-check
     /// rounds of one failover, and re-enabling activation, which only undoes a failover.
     pub fn is_throttled(&self) -> bool {
@@ -139,7 +156,10 @@ impl Action {
             Action::RestartServer { server } => format!("Restart-Computer -ComputerName {server} -Force -Wait -For WinRM"),
             Action::EnableActivation { server } => format!("Set-MailboxServer {server} -DatabaseCopyActivationDisabledAndMoveNow $false"),
             Action::ComponentState { server } => format!("Get-ServerComponentState {server} -Component ServerWideOffline"),
-            Action::Wait { duration, .. } => format!("Start-Sleep -Seconds {}", duration.as_secs()),
+            Action::Wait { duration, until: Until::Elapsed, .. } => format!("Start-Sleep -Seconds {}", duration.as_secs()),
+            Action::Wait { server, duration, until: Until::Answering } => {
+                format!("wait until Get-ServerComponentState {server} answers, at most {} s", duration.as_secs())
+            }
         }
     }
 }

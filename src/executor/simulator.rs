@@ -2,12 +2,16 @@
 //!
 //! A faulted server's probes fail, and `Get-ServerHealth` reports its unhealthy monitors, until the named action has
 //! run on it: `app_pool` (recycle), `iis_reset`, `restart`; `mailbox` (a CAS) fails while a faulted Mailbox server
-//! stays faulted; `never` is never fixed; `none` is healthy. Mailbox servers hold active database copies that
-//! `disable_activation` moves off a few at a time. Servers the configuration does not name are healthy.
+//! stays faulted; `never` is never fixed; `none` is healthy. Servers the configuration does not name are healthy.
+//!
+//! It is as unkind as Exchange where a server's settings ask: database copies move asynchronously (`move_time`) and
+//! a few at a time (`copies_moved_per_failover` per `disable_activation`; the rest wait to be asked again), a remedied server fails probes while it warms up (`warm_up`), reads fail in the executor now and then
+//! (`flaky_reads`), the Exchange endpoint is down while IIS resets (`iis_reset_downtime`), and a restarted server
+//! answers nothing while it boots (`boot_time`). Its state lives in memory: it starts afresh with the service.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{is_passive_copy_status, Action, Report};
 use crate::config::{Fault, InventoryEntry, SimServerConfig, SimulatorSettings};
@@ -21,10 +25,22 @@ const PASSIVE_COPIES: u32 = 3;
 struct SimServer {
     config: SimServerConfig,
     fixed: bool,
+    /// Mounted copies that no `disable_activation` has asked to move yet.
     active_copies: u32,
+    /// Copies on their way off the server: still `Mounted` until then.
+    moving: Vec<Instant>,
+    /// Copies that have moved off (now passive here).
+    moved: u32,
     activation_disabled: bool,
     hosts_databases: bool,
     restarts: u32,
+    flaky_left: u32,
+    /// Probes fail until then: the server is warming up after a remedy.
+    cold_until: Option<Instant>,
+    /// Read-only actions fail until then: IIS, and with it the Exchange endpoint, is restarting.
+    endpoint_down_until: Option<Instant>,
+    /// Every action fails until then: the server is booting.
+    booting_until: Option<Instant>,
 }
 
 impl SimServer {
@@ -34,6 +50,36 @@ impl SimServer {
             Fault::Never => true,
             _ => !self.fixed,
         }
+    }
+
+    fn mounted(&self, now: Instant) -> u32 {
+        self.active_copies + self.moving.iter().filter(|at| **at > now).count() as u32
+    }
+
+    /// Why an executor would fail to reach the server now, if it would.
+    fn unreachable(&mut self, action: &Action, now: Instant) -> Option<String> {
+        let server = action.server();
+        if self.booting_until.is_some_and(|until| until > now) {
+            return Some(format!("Connecting to remote server {server} failed: WinRM cannot complete the operation (the server is starting)"));
+        }
+        if !action.is_read_only() {
+            return None;
+        }
+        if self.endpoint_down_until.is_some_and(|until| until > now) {
+            return Some(format!(
+                "Connecting to remote server {server} failed: http://{server}/PowerShell/ answered 503 Service Unavailable (IIS is restarting)"
+            ));
+        }
+        if self.flaky_left > 0 {
+            self.flaky_left -= 1;
+            return Some(format!("Connecting to remote server {server} failed: The WinRM client cannot complete the operation within the time specified"));
+        }
+        None
+    }
+
+    /// A remedy ran: the server answers slowly for its warm-up.
+    fn remedied(&mut self, now: Instant, downtime: Duration) {
+        self.cold_until = Some(now + downtime + self.config.warm_up.0);
     }
 }
 
@@ -55,9 +101,15 @@ impl Simulator {
                     config: config.clone(),
                     fixed: false,
                     active_copies: if hosts_databases { config.active_copies } else { 0 },
+                    moving: Vec::new(),
+                    moved: 0,
                     activation_disabled: config.activation_disabled,
                     hosts_databases,
                     restarts: 0,
+                    flaky_left: config.flaky_reads,
+                    cold_until: None,
+                    endpoint_down_until: None,
+                    booting_until: None,
                 };
                 (name.clone(), server)
             })
@@ -78,6 +130,10 @@ impl Simulator {
 
     fn apply(&self, action: &Action) -> Report {
         let mut servers = self.servers.lock().expect("simulator lock");
+        let now = Instant::now();
+        if let Some(error) = servers.get_mut(action.server()).and_then(|s| s.unreachable(action, now)) {
+            return Report::new(Outcome::Error, error);
+        }
         // A CAS with a `mailbox` fault fails while the Mailbox server behind its probe is faulted; without a hint,
         // while any Mailbox server is.
         let backend = match action {
@@ -95,9 +151,15 @@ impl Simulator {
                 Some(s) => s.faulted(),
             }
         };
+        let cold = |server: &ServerName| servers.get(server).and_then(|s| s.cold_until).is_some_and(|until| until > now);
         match action {
             Action::Probe { server, probe, .. } => {
-                if failing(server) {
+                if cold(server) && !failing(server) {
+                    Report::new(
+                        Outcome::Failed,
+                        format!("{probe}: ResultType Failed; Error occurred: Response: 500 Internal Server Error (the application is still starting)"),
+                    )
+                } else if failing(server) {
                     let mut report = Report::new(Outcome::Failed, format!("{probe}: ResultType Failed"));
                     report
                         .detail
@@ -128,15 +190,26 @@ impl Simulator {
             }
             Action::RecycleAppPool { server, app_pool } => {
                 fix(&mut servers, server, Fault::AppPool);
+                if let Some(s) = servers.get_mut(server) {
+                    s.remedied(now, Duration::ZERO);
+                }
                 Report::new(Outcome::Done, format!("{app_pool} recycled"))
             }
             Action::IisReset { server } => {
                 fix(&mut servers, server, Fault::IisReset);
+                if let Some(s) = servers.get_mut(server) {
+                    let downtime = s.config.iis_reset_downtime.0;
+                    s.endpoint_down_until = Some(now + downtime);
+                    s.remedied(now, downtime);
+                }
                 Report::new(Outcome::Done, "Internet services successfully restarted")
             }
             Action::RestartServer { server } => {
                 if let Some(s) = servers.get_mut(server) {
                     s.restarts += 1;
+                    let boot = s.config.boot_time.0;
+                    s.booting_until = Some(now + boot);
+                    s.remedied(now, boot);
                 }
                 fix(&mut servers, server, Fault::Restart);
                 Report::new(Outcome::Done, format!("{server} restarted and answering"))
@@ -146,15 +219,21 @@ impl Simulator {
                 if let Some(s) = servers.get_mut(server) {
                     already = s.activation_disabled;
                     s.activation_disabled = true;
-                    s.active_copies = s.active_copies.saturating_sub(s.config.copies_moved_per_failover);
+                    // Each round moves a few (SPEC: copies_moved_per_failover per call); the others stay until asked again.
+                    let moves = s.active_copies.min(s.config.copies_moved_per_failover);
+                    s.active_copies -= moves;
+                    s.moving.extend((0..moves).map(|_| now + s.config.move_time.0));
                 }
                 Report::activation_disabled(server, *attempt, already)
             }
             Action::CopyStatus { server } => {
                 let mut groups: Vec<(String, u32)> = Vec::new();
-                if let Some(s) = servers.get(server).filter(|s| s.hosts_databases) {
-                    groups.push(("Mounted".into(), s.active_copies));
-                    groups.push(("Healthy".into(), PASSIVE_COPIES));
+                if let Some(s) = servers.get_mut(server).filter(|s| s.hosts_databases) {
+                    let arrived = s.moving.iter().filter(|at| **at <= now).count() as u32;
+                    s.moving.retain(|at| *at > now);
+                    s.moved += arrived;
+                    groups.push(("Mounted".into(), s.mounted(now)));
+                    groups.push(("Healthy".into(), PASSIVE_COPIES + s.moved));
                     groups.extend(s.config.copy_states.iter().map(|(status, count)| (status.clone(), *count)));
                 }
                 let not_passive: Vec<&str> =
@@ -194,7 +273,7 @@ fn fix(servers: &mut HashMap<ServerName, SimServer>, server: &ServerName, by: Fa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Role;
+    use crate::config::{Dur, Role};
     use crate::domain::AppPool;
     use crate::executor::ProbeRef;
 
@@ -216,7 +295,7 @@ mod tests {
                     ..SimServerConfig::default()
                 },
             );
-            inventory.insert(name(server), InventoryEntry { role: *role, group: "g".into() });
+            inventory.insert(name(server), InventoryEntry { role: *role, group: "g".into(), connection_uri: None });
         }
         Simulator::new(&settings, &inventory, HashMap::from([("ActiveSyncDeepTestMonitor".to_owned(), "ActiveSync".to_owned())]))
     }
@@ -241,18 +320,62 @@ mod tests {
     }
 
     #[test]
-    fn a_mailbox_fault_follows_the_mailbox_server_and_copies_move_a_few_at_a_time() {
+    fn a_mailbox_fault_follows_the_mailbox_server_and_copies_move_only_when_asked() {
         let sim = simulator(&[("cas01", Fault::Mailbox, Role::Cas), ("mbx01", Fault::Restart, Role::Mailbox)]);
         assert_eq!(probe(&sim, "cas01"), Outcome::Failed);
-        let outcomes: Vec<Outcome> = (1..=3)
-            .map(|attempt| {
-                sim.apply(&Action::DisableActivation { server: name("mbx01"), attempt });
-                sim.apply(&Action::CopyStatus { server: name("mbx01") }).outcome
-            })
-            .collect();
-        assert_eq!(outcomes, [Outcome::ActiveCopies, Outcome::ActiveCopies, Outcome::NoActiveCopies], "5 copies, 2 moved per call");
+        let copies = || sim.apply(&Action::CopyStatus { server: name("mbx01") });
+        sim.apply(&Action::DisableActivation { server: name("mbx01"), attempt: 1 });
+        assert_eq!(copies().detail, "Mounted: 3, Healthy: 5; not passive: Mounted", "5 copies, 2 moved by the activation change");
+        assert_eq!(copies().outcome, Outcome::ActiveCopies, "the others do not move by themselves");
+        sim.apply(&Action::DisableActivation { server: name("mbx01"), attempt: 2 });
+        assert_eq!(copies().detail, "Mounted: 1, Healthy: 7; not passive: Mounted", "each round moves two more");
+        sim.apply(&Action::DisableActivation { server: name("mbx01"), attempt: 3 });
+        assert_eq!(copies().outcome, Outcome::NoActiveCopies);
         sim.apply(&Action::RestartServer { server: name("mbx01") });
         assert_eq!(probe(&sim, "mbx01"), Outcome::Succeeded);
         assert_eq!(probe(&sim, "cas01"), Outcome::Succeeded, "the CAS recovers with its Mailbox server");
+    }
+
+    #[test]
+    fn exchange_takes_its_time_and_stumbles() {
+        let ms = |n| Dur(Duration::from_millis(n));
+        let config = SimServerConfig {
+            fault: Fault::AppPool,
+            active_copies: 2,
+            copies_moved_per_failover: 2,
+            move_time: ms(150),
+            warm_up: ms(150),
+            flaky_reads: 1,
+            iis_reset_downtime: ms(150),
+            boot_time: ms(150),
+            ..SimServerConfig::default()
+        };
+        let settings = SimulatorSettings { action_latency: Duration::ZERO, servers: BTreeMap::from([(name("mbx01"), config)]) };
+        let inventory = BTreeMap::from([(name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "g".into(), connection_uri: None })]);
+        let sim = Simulator::new(&settings, &inventory, HashMap::new());
+        let pause = || std::thread::sleep(Duration::from_millis(200));
+        let state = || sim.apply(&Action::ComponentState { server: name("mbx01") });
+
+        assert_eq!(state().outcome, Outcome::Error, "one WinRM hiccup");
+        assert_eq!(state().outcome, Outcome::Active);
+        sim.apply(&Action::RecycleAppPool { server: name("mbx01"), app_pool: AppPool::parse("MSExchangeSyncAppPool").unwrap() });
+        assert_eq!(probe(&sim, "mbx01"), Outcome::Failed, "a fresh pool warms up");
+        pause();
+        assert_eq!(probe(&sim, "mbx01"), Outcome::Succeeded);
+
+        sim.apply(&Action::DisableActivation { server: name("mbx01"), attempt: 1 });
+        assert_eq!(sim.apply(&Action::CopyStatus { server: name("mbx01") }).outcome, Outcome::ActiveCopies, "moves take time");
+        pause();
+        assert_eq!(sim.apply(&Action::CopyStatus { server: name("mbx01") }).outcome, Outcome::NoActiveCopies);
+
+        sim.apply(&Action::IisReset { server: name("mbx01") });
+        assert!(state().detail.contains("503"), "the endpoint is down while IIS resets");
+        pause();
+        assert_eq!(state().outcome, Outcome::Active);
+
+        sim.apply(&Action::RestartServer { server: name("mbx01") });
+        assert!(state().detail.contains("the server is starting"));
+        pause();
+        assert_eq!(state().outcome, Outcome::Active);
     }
 }

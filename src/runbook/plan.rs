@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::{Remedy, Runbook, RunbookSet};
 use crate::config::{InventoryEntry, Role};
 use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ServerName};
-use crate::executor::Action;
+use crate::executor::{Action, Until};
 use crate::incident::{ActionKind, Outcome, State};
 
 /// What the incident says about itself.
@@ -27,11 +27,23 @@ pub struct Facts {
     pub mailbox_hint: Option<ServerName>,
 }
 
-/// The settings the planner needs.
+/// The settings the planner needs (`[timing]`).
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub settle_wait: Duration,
-    pub copy_status_attempts: u32,
+    pub warm_up: Duration,
+    pub restart_timeout: Duration,
+    pub failover_timeout: Duration,
+    pub poll_interval: Duration,
+}
+
+impl Limits {
+    /// How many copy-status checks follow the first one before a failover gives up: one every `poll_interval`
+    /// until `failover_timeout` has passed.
+    fn polls(&self) -> u32 {
+        let polls = self.failover_timeout.as_millis() / self.poll_interval.as_millis().max(1);
+        u32::try_from(polls).unwrap_or(u32::MAX)
+    }
 }
 
 pub struct Context<'a> {
@@ -364,7 +376,8 @@ impl<'a> Replay<'a> {
                 Remedied::Exhausted(why) => return Ok(Some(Remedied::Exhausted(format!("the Mailbox server {mailbox} could not be recovered: {why}")))),
                 Remedied::Recovered(how) => {
                     fixed.push(format!("{sub_monitor} on the Mailbox server {mailbox}: {how}"));
-                    if self.verify(ctx, runbook, server, monitor, true)? {
+                    // The Mailbox server warmed up before its own check; the CAS was not changed.
+                    if self.verify(ctx, runbook, server, monitor, false)? {
                         return Ok(Some(Remedied::Recovered(fixed.join("; "))));
                     }
                 }
@@ -378,23 +391,8 @@ impl<'a> Replay<'a> {
     fn restart(&mut self, ctx: &Context, runbook: &Runbook, server: &ServerName, monitor: &Monitor, role: Role) -> Step<Option<Remedied>> {
         self.in_service(server)?;
         if role.hosts_databases() {
-            let attempts = ctx.limits.copy_status_attempts;
-            let mut last = String::new();
-            let mut emptied = false;
-            for attempt in 1..=attempts {
-                // The first round is refused (changing nothing) when the restart that must follow it would be.
-                self.mutate(Action::DisableActivation { server: server.clone(), attempt })?;
-                let copies = self.read(Action::CopyStatus { server: server.clone() })?;
-                if copies.outcome == Outcome::NoActiveCopies {
-                    emptied = true;
-                    break;
-                }
-                last.clone_from(&copies.detail);
-            }
-            if !emptied {
-                return Ok(Some(Remedied::Exhausted(format!(
-                    "active database copies remain on {server} after {attempts} failover attempt(s) ({last}); the server was not restarted"
-                ))));
+            if let Some(why) = self.fail_over(ctx, server)? {
+                return Ok(Some(Remedied::Exhausted(why)));
             }
             self.in_service(server)?;
         }
@@ -411,6 +409,9 @@ impl<'a> Replay<'a> {
             }
             _ => {}
         }
+        // Windows answers before Exchange does, and a responder that restarted meanwhile finds the restart
+        // interrupted: either way, first wait (bounded) until the server answers again.
+        self.run(Action::Wait { server: server.clone(), duration: ctx.limits.restart_timeout, until: Until::Answering })?;
         if !self.verify(ctx, runbook, server, monitor, true)? {
             return Ok(None);
         }
@@ -424,12 +425,41 @@ impl<'a> Replay<'a> {
                     break;
                 }
                 // The result of re-enabling was lost: verify again before repeating it.
-                if !self.verify(ctx, runbook, server, monitor, true)? {
+                if !self.verify(ctx, runbook, server, monitor, false)? {
                     return Ok(Some(Remedied::Exhausted(format!("{} again before activation could be re-enabled on {server}", failing(runbook, monitor)))));
                 }
             }
         }
         Ok(Some(Remedied::Recovered(format!("restarting {server} fixed it"))))
+    }
+
+    /// Disables activation and checks copy status every `poll_interval` until no active copy remains (the moves are
+    /// asynchronous). Halfway through `failover_timeout` with copies still active, it asks Exchange to move them
+    /// again (the second `disable_activation` round runs `Move-ActiveMailboxDatabase`). Copies that never leave
+    /// end the runbook here, with the reason: the server is not restarted.
+    fn fail_over(&mut self, ctx: &Context, server: &ServerName) -> Step<Option<String>> {
+        // Refused (changing nothing) when the restart that must follow it would be.
+        self.mutate(Action::DisableActivation { server: server.clone(), attempt: 1 })?;
+        let polls = ctx.limits.polls();
+        let push_after = polls / 2;
+        let mut copies = self.read(Action::CopyStatus { server: server.clone() })?;
+        let mut checks = 0;
+        while copies.outcome != Outcome::NoActiveCopies {
+            if checks == polls {
+                let waited = humantime::format_duration(ctx.limits.poll_interval * polls);
+                return Ok(Some(format!(
+                    "active database copies remain on {server} after {waited} of copy-status checks ({}); the server was not restarted",
+                    copies.detail
+                )));
+            }
+            if checks == push_after && push_after > 0 {
+                self.mutate(Action::DisableActivation { server: server.clone(), attempt: 2 })?;
+            }
+            self.run(Action::Wait { server: server.clone(), duration: ctx.limits.poll_interval, until: Until::Elapsed })?;
+            checks += 1;
+            copies = self.read(Action::CopyStatus { server: server.clone() })?;
+        }
+        Ok(None)
     }
 
     /// Re-enables activation where this incident disabled it; false when there was nothing of ours to undo.
@@ -441,8 +471,13 @@ impl<'a> Replay<'a> {
         Ok(true)
     }
 
-    /// Whether the problem is gone: the probe succeeds, or `Get-ServerHealth` no longer reports the monitor.
+    /// Whether the problem is gone: the probe succeeds, or `Get-ServerHealth` no longer reports the monitor. Right
+    /// after a remedy on `server` it first waits: the settle wait for runbooks that settle, else the warm-up.
     fn verify(&mut self, ctx: &Context, runbook: &Runbook, server: &ServerName, monitor: &Monitor, after_remedy: bool) -> Step<bool> {
+        let pause = if runbook.verify.settle { ctx.limits.settle_wait } else { ctx.limits.warm_up };
+        if after_remedy && !pause.is_zero() {
+            self.run(Action::Wait { server: server.clone(), duration: pause, until: Until::Elapsed })?;
+        }
         if let Some(probe) = &runbook.verify.probe {
             let backend = ctx.facts.mailbox_hint.clone().filter(|_| server == &ctx.facts.server);
             return Ok(self.read(Action::Probe { server: server.clone(), probe: probe.clone(), backend })?.outcome == Outcome::Succeeded);
@@ -450,9 +485,6 @@ impl<'a> Replay<'a> {
         let Some(health_sets) = &runbook.verify.server_health else {
             return Ok(false);
         };
-        if after_remedy && runbook.verify.settle && !ctx.limits.settle_wait.is_zero() {
-            self.run(Action::Wait { server: server.clone(), duration: ctx.limits.settle_wait })?;
-        }
         let health = self.read(Action::ServerHealth { server: server.clone(), health_sets: health_sets.clone() })?;
         Ok(!health.unhealthy.iter().any(|m| m.matches(monitor.as_str())))
     }
@@ -481,6 +513,15 @@ mod tests {
         ServerName::parse(s).unwrap()
     }
 
+    /// Ten minutes to settle, a minute to warm up, two copy-status checks a minute apart after the first.
+    const LIMITS: Limits = Limits {
+        settle_wait: Duration::from_secs(600),
+        warm_up: Duration::from_secs(60),
+        restart_timeout: Duration::from_secs(1800),
+        failover_timeout: Duration::from_secs(120),
+        poll_interval: Duration::from_secs(60),
+    };
+
     /// What a scenario answers for one action, given the journal so far.
     type Answer<'a> = &'a dyn Fn(&Action, &[Done]) -> (Outcome, Vec<&'static str>);
 
@@ -489,9 +530,9 @@ mod tests {
     fn drive(server: &str, monitor: Option<&str>, hint: Option<&str>, answer: Answer) -> (Vec<String>, Ending) {
         let runbooks = RunbookSet::load(None).unwrap();
         let inventory = BTreeMap::from([
-            (name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into() }),
-            (name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into() }),
-            (name("multi01"), InventoryEntry { role: Role::Multi, group: "dag".into() }),
+            (name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None }),
+            (name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into(), connection_uri: None }),
+            (name("multi01"), InventoryEntry { role: Role::Multi, group: "dag".into(), connection_uri: None }),
         ]);
         let facts = Facts {
             server: name(server),
@@ -499,7 +540,7 @@ mod tests {
             monitor: monitor.map(|m| Monitor::parse(m).unwrap()),
             mailbox_hint: hint.map(name),
         };
-        let limits = Limits { settle_wait: Duration::from_secs(600), copy_status_attempts: 2 };
+        let limits = LIMITS;
         let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits };
         let mut journal = Vec::new();
         loop {
@@ -556,17 +597,22 @@ mod tests {
                 "probe cas01 failed",
                 "component_state cas01 active",
                 "recycle_app_pool cas01 done",
+                "wait cas01 done",
                 "probe cas01 failed",
                 "iis_reset cas01 done",
+                "wait cas01 done",
                 "probe cas01 failed",
                 "server_health mbx01 unhealthy",
                 "component_state mbx01 active",
                 "recycle_app_pool mbx01 done",
+                "wait mbx01 done",
                 "probe mbx01 succeeded",
                 "probe cas01 failed",
                 "server_health mbx01 healthy",
                 "component_state cas01 active",
                 "restart_server cas01 done",
+                "wait cas01 done",
+                "wait cas01 done",
                 "probe cas01 failed",
             ]
         );
@@ -590,22 +636,26 @@ mod tests {
             }
         });
         assert_eq!(
-            steps[6..],
+            steps[8..],
             [
                 "server_health mbx01 unhealthy",
                 "component_state mbx01 active",
                 "recycle_app_pool mbx01 done",
+                "wait mbx01 done",
                 "probe mbx01 succeeded",
                 "probe cas01 failed",
                 "server_health mbx01 unhealthy",
                 // The SelfTest runbook's recycle already ran on mbx01 for the DeepTest monitor: not again.
                 "iis_reset mbx01 done",
+                "wait mbx01 done",
                 "probe mbx01 failed",
                 "component_state mbx01 active",
                 "disable_activation mbx01 done",
                 "copy_status mbx01 no_active_copies",
                 "component_state mbx01 active",
                 "restart_server mbx01 done",
+                "wait mbx01 done",
+                "wait mbx01 done",
                 "probe mbx01 succeeded",
                 "enable_activation mbx01 done",
                 "probe cas01 succeeded",
@@ -652,8 +702,10 @@ mod tests {
                 "probe multi01 failed",
                 "component_state multi01 active",
                 "recycle_app_pool multi01 done",
+                "wait multi01 done",
                 "probe multi01 failed",
                 "iis_reset multi01 done",
+                "wait multi01 done",
                 "probe multi01 failed",
                 "server_health multi01 unhealthy",
                 "component_state multi01 active",
@@ -661,6 +713,8 @@ mod tests {
                 "copy_status multi01 no_active_copies",
                 "component_state multi01 active",
                 "restart_server multi01 done",
+                "wait multi01 done",
+                "wait multi01 done",
                 "probe multi01 succeeded",
                 "enable_activation multi01 done",
                 "probe multi01 succeeded",
@@ -699,10 +753,15 @@ mod tests {
                     "component_state S active",
                     "disable_activation S done",
                     "copy_status S active_copies",
+                    "wait S done",
+                    "copy_status S active_copies",
+                    // Halfway through timing.failover_timeout: the remaining copies are moved explicitly.
                     "disable_activation S done",
+                    "wait S done",
                     "copy_status S no_active_copies",
                     "component_state S active",
                     "restart_server S done",
+                    "wait S done",
                     "wait S done",
                     "server_health S healthy",
                     "enable_activation S done",
@@ -722,7 +781,18 @@ mod tests {
             Action::RestartServer { .. } => (Outcome::Interrupted, vec![]),
             _ => (Outcome::Done, vec![]),
         });
-        assert_eq!(&steps[6..], ["server_health mbx01 healthy", "component_state cas01 active", "restart_server cas01 interrupted", "probe cas01 succeeded"]);
+        assert_eq!(
+            &steps[8..],
+            [
+                "server_health mbx01 healthy",
+                "component_state cas01 active",
+                "restart_server cas01 interrupted",
+                // Until the server answers, then its warm-up: the restart may still be under way.
+                "wait cas01 done",
+                "wait cas01 done",
+                "probe cas01 succeeded"
+            ]
+        );
         assert_eq!(ending.state, State::Recovered);
     }
 
@@ -734,14 +804,21 @@ mod tests {
             Action::CopyStatus { .. } => (Outcome::ActiveCopies, vec![]),
             _ => (Outcome::Done, vec![]),
         });
-        assert!(steps.ends_with(&[
-            "disable_activation mbx01 done".into(),
-            "copy_status mbx01 active_copies".into(),
-            "disable_activation mbx01 done".into(),
-            "copy_status mbx01 active_copies".into()
-        ]));
+        // A check at once, then one a minute for the two minutes of timing.failover_timeout, with one push between.
+        assert!(
+            steps.ends_with(&[
+                "disable_activation mbx01 done".into(),
+                "copy_status mbx01 active_copies".into(),
+                "wait mbx01 done".into(),
+                "copy_status mbx01 active_copies".into(),
+                "disable_activation mbx01 done".into(),
+                "wait mbx01 done".into(),
+                "copy_status mbx01 active_copies".into(),
+            ]),
+            "{steps:?}"
+        );
         assert_eq!(ending.state, State::Escalated);
-        assert!(ending.reason.contains("active database copies remain on mbx01 after 2"), "{}", ending.reason);
+        assert!(ending.reason.contains("active database copies remain on mbx01 after 2m of copy-status checks"), "{}", ending.reason);
         assert_eq!(ending.activation_disabled, [name("mbx01")]);
     }
 
@@ -772,14 +849,14 @@ mod tests {
     #[test]
     fn activation_disabled_by_an_administrator_is_left_as_found() {
         let runbooks = RunbookSet::load(None).unwrap();
-        let inventory = BTreeMap::from([(name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into() })]);
+        let inventory = BTreeMap::from([(name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into(), connection_uri: None })]);
         let facts = Facts {
             server: name("mbx01"),
             health_set: HealthSet::parse("ActiveSync").unwrap(),
             monitor: Some(Monitor::parse(DEEP).unwrap()),
             mailbox_hint: None,
         };
-        let limits = Limits { settle_wait: Duration::ZERO, copy_status_attempts: 3 };
+        let limits = LIMITS;
         let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits };
         let mut journal = Vec::new();
         let ending = loop {
@@ -863,14 +940,14 @@ mod tests {
     #[test]
     fn a_journal_that_no_longer_matches_the_runbook_ends_blocked() {
         let runbooks = RunbookSet::load(None).unwrap();
-        let inventory = BTreeMap::from([(name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into() })]);
+        let inventory = BTreeMap::from([(name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None })]);
         let facts = Facts {
             server: name("cas01"),
             health_set: HealthSet::parse("ActiveSync").unwrap(),
             monitor: CTP.map(|m| Monitor::parse(m).unwrap()),
             mailbox_hint: None,
         };
-        let limits = Limits { settle_wait: Duration::ZERO, copy_status_attempts: 3 };
+        let limits = LIMITS;
         let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits };
         let probe = Action::Probe { server: name("cas01"), probe: ProbeRef::parse("ActiveSync\\ActiveSyncCTPProbe").unwrap(), backend: None };
         let journal = [done(&probe, Outcome::Failed, vec![]), done(&Action::IisReset { server: name("cas01") }, Outcome::Done, vec![])];

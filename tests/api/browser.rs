@@ -133,6 +133,7 @@ async fn scenario(c: Client, url: String, incident_id: String, hostile_id: Strin
             "mbx01.contoso.com server_health healthy",
             "cas01.contoso.com component_state active",
             "cas01.contoso.com restart_server done",
+            "cas01.contoso.com wait done",
             "cas01.contoso.com probe failed",
         ]
     );

@@ -316,3 +316,36 @@ async fn the_demo_runs_every_scenario_to_its_end_and_exits_0() {
     );
     assert!(text.contains("escalation emails (2), written to "), "{text}");
 }
+
+#[tokio::test]
+async fn check_config_says_what_each_servers_steps_connect_to() {
+    let app = TestApp::attached("http://127.0.0.1:9");
+    let config = app.data_dir.path().join("healthset-responder.toml");
+    std::fs::write(
+        &config,
+        "[[servers]]\nname = \"cas01.contoso.com\"\nrole = \"cas\"\n\
+         [[servers]]\nname = \"mbx01.contoso.com\"\nrole = \"mailbox\"\nconnection_uri = \"http://cas01.contoso.com/PowerShell/\"\n\
+         [executor]\nkind = \"powershell\"\nconnection_uri = \"https://{server}/PowerShell/\"\n",
+    )
+    .unwrap();
+    let output = run(&app, &["check-config", "--config", config.to_str().unwrap()], &[]).await;
+    let text = stdout(&output);
+    assert_eq!(code(&output), 0, "{text}{}", stderr(&output));
+    assert!(text.contains("  cas01.contoso.com: Exchange steps connect to https://cas01.contoso.com/PowerShell/"), "{text}");
+    assert!(
+        text.contains(
+            "  mbx01.contoso.com: Exchange steps connect to http://cas01.contoso.com/PowerShell/; IIS and restart steps to mbx01.contoso.com over WinRM"
+        ),
+        "a Mailbox-only server's own endpoint: {text}"
+    );
+
+    // One management endpoint for every server: no {server} in it.
+    std::fs::write(&config, "[[servers]]\nname = \"mbx01.contoso.com\"\nrole = \"mailbox\"\n[executor]\nkind = \"powershell\"\nconnection_uri = \"http://ex-mgmt.contoso.com/PowerShell/\"\n").unwrap();
+    let output = run(&app, &["check-config", "--config", config.to_str().unwrap()], &[]).await;
+    assert!(stdout(&output).contains("mbx01.contoso.com: Exchange steps connect to http://ex-mgmt.contoso.com/PowerShell/"), "{}", stdout(&output));
+
+    std::fs::write(&config, "[[servers]]\nname = \"mbx01.contoso.com\"\nrole = \"mailbox\"\nconnection_uri = \"mbx01/PowerShell\"\n").unwrap();
+    let output = run(&app, &["check-config", "--config", config.to_str().unwrap()], &[]).await;
+    assert_eq!(code(&output), 2);
+    assert!(stderr(&output).contains("servers[0].connection_uri: \"mbx01/PowerShell\" is not an http:// or https:// URL"), "{}", stderr(&output));
+}

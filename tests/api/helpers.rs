@@ -28,6 +28,21 @@ tokens = ["{ADMIN_TOKEN}"]
     )
 }
 
+/// `[timing]` for tests: no warm-up, and a failover checks copy status every 50 ms for 200 ms (four checks after
+/// the first, the remaining copies moved explicitly after two), so that waits take milliseconds. A test that writes
+/// its own `[timing]` keeps its keys and gets these for the others.
+pub const TEST_TIMING: [(&str, &str); 3] = [("warm_up", "0s"), ("poll_interval", "50ms"), ("failover_timeout", "200ms")];
+
+/// `extra_toml` with [`TEST_TIMING`] merged into its `[timing]` table (or added as one).
+pub fn with_test_timing(extra_toml: &str) -> String {
+    let missing: String =
+        TEST_TIMING.iter().filter(|(key, _)| !extra_toml.contains(&format!("{key} ="))).map(|(key, value)| format!("{key} = \"{value}\"\n")).collect();
+    match extra_toml.split_once("[timing]\n") {
+        Some((before, after)) => format!("{before}[timing]\n{missing}{after}"),
+        None => format!("{extra_toml}\n[timing]\n{missing}"),
+    }
+}
+
 pub struct TestApp {
     pub service: Option<Service>,
     pub url: String,
@@ -47,7 +62,7 @@ pub async fn spawn_app_with(extra_toml: &str) -> TestApp {
 /// Like [`spawn_app_with`], with `root_toml` holding top-level keys (which TOML wants before any table).
 pub async fn spawn_app_with_root(root_toml: &str, extra_toml: &str) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
-    let config = format!("{root_toml}\n{}\n{extra_toml}", base_config(data_dir.path()));
+    let config = format!("{root_toml}\n{}\n{}", base_config(data_dir.path()), with_test_timing(extra_toml));
     let service = Service::start(settings(&config)).await.expect("service starts");
     TestApp { url: format!("http://{}", service.addr), service: Some(service), data_dir, config, http: reqwest::Client::new() }
 }

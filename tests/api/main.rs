@@ -3,6 +3,7 @@
 mod browser;
 mod changes;
 mod cli;
+mod exchange;
 mod helpers;
 mod intake;
 mod mail;

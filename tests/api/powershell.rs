@@ -11,7 +11,7 @@ use serde_json::Value;
 use healthset_responder::config::{Dur, ExecutorConfig, ExecutorKind};
 use healthset_responder::domain::{AppPool, HealthSetPattern, Monitor, ServerName};
 use healthset_responder::executor::powershell::PowerShell;
-use healthset_responder::executor::{Action, ProbeRef};
+use healthset_responder::executor::{Action, ProbeRef, Until};
 use healthset_responder::incident::Outcome;
 
 const RESTART_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -136,9 +136,9 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
             Outcome::Done,
             "DatabaseCopyActivationDisabledAndMoveNow set to True on mbx01.contoso.com",
         ),
-        (Action::CopyStatus { server: server(mbx) }, Outcome::ActiveCopies, "Mounted: 2, Healthy: 3; not passive: Mounted"),
+        (Action::CopyStatus { server: server(mbx) }, Outcome::ActiveCopies, "Mounted: 2, Healthy: 5; not passive: Mounted"),
         (Action::DisableActivation { server: server(mbx), attempt: 2 }, Outcome::Done, "asked to move again"),
-        (Action::CopyStatus { server: server(mbx) }, Outcome::NoActiveCopies, "Healthy: 3"),
+        (Action::CopyStatus { server: server(mbx) }, Outcome::NoActiveCopies, "Healthy: 7"),
         (Action::RestartServer { server: server(mbx) }, Outcome::Done, "mbx01.contoso.com restarted and answering PowerShell remoting"),
         (probe(mbx, "ActiveSync.Protocol\\ActiveSyncDeepTestProbe"), Outcome::Succeeded, "ResultType Succeeded"),
         (Action::EnableActivation { server: server(mbx) }, Outcome::Done, "DatabaseCopyActivationDisabledAndMoveNow set to False on mbx01.contoso.com"),
@@ -153,7 +153,7 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
     assert_eq!(reports[1].unhealthy, [Monitor::parse("ActiveSyncCTPMonitor").unwrap()]);
     assert_eq!(reports[7].unhealthy, [Monitor::parse("ActiveSyncDeepTestMonitor").unwrap()]);
 
-    let wait = executor.run(&Action::Wait { server: server(cas), duration: Duration::from_secs(600) }).await;
+    let wait = executor.run(&Action::Wait { server: server(cas), duration: Duration::from_secs(600), until: Until::Elapsed }).await;
     assert_eq!((wait.outcome, wait.command), (Outcome::Done, None), "a wait starts no shell");
 
     let calls = world.calls();
@@ -174,18 +174,30 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
         assert!(script(0).contains(expected), "{expected:?} not in {}", script(0));
     }
     assert!(script(1).contains("Get-ServerHealth -Identity 'cas01.contoso.com' |") && script(1).contains("$_.HealthSetName -like 'ActiveSync*'"));
-    assert!(script(2).contains("Invoke-Command -ComputerName 'cas01.contoso.com' -ArgumentList 'MSExchangeSyncAppPool' -ScriptBlock {"));
+    assert!(
+        script(2).contains("Invoke-Command -ComputerName 'cas01.contoso.com' -Authentication 'Kerberos' -ArgumentList 'MSExchangeSyncAppPool' -ScriptBlock {")
+    );
     assert!(!script(2).contains("New-PSSession"), "recycling needs no Exchange session");
     assert!(script(4).contains("iisreset /noforce") && script(4).contains("$LASTEXITCODE"));
     assert!(script(8).contains("Get-ServerComponentState -Identity 'mbx01.contoso.com' -Component ServerWideOffline"));
     assert!(script(9).contains("Set-MailboxServer -Identity 'mbx01.contoso.com' -DatabaseCopyActivationDisabledAndMoveNow $true"));
     assert!(
-        script(9).find("Get-MailboxServer -Identity 'mbx01.contoso.com'").unwrap() < script(9).find("Set-MailboxServer").unwrap(),
+        script(9).find("Get-MailboxServer -Identity 'mbx01.contoso.com'").unwrap() < script(9).find("Set-MailboxServer -Identity").unwrap(),
         "disabling activation reads how it was before changing it"
     );
     assert!(script(10).contains("Get-MailboxDatabaseCopyStatus -Server 'mbx01.contoso.com' | Group-Object Status | Select-Object Name, Count"));
     assert!(script(13).contains("Restart-Computer -ComputerName 'mbx01.contoso.com' -Force -Wait -For PowerShell -Timeout '1800' -Delay 5"));
     assert!(script(15).contains("-DatabaseCopyActivationDisabledAndMoveNow $false"));
+    assert!(
+        script(0).contains("Import-PSSession $session -CommandName Invoke-MonitoringProbe -DisableNameChecking"),
+        "only the cmdlets a step uses are imported"
+    );
+    assert!(script(9).contains("-CommandName Get-MailboxServer, Set-MailboxServer, Move-ActiveMailboxDatabase"));
+    assert!(!script(9).contains("Move-ActiveMailboxDatabase -Server") || script(9).contains("if ([int]'1' -gt 1)"), "the first round only disables");
+    assert!(
+        script(11).contains("if ([int]'2' -gt 1) { Move-ActiveMailboxDatabase -Server 'mbx01.contoso.com' -Confirm:$false"),
+        "a later round moves the copies explicitly"
+    );
 }
 
 #[tokio::test]
@@ -287,7 +299,11 @@ fn settings_are_checked_naming_the_key() {
     assert_eq!(refusal(&ExecutorConfig::default()), None);
     let settings: &[(fn(&mut ExecutorConfig), &str)] = &[
         (|c| c.program = " ".into(), "executor.program: is empty"),
-        (|c| c.connection_uri = "http://cas01/PowerShell/".into(), "executor.connection_uri: must contain {server}"),
+        (
+            |c| c.connection_uri = "cas01.contoso.com/PowerShell/".into(),
+            "executor.connection_uri: \"cas01.contoso.com/PowerShell/\" is not an http:// or https:// URL",
+        ),
+        (|c| c.connection_uri = "https:///PowerShell/".into(), "executor.connection_uri: \"https:///PowerShell/\" names no host"),
         (|c| c.timeout = Dur(Duration::ZERO), "executor.timeout: must be more than zero"),
         (|c| c.authentication = "Kerberos'".into(), "executor.authentication: \"Kerberos'\" is not one of Default, Basic"),
     ];
@@ -317,15 +333,17 @@ fn settings_are_checked_naming_the_key() {
 
 /// The service configured with the PowerShell executor, its shell being the stand-in playing `scenario`.
 async fn service_with(world: &World, timeout: &str) -> crate::helpers::TestApp {
-    let config = world.config(Duration::from_secs(1));
-    let args: Vec<String> = config.args.iter().map(|a| format!("{a:?}")).collect();
-    crate::helpers::spawn_app_with(&format!(
-        "{}\n[executor]\nkind = \"powershell\"\nprogram = {:?}\nargs = [{}]\ntimeout = \"{timeout}\"\n[timing]\nsettle_wait = \"50ms\"\n",
-        crate::helpers::INVENTORY,
-        config.program,
-        args.join(", ")
-    ))
-    .await
+    crate::helpers::spawn_app_with(&world.service_toml(crate::helpers::INVENTORY, &format!("timeout = \"{timeout}\"\n"), "settle_wait = \"50ms\"\n")).await
+}
+
+impl World {
+    /// The service's TOML for this world: `inventory`, then `[executor]` (the stand-in, and `executor` keys), then
+    /// `[timing]` with `timing` keys.
+    fn service_toml(&self, inventory: &str, executor: &str, timing: &str) -> String {
+        let config = self.config(Duration::from_secs(1));
+        let args: Vec<String> = config.args.iter().map(|a| format!("{a:?}")).collect();
+        format!("{inventory}\n[executor]\nkind = \"powershell\"\nprogram = {:?}\nargs = [{}]\n{executor}[timing]\n{timing}", config.program, args.join(", "))
+    }
 }
 
 /// The `action server` pairs the stand-in received, in order.
@@ -333,9 +351,21 @@ fn received(world: &World) -> Vec<String> {
     world.calls().iter().map(|call| format!("{} {}", call["action"].as_str().unwrap(), call["server"].as_str().unwrap())).collect()
 }
 
-/// The journal's steps as `action server`, without the engine's own waits and the outcome.
+/// The journal's steps as `action server`, as the shell should have seen them: the engine's own waits run no
+/// shell, but a wait for a restarted server to answer runs one `component_state` check per try.
 fn journaled(incident: &Value) -> Vec<String> {
-    crate::helpers::steps(incident).iter().filter(|s| !s.starts_with("wait ")).map(|s| s.rsplit_once(' ').unwrap().0.to_owned()).collect()
+    let mut calls = Vec::new();
+    for step in incident["steps"].as_array().unwrap() {
+        let server = step["server"].as_str().unwrap();
+        if step["action"] != "wait" {
+            calls.push(format!("{} {server}", step["action"].as_str().unwrap()));
+        } else if step["command"].as_str().unwrap().starts_with("wait until") {
+            let detail = step["detail"].as_str().unwrap();
+            let checks: usize = detail.rsplit_once(" (").and_then(|(_, n)| n.split(' ').next()?.parse().ok()).expect("the number of checks");
+            calls.extend(std::iter::repeat_n(format!("component_state {server}"), checks));
+        }
+    }
+    calls
 }
 
 #[tokio::test]
@@ -373,8 +403,13 @@ async fn every_runbook_runs_end_to_end_through_the_shell() {
         let incident = app.wait_final(&app.open(&alert.to_string()).await).await;
         assert_eq!(incident["state"], *state, "{alert}: {incident:#}");
         assert_eq!(received(&world), journaled(&incident), "{alert}: the shell received exactly the journaled steps, in order");
-        for (call, step) in world.calls().iter().zip(incident["steps"].as_array().unwrap().iter().filter(|s| s["action"] != "wait")) {
-            assert_eq!(call["script"], step["command"], "the journal records the exact script the shell ran");
+        // Every script but component_state's (a wait for an answer runs those too) is a journaled step's command.
+        let calls = world.calls();
+        let scripts: Vec<&Value> = calls.iter().filter(|call| call["action"] != "component_state").map(|call| &call["script"]).collect();
+        let commands: Vec<&Value> =
+            incident["steps"].as_array().unwrap().iter().filter(|s| s["action"] != "wait" && s["action"] != "component_state").map(|s| &s["command"]).collect();
+        assert_eq!(scripts, commands, "the journal records the exact script the shell ran");
+        for call in &calls {
             assert!(call["script"].as_str().unwrap().contains(&format!("'{}'", call["server"].as_str().unwrap())), "servers reach scripts as quoted literals");
         }
     }
@@ -451,4 +486,137 @@ async fn a_hostile_server_name_never_reaches_a_script() {
     let incident = app.wait_final(&app.open(&body).await).await;
     assert_eq!(incident["mailbox_hint"], "mbx01.contoso.com", "the hint ends at the first character that cannot be in a host name");
     assert!(world.calls().iter().all(|call| !call["script"].as_str().unwrap().contains("Stop-Computer")));
+}
+
+#[tokio::test]
+async fn a_restart_the_responder_was_killed_during_waits_for_the_server_to_answer_again() {
+    let world = World::new(
+        "[servers.\"mbx02.contoso.com\"]\nfault = \"restart\"\nboot_time_ms = 4000\nunhealthy_monitors = [\"ActiveSyncDeepTestMonitor\"]\n\
+         [servers.\"mbx02.contoso.com\".actions]\nrestart_server = { delay_ms = 1500 }\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let toml = world.service_toml(crate::helpers::INVENTORY, "timeout = \"1m\"\n", "poll_interval = \"100ms\"\nwarm_up = \"0s\"\nrestart_timeout = \"30s\"\n");
+    std::fs::write(&config, format!("{}\n{toml}", crate::helpers::base_config(&dir.path().join("data")))).unwrap();
+
+    let mut process = crate::helpers::ServiceProcess::start(&config, None);
+    let app = crate::helpers::TestApp::attached(&process.url);
+    let id =
+        app.open(&serde_json::json!({"health_set": "ActiveSync", "server": "mbx02.contoso.com", "monitor": "ActiveSyncDeepTestMonitor"}).to_string()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, incident) = app.admin_get(&format!("/v1/incidents/{id}")).await;
+        if incident["steps"].as_array().unwrap().iter().any(|s| s["action"] == "restart_server" && s["finished_at"].is_null()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restart never began: {incident:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+
+    let mut process = crate::helpers::ServiceProcess::start(&config, None);
+    let app = crate::helpers::TestApp::attached(&process.url);
+    let incident = app.wait_final(&id).await;
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+    assert_eq!(incident["state"], "recovered", "{incident:#}");
+    let steps = incident["steps"].as_array().unwrap();
+    let at = steps.iter().position(|s| s["action"] == "restart_server").unwrap();
+    assert_eq!(steps[at]["outcome"], "interrupted");
+    let wait = &steps[at + 1];
+    assert_eq!(wait["action"], "wait");
+    let detail = wait["detail"].as_str().unwrap();
+    let checks: usize = detail.rsplit_once(" (").and_then(|(_, n)| n.split(' ').next()?.parse().ok()).unwrap();
+    assert!(detail.starts_with("mbx02.contoso.com answered after") && checks >= 2, "it waited for the booting server: {detail}");
+    assert_eq!((steps[at + 2]["action"].as_str(), steps[at + 2]["outcome"].as_str()), (Some("probe"), Some("succeeded")), "{incident:#}");
+    assert_eq!(steps.last().unwrap()["action"], "enable_activation");
+}
+
+#[tokio::test]
+async fn a_storm_of_alerts_never_runs_more_shells_than_max_parallel() {
+    const SERVERS: usize = 50;
+    const MAX_PARALLEL: usize = 4;
+    let mut inventory = String::new();
+    let mut scenario = String::new();
+    for n in 0..SERVERS / 2 {
+        inventory.push_str(&format!("[[servers]]\nname = \"cas{n:02}.contoso.com\"\nrole = \"cas\"\ngroup = \"array{}\"\n", n / 5));
+        inventory.push_str(&format!("[[servers]]\nname = \"mbx{n:02}.contoso.com\"\nrole = \"mailbox\"\ngroup = \"dag{}\"\n", n % 5));
+        if n % 5 == 0 {
+            scenario.push_str(&format!("[servers.\"cas{n:02}.contoso.com\"]\nfault = \"app_pool\"\n"));
+        }
+    }
+    let world = World::new(&scenario);
+    let app = crate::helpers::spawn_app_with(&world.service_toml(&inventory, &format!("max_parallel = {MAX_PARALLEL}\ntimeout = \"1m\"\n"), "")).await;
+
+    let mut posts = tokio::task::JoinSet::new();
+    for n in 0..SERVERS / 2 {
+        let bodies = [
+            serde_json::json!({"health_set": "ActiveSync", "server": format!("cas{n:02}.contoso.com"), "monitor": "ActiveSyncCTPMonitor", "message": format!("_Mbx:mbx{n:02}.contoso.com")}),
+            serde_json::json!({"health_set": "ActiveSync.Proxy", "server": format!("cas{n:02}.contoso.com"), "monitor": "ActiveSyncProxyTestMonitor"}),
+            serde_json::json!({"health_set": "ActiveSync", "server": format!("mbx{n:02}.contoso.com"), "monitor": "ActiveSyncDeepTestMonitor"}),
+            serde_json::json!({"health_set": "ActiveSync.Protocol", "server": format!("mbx{n:02}.contoso.com"), "monitor": "ActiveSyncSelfTestMonitor"}),
+        ];
+        // Each alert twice, as a flapping monitor sends them: the second attaches to the open incident or, where
+        // that one ended, opens a new one.
+        for (k, body) in bodies.iter().chain(bodies.iter()).cloned().enumerate() {
+            let (http, url) = (app.http.clone(), app.url.clone());
+            let key = healthset_responder::auth::Secret::parse_whsec(crate::helpers::SECRET).unwrap();
+            posts.spawn(async move {
+                let (id, ts, body) = (format!("storm-{n}-{k}"), chrono::Utc::now().timestamp(), body.to_string());
+                let response = http
+                    .post(format!("{url}/v1/alerts"))
+                    .header("content-type", "application/json")
+                    .header("webhook-id", &id)
+                    .header("webhook-timestamp", ts.to_string())
+                    .header("webhook-signature", healthset_responder::auth::sign_standard(&key, &id, ts, body.as_bytes()))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 202);
+            });
+        }
+    }
+    let mut posted = 0;
+    while let Some(done) = posts.join_next().await {
+        done.unwrap();
+        posted += 1;
+    }
+    assert!(posted >= 200, "{posted} alerts");
+
+    let (_, list) = app.admin_get("/v1/incidents?limit=1000").await;
+    let mut states = std::collections::BTreeMap::new();
+    for summary in list["incidents"].as_array().unwrap() {
+        let incident = wait_final_long(&app, summary["id"].as_str().unwrap()).await;
+        let server = incident["server"].as_str().unwrap().to_owned();
+        let faulted = server.starts_with("cas") && server[3..5].parse::<usize>().unwrap() % 5 == 0;
+        // A faulted CAS: its CTP incident recycles the pool; its proxy probe fails too until that has happened, and
+        // the proxy runbook has no remedy of its own, so that incident escalates or is transient by turn.
+        let expected: &[&str] = match (faulted, incident["monitor"].as_str().unwrap()) {
+            (true, "ActiveSyncCTPMonitor") => &["recovered", "transient"],
+            (true, _) => &["escalated", "transient"],
+            (false, _) => &["transient"],
+        };
+        let state = incident["state"].as_str().unwrap().to_owned();
+        assert!(expected.contains(&state.as_str()), "{incident:#}");
+        *states.entry(state).or_insert(0) += 1;
+    }
+    assert!(states["recovered"] >= 5 && states["transient"] >= SERVERS, "each faulted CAS recovered once: {states:?}");
+    let most = world.calls().iter().filter_map(|call| call["running"].as_u64()).max().unwrap();
+    assert!(most as usize <= MAX_PARALLEL, "at most {MAX_PARALLEL} shells at once, saw {most}");
+    assert!(most >= 2, "shells did run side by side ({most})");
+}
+
+/// Like `wait_final`, with the minute a storm through real processes may take.
+async fn wait_final_long(app: &crate::helpers::TestApp, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, incident) = app.admin_get(&format!("/v1/incidents/{id}")).await;
+        if !["queued", "running", "waiting"].contains(&incident["state"].as_str().unwrap()) {
+            return incident;
+        }
+        assert!(Instant::now() < deadline, "incident {id} still {}: {incident:#}", incident["state"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

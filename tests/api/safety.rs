@@ -85,6 +85,7 @@ async fn dry_run_verifies_for_real_and_only_journals_changes() {
             "server_health mbx01.contoso.com healthy",
             "component_state cas01.contoso.com active",
             "restart_server cas01.contoso.com dry_run",
+            "wait cas01.contoso.com done",
             "probe cas01.contoso.com failed",
         ]
     );
@@ -264,9 +265,10 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
     std::fs::write(
         &config,
         format!(
-            "{}\n{INVENTORY}\n[simulator]\naction_latency = \"120ms\"\n[timing]\nsettle_wait = \"400ms\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"never\"\nunhealthy_monitors = [\"RequestsQueuedGt500Monitor\"]\n[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"never\"\n[simulator.servers.\"mbx02.contoso.com\"]\nfault = \"never\"\nactive_copies = 4\ncopies_moved_per_failover = 2\n",
+            "{}\n{}",
             base_config(&dir.path().join("data")),
-        ) + &relaxed_throttles(),
+            with_test_timing("[simulator]\naction_latency = \"120ms\"\n[timing]\nsettle_wait = \"400ms\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"never\"\nunhealthy_monitors = [\"RequestsQueuedGt500Monitor\"]\n[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"never\"\n[simulator.servers.\"mbx02.contoso.com\"]\nfault = \"never\"\nactive_copies = 4\ncopies_moved_per_failover = 2\n"),
+        ) + INVENTORY + &relaxed_throttles(),
     )
     .unwrap();
     let http = reqwest::Client::new();

@@ -72,7 +72,7 @@ async fn spawn(extra: &str, paused: bool) -> TestApp {
         let store = Store::open(data_dir.path()).expect("store opens");
         store.set_paused(Some("tests/api/senders.rs holds incidents queued".into())).await.expect("pause stored");
     }
-    let config = format!("{}\n{}\n{extra}", base_config(data_dir.path()), senders_toml());
+    let config = format!("{}\n{}\n{}", base_config(data_dir.path()), senders_toml(), with_test_timing(extra));
     let service = Service::start(settings(&config)).await.expect("service starts");
     TestApp { url: format!("http://{}", service.addr), service: Some(service), data_dir, config, http: reqwest::Client::new() }
 }

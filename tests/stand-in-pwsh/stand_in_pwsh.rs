@@ -9,7 +9,9 @@
 //! variables `STAND_IN_SCENARIO`, `STAND_IN_STATE`, `STAND_IN_LOG`. The state file (default: the scenario's path
 //! with `.state.json` appended) keeps each server's faults, copies and restarts across the separate calls; the log
 //! (default: the scenario's path with `.log.jsonl` appended) gets one JSON line per call:
-//! `{"action": "probe", "server": "cas01.contoso.com", "script": "...", "pid": 123, "child_pid": null}`.
+//! `{"action": "probe", "server": "cas01.contoso.com", "script": "...", "pid": 123, "child_pid": null, "running": 2}`,
+//! where `running` counts the stand-in processes alive at that moment, this one included (each keeps a file in the
+//! directory named like the scenario with `.running` appended while it runs).
 //!
 //! Scenario (TOML, or JSON when the file name ends in `.json`); servers not named are healthy:
 //!
@@ -24,6 +26,11 @@
 //! copy_states = { ServiceDown = 1 } # copies in other states; they never move
 //! maintenance = false           # Get-ServerComponentState ServerWideOffline: Inactive when true
 //! activation_disabled = false   # an administrator disabled database activation beforehand
+//! move_time_ms = 0              # moved copies stay Mounted this long (moves are asynchronous)
+//! warm_up_ms = 0                # after a remedy, probes fail this long
+//! flaky_reads = 0               # the first N read-only calls fail as WinRM does, then it answers
+//! iis_reset_downtime_ms = 0     # after an IISReset, read-only calls fail this long (the endpoint is down)
+//! boot_time_ms = 0              # after a restart, every call fails this long (the server is starting)
 //!
 //! [servers."cas01.contoso.com".actions]   # how an action answers on this server, instead of normally
 //! probe = { hang = true }                 # sleep forever, with a `sleep 1000` grandchild
@@ -69,6 +76,11 @@ struct ServerScenario {
     copy_states: BTreeMap<String, u32>,
     maintenance: bool,
     activation_disabled: bool,
+    move_time_ms: i64,
+    warm_up_ms: i64,
+    flaky_reads: u32,
+    iis_reset_downtime_ms: i64,
+    boot_time_ms: i64,
     actions: BTreeMap<String, Behaviour>,
 }
 
@@ -84,6 +96,11 @@ impl Default for ServerScenario {
             copy_states: BTreeMap::new(),
             maintenance: false,
             activation_disabled: false,
+            move_time_ms: 0,
+            warm_up_ms: 0,
+            flaky_reads: 0,
+            iis_reset_downtime_ms: 0,
+            boot_time_ms: 0,
             actions: BTreeMap::new(),
         }
     }
@@ -103,8 +120,15 @@ struct Behaviour {
 struct ServerState {
     fixed: bool,
     active_copies: u32,
+    /// When each copy on its way off the server leaves it (Unix ms); `Mounted` until then.
+    moving: Vec<i64>,
+    moved: u32,
     activation_disabled: bool,
     restarts: u32,
+    flaky_used: u32,
+    cold_until: i64,
+    endpoint_down_until: i64,
+    booting_until: i64,
 }
 
 /// The monitors every server reports, with their health sets, as `Get-ServerHealth` lists them.
@@ -160,6 +184,7 @@ fn run() -> Result<ExitCode, String> {
         None
     };
 
+    let running = Running::enter(&paths.scenario)?;
     let lock = Lock::take(&paths.state)?;
     let log_line = json!({
         "action": call.as_ref().ok().map(|c| c.action),
@@ -167,6 +192,7 @@ fn run() -> Result<ExitCode, String> {
         "script": script,
         "pid": std::process::id(),
         "child_pid": child_pid,
+        "running": running.count,
     });
     let mut log = OpenOptions::new().create(true).append(true).open(&paths.log).map_err(|e| format!("{}: {e}", paths.log.display()))?;
     log.write_all(format!("{log_line}\n").as_bytes()).map_err(|e| format!("{}: {e}", paths.log.display()))?;
@@ -178,22 +204,61 @@ fn run() -> Result<ExitCode, String> {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
-    std::thread::sleep(Duration::from_millis(behaviour.delay_ms));
-    if behaviour.garbage {
+    let delay = Duration::from_millis(behaviour.delay_ms);
+    if behaviour.garbage || behaviour.exit_code.is_some() {
+        drop(lock);
+        std::thread::sleep(delay);
+        if let Some(code) = behaviour.exit_code {
+            eprintln!("{}", behaviour.stderr.as_deref().unwrap_or("the stand-in was told to fail"));
+            return Ok(ExitCode::from(code));
+        }
         println!("Import-PSSession : <garbage> this is not JSON {{");
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(code) = behaviour.exit_code {
-        eprintln!("{}", behaviour.stderr.as_deref().unwrap_or("the stand-in was told to fail"));
-        return Ok(ExitCode::from(code));
-    }
 
+    // The change takes effect when the call starts (a restart is under way while its delay lasts); the answer comes
+    // after the delay, with other calls free to run meanwhile.
     let mut state = load_state(&paths.state, &scenario)?;
-    let answer = call.answer(&scenario, &mut state);
+    let answer = call.answer(&scenario, &mut state, chrono::Utc::now().timestamp_millis());
     fs::write(&paths.state, serde_json::to_string_pretty(&state).expect("state serialises")).map_err(|e| format!("{}: {e}", paths.state.display()))?;
     drop(lock);
-    println!("{answer}");
-    Ok(ExitCode::SUCCESS)
+    std::thread::sleep(delay);
+    drop(running);
+    match answer {
+        Ok(answer) => {
+            println!("{answer}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// This process's file in the `.running` directory while it runs, and how many were there when it came.
+struct Running {
+    file: PathBuf,
+    count: usize,
+}
+
+impl Running {
+    fn enter(scenario: &Path) -> Result<Running, String> {
+        let mut dir = scenario.as_os_str().to_owned();
+        dir.push(".running");
+        let dir = PathBuf::from(dir);
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let file = dir.join(std::process::id().to_string());
+        fs::write(&file, b"").map_err(|e| format!("{}: {e}", file.display()))?;
+        let count = fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.count();
+        Ok(Running { file, count })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.file);
+    }
 }
 
 fn paths() -> Result<Paths, String> {
@@ -266,13 +331,29 @@ impl Call {
         Ok(Call { action, server: server.to_ascii_lowercase(), argument })
     }
 
-    fn answer(&self, scenario: &Scenario, state: &mut BTreeMap<String, ServerState>) -> Value {
+    /// The JSON Exchange would print, or the error a shell would meet reaching the server now (`now`: Unix ms).
+    fn answer(&self, scenario: &Scenario, state: &mut BTreeMap<String, ServerState>, now: i64) -> Result<Value, String> {
         let failing = failing(scenario, state, &self.server);
         let config = scenario.servers.get(&self.server).cloned().unwrap_or_default();
         let server_state = state.entry(self.server.clone()).or_default();
+        let server = &self.server;
+        if server_state.booting_until > now {
+            return Err(format!("Connecting to remote server {server} failed: WinRM cannot complete the operation (the server is starting)"));
+        }
+        if ["probe", "server_health", "copy_status", "component_state"].contains(&self.action) {
+            if server_state.endpoint_down_until > now {
+                return Err(format!("Connecting to remote server {server} failed: http://{server}/PowerShell/ answered 503 (IIS is restarting)"));
+            }
+            if server_state.flaky_used < config.flaky_reads {
+                server_state.flaky_used += 1;
+                return Err(format!("Connecting to remote server {server} failed: The WinRM client cannot complete the operation within the time specified"));
+            }
+        }
+        let failing = failing || (self.action == "probe" && server_state.cold_until > now);
         let short = self.server.split('.').next().unwrap_or_default().to_ascii_uppercase();
+        let at = now;
         let now = chrono::Utc::now().to_rfc3339();
-        match self.action {
+        Ok(match self.action {
             "probe" => {
                 let probe = self.argument.clone().unwrap_or_default();
                 let (result_type, error) = if failing {
@@ -313,10 +394,13 @@ impl Call {
             }
             "recycle_app_pool" => {
                 server_state.fixed |= config.fault == Fault::AppPool;
+                server_state.cold_until = at + config.warm_up_ms;
                 json!({"Server": self.server, "AppPool": self.argument, "Recycled": true})
             }
             "iis_reset" => {
                 server_state.fixed |= config.fault == Fault::IisReset;
+                server_state.endpoint_down_until = at + config.iis_reset_downtime_ms;
+                server_state.cold_until = at + config.iis_reset_downtime_ms + config.warm_up_ms;
                 let output = "Attempting stop...\r\nInternet services successfully stopped\r\nAttempting start...\r\nInternet services successfully restarted";
                 json!({"Server": self.server, "ExitCode": 0, "Output": output})
             }
@@ -324,7 +408,10 @@ impl Call {
                 // The script returns Get-MailboxServer as it was before the change.
                 let before = server_state.activation_disabled;
                 server_state.activation_disabled = true;
-                server_state.active_copies = server_state.active_copies.saturating_sub(config.copies_moved_per_failover);
+                // Each round moves copies_moved_per_failover; the others stay Mounted until asked again.
+                let moves = server_state.active_copies.min(config.copies_moved_per_failover);
+                server_state.active_copies -= moves;
+                server_state.moving.extend((0..moves).map(|_| at + config.move_time_ms));
                 json!({"Name": short, "DatabaseCopyActivationDisabledAndMoveNow": before})
             }
             "component_state" => {
@@ -336,7 +423,11 @@ impl Call {
                 json!({"Name": short, "DatabaseCopyActivationDisabledAndMoveNow": false})
             }
             "copy_status" => {
-                let groups = [("Mounted", server_state.active_copies), ("Healthy", config.passive_copies)];
+                let arrived = server_state.moving.iter().filter(|t| **t <= at).count() as u32;
+                server_state.moving.retain(|t| *t > at);
+                server_state.moved += arrived;
+                let mounted = server_state.active_copies + server_state.moving.len() as u32;
+                let groups = [("Mounted", mounted), ("Healthy", config.passive_copies + server_state.moved)];
                 let others = config.copy_states.iter().map(|(name, count)| (name.as_str(), *count));
                 Value::Array(
                     groups.into_iter().chain(others).filter(|(_, count)| *count > 0).map(|(name, count)| json!({"Count": count, "Name": name})).collect(),
@@ -345,10 +436,12 @@ impl Call {
             "restart_server" => {
                 server_state.restarts += 1;
                 server_state.fixed |= config.fault == Fault::Restart;
+                server_state.booting_until = at + config.boot_time_ms;
+                server_state.cold_until = at + config.boot_time_ms + config.warm_up_ms;
                 json!({"Server": self.server, "Restarted": true})
             }
             other => unreachable!("recognise yields known actions only, not {other}"),
-        }
+        })
     }
 }
 
@@ -391,7 +484,19 @@ fn is_quote(c: char) -> bool {
 /// The value of the single-quoted literal that follows `marker` (after `from`), as PowerShell reads it: a doubled
 /// quote character stands for one.
 fn literal_after(script: &str, from: usize, marker: &str) -> Option<String> {
-    let at = find(script, from, marker)? + marker.len();
+    // The first occurrence followed by a literal: a cmdlet's name also stands in `Import-PSSession -CommandName`.
+    let mut from = from;
+    while let Some(at) = find(script, from, marker) {
+        if let Some(value) = literal_at(script, at + marker.len()) {
+            return Some(value);
+        }
+        from = at + marker.len();
+    }
+    None
+}
+
+/// The value of the single-quoted literal at `at`, after blanks.
+fn literal_at(script: &str, at: usize) -> Option<String> {
     let mut chars = script[at..].chars().skip_while(|c| *c == ' ' || *c == '\t').peekable();
     if !chars.next().is_some_and(is_quote) {
         return None;

@@ -14,14 +14,19 @@ mod output;
 mod process;
 mod template;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use self::process::Ended;
 use self::template::{Slot, Template};
 use super::{Action, Report};
-use crate::config::{ConfigError, ExecutorConfig};
+use crate::config::{ConfigError, ExecutorConfig, InventoryEntry};
+use crate::domain::ServerName;
 use crate::incident::{ActionKind, Outcome};
+use crate::metrics::ExecutorGauges;
 
 pub use self::template::ps_quote;
 
@@ -35,8 +40,24 @@ pub struct PowerShell {
     timeout: Duration,
     restart_timeout: Duration,
     connection_uri: String,
+    /// Servers with an endpoint of their own (`[[servers]] connection_uri`).
+    endpoints: BTreeMap<ServerName, String>,
     authentication: &'static str,
     templates: HashMap<ActionKind, Template>,
+    /// One permit per process that may run at once (`executor.max_parallel`); tokio's semaphore queues waiters in
+    /// order, so incidents on different servers take turns.
+    slots: Arc<Semaphore>,
+    gauges: ExecutorGauges,
+}
+
+/// Checks an Exchange Management Shell endpoint: an `http://` or `https://` URL, with or without `{server}`. What
+/// else it holds reaches scripts only as a quoted literal.
+pub fn check_connection_uri(uri: &str) -> Result<(), String> {
+    let rest = uri.strip_prefix("http://").or_else(|| uri.strip_prefix("https://")).ok_or_else(|| format!("{uri:?} is not an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{uri:?} names no host"));
+    }
+    Ok(())
 }
 
 impl PowerShell {
@@ -46,9 +67,7 @@ impl PowerShell {
         if config.program.trim().is_empty() {
             return Err(ConfigError::new("executor.program", "is empty"));
         }
-        if !config.connection_uri.contains("{server}") {
-            return Err(ConfigError::new("executor.connection_uri", "must contain {server}"));
-        }
+        check_connection_uri(&config.connection_uri).map_err(|e| ConfigError::new("executor.connection_uri", e))?;
         if config.timeout.0.is_zero() {
             return Err(ConfigError::new("executor.timeout", "must be more than zero"));
         }
@@ -74,9 +93,32 @@ impl PowerShell {
             timeout: config.timeout.0,
             restart_timeout,
             connection_uri: config.connection_uri.clone(),
+            endpoints: BTreeMap::new(),
             authentication,
             templates,
+            slots: Arc::new(Semaphore::new(config.max_parallel.max(1))),
+            gauges: ExecutorGauges::default(),
         })
+    }
+
+    /// Takes each inventory server's own endpoint, where it has one.
+    pub fn with_inventory(mut self, inventory: &BTreeMap<ServerName, InventoryEntry>) -> PowerShell {
+        self.endpoints = inventory.iter().filter_map(|(name, entry)| entry.connection_uri.clone().map(|uri| (name.clone(), uri))).collect();
+        self
+    }
+
+    /// Keeps these gauges current: processes running, steps waiting for one.
+    pub fn with_gauges(mut self, gauges: ExecutorGauges) -> PowerShell {
+        self.gauges = gauges;
+        self
+    }
+
+    /// The Exchange Management Shell endpoint a server's Exchange steps connect to.
+    pub fn endpoint(&self, server: &ServerName) -> String {
+        match self.endpoints.get(server) {
+            Some(uri) => uri.replace("{server}", server.as_str()),
+            None => self.connection_uri.replace("{server}", server.as_str()),
+        }
     }
 
     /// The exact script [`PowerShell::run`] sends for this action; the journal records it.
@@ -96,7 +138,21 @@ impl PowerShell {
             Action::RestartServer { .. } => self.timeout + self.restart_timeout,
             _ => self.timeout,
         };
-        let mut report = match process::run(&self.program, &self.args, &script, deadline).await {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                tracing::info!(server = %action.server(), action = %action.kind(), "all executor.max_parallel shells are busy; the step waits its turn");
+                self.gauges.waiting.inc();
+                let permit = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+                self.gauges.waiting.dec();
+                permit
+            }
+        };
+        self.gauges.running.inc();
+        let ended = process::run(&self.program, &self.args, &script, deadline).await;
+        self.gauges.running.dec();
+        drop(permit);
+        let mut report = match ended {
             Ended::Exited { code, stdout, stderr } => output::interpret(action, code, &stdout, &stderr),
             Ended::TimedOut { stderr } => {
                 tracing::warn!(server = %action.server(), action = %action.kind(), "the script ran past its deadline; its process tree was killed");
@@ -115,12 +171,13 @@ impl PowerShell {
         let server = action.server();
         match (slot, action) {
             (Slot::Server, _) => server.to_string(),
-            (Slot::ConnectionUri, _) => self.connection_uri.replace("{server}", server.as_str()),
+            (Slot::ConnectionUri, _) => self.endpoint(server),
             (Slot::Authentication, _) => self.authentication.to_owned(),
             (Slot::Probe, Action::Probe { probe, .. }) => probe.to_string(),
             (Slot::HealthSets, Action::ServerHealth { health_sets, .. }) => health_sets.to_string(),
             (Slot::AppPool, Action::RecycleAppPool { app_pool, .. }) => app_pool.to_string(),
             (Slot::RestartTimeoutSeconds, Action::RestartServer { .. }) => self.restart_timeout.as_secs().to_string(),
+            (Slot::Attempt, Action::DisableActivation { attempt, .. }) => attempt.to_string(),
             (slot, action) => unreachable!("template for {} uses {slot:?}, which parsing refuses", action.kind()),
         }
     }

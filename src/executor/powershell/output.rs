@@ -241,9 +241,11 @@ fn iis_reset(server: &ServerName, objects: &[Object]) -> String {
         .iter()
         .find_map(|object| text_field(object, "Output", "iisreset").ok().flatten())
         .and_then(|output| output.lines().rev().find(|l| !l.trim().is_empty()));
+    let forced = objects.iter().any(|object| text_field(object, "Mode", "iisreset").ok().flatten() == Some("forced"));
+    let how = if forced { "iisreset (IIS did not stop with /noforce, so it was forced)" } else { "iisreset /noforce" };
     match said {
-        Some(line) => format!("iisreset /noforce on {server}: {}", first_chars(line.trim(), STDOUT_CHARS)),
-        None => format!("iisreset /noforce done on {server}"),
+        Some(line) => format!("{how} on {server}: {}", first_chars(line.trim(), STDOUT_CHARS)),
+        None => format!("{how} done on {server}"),
     }
 }
 
@@ -399,6 +401,15 @@ mod tests {
         let reset =
             check(&Action::IisReset { server: server() }, r#"{"ExitCode":0,"Output":"Attempting stop...\r\nInternet services successfully restarted\r\n"}"#);
         assert_eq!(reset.detail, "iisreset /noforce on mbx01.contoso.com: Internet services successfully restarted");
+        let forced = check(
+            &Action::IisReset { server: server() },
+            r#"{"ExitCode":0,"Mode":"forced","Output":"Attempting stop...\r\nIIS did not stop\r\nInternet services successfully restarted"}"#,
+        );
+        assert!(
+            forced.detail.starts_with("iisreset (IIS did not stop with /noforce, so it was forced) on mbx01.contoso.com: Internet services"),
+            "{}",
+            forced.detail
+        );
         assert_eq!(check(&recycle, "done").outcome, Outcome::Error);
 
         let stderr = capture(&format!("{}Set-MailboxServer : Access is denied.", "x".repeat(3000)));

@@ -15,6 +15,10 @@ const HOST_FRAME: &str = include_str!("../scripts/host-frame.ps1");
 
 /// Where a frame takes its action's body.
 const BODY: &str = "{body}";
+/// Where the Exchange frame names the cmdlets `Import-PSSession` imports.
+const COMMANDS: &str = "{commands}";
+/// How an Exchange body's first line names its cmdlets.
+const CMDLETS: &str = "# cmdlets:";
 
 /// A value a template may ask for, written `{name}` in the template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +30,12 @@ pub(super) enum Slot {
     HealthSets,
     AppPool,
     RestartTimeoutSeconds,
+    Attempt,
 }
 
 impl Slot {
-    const ALL: [Slot; 7] = [Slot::Server, Slot::ConnectionUri, Slot::Authentication, Slot::Probe, Slot::HealthSets, Slot::AppPool, Slot::RestartTimeoutSeconds];
+    const ALL: [Slot; 8] =
+        [Slot::Server, Slot::ConnectionUri, Slot::Authentication, Slot::Probe, Slot::HealthSets, Slot::AppPool, Slot::RestartTimeoutSeconds, Slot::Attempt];
 
     fn name(self) -> &'static str {
         match self {
@@ -40,6 +46,7 @@ impl Slot {
             Slot::HealthSets => "health_sets",
             Slot::AppPool => "app_pool",
             Slot::RestartTimeoutSeconds => "restart_timeout_seconds",
+            Slot::Attempt => "attempt",
         }
     }
 
@@ -51,6 +58,7 @@ impl Slot {
             Slot::HealthSets => kind == ActionKind::ServerHealth,
             Slot::AppPool => kind == ActionKind::RecycleAppPool,
             Slot::RestartTimeoutSeconds => kind == ActionKind::RestartServer,
+            Slot::Attempt => kind == ActionKind::DisableActivation,
         }
     }
 }
@@ -82,6 +90,14 @@ impl Template {
             ActionKind::EnableActivation => (EXCHANGE_FRAME, include_str!("../scripts/enable_activation.ps1")),
             ActionKind::ComponentState => (EXCHANGE_FRAME, include_str!("../scripts/component_state.ps1")),
             ActionKind::Wait => return None,
+        };
+        // An Exchange body's first line names the cmdlets it uses (`# cmdlets: A, B`): the session imports those only.
+        let (frame, body) = match body.strip_prefix(CMDLETS) {
+            Some(rest) => {
+                let (names, body) = rest.split_once('\n').expect("a cmdlets line is followed by the body");
+                (frame.replacen(COMMANDS, &format!("-CommandName {}", names.trim()), 1), body)
+            }
+            None => (frame.to_owned(), body),
         };
         // The body goes where the frame's `{body}` line stands, indented as that line is.
         let at = frame.find(BODY).expect("every frame has a {body} line");

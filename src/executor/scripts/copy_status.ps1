@@ -1,1 +1,2 @@
+# cmdlets: Get-MailboxDatabaseCopyStatus
 $result = @(Get-MailboxDatabaseCopyStatus -Server {server} | Group-Object Status | Select-Object Name, Count)

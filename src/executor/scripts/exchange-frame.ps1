@@ -11,7 +11,7 @@ $global:WarningPreference = 'SilentlyContinue'
 try {
     $session = New-PSSession -ConfigurationName Microsoft.Exchange -ConnectionUri {connection_uri} -Authentication {authentication}
     try {
-        Import-PSSession $session -DisableNameChecking -AllowClobber | Out-Null
+        Import-PSSession $session {commands} -DisableNameChecking -AllowClobber | Out-Null
         {body}
     } finally {
         Remove-PSSession $session

@@ -1,3 +1,4 @@
+# cmdlets: Invoke-MonitoringProbe
 $result = @(Invoke-MonitoringProbe {probe} -Server {server} |
     Select-Object Server, MonitorIdentity,
         @{ Name = 'ResultType'; Expression = { [string]$_.ResultType } },

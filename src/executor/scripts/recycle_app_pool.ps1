@@ -1,4 +1,4 @@
-Invoke-Command -ComputerName {server} -ArgumentList {app_pool} -ScriptBlock {
+Invoke-Command -ComputerName {server} -Authentication {authentication} -ArgumentList {app_pool} -ScriptBlock {
     param($name)
     $ErrorActionPreference = 'Stop'
     Import-Module WebAdministration

@@ -1,3 +1,4 @@
+# cmdlets: Get-ServerHealth
 $result = @(Get-ServerHealth -Identity {server} |
     Where-Object { $_.HealthSetName -like {health_sets} } |
     Select-Object Server, Name, TargetResource, HealthSetName,
