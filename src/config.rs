@@ -63,6 +63,7 @@ pub struct Config {
     pub runbook_dir: Option<PathBuf>,
     pub log_format: LogFormat,
     pub retention: Dur,
+    pub listener: ListenerConfig,
     pub senders: Vec<SenderConfig>,
     pub admin: AdminConfig,
     pub servers: Vec<ServerConfig>,
@@ -82,6 +83,7 @@ impl Default for Config {
             runbook_dir: None,
             log_format: LogFormat::Text,
             retention: Dur(Duration::from_secs(90 * 24 * 3600)),
+            listener: ListenerConfig::default(),
             senders: Vec::new(),
             admin: AdminConfig::default(),
             servers: Vec::new(),
@@ -91,6 +93,23 @@ impl Default for Config {
             safety: SafetyConfig::default(),
             email: EmailConfig::default(),
         }
+    }
+}
+
+/// `[listener]`: how slow, idle and numerous clients are kept from locking intake out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// A request's head must arrive within this time of the connection opening or of the previous answer; an idle
+    /// keep-alive connection is closed after it.
+    pub header_timeout: Dur,
+    /// The most client connections open at once; lowered at start where the open file limit requires it.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig { header_timeout: Dur(Duration::from_secs(10)), max_connections: 1024 }
     }
 }
 
@@ -438,6 +457,13 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::new("max_body_bytes", "must be at least 1024"));
         }
+        if self.listener.header_timeout.0.is_zero() {
+            return Err(ConfigError::new("listener.header_timeout", "must be more than zero"));
+        }
+        if self.listener.max_connections == 0 {
+            return Err(ConfigError::new("listener.max_connections", "must be at least 1"));
+        }
+        let listener_limits = crate::http::listener::Limits { header_timeout: self.listener.header_timeout.0, max_connections: self.listener.max_connections };
         let mut senders = Vec::new();
         for (i, sender) in self.senders.iter().enumerate() {
             let key = |field: &str| format!("senders[{i}].{field}");
@@ -570,6 +596,7 @@ impl Config {
             runbook_dir: self.runbook_dir,
             log_format: self.log_format,
             retention: self.retention.0,
+            listener: listener_limits,
             senders,
             admin_tokens,
             inventory,
@@ -661,6 +688,8 @@ pub struct Settings {
     pub runbooks: RunbookSet,
     pub log_format: LogFormat,
     pub retention: Duration,
+    /// `[listener]`: the header timeout and the connection cap.
+    pub listener: crate::http::listener::Limits,
     pub senders: Vec<auth::Sender>,
     pub admin_tokens: Vec<Secret>,
     pub inventory: BTreeMap<ServerName, InventoryEntry>,

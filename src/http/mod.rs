@@ -5,6 +5,7 @@
 
 mod admin;
 mod intake;
+pub mod listener;
 mod ui;
 
 use std::sync::Arc;

@@ -4,6 +4,7 @@ mod browser;
 mod cli;
 mod helpers;
 mod intake;
+mod listener;
 mod mail;
 mod metrics;
 mod powershell;
