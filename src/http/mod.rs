@@ -50,7 +50,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.store.check_writable().await?;
+    // A write as large as the largest delivery must commit now; while commits fail (a full disk, an I/O error), the
+    // service is not ready, and it is again as soon as they succeed.
+    if let Err(err) = state.store.check_writable(state.settings.max_body_bytes).await {
+        tracing::error!(error = %err, "readiness check: the store cannot commit");
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_not_writable", "the store cannot commit a write (the log says why)"));
+    }
     if !state.engine.is_running() {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped", "the runbook engine is not running"));
     }
@@ -91,6 +96,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
+            err @ StoreError::Damaged { .. } => {
+                tracing::error!(error = %err, "store damaged");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable; retry later")
+            }
             StoreError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "store unavailable");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable; retry later")

@@ -12,4 +12,5 @@ mod replay;
 mod runbooks;
 mod safety;
 mod senders;
+mod store;
 mod ui;
