@@ -433,21 +433,9 @@ impl Config {
         }
     }
 
-    /// Reads TOML text; the error names the key that is wrong.
+    /// Reads TOML text; the error names the key that is wrong, and never shows the value of a secret.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let deserializer = toml::Deserializer::new(text);
-        serde_path_to_error::deserialize(deserializer).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            let line = inner.span().map(|span| text[..span.start].lines().count().max(1));
-            let key = match (path.as_str(), line) {
-                (".", Some(line)) => format!("line {line}"),
-                (".", None) => "config".to_owned(),
-                (_, Some(line)) => format!("{path} (line {line})"),
-                (_, None) => path,
-            };
-            ConfigError::new(key, inner.message().trim())
-        })
+        parse_toml(text, is_secret_key)
     }
 
     /// Checks every value and builds the settings the service runs on. `env` looks up environment variables.
@@ -712,6 +700,18 @@ pub struct Credentials {
     pub admin_token: Option<String>,
 }
 
+/// Why `serve` cannot use the credentials file. An unreadable or invalid file is never replaced: new secrets would
+/// lock out every sender that holds the old ones.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The file is there but cannot be read or is not valid (exit 2: a person must look at it).
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// Writing the file failed (exit 1).
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
 impl Credentials {
     pub const FILE_NAME: &'static str = "credentials.toml";
 
@@ -719,23 +719,46 @@ impl Credentials {
         data_dir.join(Self::FILE_NAME)
     }
 
+    /// The credentials file, for client commands: `None` when it is missing or cannot be used.
     pub fn read(data_dir: &Path) -> Option<Credentials> {
-        let text = std::fs::read_to_string(Self::path(data_dir)).ok()?;
-        toml::from_str(&text).ok()
+        Self::load(data_dir).ok().flatten()
+    }
+
+    /// The credentials file: `Ok(None)` when there is none, an error naming the file and the problem when it cannot
+    /// be read, is not valid, or is empty (which only a write cut short leaves behind). Secrets in it never appear
+    /// in the error.
+    pub fn load(data_dir: &Path) -> Result<Option<Credentials>, ConfigError> {
+        let path = Self::path(data_dir);
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(ConfigError::new(name, format!("cannot read the credentials file: {err}; fix it (serve never replaces it)"))),
+        };
+        let creds: Credentials = parse_toml(&text, is_secret_key).map_err(|err| {
+            ConfigError::new(
+                name.clone(),
+                format!("not a valid credentials file: {}: {}; fix it or restore it (serve never replaces it)", err.key, err.message),
+            )
+        })?;
+        if creds == Credentials::default() {
+            return Err(ConfigError::new(name, "the credentials file is empty; restore it, or delete it to have new credentials generated"));
+        }
+        Ok(Some(creds))
     }
 
     /// Fills in a webhook sender and an admin token where the settings have none, reusing the ones generated on an
     /// earlier start. Returns the credentials file's path when it was used.
-    pub fn ensure(settings: &mut Settings) -> std::io::Result<Option<PathBuf>> {
+    pub fn ensure(settings: &mut Settings) -> Result<Option<PathBuf>, CredentialsError> {
         if !settings.senders.is_empty() && !settings.admin_tokens.is_empty() {
             return Ok(None);
         }
         let path = Self::path(&settings.data_dir);
-        let mut creds = Self::read(&settings.data_dir).unwrap_or_default();
+        let mut creds = Self::load(&settings.data_dir)?.unwrap_or_default();
         let before = creds.clone();
         if settings.senders.is_empty() {
             let secret = creds.webhook_secret.get_or_insert_with(Secret::generate_whsec);
-            let key = Secret::parse_whsec(secret).map_err(|e| std::io::Error::other(format!("{}: webhook_secret {e}", path.display())))?;
+            let key = Secret::parse_whsec(secret).map_err(|e| ConfigError::new(path.display().to_string(), format!("webhook_secret {e}")))?;
             settings.senders.push(auth::Sender { name: "default".into(), method: auth::Method::StandardWebhooks { keys: vec![key], tolerance: minutes(5).0 } });
         }
         if settings.admin_tokens.is_empty() {
@@ -743,16 +766,15 @@ impl Credentials {
             settings.admin_tokens.push(Secret::new(token.as_bytes().to_vec()));
         }
         if creds != before {
-            std::fs::create_dir_all(&settings.data_dir)?;
-            write_private(&path, &toml::to_string(&creds).expect("credentials serialise"))?;
+            creds.write(&settings.data_dir).map_err(|source| CredentialsError::Write { path: path.clone(), source })?;
         }
         Ok(Some(path))
     }
 
     /// Records where the service listens, once it is bound, so that client commands find it (a wildcard address
     /// becomes loopback).
-    pub fn record_url(data_dir: &Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
-        let Some(mut creds) = Self::read(data_dir) else { return Ok(()) };
+    pub fn record_url(data_dir: &Path, addr: std::net::SocketAddr) -> Result<(), CredentialsError> {
+        let Some(mut creds) = Self::load(data_dir)? else { return Ok(()) };
         let mut addr = addr;
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
@@ -762,24 +784,64 @@ impl Credentials {
             return Ok(());
         }
         creds.url = Some(url);
-        write_private(&Self::path(data_dir), &toml::to_string(&creds).expect("credentials serialise"))
+        creds.write(data_dir).map_err(|source| CredentialsError::Write { path: Self::path(data_dir), source })
+    }
+
+    fn write(&self, data_dir: &Path) -> std::io::Result<()> {
+        crate::private_files::private_dir(data_dir)?;
+        let text = format!(
+            "# Generated by healthset-responder serve because no sender or admin token was configured.\n{}",
+            toml::to_string(self).expect("credentials serialise")
+        );
+        crate::private_files::write_private(&Self::path(data_dir), text.as_bytes())
     }
 }
 
-/// Writes a file that only its owner can read.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+/// Whether a key (as serde_path_to_error writes it: `senders[0].secrets[1]`) holds a secret, whose value must not
+/// appear in an error.
+fn is_secret_key(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    let field = last.split('[').next().unwrap_or(last);
+    matches!(field, "secrets" | "tokens" | "password" | "webhook_secret" | "admin_token")
+}
+
+/// Reads TOML into `T`; the error names the key (with its line) and, for a key that `secret` says holds a secret,
+/// says what was wrong without the value.
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, secret: impl Fn(&str) -> bool) -> Result<T, ConfigError> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let line = inner.span().map(|span| text[..span.start].lines().count().max(1));
+        let message = if secret(&path) { without_value(inner.message().trim()) } else { inner.message().trim().to_owned() };
+        let key = match (path.as_str(), line) {
+            (".", Some(line)) => format!("line {line}"),
+            (".", None) => "config".to_owned(),
+            (_, Some(line)) => format!("{path} (line {line})"),
+            (_, None) => path,
+        };
+        ConfigError::new(key, message)
+    })
+}
+
+/// serde's `invalid type: string "whsec_...", expected a sequence` without the value: `invalid type: string,
+/// expected a sequence`. Any other message about a secret is replaced by one that cannot hold the value.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let Some((unexpected, expected)) = rest.rsplit_once(", expected ") {
+                let kind = unexpected.split(['"', '`', '\'']).next().unwrap_or("").trim();
+                if !expected.contains(['"', '`']) {
+                    return format!("{prefix}{kind}, expected {expected}");
+                }
+                return format!("{prefix}{kind}");
+            }
+        }
     }
-    let mut file = options.open(path)?;
-    file.write_all(b"# Generated by healthset-responder serve because no sender or admin token was configured.\n")?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        return message.to_owned();
+    }
+    "is not valid here (the value is a secret, so it is not shown)".to_owned()
 }
 
 #[cfg(test)]
@@ -869,10 +931,89 @@ mod tests {
         assert!(auth::token_matches(&settings.admin_tokens, "an-admin-token-from-env"));
     }
 
+    fn no_credentials(dir: &Path) -> Settings {
+        Config { data_dir: dir.to_path_buf(), ..Config::default() }.resolve(|_| None).unwrap()
+    }
+
+    #[test]
+    fn an_invalid_credentials_file_stops_serve_and_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Credentials::path(dir.path());
+        let cases = [
+            ("webhook_secret = \"whsec_kept-secret-value\"\nadmin_tokn = \"x\"\n", "unknown field `admin_tokn`"),
+            ("webhook_secret = [\"whsec_kept-secret-value\"]\n", "webhook_secret (line 1): invalid type: sequence, expected a string"),
+            ("admin_token = \"kept-secret-value\"\nwebhook_secret = \"whsec_", "not a valid credentials file: line 2"),
+            ("", "the credentials file is empty"),
+            ("# only a comment\n", "the credentials file is empty"),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&path, text).unwrap();
+            let err = Credentials::ensure(&mut no_credentials(dir.path())).unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, CredentialsError::Invalid(_)), "{text:?}: {message}");
+            assert!(message.starts_with(&path.display().to_string()), "{text:?}: the error names the file: {message}");
+            assert!(message.contains(want), "{text:?}: got {message:?}, want {want:?}");
+            assert!(!message.contains("kept-secret-value"), "{text:?}: the error shows a secret: {message}");
+            assert!(!message.contains('\n'), "{text:?}: one line: {message:?}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "the file is left as it was");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unreadable_credentials_file_stops_serve() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be: unreadable as a file, whoever runs the test (root reads anything).
+        std::fs::create_dir(Credentials::path(dir.path())).unwrap();
+        let err = Credentials::ensure(&mut no_credentials(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("cannot read the credentials file"), "{err}");
+        assert!(Credentials::path(dir.path()).is_dir(), "nothing was written over it");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn credentials_are_rewritten_atomically_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = Credentials::path(dir.path());
+        std::fs::write(&path, "admin_token = \"an-old-token-0123456789\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut settings = no_credentials(dir.path());
+        Credentials::ensure(&mut settings).unwrap();
+        Credentials::record_url(dir.path(), "0.0.0.0:8080".parse().unwrap()).unwrap();
+        let creds = Credentials::read(dir.path()).unwrap();
+        assert_eq!(creds.admin_token.as_deref(), Some("an-old-token-0123456789"), "the token already there is kept");
+        assert!(creds.webhook_secret.is_some_and(|s| s.starts_with("whsec_")));
+        assert_eq!(creds.url.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "rewritten 0600 whatever it was");
+        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["credentials.toml"], "no temporary file is left behind");
+    }
+
+    #[test]
+    fn configuration_errors_never_show_a_secret() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let cases = [
+            (format!("[[senders]]\nname = \"scom\"\nsecrets = \"{secret}\""), "senders[0].secrets (line 3): invalid type: string, expected a sequence"),
+            (format!("[[senders]]\nname = \"am\"\nauth = \"bearer\"\ntokens = \"{secret}\""), "senders[0].tokens (line 4): invalid type: string"),
+            (format!("[admin]\ntokens = \"{secret}\""), "admin.tokens (line 2): invalid type: string"),
+            (format!("[admin]\ntokens = [[\"{secret}\"]]"), "admin.tokens[0] (line 2): invalid type: sequence, expected a string"),
+            (format!("[email.smtp]\npassword = [\"{secret}\"]"), "email.smtp.password (line 2): invalid type: sequence"),
+            (format!("[email.smtp]\npassword = {{ value = \"{secret}\" }}"), "email.smtp.password (line 2): invalid type: map"),
+        ];
+        for (text, want) in cases {
+            let err = resolve(&text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
+            assert!(!err.contains("MfKQ9r8"), "{text:?}: the error shows the secret: {err}");
+        }
+        // Keys that hold no secret still show what was wrong with their value.
+        assert!(resolve("listen = 8080").unwrap_err().contains("integer `8080`"));
+    }
+
     #[test]
     fn generated_credentials_are_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut settings = Config { data_dir: dir.path().to_path_buf(), ..Config::default() }.resolve(|_| None).unwrap();
+        let mut settings = no_credentials(dir.path());
         let path = Credentials::ensure(&mut settings).unwrap().unwrap();
         let first = Credentials::read(dir.path()).unwrap();
         #[cfg(unix)]

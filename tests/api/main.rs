@@ -2,6 +2,7 @@
 
 mod browser;
 mod cli;
+mod files;
 mod helpers;
 mod intake;
 mod listener;
