@@ -64,6 +64,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub retention: Dur,
     pub listener: ListenerConfig,
+    pub intake: IntakeConfig,
     pub senders: Vec<SenderConfig>,
     pub admin: AdminConfig,
     pub servers: Vec<ServerConfig>,
@@ -84,6 +85,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             retention: Dur(Duration::from_secs(90 * 24 * 3600)),
             listener: ListenerConfig::default(),
+            intake: IntakeConfig::default(),
             senders: Vec::new(),
             admin: AdminConfig::default(),
             servers: Vec::new(),
@@ -110,6 +112,21 @@ pub struct ListenerConfig {
 impl Default for ListenerConfig {
     fn default() -> Self {
         ListenerConfig { header_timeout: Dur(Duration::from_secs(10)), max_connections: 1024 }
+    }
+}
+
+/// `[intake]`: how deliveries are told apart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    /// The same body from the same sender within this time is a duplicate: the only replay protection for senders
+    /// that carry no delivery id (`hub-signature-256`, `bearer`) nor a source alert id. `"0s"` turns it off.
+    pub duplicate_window: Dur,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig { duplicate_window: minutes(10) }
     }
 }
 
@@ -585,6 +602,7 @@ impl Config {
             log_format: self.log_format,
             retention: self.retention.0,
             listener: listener_limits,
+            duplicate_window: self.intake.duplicate_window.0,
             senders,
             admin_tokens,
             inventory,
@@ -678,6 +696,8 @@ pub struct Settings {
     pub retention: Duration,
     /// `[listener]`: the header timeout and the connection cap.
     pub listener: crate::http::listener::Limits,
+    /// `intake.duplicate_window`: the same body from the same sender within it is a duplicate.
+    pub duplicate_window: Duration,
     pub senders: Vec<auth::Sender>,
     pub admin_tokens: Vec<Secret>,
     pub inventory: BTreeMap<ServerName, InventoryEntry>,
