@@ -258,6 +258,13 @@ fn settings(config: Option<&Path>) -> Result<(Settings, Source), Failure> {
     Ok((config.resolve(|name| std::env::var(name).ok())?, source))
 }
 
+/// The settings a service runs on: as [`settings`], and refusing the example configuration's placeholder secrets.
+fn service_settings(config: Option<&Path>) -> Result<(Settings, Source), Failure> {
+    let (config, source) = Config::load(config)?;
+    config.refuse_placeholders()?;
+    Ok((config.resolve(|name| std::env::var(name).ok())?, source))
+}
+
 /// Client commands need only the data directory (for credentials.toml); a broken config still fails clearly.
 fn data_dir(config: Option<&Path>) -> Result<PathBuf, Failure> {
     Ok(Config::load(config)?.0.data_dir)
@@ -300,7 +307,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::CheckConfig { send_test_email } => {
-            let (settings, source) = settings(config)?;
+            let (settings, source) = service_settings(config)?;
             let from = match source {
                 Source::File(path) => path.display().to_string(),
                 Source::Defaults => "built-in defaults".to_owned(),
@@ -562,7 +569,7 @@ fn print_json(value: &Value) {
 }
 
 async fn serve(config: Option<&Path>) -> Result<(), Failure> {
-    let (mut settings, source) = settings(config)?;
+    let (mut settings, source) = service_settings(config)?;
     init_logging(settings.log_format, "info");
     if let Source::File(path) = &source {
         tracing::info!(config = %path.display(), "configuration read");

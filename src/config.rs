@@ -212,6 +212,8 @@ pub struct ExecutorConfig {
     pub authentication: String,
     pub timeout: Dur,
     pub scripts: BTreeMap<String, String>,
+    /// Environment variables the shell receives besides the platform's basics; `HSR_*` never reach it.
+    pub pass_env: Vec<String>,
 }
 
 impl Default for ExecutorConfig {
@@ -225,6 +227,7 @@ impl Default for ExecutorConfig {
             authentication: "Kerberos".into(),
             timeout: minutes(10),
             scripts: BTreeMap::new(),
+            pass_env: Vec::new(),
         }
     }
 }
@@ -397,6 +400,8 @@ pub struct SmtpConfig {
     pub password: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub timeout: Dur,
+    /// AUTH over `tls = "none"` sends the password in clear; refused unless this says it is meant.
+    pub allow_plaintext_login: bool,
 }
 
 impl Default for SmtpConfig {
@@ -409,6 +414,7 @@ impl Default for SmtpConfig {
             password: None,
             ca_file: None,
             timeout: Dur(Duration::from_secs(30)),
+            allow_plaintext_login: false,
         }
     }
 }
@@ -420,6 +426,11 @@ pub enum SmtpTls {
     Tls,
     None,
 }
+
+/// The secrets and tokens `examples/healthset-responder.toml` ships with (the Standard Webhooks specification's own
+/// example secret among them); [`Config::refuse_placeholders`] refuses them.
+pub const EXAMPLE_PLACEHOLDERS: [&str; 4] =
+    ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "replace-with-a-long-random-token", "replace-with-another-long-random-token", "..."];
 
 /// Where configuration came from, for messages.
 #[derive(Debug, Clone)]
@@ -453,6 +464,28 @@ impl Config {
     /// Reads TOML text; the error names the key that is wrong, and never shows the value of a secret.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         parse_toml(text, is_secret_key)
+    }
+
+    /// Refuses the placeholder secrets and tokens that `examples/healthset-responder.toml` ships with: a copy of the
+    /// example put into service would accept alerts and admin calls from anyone who has read it. `serve` and
+    /// `check-config` ask this.
+    pub fn refuse_placeholders(&self) -> Result<(), ConfigError> {
+        let placeholder = |value: &str| EXAMPLE_PLACEHOLDERS.contains(&value.trim());
+        let refuse = |key: String| ConfigError::new(key, "is the placeholder from the example configuration; generate a secret of your own (see the README)");
+        for (i, sender) in self.senders.iter().enumerate() {
+            for (field, values) in [("secrets", &sender.secrets), ("tokens", &sender.tokens)] {
+                if let Some(j) = values.iter().position(|v| placeholder(v)) {
+                    return Err(refuse(format!("senders[{i}].{field}[{j}]")));
+                }
+            }
+        }
+        if let Some(j) = self.admin.tokens.iter().position(|v| placeholder(v)) {
+            return Err(refuse(format!("admin.tokens[{j}]")));
+        }
+        if self.email.smtp.password.as_deref().is_some_and(placeholder) {
+            return Err(refuse("email.smtp.password".into()));
+        }
+        Ok(())
     }
 
     /// Checks every value and builds the settings the service runs on. `env` looks up environment variables.
@@ -537,6 +570,17 @@ impl Config {
         if self.executor.timeout.0.is_zero() {
             return Err(ConfigError::new("executor.timeout", "must be more than zero"));
         }
+        for (i, name) in self.executor.pass_env.iter().enumerate() {
+            let key = format!("executor.pass_env[{i}]");
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '(' || c == ')');
+            if !valid {
+                return Err(ConfigError::new(key, format!("{name:?} is not an environment variable name")));
+            }
+            if name.to_ascii_uppercase().starts_with("HSR_") {
+                return Err(ConfigError::new(key, format!("{name} is one of the service's own variables; HSR_* variables never reach the shell")));
+            }
+        }
         if self.executor.kind == ExecutorKind::Powershell {
             // Checks the program, the endpoint and every script template, naming the key that is wrong.
             crate::executor::powershell::PowerShell::new(&self.executor, self.timing.restart_timeout.0)?;
@@ -572,6 +616,12 @@ impl Config {
         }
         if email.smtp.username.is_some() != smtp_password.is_some() {
             return Err(ConfigError::new("email.smtp.password", "username and password go together (the password may come from HSR_SMTP_PASSWORD)"));
+        }
+        if email.smtp.tls == SmtpTls::None && email.smtp.username.is_some() && !email.smtp.allow_plaintext_login {
+            return Err(ConfigError::new(
+                "email.smtp.username",
+                "a login over tls = \"none\" sends the password in clear; use \"starttls\" or \"tls\", or set email.smtp.allow_plaintext_login = true if that is meant",
+            ));
         }
         if !(email.notify_on.contains(&NotifyOn::Escalated) && email.notify_on.contains(&NotifyOn::Blocked)) {
             return Err(ConfigError::new(
@@ -1028,6 +1078,47 @@ mod tests {
         }
         // Keys that hold no secret still show what was wrong with their value.
         assert!(resolve("listen = 8080").unwrap_err().contains("integer `8080`"));
+    }
+
+    #[test]
+    fn the_shell_environment_and_plain_text_logins_are_checked() {
+        let cases = [
+            ("[executor]\npass_env = [\"HTTPS_PROXY\", \"HSR_ADMIN_TOKEN\"]", "executor.pass_env[1]: HSR_ADMIN_TOKEN is one of the service's own variables"),
+            ("[executor]\npass_env = [\"hsr_webhook_secret\"]", "executor.pass_env[0]: hsr_webhook_secret is one of the service's own variables"),
+            ("[executor]\npass_env = [\"A=B\"]", "executor.pass_env[0]: \"A=B\" is not an environment variable name"),
+            (
+                "[email.smtp]\ntls = \"none\"\nusername = \"hsr\"\npassword = \"a-relay-password\"",
+                "email.smtp.username: a login over tls = \"none\" sends the password in clear",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = resolve(text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
+            assert!(!err.contains("a-relay-password"));
+        }
+        let settings = resolve(
+            "[executor]\npass_env = [\"HTTPS_PROXY\"]\n[email.smtp]\ntls = \"none\"\nusername = \"hsr\"\npassword = \"p\"\nallow_plaintext_login = true",
+        )
+        .unwrap();
+        assert_eq!(settings.executor.pass_env, ["HTTPS_PROXY"]);
+        assert!(resolve("[email.smtp]\ntls = \"none\"").is_ok(), "no login, nothing to send in clear");
+    }
+
+    #[test]
+    fn the_example_placeholders_are_refused_by_name() {
+        let example = include_str!("../examples/healthset-responder.toml");
+        let err = Config::parse(example).unwrap().refuse_placeholders().unwrap_err().to_string();
+        assert_eq!(err, "senders[0].secrets[0]: is the placeholder from the example configuration; generate a secret of your own (see the README)");
+        let cases = [
+            ("[[senders]]\nname = \"am\"\nauth = \"bearer\"\ntokens = [\"0123456789abcdef\", \"replace-with-a-long-random-token\"]", "senders[0].tokens[1]"),
+            ("[admin]\ntokens = [\"replace-with-another-long-random-token\"]", "admin.tokens[0]"),
+            ("[email.smtp]\npassword = \"...\"", "email.smtp.password"),
+        ];
+        for (text, key) in cases {
+            let err = Config::parse(text).unwrap().refuse_placeholders().unwrap_err();
+            assert_eq!(err.key, key, "{text:?}");
+        }
+        assert!(Config::parse("[admin]\ntokens = [\"0123456789abcdef0123\"]").unwrap().refuse_placeholders().is_ok());
     }
 
     #[test]

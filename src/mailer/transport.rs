@@ -331,25 +331,12 @@ async fn write_outbox(dir: &Path, raw: &[u8]) -> Result<PathBuf, DeliveryError> 
     let raw = raw.to_vec();
     let fail = |dir: &Path, e: std::io::Error| DeliveryError::transient(format!("outbox {}: {e}", dir.display()));
     tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        std::fs::create_dir_all(&dir).map_err(|e| fail(&dir, e))?;
+        // The outbox is as private as the rest of the data directory: 0700, and each email 0600, written whole or
+        // not at all.
+        crate::private_files::private_dir(&dir).map_err(|e| fail(&dir, e))?;
         let name = format!("{}-{:08x}.eml", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), rand::random::<u32>());
-        let temp = dir.join(format!(".{name}.tmp"));
         let path = dir.join(&name);
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
-            file.write_all(&raw)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &path)?;
-            // Make the rename itself durable where the platform allows it.
-            #[cfg(unix)]
-            std::fs::File::open(&dir)?.sync_all()?;
-            Ok(())
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            fail(&dir, e)
-        })?;
+        crate::private_files::write_private(&path, &raw).map_err(|e| fail(&dir, e))?;
         Ok(path)
     })
     .await

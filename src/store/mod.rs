@@ -127,8 +127,23 @@ const MAX_BATCH: usize = 1024;
 impl Store {
     /// Opens (creating if needed) the database in `data_dir`, applies migrations and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display())))?;
+        crate::private_files::private_dir(data_dir).map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DB_FILE);
+        // SQLite creates the WAL and shared-memory files with the database file's mode, so a private database file
+        // makes all three private; files from before this was enforced are made private too.
+        let private = |file: &Path| -> std::io::Result<()> {
+            if file == path {
+                crate::private_files::create_private(file)?;
+            }
+            if file.exists() {
+                crate::private_files::make_private(file)?;
+            }
+            Ok(())
+        };
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            private(&file).map_err(|e| StoreError::Unavailable(format!("cannot make {} private: {e}", file.display())))?;
+        }
         let damaged = |err: rusqlite::Error| StoreError::Damaged { path: path.clone(), detail: err.to_string() };
         let mut conn = Connection::open(&path)?;
         // FULL: a commit is on disk when it returns, which is what a 202 promises. A larger page cache keeps the

@@ -1,6 +1,8 @@
 //! The service's own files, as an operator finds them: `credentials.toml` never changes by itself, and the data
 //! directory and everything the service writes in it are readable by the service's user only.
 
+use crate::helpers::*;
+
 /// Runs the real binary with `args` in `home`, with no secret from the environment; returns its exit code and
 /// standard error.
 fn run(home: &std::path::Path, args: &[&str]) -> (i32, String) {
@@ -30,4 +32,61 @@ fn serve_stops_on_an_invalid_credentials_file_and_leaves_it_alone() {
     assert!(line.contains("data/credentials.toml") && line.contains("url (line 3): invalid type"), "{stderr}");
     assert!(!stderr.contains("must-stay") && !stderr.contains("c2VjcmV0"), "no secret in the message: {stderr}");
     assert_eq!(std::fs::read_to_string(&credentials).unwrap(), text, "the file is not regenerated");
+}
+
+#[test]
+fn serve_and_check_config_refuse_the_example_configurations_placeholders() {
+    let home = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/healthset-responder.toml")).unwrap();
+    let config = home.path().join("healthset-responder.toml");
+    std::fs::write(&config, &example).unwrap();
+    for command in [&["check-config"][..], &["serve"][..]] {
+        let (code, stderr) = run(home.path(), command);
+        assert_eq!(code, 2, "{command:?}: {stderr}");
+        assert!(stderr.contains("senders[0].secrets[0]: is the placeholder from the example configuration"), "{command:?}: {stderr}");
+    }
+    assert!(!home.path().join("data").exists(), "serve started nothing");
+
+    // With the secrets replaced, the example (every key, documented) is a valid configuration.
+    let own = example
+        .replace("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_b3VyIG93biBrZXksIG5vdCB0aGUgZXhhbXBsZQ==")
+        .replace("replace-with-a-long-random-token", "0f6c2d9e8a7b4c3d2e1f0a9b8c7d6e5f")
+        .replace("replace-with-another-long-random-token", "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b");
+    std::fs::write(&config, own).unwrap();
+    let (code, stderr) = run(home.path(), &["check-config"]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("var").join("data");
+    let config = format!("{}\n[[servers]]\nname = \"cas01.contoso.com\"\nrole = \"cas\"\n", base_config(&data));
+    let service = healthset_responder::service::Service::start(settings(&config)).await.unwrap();
+    let app = TestApp { url: format!("http://{}", service.addr), service: Some(service), data_dir: home, config, http: reqwest::Client::new() };
+    // An alert for a server outside the inventory ends blocked and escalates: an .eml lands in the outbox.
+    let incident = app.open(&native("cas09.contoso.com", "ActiveSyncCTPMonitor", "probe failed")).await;
+    app.wait_final(&incident).await;
+    let outbox = data.join("outbox");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let email = loop {
+        let found =
+            std::fs::read_dir(&outbox).ok().and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "eml")));
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "the escalation reaches the outbox");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    assert_eq!(mode(&outbox), 0o700, "the outbox");
+    assert_eq!(mode(&email), 0o600, "an email");
+    let database = data.join(healthset_responder::store::DB_FILE);
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", database.display()));
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
 }

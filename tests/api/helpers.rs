@@ -7,7 +7,7 @@ use healthset_responder::config::{Config, Settings};
 use healthset_responder::service::Service;
 use serde_json::Value;
 
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const SECRET: &str = "whsec_aW50ZWdyYXRpb24gdGVzdHMgb25seTogMzIgYnl0ZXM=";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// The configuration every test starts from; tests append TOML to change it.

@@ -37,6 +37,9 @@ pub struct PowerShell {
     connection_uri: String,
     authentication: &'static str,
     templates: HashMap<ActionKind, Template>,
+    /// What the shell's environment is: the platform's basics and `executor.pass_env`, taken from the service's
+    /// own environment once, at start.
+    environment: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl PowerShell {
@@ -76,6 +79,7 @@ impl PowerShell {
             connection_uri: config.connection_uri.clone(),
             authentication,
             templates,
+            environment: process::environment(&config.pass_env, std::env::vars_os()),
         })
     }
 
@@ -96,7 +100,7 @@ impl PowerShell {
             Action::RestartServer { .. } => self.timeout + self.restart_timeout,
             _ => self.timeout,
         };
-        let mut report = match process::run(&self.program, &self.args, &script, deadline).await {
+        let mut report = match process::run(&self.program, &self.args, &self.environment, &script, deadline).await {
             Ended::Exited { code, stdout, stderr } => output::interpret(action, code, &stdout, &stderr),
             Ended::TimedOut { stderr } => {
                 tracing::warn!(server = %action.server(), action = %action.kind(), "the script ran past its deadline; its process tree was killed");
