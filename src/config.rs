@@ -61,6 +61,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
     pub runbook_dir: Option<PathBuf>,
+    /// The address people use to reach the service (behind a reverse proxy, the proxy's): links in emails, and a
+    /// `Secure` session cookie when it is https.
+    pub public_url: Option<String>,
     pub log_format: LogFormat,
     pub retention: Dur,
     pub listener: ListenerConfig,
@@ -82,6 +85,7 @@ impl Default for Config {
             data_dir: "data".into(),
             max_body_bytes: 256 * 1024,
             runbook_dir: None,
+            public_url: None,
             log_format: LogFormat::Text,
             retention: Dur(Duration::from_secs(90 * 24 * 3600)),
             listener: ListenerConfig::default(),
@@ -495,6 +499,7 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::new("max_body_bytes", "must be at least 1024"));
         }
+        let public_url = self.public_url.as_deref().map(public_url).transpose()?;
         if self.listener.header_timeout.0.is_zero() {
             return Err(ConfigError::new("listener.header_timeout", "must be more than zero"));
         }
@@ -649,6 +654,7 @@ impl Config {
             data_dir: self.data_dir,
             max_body_bytes: self.max_body_bytes,
             runbook_dir: self.runbook_dir,
+            public_url,
             log_format: self.log_format,
             retention: self.retention.0,
             listener: listener_limits,
@@ -665,6 +671,19 @@ impl Config {
             smtp_password,
         })
     }
+}
+
+/// Checks `public_url`: an http or https address with a host, and no query or fragment.
+fn public_url(raw: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| ConfigError::new("public_url", format!("{raw:?} {why}"));
+    let url = reqwest::Url::parse(raw.trim()).map_err(|_| bad("is not an address like \"https://responder.contoso.com\""))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must start with https:// or http://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(bad("must be a plain address: a host (and a path), without credentials, query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn tokens(raw: &[String], key: &str) -> Result<Vec<Secret>, ConfigError> {
@@ -740,6 +759,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
     pub runbook_dir: Option<PathBuf>,
+    /// `public_url`, checked, without a trailing `/`.
+    pub public_url: Option<String>,
     /// The built-in runbooks with those of `runbook_dir` added or replacing them.
     pub runbooks: RunbookSet,
     pub log_format: LogFormat,
@@ -929,6 +950,9 @@ mod tests {
         assert_eq!(settings.max_body_bytes, 262144);
         assert_eq!(settings.safety.restart_server.server_min_interval, minutes(720));
         assert_eq!(settings.timing.settle_wait, minutes(10));
+        assert_eq!(settings.public_url, None);
+        let behind_a_proxy = resolve("public_url = \"https://responder.contoso.com/hsr/\"").unwrap();
+        assert_eq!(behind_a_proxy.public_url.as_deref(), Some("https://responder.contoso.com/hsr"));
     }
 
     #[test]
@@ -962,6 +986,9 @@ mod tests {
             ),
             ("[[email.routes]]\nservers = [\"cas*\"]\ncc = [\"a@contoso.com\"]\nto = [\"a@contoso.com\"]", "unknown field `cc`"),
             ("[executor]\nkind = \"ssh\"", "executor.kind"),
+            ("public_url = \"responder.contoso.com\"", "public_url: \"responder.contoso.com\" is not an address"),
+            ("public_url = \"ftp://responder.contoso.com\"", "public_url: \"ftp://responder.contoso.com\" must start with https:// or http://"),
+            ("public_url = \"https://responder.contoso.com/?a=b\"", "public_url: \"https://responder.contoso.com/?a=b\" must be a plain address"),
             ("[simulator.servers.\"cas01\"]\nfault = \"gremlins\"", "simulator.servers.cas01.fault"),
         ];
         for (text, want) in cases {

@@ -66,7 +66,7 @@ impl Service {
         let (engine, handle) = Engine::new(settings.clone(), store.clone(), metrics.clone(), paused)?;
         let engine = tokio::spawn(engine.run(stopping.clone()));
         tokio::spawn(prune(store.clone(), settings.retention, stopping.clone()));
-        let state = Arc::new(AppState { settings, store: store.clone(), engine: handle, metrics });
+        let state = Arc::new(AppState { settings, store: store.clone(), engine: handle, metrics, guesses: Default::default() });
         let app = http::router(state.clone());
         let file_limit = http::listener::raise_file_limit();
         let limits = http::listener::Limits {

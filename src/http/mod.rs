@@ -4,6 +4,7 @@
 //! shape answers; they make no decisions of their own about incidents.
 
 mod admin;
+pub mod guesses;
 mod intake;
 pub mod listener;
 mod ui;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub store: Store,
     pub engine: EngineHandle,
     pub metrics: Arc<Metrics>,
+    /// Wrong admin tokens per client address, for the login and the admin API.
+    pub guesses: guesses::Guesses,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -67,6 +70,18 @@ async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>
 async fn prometheus(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Result<Response, ApiError> {
     let gauges = StoreGauges { open_incidents: state.store.runnable(None).await?.len(), automation_paused: state.store.paused().await?.is_some() };
     Ok(([(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.encode(gauges)).into_response())
+}
+
+/// The answer to an address that guessed wrong too often: `429` with `Retry-After`, in the shape `shape` makes of
+/// the message (JSON for the API, a page for a browser).
+fn too_many_guesses(locked: guesses::Locked, shape: impl FnOnce(StatusCode, &str) -> Response) -> Response {
+    let seconds = locked.retry_after.as_secs().max(1);
+    let mut response = shape(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("too many wrong admin tokens from this address; try again in {}", humantime::format_duration(Duration::from_secs(seconds))),
+    );
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+    response
 }
 
 /// An error answer: `{"error": {"code": ..., "message": ...}}`.

@@ -90,3 +90,25 @@ async fn the_data_directory_and_its_files_are_private() {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
 }
+
+#[tokio::test]
+async fn wrong_admin_tokens_are_refused_with_429_and_logged_once_per_window() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("healthset-responder.toml");
+    std::fs::write(&config, base_config(&home.path().join("data"))).unwrap();
+    let service = ServiceProcess::start(&config, None);
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let response = http.get(format!("{}/v1/incidents", service.url)).bearer_auth("guessing-the-admin-token-0000").send().await.unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    let max = healthset_responder::http::guesses::MAX_FAILURES as usize;
+    assert!(statuses[..max].iter().all(|s| *s == 401) && statuses[max..].iter().all(|s| *s == 429), "{statuses:?}");
+    let log = service.log.clone();
+    assert!(service.terminate().success());
+    let log = log.lock().unwrap().clone();
+    let lines = log.lines().filter(|l| l.contains("wrong admin token")).count();
+    assert_eq!(lines, 2, "the first failure and the lock-out, not one line per failure: {log}");
+    assert!(!log.contains("guessing-the-admin-token"), "the guess itself is never logged");
+}
