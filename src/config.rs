@@ -406,6 +406,8 @@ pub struct SmtpConfig {
     pub timeout: Dur,
     /// AUTH over `tls = "none"` sends the password in clear; refused unless this says it is meant.
     pub allow_plaintext_login: bool,
+    /// The relay's own certificate (PEM): trusted as it is, and nothing else is (Exchange's self-signed one).
+    pub pin_certificate: Option<PathBuf>,
 }
 
 impl Default for SmtpConfig {
@@ -419,6 +421,7 @@ impl Default for SmtpConfig {
             ca_file: None,
             timeout: Dur(Duration::from_secs(30)),
             allow_plaintext_login: false,
+            pin_certificate: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 //!   `check-config --send-test-email` sends through it.
 
 mod content;
+mod pinned;
 mod routing;
 mod transport;
 
