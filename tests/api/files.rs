@@ -1,5 +1,6 @@
-//! The service's own files, as an operator finds them: `credentials.toml` never changes by itself, and the data
-//! directory and everything the service writes in it are readable by the service's user only.
+//! The service's own files, as an operator finds them: `credentials.toml` never changes by itself, the data directory
+//! and everything the service writes in it are readable by the service's user only, and secrets and guesses stay out
+//! of the log; and the repository's own test command, which installs what the tests need.
 
 use crate::helpers::*;
 
@@ -111,4 +112,23 @@ async fn wrong_admin_tokens_are_refused_with_429_and_logged_once_per_window() {
     let lines = log.lines().filter(|l| l.contains("wrong admin token")).count();
     assert_eq!(lines, 2, "the first failure and the lock-out, not one line per failure: {log}");
     assert!(!log.contains("guessing-the-admin-token"), "the guess itself is never logged");
+}
+
+#[test]
+fn the_readme_test_command_installs_what_the_tests_need() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let two_commands = readme.split("## Two commands").nth(1).unwrap().split("```").nth(1).unwrap();
+    assert!(two_commands.lines().any(|l| l.starts_with("scripts/test.sh ")), "{two_commands}");
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    assert!(ci.lines().any(|l| l == "scripts/install-test-deps.sh"), "CI installs what the tests need the same way: {ci}");
+    let test = std::fs::read_to_string(root.join("scripts/test.sh")).unwrap();
+    assert!(test.contains("scripts/install-test-deps.sh") && test.contains("cargo test"), "{test}");
+
+    // On a machine with none of it and no apt-get, the script names every package and stops.
+    let empty = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("/bin/bash").arg(root.join("scripts/install-test-deps.sh")).env("PATH", empty.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: the tests need chromium chromium-driver pkg-config libssl-dev"), "{stderr}");
 }
