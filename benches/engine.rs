@@ -13,7 +13,7 @@ use healthset_responder::service::Service;
 
 const SERVERS: usize = 1000;
 const CONCURRENCY: usize = 32;
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const SECRET: &str = "whsec_YmVuY2htYXJrcyBvbmx5LCBuZXZlciBpbiBzZXJ2aWNl";
 const TOKEN: &str = "bench-admin-token-0123456789";
 
 fn main() -> anyhow::Result<()> {

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 const CONNECTIONS: usize = 32;
 const DURATION: Duration = Duration::from_secs(8);
 const WARM_UP: Duration = Duration::from_secs(1);
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const SECRET: &str = "whsec_YmVuY2htYXJrcyBvbmx5LCBuZXZlciBpbiBzZXJ2aWNl";
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

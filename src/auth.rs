@@ -336,4 +336,74 @@ mod tests {
         assert!(Secret::parse_whsec("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap_err().contains("whsec_"));
         assert!(Secret::parse_whsec(&Secret::generate_whsec()).is_ok());
     }
+
+    /// Every kind of sender at once, so that hostile headers meet every check.
+    fn every_kind() -> Vec<Sender> {
+        let mut senders = standard(SPEC_SECRET);
+        senders.push(Sender { name: "hub".into(), method: Method::HubSignature { keys: vec![Secret::new(b"hub-secret-0123456789".to_vec())] } });
+        senders.push(Sender { name: "bearer".into(), method: Method::Bearer { tokens: vec![Secret::new(b"bearer-token-0123456789".to_vec())] } });
+        senders
+    }
+
+    /// Header values as a sender controls them: any bytes HTTP lets through, opaque bytes included.
+    fn header_value() -> impl proptest::strategy::Strategy<Value = Option<http::HeaderValue>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(None),
+            prop::collection::vec(any::<u8>(), 0..300).prop_map(|bytes| http::HeaderValue::from_bytes(&bytes).ok()),
+            "(v1,[A-Za-z0-9+/=]{0,60} ?){0,4}".prop_map(|text| http::HeaderValue::from_str(&text).ok()),
+            "sha256=[0-9a-fA-F]{0,80}".prop_map(|text| http::HeaderValue::from_str(&text).ok()),
+            "(Bearer|bearer|BEARER|Basic) ?.{0,40}".prop_map(|text| http::HeaderValue::from_str(&text).ok()),
+            "-?[0-9]{0,25}".prop_map(|text| http::HeaderValue::from_str(&text).ok()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn hostile_headers_and_bodies_are_refused_with_a_typed_error(
+            id in header_value(),
+            timestamp in header_value(),
+            signature in header_value(),
+            hub in header_value(),
+            authorization in header_value(),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024),
+            now in proptest::prelude::any::<i64>(),
+        ) {
+            let mut map = HeaderMap::new();
+            for (name, value) in [("webhook-id", id), ("webhook-timestamp", timestamp), ("webhook-signature", signature), ("x-hub-signature-256", hub), ("authorization", authorization)] {
+                if let Some(value) = value {
+                    map.insert(name, value);
+                }
+            }
+            let senders = every_kind();
+            let err = authenticate(&senders, &map, &body, now).expect_err("nothing forged gets through");
+            let text = err.to_string();
+            proptest::prop_assert!(!text.is_empty() && !err.reason().is_empty());
+            proptest::prop_assert!(!text.contains("hub-secret") && !text.contains("bearer-token") && !text.contains("v1,"), "{}", text);
+        }
+
+        #[test]
+        fn a_signature_holds_for_exactly_the_bytes_it_signed(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024),
+            at in proptest::prelude::any::<usize>(),
+            bit in 0u8..8,
+        ) {
+            let key = Secret::parse_whsec(SPEC_SECRET).unwrap();
+            let signature = sign_standard(&key, "msg_fuzz", 1_700_000_000, &body);
+            let signed = headers(&[("webhook-id", "msg_fuzz"), ("webhook-timestamp", "1700000000"), ("webhook-signature", &signature)]);
+            let senders = every_kind();
+            proptest::prop_assert_eq!(authenticate(&senders, &signed, &body, 1_700_000_000).map(|a| a.sender), Ok("scom"));
+            let hub = Secret::new(b"hub-secret-0123456789".to_vec());
+            let hub_signed = headers(&[("x-hub-signature-256", &sign_hub(&hub, &body))]);
+            proptest::prop_assert_eq!(authenticate(&senders, &hub_signed, &body, 0).map(|a| a.sender), Ok("hub"));
+            if !body.is_empty() {
+                let mut tampered = body.clone();
+                tampered[at % body.len()] ^= 1 << bit;
+                proptest::prop_assert_eq!(authenticate(&senders, &signed, &tampered, 1_700_000_000), Err(AuthError::Mismatch));
+                proptest::prop_assert_eq!(authenticate(&senders, &hub_signed, &tampered, 0), Err(AuthError::Mismatch));
+            }
+        }
+    }
 }

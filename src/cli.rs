@@ -19,7 +19,7 @@ use self::render::Palette;
 
 use crate::alert::Format;
 use crate::client::{self, Client, ClientError, Signer, Target};
-use crate::config::{Config, ConfigError, Credentials, LogFormat, Settings, Source};
+use crate::config::{Config, ConfigError, Credentials, CredentialsError, LogFormat, Settings, Source};
 use crate::incident::State;
 use crate::runbook;
 use crate::service::Service;
@@ -258,6 +258,13 @@ fn settings(config: Option<&Path>) -> Result<(Settings, Source), Failure> {
     Ok((config.resolve(|name| std::env::var(name).ok())?, source))
 }
 
+/// The settings a service runs on: as [`settings`], and refusing the example configuration's placeholder secrets.
+fn service_settings(config: Option<&Path>) -> Result<(Settings, Source), Failure> {
+    let (config, source) = Config::load(config)?;
+    config.refuse_placeholders()?;
+    Ok((config.resolve(|name| std::env::var(name).ok())?, source))
+}
+
 /// Client commands need only the data directory (for credentials.toml); a broken config still fails clearly.
 fn data_dir(config: Option<&Path>) -> Result<PathBuf, Failure> {
     Ok(Config::load(config)?.0.data_dir)
@@ -300,7 +307,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::CheckConfig { send_test_email } => {
-            let (settings, source) = settings(config)?;
+            let (settings, source) = service_settings(config)?;
             let from = match source {
                 Source::File(path) => path.display().to_string(),
                 Source::Defaults => "built-in defaults".to_owned(),
@@ -570,24 +577,35 @@ fn print_json(value: &Value) {
 }
 
 async fn serve(config: Option<&Path>) -> Result<(), Failure> {
-    let (mut settings, source) = settings(config)?;
+    let (mut settings, source) = service_settings(config)?;
     init_logging(settings.log_format, "info");
     if let Source::File(path) = &source {
         tracing::info!(config = %path.display(), "configuration read");
     }
-    let generated = Credentials::ensure(&mut settings).map_err(|e| Failure::Failed(anyhow::anyhow!("cannot write the credentials file: {e}")))?;
+    let generated = Credentials::ensure(&mut settings).map_err(credentials_failure)?;
     if let Some(path) = &generated {
         tracing::info!(file = %path.display(), "no sender or admin token configured: using generated credentials (client commands read this file)");
     }
     let data_dir = settings.data_dir.clone();
     let service = Service::start(settings).await?;
     if generated.is_some() {
-        Credentials::record_url(&data_dir, service.addr).map_err(|e| Failure::Failed(anyhow::anyhow!("cannot write the credentials file: {e}")))?;
+        if let Err(err) = Credentials::record_url(&data_dir, service.addr) {
+            let _ = service.stop().await;
+            return Err(credentials_failure(err));
+        }
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
     service.stop().await?;
     Ok(())
+}
+
+/// An unreadable or invalid credentials file is the operator's to fix (exit 2); a failed write is an I/O failure.
+fn credentials_failure(err: CredentialsError) -> Failure {
+    match err {
+        CredentialsError::Invalid(err) => Failure::Usage(err.to_string()),
+        err @ CredentialsError::Write { .. } => Failure::Failed(err.into()),
+    }
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {

@@ -61,8 +61,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
     pub runbook_dir: Option<PathBuf>,
+    /// The address people use to reach the service (behind a reverse proxy, the proxy's): links in emails, and a
+    /// `Secure` session cookie when it is https.
+    pub public_url: Option<String>,
     pub log_format: LogFormat,
     pub retention: Dur,
+    pub listener: ListenerConfig,
+    pub intake: IntakeConfig,
     pub senders: Vec<SenderConfig>,
     pub admin: AdminConfig,
     pub servers: Vec<ServerConfig>,
@@ -80,8 +85,11 @@ impl Default for Config {
             data_dir: "data".into(),
             max_body_bytes: 256 * 1024,
             runbook_dir: None,
+            public_url: None,
             log_format: LogFormat::Text,
             retention: Dur(Duration::from_secs(90 * 24 * 3600)),
+            listener: ListenerConfig::default(),
+            intake: IntakeConfig::default(),
             senders: Vec::new(),
             admin: AdminConfig::default(),
             servers: Vec::new(),
@@ -91,6 +99,38 @@ impl Default for Config {
             safety: SafetyConfig::default(),
             email: EmailConfig::default(),
         }
+    }
+}
+
+/// `[listener]`: how slow, idle and numerous clients are kept from locking intake out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// A request's head must arrive within this time of the connection opening or of the previous answer; an idle
+    /// keep-alive connection is closed after it.
+    pub header_timeout: Dur,
+    /// The most client connections open at once; lowered at start where the open file limit requires it.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig { header_timeout: Dur(Duration::from_secs(10)), max_connections: 1024 }
+    }
+}
+
+/// `[intake]`: how deliveries are told apart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    /// The same body from the same sender within this time is a duplicate: the only replay protection for senders
+    /// that carry no delivery id (`hub-signature-256`, `bearer`) nor a source alert id. `"0s"` turns it off.
+    pub duplicate_window: Dur,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig { duplicate_window: minutes(10) }
     }
 }
 
@@ -185,6 +225,8 @@ pub struct ExecutorConfig {
     /// The wait before a read-only step's second try; it doubles with each further try.
     pub read_backoff: Dur,
     pub scripts: BTreeMap<String, String>,
+    /// Environment variables the shell receives besides the platform's basics; `HSR_*` never reach it.
+    pub pass_env: Vec<String>,
 }
 
 impl Default for ExecutorConfig {
@@ -201,6 +243,7 @@ impl Default for ExecutorConfig {
             read_attempts: 3,
             read_backoff: Dur(Duration::from_secs(5)),
             scripts: BTreeMap::new(),
+            pass_env: Vec::new(),
         }
     }
 }
@@ -415,6 +458,10 @@ pub struct SmtpConfig {
     pub password: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub timeout: Dur,
+    /// AUTH over `tls = "none"` sends the password in clear; refused unless this says it is meant.
+    pub allow_plaintext_login: bool,
+    /// The relay's own certificate (PEM): trusted as it is, and nothing else is (Exchange's self-signed one).
+    pub pin_certificate: Option<PathBuf>,
 }
 
 impl Default for SmtpConfig {
@@ -427,6 +474,8 @@ impl Default for SmtpConfig {
             password: None,
             ca_file: None,
             timeout: Dur(Duration::from_secs(30)),
+            allow_plaintext_login: false,
+            pin_certificate: None,
         }
     }
 }
@@ -438,6 +487,11 @@ pub enum SmtpTls {
     Tls,
     None,
 }
+
+/// The secrets and tokens `examples/healthset-responder.toml` ships with (the Standard Webhooks specification's own
+/// example secret among them); [`Config::refuse_placeholders`] refuses them.
+pub const EXAMPLE_PLACEHOLDERS: [&str; 4] =
+    ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "replace-with-a-long-random-token", "replace-with-another-long-random-token", "..."];
 
 /// Where configuration came from, for messages.
 #[derive(Debug, Clone)]
@@ -468,21 +522,31 @@ impl Config {
         }
     }
 
-    /// Reads TOML text; the error names the key that is wrong.
+    /// Reads TOML text; the error names the key that is wrong, and never shows the value of a secret.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let deserializer = toml::Deserializer::new(text);
-        serde_path_to_error::deserialize(deserializer).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            let line = inner.span().map(|span| text[..span.start].lines().count().max(1));
-            let key = match (path.as_str(), line) {
-                (".", Some(line)) => format!("line {line}"),
-                (".", None) => "config".to_owned(),
-                (_, Some(line)) => format!("{path} (line {line})"),
-                (_, None) => path,
-            };
-            ConfigError::new(key, inner.message().trim())
-        })
+        parse_toml(text, is_secret_key)
+    }
+
+    /// Refuses the placeholder secrets and tokens that `examples/healthset-responder.toml` ships with: a copy of the
+    /// example put into service would accept alerts and admin calls from anyone who has read it. `serve` and
+    /// `check-config` ask this.
+    pub fn refuse_placeholders(&self) -> Result<(), ConfigError> {
+        let placeholder = |value: &str| EXAMPLE_PLACEHOLDERS.contains(&value.trim());
+        let refuse = |key: String| ConfigError::new(key, "is the placeholder from the example configuration; generate a secret of your own (see the README)");
+        for (i, sender) in self.senders.iter().enumerate() {
+            for (field, values) in [("secrets", &sender.secrets), ("tokens", &sender.tokens)] {
+                if let Some(j) = values.iter().position(|v| placeholder(v)) {
+                    return Err(refuse(format!("senders[{i}].{field}[{j}]")));
+                }
+            }
+        }
+        if let Some(j) = self.admin.tokens.iter().position(|v| placeholder(v)) {
+            return Err(refuse(format!("admin.tokens[{j}]")));
+        }
+        if self.email.smtp.password.as_deref().is_some_and(placeholder) {
+            return Err(refuse("email.smtp.password".into()));
+        }
+        Ok(())
     }
 
     /// Checks every value and builds the settings the service runs on. `env` looks up environment variables.
@@ -492,6 +556,14 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::new("max_body_bytes", "must be at least 1024"));
         }
+        let public_url = self.public_url.as_deref().map(public_url).transpose()?;
+        if self.listener.header_timeout.0.is_zero() {
+            return Err(ConfigError::new("listener.header_timeout", "must be more than zero"));
+        }
+        if self.listener.max_connections == 0 {
+            return Err(ConfigError::new("listener.max_connections", "must be at least 1"));
+        }
+        let listener_limits = crate::http::listener::Limits { header_timeout: self.listener.header_timeout.0, max_connections: self.listener.max_connections };
         let mut senders = Vec::new();
         for (i, sender) in self.senders.iter().enumerate() {
             let key = |field: &str| format!("senders[{i}].{field}");
@@ -564,6 +636,17 @@ impl Config {
         if self.executor.timeout.0.is_zero() {
             return Err(ConfigError::new("executor.timeout", "must be more than zero"));
         }
+        for (i, name) in self.executor.pass_env.iter().enumerate() {
+            let key = format!("executor.pass_env[{i}]");
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '(' || c == ')');
+            if !valid {
+                return Err(ConfigError::new(key, format!("{name:?} is not an environment variable name")));
+            }
+            if name.to_ascii_uppercase().starts_with("HSR_") {
+                return Err(ConfigError::new(key, format!("{name} is one of the service's own variables; HSR_* variables never reach the shell")));
+            }
+        }
         if self.executor.kind == ExecutorKind::Powershell {
             // Checks the program, the endpoint and every script template, naming the key that is wrong.
             crate::executor::powershell::PowerShell::new(&self.executor, self.timing.restart_timeout.0)?;
@@ -612,6 +695,12 @@ impl Config {
         if email.smtp.username.is_some() != smtp_password.is_some() {
             return Err(ConfigError::new("email.smtp.password", "username and password go together (the password may come from HSR_SMTP_PASSWORD)"));
         }
+        if email.smtp.tls == SmtpTls::None && email.smtp.username.is_some() && !email.smtp.allow_plaintext_login {
+            return Err(ConfigError::new(
+                "email.smtp.username",
+                "a login over tls = \"none\" sends the password in clear; use \"starttls\" or \"tls\", or set email.smtp.allow_plaintext_login = true if that is meant",
+            ));
+        }
         if !(email.notify_on.contains(&NotifyOn::Escalated) && email.notify_on.contains(&NotifyOn::Blocked)) {
             return Err(ConfigError::new(
                 "email.notify_on",
@@ -638,8 +727,11 @@ impl Config {
             data_dir: self.data_dir,
             max_body_bytes: self.max_body_bytes,
             runbook_dir: self.runbook_dir,
+            public_url,
             log_format: self.log_format,
             retention: self.retention.0,
+            listener: listener_limits,
+            duplicate_window: self.intake.duplicate_window.0,
             senders,
             admin_tokens,
             inventory,
@@ -652,6 +744,19 @@ impl Config {
             smtp_password,
         })
     }
+}
+
+/// Checks `public_url`: an http or https address with a host, and no query or fragment.
+fn public_url(raw: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| ConfigError::new("public_url", format!("{raw:?} {why}"));
+    let url = reqwest::Url::parse(raw.trim()).map_err(|_| bad("is not an address like \"https://responder.contoso.com\""))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must start with https:// or http://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(bad("must be a plain address: a host (and a path), without credentials, query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn tokens(raw: &[String], key: &str) -> Result<Vec<Secret>, ConfigError> {
@@ -729,10 +834,16 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
     pub runbook_dir: Option<PathBuf>,
+    /// `public_url`, checked, without a trailing `/`.
+    pub public_url: Option<String>,
     /// The built-in runbooks with those of `runbook_dir` added or replacing them.
     pub runbooks: RunbookSet,
     pub log_format: LogFormat,
     pub retention: Duration,
+    /// `[listener]`: the header timeout and the connection cap.
+    pub listener: crate::http::listener::Limits,
+    /// `intake.duplicate_window`: the same body from the same sender within it is a duplicate.
+    pub duplicate_window: Duration,
     pub senders: Vec<auth::Sender>,
     pub admin_tokens: Vec<Secret>,
     pub inventory: BTreeMap<ServerName, InventoryEntry>,
@@ -755,6 +866,18 @@ pub struct Credentials {
     pub admin_token: Option<String>,
 }
 
+/// Why `serve` cannot use the credentials file. An unreadable or invalid file is never replaced: new secrets would
+/// lock out every sender that holds the old ones.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The file is there but cannot be read or is not valid (exit 2: a person must look at it).
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// Writing the file failed (exit 1).
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
 impl Credentials {
     pub const FILE_NAME: &'static str = "credentials.toml";
 
@@ -762,23 +885,46 @@ impl Credentials {
         data_dir.join(Self::FILE_NAME)
     }
 
+    /// The credentials file, for client commands: `None` when it is missing or cannot be used.
     pub fn read(data_dir: &Path) -> Option<Credentials> {
-        let text = std::fs::read_to_string(Self::path(data_dir)).ok()?;
-        toml::from_str(&text).ok()
+        Self::load(data_dir).ok().flatten()
+    }
+
+    /// The credentials file: `Ok(None)` when there is none, an error naming the file and the problem when it cannot
+    /// be read, is not valid, or is empty (which only a write cut short leaves behind). Secrets in it never appear
+    /// in the error.
+    pub fn load(data_dir: &Path) -> Result<Option<Credentials>, ConfigError> {
+        let path = Self::path(data_dir);
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(ConfigError::new(name, format!("cannot read the credentials file: {err}; fix it (serve never replaces it)"))),
+        };
+        let creds: Credentials = parse_toml(&text, is_secret_key).map_err(|err| {
+            ConfigError::new(
+                name.clone(),
+                format!("not a valid credentials file: {}: {}; fix it or restore it (serve never replaces it)", err.key, err.message),
+            )
+        })?;
+        if creds == Credentials::default() {
+            return Err(ConfigError::new(name, "the credentials file is empty; restore it, or delete it to have new credentials generated"));
+        }
+        Ok(Some(creds))
     }
 
     /// Fills in a webhook sender and an admin token where the settings have none, reusing the ones generated on an
     /// earlier start. Returns the credentials file's path when it was used.
-    pub fn ensure(settings: &mut Settings) -> std::io::Result<Option<PathBuf>> {
+    pub fn ensure(settings: &mut Settings) -> Result<Option<PathBuf>, CredentialsError> {
         if !settings.senders.is_empty() && !settings.admin_tokens.is_empty() {
             return Ok(None);
         }
         let path = Self::path(&settings.data_dir);
-        let mut creds = Self::read(&settings.data_dir).unwrap_or_default();
+        let mut creds = Self::load(&settings.data_dir)?.unwrap_or_default();
         let before = creds.clone();
         if settings.senders.is_empty() {
             let secret = creds.webhook_secret.get_or_insert_with(Secret::generate_whsec);
-            let key = Secret::parse_whsec(secret).map_err(|e| std::io::Error::other(format!("{}: webhook_secret {e}", path.display())))?;
+            let key = Secret::parse_whsec(secret).map_err(|e| ConfigError::new(path.display().to_string(), format!("webhook_secret {e}")))?;
             settings.senders.push(auth::Sender { name: "default".into(), method: auth::Method::StandardWebhooks { keys: vec![key], tolerance: minutes(5).0 } });
         }
         if settings.admin_tokens.is_empty() {
@@ -786,16 +932,15 @@ impl Credentials {
             settings.admin_tokens.push(Secret::new(token.as_bytes().to_vec()));
         }
         if creds != before {
-            std::fs::create_dir_all(&settings.data_dir)?;
-            write_private(&path, &toml::to_string(&creds).expect("credentials serialise"))?;
+            creds.write(&settings.data_dir).map_err(|source| CredentialsError::Write { path: path.clone(), source })?;
         }
         Ok(Some(path))
     }
 
     /// Records where the service listens, once it is bound, so that client commands find it (a wildcard address
     /// becomes loopback).
-    pub fn record_url(data_dir: &Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
-        let Some(mut creds) = Self::read(data_dir) else { return Ok(()) };
+    pub fn record_url(data_dir: &Path, addr: std::net::SocketAddr) -> Result<(), CredentialsError> {
+        let Some(mut creds) = Self::load(data_dir)? else { return Ok(()) };
         let mut addr = addr;
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
@@ -805,24 +950,64 @@ impl Credentials {
             return Ok(());
         }
         creds.url = Some(url);
-        write_private(&Self::path(data_dir), &toml::to_string(&creds).expect("credentials serialise"))
+        creds.write(data_dir).map_err(|source| CredentialsError::Write { path: Self::path(data_dir), source })
+    }
+
+    fn write(&self, data_dir: &Path) -> std::io::Result<()> {
+        crate::private_files::private_dir(data_dir)?;
+        let text = format!(
+            "# Generated by healthset-responder serve because no sender or admin token was configured.\n{}",
+            toml::to_string(self).expect("credentials serialise")
+        );
+        crate::private_files::write_private(&Self::path(data_dir), text.as_bytes())
     }
 }
 
-/// Writes a file that only its owner can read.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+/// Whether a key (as serde_path_to_error writes it: `senders[0].secrets[1]`) holds a secret, whose value must not
+/// appear in an error.
+fn is_secret_key(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    let field = last.split('[').next().unwrap_or(last);
+    matches!(field, "secrets" | "tokens" | "password" | "webhook_secret" | "admin_token")
+}
+
+/// Reads TOML into `T`; the error names the key (with its line) and, for a key that `secret` says holds a secret,
+/// says what was wrong without the value.
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, secret: impl Fn(&str) -> bool) -> Result<T, ConfigError> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let line = inner.span().map(|span| text[..span.start].lines().count().max(1));
+        let message = if secret(&path) { without_value(inner.message().trim()) } else { inner.message().trim().to_owned() };
+        let key = match (path.as_str(), line) {
+            (".", Some(line)) => format!("line {line}"),
+            (".", None) => "config".to_owned(),
+            (_, Some(line)) => format!("{path} (line {line})"),
+            (_, None) => path,
+        };
+        ConfigError::new(key, message)
+    })
+}
+
+/// serde's `invalid type: string "whsec_...", expected a sequence` without the value: `invalid type: string,
+/// expected a sequence`. Any other message about a secret is replaced by one that cannot hold the value.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let Some((unexpected, expected)) = rest.rsplit_once(", expected ") {
+                let kind = unexpected.split(['"', '`', '\'']).next().unwrap_or("").trim();
+                if !expected.contains(['"', '`']) {
+                    return format!("{prefix}{kind}, expected {expected}");
+                }
+                return format!("{prefix}{kind}");
+            }
+        }
     }
-    let mut file = options.open(path)?;
-    file.write_all(b"# Generated by healthset-responder serve because no sender or admin token was configured.\n")?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        return message.to_owned();
+    }
+    "is not valid here (the value is a secret, so it is not shown)".to_owned()
 }
 
 #[cfg(test)]
@@ -840,6 +1025,9 @@ mod tests {
         assert_eq!(settings.max_body_bytes, 262144);
         assert_eq!(settings.safety.restart_server.server_min_interval, minutes(720));
         assert_eq!(settings.timing.settle_wait, minutes(10));
+        assert_eq!(settings.public_url, None);
+        let behind_a_proxy = resolve("public_url = \"https://responder.contoso.com/hsr/\"").unwrap();
+        assert_eq!(behind_a_proxy.public_url.as_deref(), Some("https://responder.contoso.com/hsr"));
     }
 
     #[test]
@@ -873,6 +1061,9 @@ mod tests {
             ),
             ("[[email.routes]]\nservers = [\"cas*\"]\ncc = [\"a@contoso.com\"]\nto = [\"a@contoso.com\"]", "unknown field `cc`"),
             ("[executor]\nkind = \"ssh\"", "executor.kind"),
+            ("public_url = \"responder.contoso.com\"", "public_url: \"responder.contoso.com\" is not an address"),
+            ("public_url = \"ftp://responder.contoso.com\"", "public_url: \"ftp://responder.contoso.com\" must start with https:// or http://"),
+            ("public_url = \"https://responder.contoso.com/?a=b\"", "public_url: \"https://responder.contoso.com/?a=b\" must be a plain address"),
             ("[simulator.servers.\"cas01\"]\nfault = \"gremlins\"", "simulator.servers.cas01.fault"),
         ];
         for (text, want) in cases {
@@ -912,10 +1103,130 @@ mod tests {
         assert!(auth::token_matches(&settings.admin_tokens, "an-admin-token-from-env"));
     }
 
+    fn no_credentials(dir: &Path) -> Settings {
+        Config { data_dir: dir.to_path_buf(), ..Config::default() }.resolve(|_| None).unwrap()
+    }
+
+    #[test]
+    fn an_invalid_credentials_file_stops_serve_and_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Credentials::path(dir.path());
+        let cases = [
+            ("webhook_secret = \"whsec_kept-secret-value\"\nadmin_tokn = \"x\"\n", "unknown field `admin_tokn`"),
+            ("webhook_secret = [\"whsec_kept-secret-value\"]\n", "webhook_secret (line 1): invalid type: sequence, expected a string"),
+            ("admin_token = \"kept-secret-value\"\nwebhook_secret = \"whsec_", "not a valid credentials file: line 2"),
+            ("", "the credentials file is empty"),
+            ("# only a comment\n", "the credentials file is empty"),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&path, text).unwrap();
+            let err = Credentials::ensure(&mut no_credentials(dir.path())).unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, CredentialsError::Invalid(_)), "{text:?}: {message}");
+            assert!(message.starts_with(&path.display().to_string()), "{text:?}: the error names the file: {message}");
+            assert!(message.contains(want), "{text:?}: got {message:?}, want {want:?}");
+            assert!(!message.contains("kept-secret-value"), "{text:?}: the error shows a secret: {message}");
+            assert!(!message.contains('\n'), "{text:?}: one line: {message:?}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "the file is left as it was");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unreadable_credentials_file_stops_serve() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be: unreadable as a file, whoever runs the test (root reads anything).
+        std::fs::create_dir(Credentials::path(dir.path())).unwrap();
+        let err = Credentials::ensure(&mut no_credentials(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("cannot read the credentials file"), "{err}");
+        assert!(Credentials::path(dir.path()).is_dir(), "nothing was written over it");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn credentials_are_rewritten_atomically_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = Credentials::path(dir.path());
+        std::fs::write(&path, "admin_token = \"an-old-token-0123456789\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut settings = no_credentials(dir.path());
+        Credentials::ensure(&mut settings).unwrap();
+        Credentials::record_url(dir.path(), "0.0.0.0:8080".parse().unwrap()).unwrap();
+        let creds = Credentials::read(dir.path()).unwrap();
+        assert_eq!(creds.admin_token.as_deref(), Some("an-old-token-0123456789"), "the token already there is kept");
+        assert!(creds.webhook_secret.is_some_and(|s| s.starts_with("whsec_")));
+        assert_eq!(creds.url.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "rewritten 0600 whatever it was");
+        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["credentials.toml"], "no temporary file is left behind");
+    }
+
+    #[test]
+    fn configuration_errors_never_show_a_secret() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let cases = [
+            (format!("[[senders]]\nname = \"scom\"\nsecrets = \"{secret}\""), "senders[0].secrets (line 3): invalid type: string, expected a sequence"),
+            (format!("[[senders]]\nname = \"am\"\nauth = \"bearer\"\ntokens = \"{secret}\""), "senders[0].tokens (line 4): invalid type: string"),
+            (format!("[admin]\ntokens = \"{secret}\""), "admin.tokens (line 2): invalid type: string"),
+            (format!("[admin]\ntokens = [[\"{secret}\"]]"), "admin.tokens[0] (line 2): invalid type: sequence, expected a string"),
+            (format!("[email.smtp]\npassword = [\"{secret}\"]"), "email.smtp.password (line 2): invalid type: sequence"),
+            (format!("[email.smtp]\npassword = {{ value = \"{secret}\" }}"), "email.smtp.password (line 2): invalid type: map"),
+        ];
+        for (text, want) in cases {
+            let err = resolve(&text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
+            assert!(!err.contains("MfKQ9r8"), "{text:?}: the error shows the secret: {err}");
+        }
+        // Keys that hold no secret still show what was wrong with their value.
+        assert!(resolve("listen = 8080").unwrap_err().contains("integer `8080`"));
+    }
+
+    #[test]
+    fn the_shell_environment_and_plain_text_logins_are_checked() {
+        let cases = [
+            ("[executor]\npass_env = [\"HTTPS_PROXY\", \"HSR_ADMIN_TOKEN\"]", "executor.pass_env[1]: HSR_ADMIN_TOKEN is one of the service's own variables"),
+            ("[executor]\npass_env = [\"hsr_webhook_secret\"]", "executor.pass_env[0]: hsr_webhook_secret is one of the service's own variables"),
+            ("[executor]\npass_env = [\"A=B\"]", "executor.pass_env[0]: \"A=B\" is not an environment variable name"),
+            (
+                "[email.smtp]\ntls = \"none\"\nusername = \"hsr\"\npassword = \"a-relay-password\"",
+                "email.smtp.username: a login over tls = \"none\" sends the password in clear",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = resolve(text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
+            assert!(!err.contains("a-relay-password"));
+        }
+        let settings = resolve(
+            "[executor]\npass_env = [\"HTTPS_PROXY\"]\n[email.smtp]\ntls = \"none\"\nusername = \"hsr\"\npassword = \"p\"\nallow_plaintext_login = true",
+        )
+        .unwrap();
+        assert_eq!(settings.executor.pass_env, ["HTTPS_PROXY"]);
+        assert!(resolve("[email.smtp]\ntls = \"none\"").is_ok(), "no login, nothing to send in clear");
+    }
+
+    #[test]
+    fn the_example_placeholders_are_refused_by_name() {
+        let example = include_str!("../examples/healthset-responder.toml");
+        let err = Config::parse(example).unwrap().refuse_placeholders().unwrap_err().to_string();
+        assert_eq!(err, "senders[0].secrets[0]: is the placeholder from the example configuration; generate a secret of your own (see the README)");
+        let cases = [
+            ("[[senders]]\nname = \"am\"\nauth = \"bearer\"\ntokens = [\"0123456789abcdef\", \"replace-with-a-long-random-token\"]", "senders[0].tokens[1]"),
+            ("[admin]\ntokens = [\"replace-with-another-long-random-token\"]", "admin.tokens[0]"),
+            ("[email.smtp]\npassword = \"...\"", "email.smtp.password"),
+        ];
+        for (text, key) in cases {
+            let err = Config::parse(text).unwrap().refuse_placeholders().unwrap_err();
+            assert_eq!(err.key, key, "{text:?}");
+        }
+        assert!(Config::parse("[admin]\ntokens = [\"0123456789abcdef0123\"]").unwrap().refuse_placeholders().is_ok());
+    }
+
     #[test]
     fn generated_credentials_are_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut settings = Config { data_dir: dir.path().to_path_buf(), ..Config::default() }.resolve(|_| None).unwrap();
+        let mut settings = no_credentials(dir.path());
         let path = Credentials::ensure(&mut settings).unwrap().unwrap();
         let first = Credentials::read(dir.path()).unwrap();
         #[cfg(unix)]

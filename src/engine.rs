@@ -599,7 +599,7 @@ async fn escalation(shared: &Shared, id: &str, ending: &Ending) -> anyhow::Resul
     let monitor = incident.monitor.as_deref().or_else(|| alerts.first().and_then(|a| a.monitor.as_deref()));
     let names = mailer::Names { health_set: &incident.health_set, monitor, server: &incident.server };
     let to = mailer::recipients(&shared.settings.email_routes, &email.to, &names);
-    let message = mailer::compose(&escalation, &email.from, to)?;
+    let message = mailer::compose_for(&escalation, &email.from, to, shared.settings.public_url.as_deref())?;
     Ok(NewNotification {
         kind: mailer::kind(&escalation).into(),
         from: email.from.clone(),

@@ -19,6 +19,7 @@
 //! - [`schemas`]: the JSON Schemas of the alert formats and of runbooks, generated from the types that read them.
 //! - [`cli`] and [`client`]: the command line, and the admin API client it uses.
 //! - [`text`]: HTML escaping and clipping, shared by the page, the email and the parsers.
+//! - [`private_files`]: the data directory and its files, readable by the service's own user only.
 
 pub mod alert;
 pub mod auth;
@@ -34,6 +35,7 @@ pub mod incident;
 pub mod mailer;
 pub mod metrics;
 pub mod notifier;
+pub mod private_files;
 pub mod runbook;
 pub mod safety;
 pub mod schemas;

@@ -66,11 +66,16 @@ impl Service {
         let (engine, handle) = Engine::new(settings.clone(), store.clone(), metrics.clone(), paused)?;
         let engine = tokio::spawn(engine.run(stopping.clone()));
         tokio::spawn(prune(store.clone(), settings.retention, stopping.clone()));
-        let state = Arc::new(AppState { settings, store: store.clone(), engine: handle, metrics });
-        let app = http::router(state);
+        let state = Arc::new(AppState { settings, store: store.clone(), engine: handle, metrics, guesses: Default::default() });
+        let app = http::router(state.clone());
+        let file_limit = http::listener::raise_file_limit();
+        let limits = http::listener::Limits {
+            max_connections: http::listener::connection_cap(state.settings.listener.max_connections, file_limit),
+            ..state.settings.listener
+        };
         let mut stop_http = stopping.clone();
-        let http = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { stopped(&mut stop_http).await }).await });
-        tracing::info!(%addr, "listening");
+        let http = tokio::spawn(http::listener::serve(listener, app, limits, async move { stopped(&mut stop_http).await }));
+        tracing::info!(%addr, max_connections = limits.max_connections, header_timeout = ?limits.header_timeout, "listening");
         Ok(Service { addr, store, shutdown, http, engine })
     }
 

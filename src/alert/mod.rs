@@ -95,7 +95,8 @@ pub(crate) fn from_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result
         let inner = err.into_inner();
         match inner.classify() {
             Category::Data if !body.trim_ascii_start().starts_with(b"{") => ParseError::invalid("body", "expected a JSON object"),
-            Category::Data => ParseError::invalid(if path == "." { "body".to_owned() } else { path }, inner),
+            // An unknown key that is itself empty has an empty path: the body is what names it then.
+            Category::Data => ParseError::invalid(if path == "." || path.is_empty() { "body".to_owned() } else { path }, inner),
             Category::Syntax | Category::Eof | Category::Io => ParseError::Malformed(inner.to_string()),
         }
     })?;
@@ -213,9 +214,21 @@ pub(crate) mod tests {
         }
     }
 
+    /// Native alerts as senders post them, for the damaging strategies.
+    const NATIVE_PAYLOADS: &[&str] = &[
+        r#"{"id":"nagios-4711","health_set":"ActiveSync","server":"cas01.contoso.com","monitor":"ActiveSyncCTPMonitor","message":"CTP probe failed _Mbx:mbx01.contoso.com","status":"firing","raised_at":"2026-11-26T10:00:00Z"}"#,
+        r#"{"health_set":"ActiveSync","server":"MBX01","status":"resolved"}"#,
+    ];
+
     /// A host name as DNS allows it, in mixed case.
     fn host_name() -> impl Strategy<Value = String> {
         "[a-zA-Z0-9]([a-zA-Z0-9-]{0,12}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,12}[a-zA-Z0-9])?){0,4}"
+    }
+
+    #[test]
+    fn an_empty_unknown_key_is_named_through_the_body() {
+        let err = parse(Format::Native, br#"{"health_set":"ActiveSync","server":"cas01","":1}"#).unwrap_err();
+        assert!(err.to_string().starts_with("body: unknown field ``"), "{err}");
     }
 
     #[test]
@@ -253,6 +266,32 @@ pub(crate) mod tests {
             if let Some(hint) = mailbox_hint(&message) {
                 let message = message.to_ascii_lowercase();
                 prop_assert!(message.contains(&format!("_mbx:{hint}")), "{hint} is not after _Mbx: in {message:?}");
+            }
+        }
+
+        #[test]
+        fn hostile_bytes_on_every_route_get_a_typed_error_or_a_valid_alert(
+            format in prop::sample::select(vec![Format::Native, Format::Scom, Format::Alertmanager]),
+            body in prop::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            match parse(format, &body) {
+                Ok(delivery) => prop_assert!(!delivery.alerts.is_empty()),
+                Err(err) => assert_actionable(&err),
+            }
+        }
+
+        #[test]
+        fn damaged_native_alerts_get_a_typed_error_or_a_valid_alert(body in damaged(NATIVE_PAYLOADS)) {
+            match parse(Format::Native, &body) {
+                Ok(delivery) => prop_assert_eq!(delivery.alerts.len(), 1),
+                Err(err) => assert_actionable(&err),
+            }
+        }
+
+        #[test]
+        fn native_alerts_with_any_text_in_a_field_get_a_typed_error_or_a_valid_alert(body in with_text_replaced(NATIVE_PAYLOADS)) {
+            if let Err(err) = parse(Format::Native, &body) {
+                assert_actionable(&err);
             }
         }
 

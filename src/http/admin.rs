@@ -35,11 +35,22 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// Lets a request through only with one of the configured admin tokens.
+/// An address that sent too many wrong tokens is refused for a while (see [`super::guesses`]).
 pub async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let client = super::listener::peer(request.extensions()).map(|addr| addr.ip());
+    let now = std::time::Instant::now();
+    if let Some(Err(locked)) = client.map(|ip| state.guesses.check(ip, now)) {
+        return super::too_many_guesses(locked, |status, message| ApiError::new(status, "too_many_attempts", message).into_response());
+    }
     match auth::bearer_token(request.headers()) {
         Ok(Some(token)) if auth::token_matches(&state.settings.admin_tokens, token) => next.run(request).await,
         Ok(None) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send the admin token as Authorization: Bearer <token>").into_response(),
-        _ => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the admin token is not valid").into_response(),
+        _ => {
+            if let Some(ip) = client {
+                state.guesses.failed(ip, "admin API", now);
+            }
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the admin token is not valid").into_response()
+        }
     }
 }
 

@@ -68,7 +68,7 @@ async fn intake(state: &AppState, format: Format, request: Request) -> Result<Re
             "the sender left alerts out of this notification (Alertmanager max_alerts); set max_alerts: 0 to receive them all"
         );
     }
-    let answer = state.store.accept(delivery, parsed.alerts, state.settings.executor.dry_run).await?;
+    let answer = state.store.accept(delivery, parsed.alerts, state.settings.executor.dry_run, state.settings.duplicate_window).await?;
     for item in &answer.alerts {
         state.metrics.delivery(format, who.sender, item.disposition);
     }

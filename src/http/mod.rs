@@ -4,7 +4,9 @@
 //! shape answers; they make no decisions of their own about incidents.
 
 mod admin;
+pub mod guesses;
 mod intake;
+pub mod listener;
 mod ui;
 
 use std::sync::Arc;
@@ -29,6 +31,8 @@ pub struct AppState {
     pub store: Store,
     pub engine: EngineHandle,
     pub metrics: Arc<Metrics>,
+    /// Wrong admin tokens per client address, for the login and the admin API.
+    pub guesses: guesses::Guesses,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -49,7 +53,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.store.check_writable().await?;
+    // A write as large as the largest delivery must commit now; while commits fail (a full disk, an I/O error), the
+    // service is not ready, and it is again as soon as they succeed.
+    if let Err(err) = state.store.check_writable(state.settings.max_body_bytes).await {
+        tracing::error!(error = %err, "readiness check: the store cannot commit");
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_not_writable", "the store cannot commit a write (the log says why)"));
+    }
     if !state.engine.is_running() {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped", "the runbook engine is not running"));
     }
@@ -61,6 +70,18 @@ async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>
 async fn prometheus(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Result<Response, ApiError> {
     let gauges = StoreGauges { open_incidents: state.store.runnable(None).await?.len(), automation_paused: state.store.paused().await?.is_some() };
     Ok(([(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.encode(gauges)).into_response())
+}
+
+/// The answer to an address that guessed wrong too often: `429` with `Retry-After`, in the shape `shape` makes of
+/// the message (JSON for the API, a page for a browser).
+fn too_many_guesses(locked: guesses::Locked, shape: impl FnOnce(StatusCode, &str) -> Response) -> Response {
+    let seconds = locked.retry_after.as_secs().max(1);
+    let mut response = shape(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("too many wrong admin tokens from this address; try again in {}", humantime::format_duration(Duration::from_secs(seconds))),
+    );
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+    response
 }
 
 /// An error answer: `{"error": {"code": ..., "message": ...}}`.
@@ -90,6 +111,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
+            err @ StoreError::Damaged { .. } => {
+                tracing::error!(error = %err, "store damaged");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable; retry later")
+            }
             StoreError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "store unavailable");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable; retry later")

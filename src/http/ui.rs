@@ -44,11 +44,14 @@ const SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; fo
 struct Ui {
     app: Arc<AppState>,
     sessions: Sessions,
+    /// The session cookie is `Secure` when people reach the service over HTTPS (`public_url`).
+    secure_cookie: bool,
 }
 
 /// The page's routes, with their own state (the sessions) already applied; merged into the service's router.
 pub fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
-    let ui = Arc::new(Ui { app, sessions: Sessions::default() });
+    let secure_cookie = app.settings.public_url.as_deref().is_some_and(|url| url.starts_with("https://"));
+    let ui = Arc::new(Ui { app, sessions: Sessions::default(), secure_cookie });
     Router::new()
         .route("/", get(index))
         .route("/login", get(login_page).post(login))
@@ -185,8 +188,9 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|value| !value.is_empty())
 }
 
-fn session_cookie_header(id: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_LIFETIME.as_secs()))
+fn session_cookie_header(id: &str, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", SESSION_LIFETIME.as_secs()))
         .expect("a hex session id makes a valid header")
 }
 
@@ -205,15 +209,23 @@ async fn login_page(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
     login_form(StatusCode::OK, None)
 }
 
-async fn login(State(ui): State<Arc<Ui>>, form: Result<Form<LoginForm>, FormRejection>) -> Response {
+async fn login(State(ui): State<Arc<Ui>>, extensions: axum::http::Extensions, form: Result<Form<LoginForm>, FormRejection>) -> Response {
+    let client = super::listener::peer(&extensions).map(|addr| addr.ip());
+    let now = Instant::now();
+    if let Some(Err(locked)) = client.map(|ip| ui.app.guesses.check(ip, now)) {
+        return super::too_many_guesses(locked, |status, message| login_form(status, Some(message)));
+    }
     let token = form.ok().and_then(|Form(form)| form.token).unwrap_or_default();
     if token.is_empty() || !auth::token_matches(&ui.app.settings.admin_tokens, &token) {
-        tracing::warn!("operator page: login refused");
+        match client {
+            Some(ip) => ui.app.guesses.failed(ip, "operator page login", now),
+            None => tracing::warn!("operator page: login refused"),
+        }
         return login_form(StatusCode::UNAUTHORIZED, Some("that is not an admin token"));
     }
     let id = ui.sessions.create();
     let mut response = Redirect::to("/").into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie_header(&id));
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie_header(&id, ui.secure_cookie));
     response
 }
 
@@ -249,7 +261,12 @@ async fn logout(State(ui): State<Arc<Ui>>, who: LoggedIn, form: Result<Form<Csrf
     }
     ui.sessions.remove(&who.id);
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("hsr_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"));
+    let cleared = if ui.secure_cookie {
+        "hsr_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure"
+    } else {
+        "hsr_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+    };
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static(cleared));
     response
 }
 

@@ -11,6 +11,7 @@
 //!   `check-config --send-test-email` sends through it.
 
 mod content;
+mod pinned;
 mod routing;
 mod transport;
 
@@ -109,6 +110,12 @@ pub fn subject(escalation: &Escalation) -> String {
 /// with Microsoft Support guidance), a calm notice for recovered. `from` and `to` are the `[email]` settings; the
 /// errors name those keys.
 pub fn compose(escalation: &Escalation, from: &str, to: &[String]) -> Result<Message, MailError> {
+    compose_for(escalation, from, to, None)
+}
+
+/// Like [`compose`], for a service people reach at `public_url` (the `public_url` setting): the email links the
+/// incident's page there, and its commands carry `--url` so that they work from any machine.
+pub fn compose_for(escalation: &Escalation, from: &str, to: &[String], public_url: Option<&str>) -> Result<Message, MailError> {
     let mut sender: Mailbox = from.trim().parse().map_err(|e| MailError::config("email.from", format!("{from:?} is not an email address ({e})")))?;
     if sender.name.is_none() {
         sender.name = Some("healthset-responder".to_owned());
@@ -133,7 +140,7 @@ pub fn compose(escalation: &Escalation, from: &str, to: &[String]) -> Result<Mes
     }
     builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Healthset-Responder-Incident"), content::line(&escalation.incident.id)));
 
-    let content = content::Content::new(escalation);
+    let content = content::Content::new(escalation, public_url);
     let part = |content_type: ContentType, body: String| SinglePart::builder().header(content_type).header(ContentTransferEncoding::QuotedPrintable).body(body);
     let body =
         MultiPart::alternative().singlepart(part(ContentType::TEXT_PLAIN, content.text())).singlepart(part(ContentType::TEXT_HTML, content.html(&subject)));

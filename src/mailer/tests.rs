@@ -453,3 +453,20 @@ fn eml_files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn with_a_public_url_the_email_links_the_incident_and_its_commands_name_the_service() {
+    let incident = incident("escalated", "probe still failing after all remedies", ctp_steps());
+    let alerts = alerts();
+    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], activation_left_as_found: &[], suppressed_escalations: 0 };
+    let message = compose_for(&escalation, "hsr@contoso.com", &["oncall@contoso.com".into()], Some("https://responder.contoso.com")).unwrap();
+    let parsed = parse(message.formatted());
+    in_both(&parsed, &format!("https://responder.contoso.com/incidents/{INCIDENT_ID}"));
+    assert!(parsed.html.contains(&format!("<a href=\"https://responder.contoso.com/incidents/{INCIDENT_ID}\">")), "{}", parsed.html);
+    in_both(&parsed, &format!("healthset-responder replay {FIRST_ALERT} --url https://responder.contoso.com"));
+    in_both(&parsed, &format!("healthset-responder incidents show {INCIDENT_ID} --url https://responder.contoso.com"));
+
+    // Without one, the commands are as before and nothing links anywhere.
+    let parsed = compose_parsed(&escalation);
+    assert!(!parsed.text.contains("--url") && !parsed.html.contains("/incidents/"), "{}", parsed.text);
+}

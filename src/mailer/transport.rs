@@ -21,6 +21,7 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 
+use super::pinned::{PinnedRelay, PinnedStream};
 use super::{envelope, DeliveryError, MailError};
 use crate::auth::Secret;
 use crate::config::{EmailConfig, MailTransportKind, SmtpTls};
@@ -44,6 +45,8 @@ struct Smtp {
     /// The user name (for messages) and the credentials AUTH sends.
     login: Option<(String, Credentials)>,
     ca_file: Option<PathBuf>,
+    /// `email.smtp.pin_certificate`, for messages.
+    pin_certificate: Option<PathBuf>,
     /// Bounds each step: the connection (TCP, implicit TLS, greeting and EHLO), STARTTLS, AUTH, every command and
     /// the message with its final answer.
     timeout: Duration,
@@ -55,6 +58,9 @@ enum Security {
     StartTls(TlsParameters),
     /// Implicit TLS from the first byte (port 465).
     Wrapper(TlsParameters),
+    /// STARTTLS, or implicit TLS, to a relay that must present the pinned certificate.
+    PinnedStartTls(PinnedRelay),
+    PinnedWrapper(PinnedRelay),
 }
 
 /// What the far side said when it took a message: the SMTP server's final answer (`250 ...`), or the file written.
@@ -120,8 +126,8 @@ impl Mailer {
             Transport::Outbox { dir } => format!("outbox {}", dir.display()),
             Transport::Smtp(smtp) => {
                 let mut parts = vec![match smtp.security {
-                    Security::StartTls(_) => "starttls".to_owned(),
-                    Security::Wrapper(_) => "tls".to_owned(),
+                    Security::StartTls(_) | Security::PinnedStartTls(_) => "starttls".to_owned(),
+                    Security::Wrapper(_) | Security::PinnedWrapper(_) => "tls".to_owned(),
                     Security::None => "none".to_owned(),
                 }];
                 if let Some((user, _)) = &smtp.login {
@@ -129,6 +135,9 @@ impl Mailer {
                 }
                 if let Some(ca) = &smtp.ca_file {
                     parts.push(format!("extra CA {}", ca.display()));
+                }
+                if let Some(pin) = &smtp.pin_certificate {
+                    parts.push(format!("pinned certificate {}", pin.display()));
                 }
                 format!("smtp {}:{} ({})", smtp.host, smtp.port, parts.join(", "))
             }
@@ -169,12 +178,29 @@ impl Smtp {
         let hello = ClientId::default();
         let wrapper = match &self.security {
             Security::Wrapper(params) => Some(params.clone()),
-            Security::None | Security::StartTls(_) => None,
+            Security::None | Security::StartTls(_) | Security::PinnedStartTls(_) | Security::PinnedWrapper(_) => None,
         };
-        let connect = AsyncSmtpConnection::connect_tokio1((self.host.as_str(), self.port), Some(self.timeout), &hello, wrapper, None);
-        let mut conn = self.step("connect", connect).await?;
-        let tls = if conn.is_encrypted() { " over TLS" } else { "" };
-        steps.push(format!("connected to {}{tls}: the server (EHLO name {:?}) offers {}", self.target(), conn.server_info().name(), offers(&conn)));
+        let mut conn = match &self.security {
+            Security::PinnedStartTls(pin) | Security::PinnedWrapper(pin) => {
+                let stream = self.pinned(pin, &hello).await?;
+                let conn = self.step("connect", AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)).await?;
+                let how = if matches!(self.security, Security::PinnedStartTls(_)) { "STARTTLS" } else { "TLS" };
+                steps.push(format!(
+                    "connected to {} over {how}: the relay presented the pinned certificate; it (EHLO name {:?}) offers {}",
+                    self.target(),
+                    conn.server_info().name(),
+                    offers(&conn)
+                ));
+                conn
+            }
+            _ => {
+                let connect = AsyncSmtpConnection::connect_tokio1((self.host.as_str(), self.port), Some(self.timeout), &hello, wrapper, None);
+                let conn = self.step("connect", connect).await?;
+                let tls = if conn.is_encrypted() { " over TLS" } else { "" };
+                steps.push(format!("connected to {}{tls}: the server (EHLO name {:?}) offers {}", self.target(), conn.server_info().name(), offers(&conn)));
+                conn
+            }
+        };
         if let Security::StartTls(params) = &self.security {
             // A failed upgrade leaves lettre's stream unusable (not even for QUIT), so the connection is only dropped.
             self.step("STARTTLS", conn.starttls(params.clone(), &hello)).await?;
@@ -195,6 +221,23 @@ impl Smtp {
                 Err(err)
             }
         }
+    }
+
+    /// The encrypted stream to a pinned relay: TCP, then (after the plain-text STARTTLS lines where they apply) the
+    /// handshake that accepts only the pinned certificate, each under the step timeout.
+    async fn pinned(&self, pin: &PinnedRelay, hello: &ClientId) -> Result<PinnedStream, DeliveryError> {
+        let failed = |step: &str, err: std::io::Error| DeliveryError::transient(format!("{}: {step}: {err}", self.target()));
+        let timed_out =
+            |step: &str| DeliveryError::transient(format!("{}: {step}: no answer within {}", self.target(), humantime::format_duration(self.timeout)));
+        let tcp = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect((self.host.as_str(), self.port)))
+            .await
+            .map_err(|_| timed_out("connect"))?
+            .map_err(|e| failed("connect", e))?;
+        let (step, secured) = match &self.security {
+            Security::PinnedStartTls(_) => ("STARTTLS", tokio::time::timeout(self.timeout, pin.starttls(&self.host, &hello.to_string(), tcp)).await),
+            _ => ("TLS", tokio::time::timeout(self.timeout, pin.wrap(&self.host, tcp)).await),
+        };
+        secured.map_err(|_| timed_out(step))?.map_err(|e| failed(step, e))
     }
 
     /// Everything after the connection is secured: AUTH, the envelope, the message.
@@ -289,13 +332,30 @@ fn smtp(email: &EmailConfig, smtp_password: Option<&Secret>) -> Result<Smtp, Mai
             None => MailError::config("email.smtp.tls", format!("cannot set up TLS ({e})")),
         })
     };
-    let security = match config.tls {
-        SmtpTls::Starttls => Security::StartTls(tls_parameters(config.ca_file.as_ref())?),
-        SmtpTls::Tls => Security::Wrapper(tls_parameters(config.ca_file.as_ref())?),
-        SmtpTls::None if config.ca_file.is_some() => {
-            return Err(MailError::config("email.smtp.ca_file", "is set but email.smtp.tls is \"none\"; use \"starttls\" or \"tls\", or remove ca_file"))
+    let pin = match &config.pin_certificate {
+        None => None,
+        Some(_) if config.ca_file.is_some() => {
+            return Err(MailError::config(
+                "email.smtp.pin_certificate",
+                "and email.smtp.ca_file are both set; a pinned certificate is trusted alone, remove ca_file",
+            ))
         }
-        SmtpTls::None => Security::None,
+        Some(_) if config.tls == SmtpTls::None => {
+            return Err(MailError::config("email.smtp.pin_certificate", "is set but email.smtp.tls is \"none\"; use \"starttls\" or \"tls\""))
+        }
+        Some(path) => Some(PinnedRelay::read(path).map_err(|e| MailError::config("email.smtp.pin_certificate", e))?),
+    };
+    let security = match (config.tls, pin) {
+        (SmtpTls::Starttls, Some(pin)) => Security::PinnedStartTls(pin),
+        (SmtpTls::Tls, Some(pin)) => Security::PinnedWrapper(pin),
+        _ => match config.tls {
+            SmtpTls::Starttls => Security::StartTls(tls_parameters(config.ca_file.as_ref())?),
+            SmtpTls::Tls => Security::Wrapper(tls_parameters(config.ca_file.as_ref())?),
+            SmtpTls::None if config.ca_file.is_some() => {
+                return Err(MailError::config("email.smtp.ca_file", "is set but email.smtp.tls is \"none\"; use \"starttls\" or \"tls\", or remove ca_file"))
+            }
+            SmtpTls::None => Security::None,
+        },
     };
 
     let username = config.username.as_deref().map(str::trim).filter(|u| !u.is_empty());
@@ -311,7 +371,7 @@ fn smtp(email: &EmailConfig, smtp_password: Option<&Secret>) -> Result<Smtp, Mai
         (None, None) => None,
     };
 
-    Ok(Smtp { host, port: config.port, security, login, ca_file: config.ca_file.clone(), timeout })
+    Ok(Smtp { host, port: config.port, security, login, ca_file: config.ca_file.clone(), pin_certificate: config.pin_certificate.clone(), timeout })
 }
 
 /// Reads the extra trusted CA: a PEM file holding at least one certificate.
@@ -331,25 +391,12 @@ async fn write_outbox(dir: &Path, raw: &[u8]) -> Result<PathBuf, DeliveryError> 
     let raw = raw.to_vec();
     let fail = |dir: &Path, e: std::io::Error| DeliveryError::transient(format!("outbox {}: {e}", dir.display()));
     tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        std::fs::create_dir_all(&dir).map_err(|e| fail(&dir, e))?;
+        // The outbox is as private as the rest of the data directory: 0700, and each email 0600, written whole or
+        // not at all.
+        crate::private_files::private_dir(&dir).map_err(|e| fail(&dir, e))?;
         let name = format!("{}-{:08x}.eml", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), rand::random::<u32>());
-        let temp = dir.join(format!(".{name}.tmp"));
         let path = dir.join(&name);
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
-            file.write_all(&raw)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &path)?;
-            // Make the rename itself durable where the platform allows it.
-            #[cfg(unix)]
-            std::fs::File::open(&dir)?.sync_all()?;
-            Ok(())
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            fail(&dir, e)
-        })?;
+        crate::private_files::write_private(&path, &raw).map_err(|e| fail(&dir, e))?;
         Ok(path)
     })
     .await
@@ -394,6 +441,28 @@ mod tests {
         std::fs::write(&path, TEST_CA).unwrap();
         let mailer = Mailer::new(&smtp_config(SmtpTls::Starttls, Some(path.clone())), None, dir.path()).unwrap();
         assert_eq!(mailer.describe(), format!("smtp smtp.contoso.com:587 (starttls, extra CA {})", path.display()));
+    }
+
+    #[test]
+    fn a_pinned_certificate_is_checked_when_the_mailer_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("relay.pem");
+        std::fs::write(&pem, TEST_CA).unwrap();
+        let pinned = |tls, ca_file: Option<PathBuf>, pin: &Path| {
+            let mut email = smtp_config(tls, ca_file);
+            email.smtp.pin_certificate = Some(pin.to_path_buf());
+            Mailer::new(&email, None, dir.path()).map(|m| m.describe()).map_err(|e| e.to_string())
+        };
+        assert_eq!(pinned(SmtpTls::Starttls, None, &pem).unwrap(), format!("smtp smtp.contoso.com:587 (starttls, pinned certificate {})", pem.display()));
+        let err = pinned(SmtpTls::Starttls, Some(pem.clone()), &pem).unwrap_err();
+        assert!(err.starts_with("email.smtp.pin_certificate: and email.smtp.ca_file are both set"), "{err}");
+        let err = pinned(SmtpTls::None, None, &pem).unwrap_err();
+        assert!(err.starts_with("email.smtp.pin_certificate: is set but email.smtp.tls is \"none\""), "{err}");
+        let err = pinned(SmtpTls::Tls, None, Path::new("/nonexistent/relay.pem")).unwrap_err();
+        assert!(err.starts_with("email.smtp.pin_certificate: cannot read /nonexistent/relay.pem"), "{err}");
+        std::fs::write(&pem, "not a certificate").unwrap();
+        let err = pinned(SmtpTls::Tls, None, &pem).unwrap_err();
+        assert!(err.contains("holds no PEM certificate"), "{err}");
     }
 
     #[test]

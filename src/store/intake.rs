@@ -1,4 +1,9 @@
 //! Intake: one delivery and its alerts committed in one step, with idempotency and incident grouping.
+//!
+//! A delivery is a duplicate, answered with the original answer and creating nothing, when its sender sent the same
+//! delivery id before, or, for a delivery without an id, the same body within the duplicate window; an alert is a duplicate when its sender sent
+//! the same source alert id (or Alertmanager fingerprint) before. Every check is per sender, so no sender can make
+//! another's alerts duplicates.
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
@@ -62,9 +67,10 @@ pub(super) fn open_key(server: &ServerName, health_set: &HealthSet, monitor: Opt
 }
 
 impl Store {
-    /// Commits a delivery and its alerts, grouping each into an incident. `dry_run` marks new incidents.
-    pub async fn accept(&self, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: bool) -> Result<Answer> {
-        self.write(move |tx| accept(tx, delivery, alerts, dry_run)).await
+    /// Commits a delivery and its alerts, grouping each into an incident. `dry_run` marks new incidents; the same
+    /// body from the same sender within `duplicate_window` is a duplicate (zero: never).
+    pub async fn accept(&self, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: bool, duplicate_window: std::time::Duration) -> Result<Answer> {
+        self.write(move |tx| accept(tx, delivery, alerts, dry_run, duplicate_window)).await
     }
 
     /// Keeps an authenticated delivery that is not a valid alert, so nothing a sender sent is lost.
@@ -93,21 +99,41 @@ impl Store {
     }
 }
 
-fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: bool) -> Result<Answer> {
+/// The original answer to a delivery seen before, marked `duplicate` throughout.
+fn duplicate_of(original: &str) -> Result<Answer> {
+    let mut answer: Answer = serde_json::from_str(original).map_err(|e| StoreError::Unavailable(format!("stored answer unreadable: {e}")))?;
+    answer.alerts.iter_mut().for_each(|item| item.disposition = Disposition::Duplicate);
+    Ok(answer)
+}
+
+fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: bool, duplicate_window: std::time::Duration) -> Result<Answer> {
+    let now = now_ms();
     if let Some(webhook_id) = &delivery.webhook_id {
         let original: Option<String> = tx
-            .query_row("SELECT response FROM deliveries WHERE sender = ?1 AND webhook_id = ?2 AND error IS NULL", params![delivery.sender, webhook_id], |row| {
-                row.get(0)
-            })
+            .prepare_cached("SELECT response FROM deliveries WHERE sender = ?1 AND webhook_id = ?2 AND error IS NULL")?
+            .query_row(params![delivery.sender, webhook_id], |row| row.get(0))
             .optional()?;
         if let Some(original) = original {
-            let mut answer: Answer = serde_json::from_str(&original).map_err(|e| StoreError::Unavailable(format!("stored answer unreadable: {e}")))?;
-            answer.alerts.iter_mut().for_each(|item| item.disposition = Disposition::Duplicate);
-            return Ok(answer);
+            return duplicate_of(&original);
+        }
+    }
+    let body_sha256: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&delivery.body).into();
+    // A Standard Webhooks delivery is told apart by its webhook-id, and its timestamp keeps old ones out; a delivery
+    // without an id (hub-signature-256, bearer) has only its bytes.
+    if delivery.webhook_id.is_none() && !duplicate_window.is_zero() {
+        let since = now - duplicate_window.as_millis() as i64;
+        let original: Option<String> = tx
+            .prepare_cached(
+                "SELECT response FROM deliveries WHERE sender = ?1 AND body_sha256 = ?2 AND received_at >= ?3 AND error IS NULL
+                 ORDER BY received_at DESC LIMIT 1",
+            )?
+            .query_row(params![delivery.sender, &body_sha256[..], since], |row| row.get(0))
+            .optional()?;
+        if let Some(original) = original {
+            return duplicate_of(&original);
         }
     }
 
-    let now = now_ms();
     let delivery_id = new_id();
     let mut answer = Answer { alerts: Vec::with_capacity(alerts.len()), wake: Vec::new() };
     // First decide what becomes of each alert (opening incidents as needed), so that the delivery row is written
@@ -116,8 +142,10 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
     for (position, alert) in alerts.into_iter().enumerate() {
         if let Some(source_key) = &alert.source_key {
             let original = tx
-                .prepare_cached("SELECT id, incident_id FROM alerts WHERE format = ?1 AND source_key = ?2")?
-                .query_row(params![delivery.format.as_str(), source_key], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?)))
+                .prepare_cached("SELECT id, incident_id FROM alerts WHERE sender = ?1 AND format = ?2 AND source_key = ?3")?
+                .query_row(params![delivery.sender, delivery.format.as_str(), source_key], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+                })
                 .optional()?;
             if let Some((alert_id, incident_id)) = original {
                 answer.alerts.push(AnswerItem { alert_id, incident_id, disposition: Disposition::Duplicate });
@@ -153,8 +181,10 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
         return Ok(answer);
     }
     let response = serde_json::to_string(&answer).expect("answers serialise");
-    tx.prepare_cached("INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, response) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-        .execute(params![delivery_id, now, delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..], response])?;
+    tx.prepare_cached(
+        "INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, response, body_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![delivery_id, now, delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..], response, &body_sha256[..]])?;
     for (position, item, alert) in fresh {
         let AnswerItem { alert_id, incident_id, disposition } = &answer.alerts[item];
         tx.prepare_cached(

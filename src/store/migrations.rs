@@ -126,6 +126,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX server_locks_by_incident ON server_locks(incident_id);
     ALTER TABLE steps ADD COLUMN already_in_place INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: deduplication per sender: a source alert id or fingerprint is one sender's; and the SHA-256 of each
+    // accepted body, so that the same body from the same sender within intake.duplicate_window is a duplicate
+    // (senders that carry no delivery id or source id have nothing else to tell a replay by).
+    r#"
+    DROP INDEX alerts_by_source_key;
+    CREATE UNIQUE INDEX alerts_by_source_key ON alerts(sender, format, source_key) WHERE source_key IS NOT NULL;
+    ALTER TABLE deliveries ADD COLUMN body_sha256 BLOB;
+    CREATE INDEX deliveries_by_body ON deliveries(sender, body_sha256, received_at) WHERE body_sha256 IS NOT NULL AND error IS NULL;
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -2,8 +2,13 @@
 //!
 //! One writer thread owns the write connection and group-commits: it takes every write that is waiting, runs each
 //! in its own savepoint inside one transaction, commits once (WAL, `synchronous=FULL`, so the commit is on disk),
-//! and only then answers each caller. A failing write rolls back its savepoint alone. Reads run on a small pool of
-//! read connections on the blocking thread pool, so SQLite never blocks an async worker.
+//! and only then answers each caller. A failing write rolls back its savepoint alone. When SQLite itself rolls the
+//! whole transaction back (a full disk, an I/O error), or the commit fails, every write of the batch fails alike:
+//! none of them is half kept, and the writes after that point are not run at all. Reads run on a small pool of read
+//! connections on the blocking thread pool, so SQLite never blocks an async worker.
+//!
+//! The database is checked (`PRAGMA quick_check`) when it is opened: a damaged file stops the service at start,
+//! named, rather than failing alerts one by one later.
 //!
 //! The submodules hold the statements of one concern each: intake, the engine's journal, the operator's views.
 
@@ -34,6 +39,9 @@ pub const DB_FILE: &str = "healthset-responder.sqlite3";
 pub enum StoreError {
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The database file failed its integrity check, or is not a database at all.
+    #[error("the store {} is damaged ({detail}); restore it from a backup, or move it aside to start with an empty store", path.display())]
+    Damaged { path: PathBuf, detail: String },
     #[error("{0}")]
     Conflict(String),
     #[error("not found: {0}")]
@@ -46,18 +54,23 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A write waiting for the next group commit.
 trait Job: Send {
-    fn apply(&mut self, tx: &Transaction);
+    /// Runs the write in its own savepoint. Returns whether the transaction is still open afterwards: `false` when
+    /// SQLite rolled the whole transaction back while the write ran.
+    fn apply(&mut self, tx: &Transaction) -> bool;
     fn complete(self: Box<Self>, committed: std::result::Result<(), String>);
+    /// Whether this is the readiness probe's own write, which says nothing about whether real writes commit.
+    fn is_probe(&self) -> bool;
 }
 
 struct Pending<T, F> {
     work: Option<F>,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
+    probe: bool,
 }
 
 impl<T: Send, F: FnOnce(&Transaction) -> Result<T> + Send> Job for Pending<T, F> {
-    fn apply(&mut self, tx: &Transaction) {
+    fn apply(&mut self, tx: &Transaction) -> bool {
         let work = self.work.take().expect("a job is applied once");
         // The savepoint statements run for every write, so they are prepared once, like the writes themselves.
         let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map_err(StoreError::Sql);
@@ -70,6 +83,7 @@ impl<T: Send, F: FnOnce(&Transaction) -> Result<T> + Send> Job for Pending<T, F>
             result
         });
         self.result = Some(result);
+        !tx.is_autocommit()
     }
 
     fn complete(self: Box<Self>, committed: std::result::Result<(), String>) {
@@ -79,7 +93,24 @@ impl<T: Send, F: FnOnce(&Transaction) -> Result<T> + Send> Job for Pending<T, F>
         };
         let _ = self.reply.send(result);
     }
+
+    fn is_probe(&self) -> bool {
+        self.probe
+    }
 }
+
+/// How the latest group commits went, as `/readyz` reports it.
+#[derive(Debug, Default)]
+struct CommitHealth {
+    /// The last batch with a real write that committed.
+    last_success: Option<std::time::Instant>,
+    /// The last batch that failed, with why.
+    last_failure: Option<(std::time::Instant, String)>,
+}
+
+/// How long a failed commit keeps the store unready when no real write has committed since (a quiet service has
+/// nothing else to show that the disk has room again).
+const FAILURE_HOLDS_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The handle every part of the service shares.
 #[derive(Clone)]
@@ -87,6 +118,7 @@ pub struct Store {
     writes: mpsc::SyncSender<Box<dyn Job>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: Arc<PathBuf>,
+    health: Arc<Mutex<CommitHealth>>,
 }
 
 /// The most writes one transaction takes; enough to amortise the fsync, small enough to bound latency.
@@ -95,8 +127,24 @@ const MAX_BATCH: usize = 1024;
 impl Store {
     /// Opens (creating if needed) the database in `data_dir`, applies migrations and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display())))?;
+        crate::private_files::private_dir(data_dir).map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DB_FILE);
+        // SQLite creates the WAL and shared-memory files with the database file's mode, so a private database file
+        // makes all three private; files from before this was enforced are made private too.
+        let private = |file: &Path| -> std::io::Result<()> {
+            if file == path {
+                crate::private_files::create_private(file)?;
+            }
+            if file.exists() {
+                crate::private_files::make_private(file)?;
+            }
+            Ok(())
+        };
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            private(&file).map_err(|e| StoreError::Unavailable(format!("cannot make {} private: {e}", file.display())))?;
+        }
+        let damaged = |err: rusqlite::Error| StoreError::Damaged { path: path.clone(), detail: err.to_string() };
         let mut conn = Connection::open(&path)?;
         // FULL: a commit is on disk when it returns, which is what a 202 promises. A larger page cache keeps the
         // indexes that intake searches in memory.
@@ -104,17 +152,21 @@ impl Store {
         // off the path every acknowledged alert waits on.
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;",
-        )?;
+        )
+        .map_err(damaged)?;
+        integrity(&conn).map_err(|detail| StoreError::Damaged { path: path.clone(), detail })?;
         migrations::apply(&mut conn)?;
         let checkpoints = Connection::open(&path)?;
         checkpoints.busy_timeout(std::time::Duration::from_secs(5))?;
         let (writes, queue) = mpsc::sync_channel::<Box<dyn Job>>(MAX_BATCH * 4);
         let stopped = Arc::new(AtomicBool::new(false));
         let writer_stopped = stopped.clone();
+        let health = Arc::new(Mutex::new(CommitHealth::default()));
+        let writer_health = health.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                writer(conn, queue);
+                writer(conn, queue, &writer_health);
                 writer_stopped.store(true, Ordering::Relaxed);
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
@@ -122,7 +174,7 @@ impl Store {
             .name("store-checkpoint".into())
             .spawn(move || checkpointer(checkpoints, stopped))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Store { writes, readers: Arc::new(Mutex::new(Vec::new())), path: Arc::new(path) })
+        Ok(Store { writes, readers: Arc::new(Mutex::new(Vec::new())), path: Arc::new(path), health })
     }
 
     pub fn path(&self) -> &Path {
@@ -135,8 +187,16 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Transaction) -> Result<T> + Send + 'static,
     {
+        self.submit(work, false).await
+    }
+
+    async fn submit<T, F>(&self, work: F, probe: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Pending { work: Some(work), result: None, reply });
+        let job = Box::new(Pending { work: Some(work), result: None, reply, probe });
         let writes = self.writes.clone();
         // The queue is bounded: when the disk falls behind, callers wait here instead of piling up in memory.
         match writes.try_send(job) {
@@ -176,13 +236,42 @@ impl Store {
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
 
-    /// Whether a write commits: what `/readyz` asks.
-    pub async fn check_writable(&self) -> Result<()> {
-        self.write(|tx| {
-            tx.execute("INSERT INTO settings(key, value) VALUES ('ready_check', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [now_ms()])?;
-            Ok(())
-        })
+    /// Whether writes commit: what `/readyz` asks. Unready while the latest real write failed to commit (until a
+    /// real write commits again, or for [`FAILURE_HOLDS_FOR`] when none is made), or when a probe write as large as
+    /// the largest delivery (`bytes`) fails now. The probe alone is not enough: with the disk full it may still fit
+    /// in WAL pages already on disk while every alert is refused.
+    pub async fn check_writable(&self, bytes: usize) -> Result<()> {
+        {
+            let health = self.health.lock().expect("commit health lock");
+            if let Some((failed_at, error)) = &health.last_failure {
+                let recovered = health.last_success.is_some_and(|success| success > *failed_at);
+                if !recovered && failed_at.elapsed() < FAILURE_HOLDS_FOR {
+                    return Err(StoreError::Unavailable(format!("the latest commit failed: {error}")));
+                }
+            }
+        }
+        self.submit(
+            move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO settings(key, value) VALUES ('ready_check', zeroblob(?1)) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute([bytes as i64])?;
+                Ok(())
+            },
+            true,
+        )
         .await
+    }
+}
+
+/// `PRAGMA quick_check`: `Err` with SQLite's first findings when the file is damaged.
+fn integrity(conn: &Connection) -> std::result::Result<(), String> {
+    let mut statement = conn.prepare("PRAGMA quick_check").map_err(|e| e.to_string())?;
+    let findings: Vec<String> = statement.query_map([], |row| row.get(0)).and_then(|rows| rows.collect()).map_err(|e| e.to_string())?;
+    match findings.as_slice() {
+        [ok] if ok == "ok" => Ok(()),
+        [] => Err("the integrity check returned nothing".into()),
+        _ => Err(findings.iter().take(3).cloned().collect::<Vec<_>>().join("; ")),
     }
 }
 
@@ -201,7 +290,7 @@ fn checkpointer(conn: Connection, writer_stopped: Arc<AtomicBool>) {
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
-fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
+fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, health: &Mutex<CommitHealth>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = queue.recv() {
         batch.push(first);
@@ -214,21 +303,36 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
         // IMMEDIATE takes the write lock up front, where the busy timeout applies, instead of upgrading a read
         // transaction later, which fails at once if the checkpointer has moved the WAL on meanwhile.
         let committed = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(tx) => {
-                for job in batch.iter_mut() {
-                    job.apply(&tx);
-                }
-                tx.commit().map_err(|e| e.to_string())
-            }
+            Ok(tx) => apply_all(tx, &mut batch),
             Err(err) => Err(err.to_string()),
         };
-        if let Err(err) = &committed {
-            tracing::error!(error = %err, writes = batch.len(), "group commit failed");
+        {
+            let mut health = health.lock().expect("commit health lock");
+            match &committed {
+                Err(err) => {
+                    tracing::error!(error = %err, writes = batch.len(), "group commit failed");
+                    health.last_failure = Some((std::time::Instant::now(), err.clone()));
+                }
+                Ok(()) if batch.iter().any(|job| !job.is_probe()) => health.last_success = Some(std::time::Instant::now()),
+                Ok(()) => {}
+            }
         }
         for job in batch.drain(..) {
             job.complete(committed.clone());
         }
     }
+}
+
+/// Runs a batch in one transaction and commits it. When SQLite rolled the transaction back under a write (a full
+/// disk or an I/O error does that), the writes before it are gone and the ones after it would each commit on their
+/// own, outside the batch: so none of the rest is run, and the whole batch fails alike.
+fn apply_all(tx: Transaction, batch: &mut [Box<dyn Job>]) -> std::result::Result<(), String> {
+    for (index, job) in batch.iter_mut().enumerate() {
+        if !job.apply(&tx) {
+            return Err(format!("SQLite rolled the transaction back at write {} of {}; no write of this batch was kept", index + 1, batch.len()));
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())
 }
 
 /// Milliseconds since the Unix epoch: how the store keeps time.
@@ -244,4 +348,105 @@ pub fn new_id() -> String {
 /// RFC 3339 text for a store time.
 pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_keys(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut statement = conn.prepare("SELECT key FROM settings ORDER BY key").unwrap();
+        let keys = statement.query_map([], |row| row.get(0)).unwrap().collect::<rusqlite::Result<Vec<String>>>().unwrap();
+        keys
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_named_as_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), vec![0x5a; 64 * 1024]).unwrap();
+        let err = Store::open(dir.path()).err().expect("a damaged store is refused").to_string();
+        assert!(err.starts_with(&format!("the store {} is damaged", dir.path().join(DB_FILE).display())), "{err}");
+        assert!(err.contains("restore it from a backup"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupted_page_is_found_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE filler (id INTEGER PRIMARY KEY, text TEXT); CREATE INDEX filler_text ON filler(text);").unwrap();
+            for i in 0..400 {
+                conn.execute("INSERT INTO filler (text) VALUES (?1)", [format!("{i:0>200}")]).unwrap();
+            }
+        }
+        // Overwrite the third page (a b-tree page of the table or its index) with junk, as a bad sector would.
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 4 * 4096);
+        bytes[2 * 4096..3 * 4096].fill(0xa5);
+        std::fs::write(&path, bytes).unwrap();
+        let err = Store::open(dir.path()).err().expect("a damaged store is refused");
+        assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_transaction_rolled_back_by_sqlite_fails_every_write_of_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let mut conn = Connection::open(&path).unwrap();
+        migrations::apply(&mut conn).unwrap();
+        let (writes, queue) = mpsc::sync_channel::<Box<dyn Job>>(8);
+        let mut answers = Vec::new();
+        let mut submit = |work: Box<dyn FnOnce(&Transaction) -> Result<()> + Send>| {
+            let (reply, answer) = oneshot::channel();
+            writes.send(Box::new(Pending { work: Some(work), result: None, reply, probe: false })).unwrap();
+            answers.push(answer);
+        };
+        let insert = |key: &'static str| -> Box<dyn FnOnce(&Transaction) -> Result<()> + Send> {
+            Box::new(move |tx: &Transaction| {
+                tx.execute("INSERT INTO settings (key, value) VALUES (?1, 'x')", [key])?;
+                Ok(())
+            })
+        };
+        submit(insert("before"));
+        // What SQLite does on a full disk or an I/O error in the middle of a statement: the whole transaction goes.
+        submit(Box::new(|tx: &Transaction| {
+            tx.execute_batch("ROLLBACK")?;
+            Ok(())
+        }));
+        submit(insert("after"));
+        drop(writes);
+        writer(conn, queue, &Mutex::default());
+        for answer in answers {
+            let result = answer.blocking_recv().unwrap();
+            assert!(matches!(result, Err(StoreError::Unavailable(_))), "every write of the batch fails: {result:?}");
+        }
+        assert!(settings_keys(&path).is_empty(), "no write of the batch was kept, not even the one after the rollback");
+    }
+
+    #[test]
+    fn a_batch_that_commits_keeps_every_write_but_the_failed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let mut conn = Connection::open(&path).unwrap();
+        migrations::apply(&mut conn).unwrap();
+        let (writes, queue) = mpsc::sync_channel::<Box<dyn Job>>(8);
+        let mut answers = Vec::new();
+        for key in ["a", "a", "b"] {
+            let (reply, answer) = oneshot::channel();
+            let work = move |tx: &Transaction| -> Result<()> {
+                tx.execute("INSERT INTO settings (key, value) VALUES (?1, 'x')", [key])?;
+                Ok(())
+            };
+            writes.send(Box::new(Pending { work: Some(work), result: None, reply, probe: false })).unwrap();
+            answers.push(answer);
+        }
+        drop(writes);
+        writer(conn, queue, &Mutex::default());
+        let results: Vec<bool> = answers.into_iter().map(|a| a.blocking_recv().unwrap().is_ok()).collect();
+        assert_eq!(results, [true, false, true], "the duplicate key fails alone");
+        assert_eq!(settings_keys(&path), ["a", "b"]);
+    }
 }

@@ -7,7 +7,7 @@ use healthset_responder::config::{Config, Settings};
 use healthset_responder::service::Service;
 use serde_json::Value;
 
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const SECRET: &str = "whsec_aW50ZWdyYXRpb24gdGVzdHMgb25seTogMzIgYnl0ZXM=";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// The configuration every test starts from; tests append TOML to change it.
@@ -207,12 +207,17 @@ impl ServiceProcess {
     /// Runs `serve --config FILE`, or plain `serve` in `cwd` when `cwd` is given (it then finds
     /// ./healthset-responder.toml itself), and waits (bounded) until it logs the address it listens on.
     pub fn start(config: &std::path::Path, cwd: Option<&std::path::Path>) -> ServiceProcess {
-        use std::io::BufRead;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_healthset-responder"));
         match cwd {
             Some(dir) => command.arg("serve").current_dir(dir),
             None => command.args(["serve", "--config"]).arg(config),
         };
+        ServiceProcess::spawn(command)
+    }
+
+    /// Runs a `serve` command prepared by the caller (say, with limits of its own), as [`ServiceProcess::start`] does.
+    pub fn spawn(mut command: std::process::Command) -> ServiceProcess {
+        use std::io::BufRead;
         let mut child = command
             .env("RUST_LOG", "info")
             .env_remove("HSR_CONFIG")

@@ -198,3 +198,98 @@ async fn the_admin_api_needs_the_admin_token() {
     let ready: Value = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["status"], "ready");
 }
+
+/// Two more senders: a `hub-signature-256` one and a low-trust bearer one.
+const OTHER_SENDERS: &str = r#"
+[[senders]]
+name = "ticketing"
+auth = "hub-signature-256"
+secrets = ["ticketing-hub-secret-0123"]
+
+[[senders]]
+name = "lab"
+auth = "bearer"
+tokens = ["low-trust-lab-token-0123"]
+"#;
+
+async fn post_hub(app: &TestApp, body: &str) -> Value {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"ticketing-hub-secret-0123").unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let response = app
+        .http
+        .post(format!("{}/v1/alerts", app.url))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json().await.unwrap()
+}
+
+async fn post_bearer(app: &TestApp, body: &str) -> Value {
+    let response = app
+        .http
+        .post(format!("{}/v1/alerts", app.url))
+        .header("content-type", "application/json")
+        .bearer_auth("low-trust-lab-token-0123")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn one_senders_source_id_does_not_make_anothers_alert_a_duplicate() {
+    let app = spawn_app_with(OTHER_SENDERS).await;
+    // A low-trust sender posts the id first, for another server...
+    let planted = json!({"id": "scom-4711", "health_set": "ActiveSync", "server": "lab01.contoso.com", "monitor": "ActiveSyncCTPMonitor"}).to_string();
+    assert_eq!(post_bearer(&app, &planted).await["alerts"][0]["disposition"], "new_incident");
+    // ...and SCOM's real alert with that id is still taken.
+    let real = json!({"id": "scom-4711", "health_set": "ActiveSync", "server": "cas01.contoso.com", "monitor": "ActiveSyncCTPMonitor"}).to_string();
+    let answer: Value = app.post_signed("/v1/alerts", &real).await.json().await.unwrap();
+    assert_eq!(answer["alerts"][0]["disposition"], "new_incident");
+    let (_, incident) = app.admin_get(&format!("/v1/incidents/{}", answer["alerts"][0]["incident_id"].as_str().unwrap())).await;
+    assert_eq!(incident["server"], "cas01.contoso.com");
+    // SCOM's own repeat is still a duplicate of SCOM's first.
+    let again: Value = app.post_signed("/v1/alerts", &real).await.json().await.unwrap();
+    assert_eq!(again["alerts"][0]["disposition"], "duplicate");
+    assert_eq!(again["alerts"][0]["alert_id"], answer["alerts"][0]["alert_id"]);
+    assert_eq!(counts(&app).await, (2, 2));
+}
+
+#[tokio::test]
+async fn the_same_signed_bytes_without_a_delivery_id_are_a_duplicate_within_the_window() {
+    let app = spawn_app_with(OTHER_SENDERS).await;
+    let body = native("cas01.contoso.com", "ActiveSyncCTPMonitor", "probe failed");
+    let first = post_hub(&app, &body).await;
+    assert_eq!(first["alerts"][0]["disposition"], "new_incident");
+    // The incident ends (an empty inventory blocks it); a captured request posted again must not open another.
+    let incident_id = first["alerts"][0]["incident_id"].as_str().unwrap();
+    app.wait_final(incident_id).await;
+    let replayed = post_hub(&app, &body).await;
+    assert_eq!(replayed["alerts"][0]["disposition"], "duplicate");
+    assert_eq!(replayed["alerts"][0]["alert_id"], first["alerts"][0]["alert_id"], "the original answer");
+    assert_eq!(replayed["alerts"][0]["incident_id"], first["alerts"][0]["incident_id"]);
+    assert_eq!(counts(&app).await, (1, 1), "the replay created nothing");
+
+    // The same bytes from another sender are that sender's own alert.
+    let other = post_bearer(&app, &body).await;
+    assert_eq!(other["alerts"][0]["disposition"], "new_incident");
+    assert_eq!(post_bearer(&app, &body).await["alerts"][0]["disposition"], "duplicate");
+    assert_eq!(counts(&app).await, (2, 2));
+}
+
+#[tokio::test]
+async fn the_duplicate_window_can_be_turned_off() {
+    let app = spawn_app_with(&format!("{OTHER_SENDERS}\n[intake]\nduplicate_window = \"0s\"\n")).await;
+    let body = native("cas01.contoso.com", "ActiveSyncCTPMonitor", "probe failed");
+    let first = post_hub(&app, &body).await;
+    app.wait_final(first["alerts"][0]["incident_id"].as_str().unwrap()).await;
+    assert_eq!(post_hub(&app, &body).await["alerts"][0]["disposition"], "new_incident");
+}

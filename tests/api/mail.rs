@@ -140,8 +140,29 @@ impl Pki {
         Pki { dir }
     }
 
+    /// A relay's own self-signed certificate, as Exchange makes its default SMTP certificate: no CA vouches for
+    /// it, and it calls itself a CA (which a normal check refuses in an end entity).
+    fn self_signed() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let mut params = CertificateParams::new(vec!["EXCH01".to_owned()]).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "EXCH01");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server-key.pem"), key.serialize_pem()).unwrap();
+        Pki { dir }
+    }
+
     fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
+    }
+
+    /// The server's own certificate.
+    fn server_certificate(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
     }
 
     fn server_ssl(&self) -> SslConfig {
@@ -663,4 +684,43 @@ async fn check_config_sends_a_test_email_and_reports_the_conversation() {
         "{stderr}"
     );
     assert_eq!(smtp.accepted().len(), 1);
+}
+
+#[tokio::test]
+async fn a_relays_own_self_signed_certificate_is_trusted_when_pinned() {
+    let exchange = Pki::self_signed();
+    let smtp = SmtpServer::starttls(&exchange);
+    let login = format!("username = \"{USER}\"\npassword = \"{PASSWORD}\"\n");
+    let pinned = format!("{login}pin_certificate = {:?}\n", exchange.server_certificate());
+    let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(smtp.port, "starttls", &pinned))).await;
+    let incident = app.open(&proxy_alert()).await;
+    let received = smtp.wait_for(1).await;
+    assert_eq!(received[0].user.as_deref(), Some(USER), "AUTH ran over the pinned TLS connection");
+    let sent = wait_notification(&app, &incident, "the escalation sent", |n| n["status"] == "sent").await;
+    assert_eq!(sent["status"], "sent");
+}
+
+#[tokio::test]
+async fn a_self_signed_relay_is_refused_as_a_ca_and_another_certificate_is_refused_when_pinned() {
+    let exchange = Pki::self_signed();
+    let smtp = SmtpServer::starttls(&exchange);
+    let login = format!("username = \"{USER}\"\npassword = \"{PASSWORD}\"\n");
+
+    // What ca_file does with it: a CA certificate presented as the server's own is refused.
+    let as_ca = format!("{login}ca_file = {:?}\n", exchange.ca_file());
+    let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(smtp.port, "starttls", &as_ca))).await;
+    let incident = app.open(&proxy_alert()).await;
+    let failing = wait_notification(&app, &incident, "a failed attempt", |n| attempts(n) >= 1).await;
+    assert!(failing["last_error"].as_str().unwrap().contains("STARTTLS"), "{failing}");
+
+    // Pinning some other certificate: the relay's is not it, and nothing is sent.
+    let other = Pki::self_signed();
+    let wrong_pin = format!("{login}pin_certificate = {:?}\n", other.server_certificate());
+    let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(smtp.port, "starttls", &wrong_pin))).await;
+    let incident = app.open(&proxy_alert()).await;
+    let failing = wait_notification(&app, &incident, "two failed attempts", |n| attempts(n) >= 2).await;
+    assert_eq!(failing["status"], "pending");
+    let error = failing["last_error"].as_str().unwrap();
+    assert!(error.starts_with(&format!("smtp 127.0.0.1:{}: STARTTLS: ", smtp.port)) && error.contains("pin_certificate"), "{error}");
+    assert!(smtp.accepted().is_empty(), "no message went to a relay that is not the pinned one");
 }

@@ -620,3 +620,37 @@ async fn wait_final_long(app: &crate::helpers::TestApp, id: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_shell_never_sees_the_services_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("shell-environment.txt");
+    // A shell that writes down its environment, then reports a probe that passed.
+    let script = format!("env > {}; cat > /dev/null; printf '{{\"ResultType\":\"Succeeded\"}}'", dump.display());
+    let config = format!(
+        "{}\n{}\n[executor]\nkind = \"powershell\"\nprogram = \"sh\"\nargs = [\"-c\", {script:?}]\npass_env = [\"HTTPS_PROXY\"]\n",
+        crate::helpers::base_config(&dir.path().join("data")),
+        crate::helpers::INVENTORY
+    );
+    let path = dir.path().join("healthset-responder.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_healthset-responder"));
+    command
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("HSR_ADMIN_TOKEN", "admin-token-from-the-environment")
+        .env("HSR_WEBHOOK_SECRET", "whsec_c2VjcmV0IGZyb20gdGhlIGVudmlyb25tZW50")
+        .env("HTTPS_PROXY", "http://proxy.contoso.com:3128")
+        .env("DATABASE_PASSWORD", "not-for-the-shell");
+    let service = crate::helpers::ServiceProcess::spawn(command);
+    let app = crate::helpers::TestApp::attached(&service.url);
+    let incident = app.open(&crate::helpers::native("cas01.contoso.com", "ActiveSyncCTPMonitor", "probe failed")).await;
+    assert_eq!(app.wait_final(&incident).await["state"], "transient");
+    let seen = std::fs::read_to_string(&dump).unwrap();
+    assert!(!seen.contains("HSR_") && !seen.contains("from-the-environment") && !seen.contains("c2VjcmV0"), "{seen}");
+    assert!(!seen.contains("DATABASE_PASSWORD"), "a variable not listed stays out: {seen}");
+    assert!(seen.contains("HTTPS_PROXY=http://proxy.contoso.com:3128"), "a listed variable is passed: {seen}");
+    assert!(seen.lines().any(|l| l.starts_with("PATH=")), "the basics are there: {seen}");
+    assert!(service.terminate().success());
+}

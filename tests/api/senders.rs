@@ -423,8 +423,8 @@ async fn a_highly_available_pair_delivering_the_same_notification_twice_creates_
 
     // The other member of the pair: the same notification, bearer again (no delivery id to go by).
     let second = accepted(&app, "/v1/alerts/alertmanager", AM_GROUP_OF_THREE.as_bytes(), Credential::Bearer(BEARER_TOKENS[1])).await;
-    // And as a signing sender would relay it: another webhook-id, keys in another order, and each startsAt written
-    // in another offset (the same instants).
+    // The same alerts with keys in another order and each startsAt written in another offset (the same instants),
+    // from the pair's sender: the fingerprints are what count.
     let mut relayed: Value = serde_json::from_str(AM_GROUP_OF_THREE).unwrap();
     for alert in relayed["alerts"].as_array_mut().unwrap() {
         let starts_at = chrono::DateTime::parse_from_rfc3339(alert["startsAt"].as_str().unwrap()).unwrap();
@@ -433,14 +433,8 @@ async fn a_highly_available_pair_delivering_the_same_notification_twice_creates_
     }
     let relayed = serde_json::to_vec(&relayed).unwrap();
     assert_ne!(relayed, AM_GROUP_OF_THREE.as_bytes());
-    let third = accepted(&app, "/v1/alerts/alertmanager", &relayed, Credential::Standard(SECRET)).await;
-    let fourth = {
-        let response = post_with_id(&app, "/v1/alerts/alertmanager", &relayed, SECRET, "alertmanager-2-notification-1").await;
-        assert_eq!(response.status(), 202);
-        response.json::<Value>().await.unwrap()["alerts"].as_array().unwrap().clone()
-    };
-
-    for (copy, items) in [("bearer copy", &second), ("signed copy", &third), ("signed copy, other id", &fourth)] {
+    let third = accepted(&app, "/v1/alerts/alertmanager", &relayed, Credential::Bearer(BEARER_TOKENS[0])).await;
+    for (copy, items) in [("bearer copy", &second), ("bearer copy, written otherwise", &third)] {
         assert_eq!(items.len(), 3, "{copy}");
         for (original, again) in first.iter().zip(items.iter()) {
             assert_eq!(again["disposition"], "duplicate", "{copy}: {again}");
@@ -448,6 +442,23 @@ async fn a_highly_available_pair_delivering_the_same_notification_twice_creates_
         }
     }
     assert_eq!(counts(&app).await, (3, 3), "duplicates create nothing");
+
+    // Another sender relaying the same alerts is not a copy of the pair's delivery: its alerts are kept, attached
+    // to the incidents already open (one sender's fingerprints cannot silence another's alerts), and its own
+    // repeat, under another webhook-id, is a duplicate of its first.
+    let fourth = accepted(&app, "/v1/alerts/alertmanager", &relayed, Credential::Standard(SECRET)).await;
+    let fifth = {
+        let response = post_with_id(&app, "/v1/alerts/alertmanager", &relayed, SECRET, "alertmanager-2-notification-1").await;
+        assert_eq!(response.status(), 202);
+        response.json::<Value>().await.unwrap()["alerts"].as_array().unwrap().clone()
+    };
+    for ((original, other), again) in first.iter().zip(fourth.iter()).zip(fifth.iter()) {
+        assert_eq!(other["disposition"], "attached", "{other}");
+        assert_eq!(other["incident_id"], original["incident_id"]);
+        assert_eq!(again["disposition"], "duplicate", "{again}");
+        assert_eq!(again["alert_id"], other["alert_id"]);
+    }
+    assert_eq!(counts(&app).await, (6, 3), "the other sender's alerts are stored; no incident is added");
 }
 
 #[tokio::test]

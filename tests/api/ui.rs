@@ -207,3 +207,35 @@ async fn pages_escape_alert_text_and_refresh_while_the_incident_runs() {
     assert!(response.text().await.unwrap().contains("incident 0193aaaa-0000-7000-8000-000000000000 does not exist"));
     assert_eq!(browser.get("/?state=fixed").await.status(), 400);
 }
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_address_with_retry_after() {
+    let app = spawn_app().await;
+    let browser = Browser::new(&app);
+    for _ in 0..healthset_responder::http::guesses::MAX_FAILURES {
+        assert_eq!(browser.post("/login", &[("token", "a-wrong-guess-0123456789")]).await.status(), 401);
+    }
+    let locked = browser.post("/login", &[("token", "a-wrong-guess-0123456789")]).await;
+    assert_eq!(locked.status(), 429);
+    let retry_after: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after > 0 && retry_after <= healthset_responder::http::guesses::WINDOW.as_secs());
+    assert!(locked.text().await.unwrap().contains("too many wrong admin tokens from this address"));
+    // Not even the right token gets through now, and the admin API counts the same guesses.
+    assert_eq!(browser.post("/login", &[("token", ADMIN_TOKEN)]).await.status(), 429);
+    let (status, body) = app.admin_get("/v1/incidents").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_attempts");
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_the_public_url_is_https() {
+    let app = spawn_app_with_root("public_url = \"https://responder.contoso.com/\"", "").await;
+    let response = Browser::new(&app).post("/login", &[("token", ADMIN_TOKEN)]).await;
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+
+    let plain = spawn_app().await;
+    let response = Browser::new(&plain).post("/login", &[("token", ADMIN_TOKEN)]).await;
+    assert!(!response.headers()[SET_COOKIE].to_str().unwrap().contains("Secure"), "plain HTTP keeps a cookie the browser would drop otherwise");
+}

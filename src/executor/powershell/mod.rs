@@ -48,6 +48,9 @@ pub struct PowerShell {
     /// order, so incidents on different servers take turns.
     slots: Arc<Semaphore>,
     gauges: ExecutorGauges,
+    /// What the shell's environment is: the platform's basics and `executor.pass_env`, taken from the service's
+    /// own environment once, at start.
+    environment: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 /// Checks an Exchange Management Shell endpoint: an `http://` or `https://` URL, with or without `{server}`. What
@@ -98,6 +101,7 @@ impl PowerShell {
             templates,
             slots: Arc::new(Semaphore::new(config.max_parallel.max(1))),
             gauges: ExecutorGauges::default(),
+            environment: process::environment(&config.pass_env, std::env::vars_os()),
         })
     }
 
@@ -149,7 +153,7 @@ impl PowerShell {
             }
         };
         self.gauges.running.inc();
-        let ended = process::run(&self.program, &self.args, &script, deadline).await;
+        let ended = process::run(&self.program, &self.args, &self.environment, &script, deadline).await;
         self.gauges.running.dec();
         drop(permit);
         let mut report = match ended {

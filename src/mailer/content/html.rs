@@ -140,14 +140,18 @@ impl Content {
 
         section(&mut out, "Incident");
         facts(&mut out, &self.incident, "break-all");
+        if let Some(link) = &self.incident_link {
+            let _ = write!(out, "<p style=\"margin:10px 0 0 0;\"><a href=\"{0}\">Open the incident in a browser</a></p>", escape(link));
+        }
+        let url = &self.url_flag;
         if let Some(id) = &self.replay {
             let _ = write!(out, "<p style=\"margin:10px 0 0 0;\">Replay the first alert (automation verifies again and acts):</p>");
-            out.push_str(&code(&format!("healthset-responder replay {id}")));
+            out.push_str(&code(&format!("healthset-responder replay {id}{url}")));
             let _ = write!(out, "<p style=\"margin:6px 0 0 0;\">Rehearse it without changing anything:</p>");
-            out.push_str(&code(&format!("healthset-responder replay {id} --dry-run")));
+            out.push_str(&code(&format!("healthset-responder replay {id} --dry-run{url}")));
         }
         let _ = write!(out, "<p style=\"margin:6px 0 0 0;\">Show the incident:</p>");
-        out.push_str(&code(&format!("healthset-responder incidents show {}", shell_arg(&self.incident_id))));
+        out.push_str(&code(&format!("healthset-responder incidents show {}{url}", shell_arg(&self.incident_id))));
         out.push_str("</div>\n");
         let _ = writeln!(
             out,

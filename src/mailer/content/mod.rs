@@ -79,10 +79,16 @@ pub(super) struct Content {
     incident: Vec<(&'static str, String)>,
     replay: Option<String>,
     incident_id: String,
+    /// ` --url <public_url>` for the commands, when the service has a public address.
+    url_flag: String,
+    /// The incident's page, when the service has a public address.
+    incident_link: Option<String>,
 }
 
 impl Content {
-    pub(super) fn new(escalation: &Escalation) -> Content {
+    /// `public_url` is the address people reach the service at: the commands name it and the incident's page is
+    /// linked.
+    pub(super) fn new(escalation: &Escalation, public_url: Option<&str>) -> Content {
         let incident = escalation.incident;
         let state = line(&incident.state).to_ascii_lowercase();
         let escalates = state != "recovered";
@@ -260,6 +266,8 @@ impl Content {
             steps,
             incident: rows,
             replay,
+            url_flag: public_url.map(|url| format!(" --url {}", shell_arg(url))).unwrap_or_default(),
+            incident_link: public_url.map(|url| format!("{url}/incidents/{incident_id}")),
             incident_id,
         }
     }
@@ -340,11 +348,15 @@ impl Content {
             let _ = writeln!(out, "{:<13}{value}", format!("{key}:"));
         }
         out.push('\n');
-        if let Some(id) = &self.replay {
-            let _ = writeln!(out, "Replay the first alert (automation verifies again and acts):\n\n    healthset-responder replay {id}\n");
-            let _ = writeln!(out, "Rehearse it without changing anything:\n\n    healthset-responder replay {id} --dry-run\n");
+        if let Some(link) = &self.incident_link {
+            let _ = writeln!(out, "Open the incident in a browser:\n\n    {link}\n");
         }
-        let _ = writeln!(out, "Show the incident:\n\n    healthset-responder incidents show {}", shell_arg(&self.incident_id));
+        let url = &self.url_flag;
+        if let Some(id) = &self.replay {
+            let _ = writeln!(out, "Replay the first alert (automation verifies again and acts):\n\n    healthset-responder replay {id}{url}\n");
+            let _ = writeln!(out, "Rehearse it without changing anything:\n\n    healthset-responder replay {id} --dry-run{url}\n");
+        }
+        let _ = writeln!(out, "Show the incident:\n\n    healthset-responder incidents show {}{url}", shell_arg(&self.incident_id));
         let _ = writeln!(out, "\n-- \nSent by healthset-responder for incident {}.", self.incident_id);
         out
     }
@@ -487,7 +499,7 @@ fn indent(text: &str, prefix: &str) -> String {
 /// An argument a reader can paste into a shell: kept as is when it is a plain word, else single-quoted.
 pub(super) fn shell_arg(text: &str) -> String {
     let text = line(text);
-    if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')) {
         text
     } else {
         format!("'{}'", text.replace('\'', "'\\''"))
