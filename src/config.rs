@@ -337,6 +337,8 @@ pub struct TimingConfig {
     pub failover_timeout: Dur,
     /// Between copy-status checks while they move.
     pub poll_interval: Dur,
+    /// An open incident that makes no progress this long, with no driver running it, is reported once.
+    pub stall_after: Dur,
 }
 
 impl Default for TimingConfig {
@@ -347,6 +349,7 @@ impl Default for TimingConfig {
             warm_up: Dur(Duration::from_secs(60)),
             failover_timeout: minutes(10),
             poll_interval: Dur(Duration::from_secs(30)),
+            stall_after: minutes(30),
         }
     }
 }

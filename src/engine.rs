@@ -42,8 +42,10 @@ pub struct EngineHandle {
 
 #[derive(Debug)]
 enum Wake {
-    /// A new incident, or news for one (a resolved notice): drive it, or cut its wait short.
+    /// A new incident, or an alert attached to one: drive it if nothing does.
     Incident(String),
+    /// A resolved notice for an incident: drive it, or end the wait it is in.
+    Resolved(String),
     /// Automation was resumed: look at everything.
     All,
     /// A driver stopped; its servers are free.
@@ -53,6 +55,11 @@ enum Wake {
 impl EngineHandle {
     pub fn wake(&self, incident_id: &str) {
         let _ = self.wake.send(Wake::Incident(incident_id.to_owned()));
+    }
+
+    /// A resolved notice arrived for the incident: a wait under way ends and it checks at once.
+    pub fn resolved(&self, incident_id: &str) {
+        let _ = self.wake.send(Wake::Resolved(incident_id.to_owned()));
     }
 
     /// Applies the pause switch at once (the store already holds it); resuming looks at every waiting incident.
@@ -82,8 +89,8 @@ struct Shared {
     released: Notify,
     /// Running drivers, with the signal that cuts their wait short.
     drivers: Mutex<HashMap<String, Arc<Notify>>>,
-    /// How often each incident's driver failed in a row: the backoff before it is driven again.
-    failures: Mutex<HashMap<String, u32>>,
+    /// How often each incident's driver failed in a row, and when it may be driven again (the backoff).
+    failures: Mutex<HashMap<String, (u32, tokio::time::Instant)>>,
     paused: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
@@ -121,13 +128,14 @@ impl Drop for Driving {
         if std::thread::panicking() {
             tracing::error!(incident = %self.id, "incident driver panicked; its servers are released and it is driven again after a backoff");
         }
-        let failures = {
+        let delay = {
             let mut failures = lock(&shared.failures);
-            let count = failures.entry(self.id.clone()).or_insert(0);
-            *count = count.saturating_add(1);
-            *count
+            let entry = failures.entry(self.id.clone()).or_insert((0, tokio::time::Instant::now()));
+            entry.0 = entry.0.saturating_add(1);
+            let delay = RETRY_FIRST.saturating_mul(1 << entry.0.min(16).saturating_sub(1)).min(RETRY_MAX);
+            entry.1 = tokio::time::Instant::now() + delay;
+            delay
         };
-        let delay = RETRY_FIRST.saturating_mul(1 << failures.min(16).saturating_sub(1)).min(RETRY_MAX);
         let (wake, id) = (shared.wake.clone(), self.id.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
@@ -198,18 +206,28 @@ impl Engine {
         // to look again.
         let mut deferred = dispatch(&shared, &mut drivers, &stopping, None).await;
         let mut stop = stopping.clone();
+        // The sweep: every open incident without a driver (its driver failed on a store error, its retry was lost)
+        // is driven again, and one that makes no progress is reported once.
+        let mut sweep = tokio::time::interval(sweep_every(&shared.settings));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = crate::service::stopped(&mut stop) => break,
+                _ = sweep.tick() => {
+                    notify_stalled(&shared).await;
+                    deferred = dispatch(&shared, &mut drivers, &stopping, None).await;
+                }
                 Some(wake) = self.wakes.recv() => match wake {
-                    Wake::Incident(id) => {
-                        let running = lock(&shared.drivers).get(&id).cloned();
-                        match running {
-                            // Only waits under way hear it: a notice never shortens a wait that begins later.
-                            Some(signal) => signal.notify_waiters(),
-                            None => deferred |= dispatch(&shared, &mut drivers, &stopping, Some(id)).await,
+                    Wake::Incident(id) | Wake::Resolved(id) if !lock(&shared.drivers).contains_key(&id) => {
+                        deferred |= dispatch(&shared, &mut drivers, &stopping, Some(id)).await;
+                    }
+                    Wake::Resolved(id) => {
+                        // Only waits under way hear it: a notice never shortens a wait that begins later.
+                        if let Some(signal) = lock(&shared.drivers).get(&id) {
+                            signal.notify_waiters();
                         }
                     }
+                    Wake::Incident(_) => {}
                     Wake::All => deferred = dispatch(&shared, &mut drivers, &stopping, None).await,
                     Wake::Stopped if deferred => deferred = dispatch(&shared, &mut drivers, &stopping, None).await,
                     Wake::Stopped => {}
@@ -240,8 +258,13 @@ async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &wa
     };
     let (runnable, held) = listed;
     let mut deferred = false;
+    let now = tokio::time::Instant::now();
     for incident in runnable {
         if lock(&shared.drivers).contains_key(&incident.id) {
+            continue;
+        }
+        // A failed driver's incident waits out its backoff; its retry (or the sweep) comes back for it.
+        if lock(&shared.failures).get(&incident.id).is_some_and(|(_, due)| *due > now) {
             continue;
         }
         if held.iter().any(|(server, holder)| server == &incident.server && holder != &incident.id) {
@@ -565,7 +588,7 @@ async fn end(shared: &Shared, id: &str, state: State, reason: String) -> anyhow:
 /// always emails, whatever its state: someone must re-enable it.
 async fn finish(shared: &Shared, id: &str, ending: Ending) -> anyhow::Result<()> {
     let notify = mailer::notifies(&shared.settings.email.notify_on, ending.state) || !ending.activation_disabled.is_empty();
-    let notification = if notify { Some(escalation(shared, id, &ending).await?) } else { None };
+    let notification = if notify { Some(escalation(shared, id, ending.state.as_str(), &ending).await?) } else { None };
     tracing::info!(state = %ending.state, reason = %ending.reason, "incident finished");
     let (queued, state) = (notification.as_ref().is_some_and(|n| !n.held), ending.state);
     shared.store.finish_incident(id.to_owned(), ending, notification).await?;
@@ -576,9 +599,59 @@ async fn finish(shared: &Shared, id: &str, ending: Ending) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn escalation(shared: &Shared, id: &str, ending: &Ending) -> anyhow::Result<NewNotification> {
+/// How often the sweep looks at every open incident: `timing.poll_interval`, at most every ten seconds.
+fn sweep_every(settings: &Settings) -> Duration {
+    settings.timing.poll_interval.0.clamp(Duration::from_millis(10), Duration::from_secs(10))
+}
+
+/// Reports, once each, the open incidents that have made no progress for `timing.stall_after` and that no driver
+/// is running (its driver keeps failing, or its servers stay taken): never silent, even when it cannot end.
+async fn notify_stalled(shared: &Shared) {
+    if shared.paused.load(Ordering::SeqCst) {
+        return;
+    }
+    let bound = shared.settings.timing.stall_after.0;
+    let stalled = match shared.store.stalled(bound.as_millis() as i64).await {
+        Ok(stalled) => stalled,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot look for incidents that make no progress");
+            return;
+        }
+    };
+    for (id, since) in stalled {
+        if lock(&shared.drivers).contains_key(&id) {
+            continue;
+        }
+        let failures = lock(&shared.failures).get(&id).map_or(0, |(count, _)| *count);
+        let reason = format!(
+            "no progress since {} (timing.stall_after is {}); automation keeps trying{}, but a person should look now",
+            crate::store::rfc3339(since),
+            humantime::format_duration(bound),
+            if failures > 0 { format!(" after {failures} failed attempt(s) to drive it; the service log has each error") } else { String::new() }
+        );
+        let sent = async {
+            let (_, steps) = shared.store.load(id.clone()).await?;
+            let journal: Vec<Done> = steps.into_iter().map(|step| step.done).collect();
+            let ending = Ending::from_journal(State::Running, reason.clone(), &journal);
+            let mut notice = escalation(shared, &id, "stalled", &ending).await?;
+            notice.held = false;
+            shared.store.notify_stalled(id.clone(), notice).await?;
+            anyhow::Ok(())
+        };
+        match sent.await {
+            Ok(()) => {
+                tracing::warn!(incident = %id, %reason, "incident makes no progress; on-call is told");
+                shared.mail.notify_one();
+            }
+            Err(err) => tracing::warn!(incident = %id, error = %format!("{err:#}"), "cannot report an incident that makes no progress; trying again"),
+        }
+    }
+}
+
+/// The email for an incident: its ending, or (`word` "stalled") the notice that it makes no progress.
+async fn escalation(shared: &Shared, id: &str, word: &str, ending: &Ending) -> anyhow::Result<NewNotification> {
     let mut incident = shared.store.incident(id.to_owned()).await?;
-    incident.state = ending.state.as_str().to_owned();
+    incident.state = word.to_owned();
     incident.reason = Some(ending.reason.clone());
     let alerts = shared.store.incident_alerts(id.to_owned()).await?;
     let email = &shared.settings.email;
@@ -586,7 +659,7 @@ async fn escalation(shared: &Shared, id: &str, ending: &Ending) -> anyhow::Resul
     // on their incident, not sent, and the next one that is sent says how many were held back.
     let history = shared.store.escalation_history(id.to_owned()).await?;
     let interval = shared.settings.safety.escalation_min_interval.0.as_millis() as i64;
-    let is_escalation = ending.state != State::Recovered;
+    let is_escalation = word != State::Recovered.as_str();
     let held = is_escalation && history.last_sent_at.is_some_and(|at| crate::store::now_ms() - at < interval);
     let suppressed_escalations = if is_escalation { history.held_since } else { 0 };
     let escalation = Escalation {

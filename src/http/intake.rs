@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use super::{ApiError, AppState};
 use crate::alert::{self, Format, ParseError};
 use crate::auth;
+use crate::store::Disposition;
 use crate::store::NewDelivery;
 
 pub async fn native(state: State<Arc<AppState>>, request: Request) -> Response {
@@ -72,8 +73,13 @@ async fn intake(state: &AppState, format: Format, request: Request) -> Result<Re
     for item in &answer.alerts {
         state.metrics.delivery(format, who.sender, item.disposition);
     }
-    for incident in &answer.wake {
-        state.engine.wake(incident);
+    // A new or attached alert makes sure its incident is driven; a resolved notice also ends a wait under way.
+    for item in &answer.alerts {
+        match (item.disposition, &item.incident_id) {
+            (Disposition::Resolved, Some(incident)) => state.engine.resolved(incident),
+            (Disposition::NewIncident | Disposition::Attached, Some(incident)) => state.engine.wake(incident),
+            _ => {}
+        }
     }
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }

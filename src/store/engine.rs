@@ -271,21 +271,7 @@ impl Store {
                 now
             ])?;
             if let Some(n) = notification {
-                tx.prepare_cached(
-                    "INSERT INTO notifications (id, incident_id, kind, recipients, subject, message, status, next_attempt_at, created_at, mail_from)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, ?7, ?8)",
-                )?
-                .execute(params![
-                    super::new_id(),
-                    id,
-                    n.kind,
-                    serde_json::to_string(&n.to).expect("addresses serialise"),
-                    n.subject,
-                    n.message,
-                    now,
-                    n.from,
-                    if n.held { "held" } else { "pending" }
-                ])?;
+                queue_notification(tx, &id, n, now)?;
             }
             Ok(())
         })
@@ -306,6 +292,31 @@ impl Store {
                 |r| r.get(0),
             )?;
             Ok(EscalationHistory { last_sent_at, held_since })
+        })
+        .await
+    }
+
+    /// Open incidents not updated for `bound_ms` and not yet reported as making no progress, with when they last
+    /// moved.
+    pub async fn stalled(&self, bound_ms: i64) -> Result<Vec<(String, i64)>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, updated_at FROM incidents WHERE state IN ('queued', 'running', 'waiting') AND stall_notified = 0 AND updated_at < ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([now_ms() - bound_ms], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Queues the notice that an incident makes no progress, and marks it reported, in one transaction.
+    pub async fn notify_stalled(&self, id: String, notification: NewNotification) -> Result<()> {
+        self.write(move |tx| {
+            let changed = tx.prepare_cached("UPDATE incidents SET stall_notified = 1 WHERE id = ?1 AND stall_notified = 0")?.execute([&id])?;
+            if changed == 1 {
+                queue_notification(tx, &id, notification, now_ms())?;
+            }
+            Ok(())
         })
         .await
     }
@@ -394,6 +405,25 @@ impl Store {
         })
         .await
     }
+}
+
+fn queue_notification(tx: &Transaction, incident: &str, n: NewNotification, now: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO notifications (id, incident_id, kind, recipients, subject, message, status, next_attempt_at, created_at, mail_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, ?7, ?8)",
+    )?
+    .execute(params![
+        super::new_id(),
+        incident,
+        n.kind,
+        serde_json::to_string(&n.to).expect("addresses serialise"),
+        n.subject,
+        n.message,
+        now,
+        n.from,
+        if n.held { "held" } else { "pending" }
+    ])?;
+    Ok(())
 }
 
 /// The detail of a step that was still running when its incident was ended from outside the runbook.

@@ -55,9 +55,6 @@ pub struct AnswerItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
     pub alerts: Vec<AnswerItem>,
-    /// Incidents that were opened, or that got a resolved notice: the engine should look at them now.
-    #[serde(skip)]
-    pub wake: Vec<String>,
 }
 
 /// The key that groups alerts into one open incident: server, health set and monitor, case-insensitively.
@@ -135,7 +132,7 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
     }
 
     let delivery_id = new_id();
-    let mut answer = Answer { alerts: Vec::with_capacity(alerts.len()), wake: Vec::new() };
+    let mut answer = Answer { alerts: Vec::with_capacity(alerts.len()) };
     // First decide what becomes of each alert (opening incidents as needed), so that the delivery row is written
     // once, with its answer, and the alerts after it.
     let mut fresh = Vec::with_capacity(alerts.len());
@@ -159,7 +156,6 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
             let open = open_incident(tx, &key)?;
             if let Some(id) = &open {
                 tx.prepare_cached("UPDATE incidents SET resolved_at = ?2, updated_at = ?2 WHERE id = ?1")?.execute(params![id, now])?;
-                answer.wake.push(id.clone());
             }
             (open, Disposition::Resolved)
         } else if let Some(open) = open_incident(tx, &key)? {
@@ -171,7 +167,6 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
             (Some(open), Disposition::Attached)
         } else {
             let id = create_incident(tx, &alert, &key, dry_run, None)?;
-            answer.wake.push(id.clone());
             (Some(id), Disposition::NewIncident)
         };
         answer.alerts.push(AnswerItem { alert_id: new_id(), incident_id, disposition });

@@ -135,6 +135,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries ADD COLUMN body_sha256 BLOB;
     CREATE INDEX deliveries_by_body ON deliveries(sender, body_sha256, received_at) WHERE body_sha256 IS NOT NULL AND error IS NULL;
     "#,
+    // 4: an incident that made no progress is reported once.
+    r#"
+    ALTER TABLE incidents ADD COLUMN stall_notified INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -17,6 +17,7 @@ use crate::replay::CTP_MESSAGE;
 
 /// How long any one wait in this test may take; every wait is bounded.
 const WAIT: Duration = Duration::from_secs(20);
+const SESSION_WAIT: Duration = Duration::from_secs(90);
 /// The whole browser session, from login to logout.
 const SCENARIO: Duration = Duration::from_secs(180);
 
@@ -58,9 +59,10 @@ async fn the_operator_page_works_in_a_real_browser() {
         _ => unreachable!(),
     };
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = tokio::time::timeout(WAIT, ClientBuilder::new(connector).capabilities(capabilities).connect(&driver.url))
+    // Starting Chromium is the slow part, slower still while other tests load the machine: bounded, generously.
+    let browser = tokio::time::timeout(SESSION_WAIT, ClientBuilder::new(connector).capabilities(capabilities).connect(&driver.url))
         .await
-        .unwrap_or_else(|_| panic!("no WebDriver session within {WAIT:?}\n{}", driver.log()))
+        .unwrap_or_else(|_| panic!("no WebDriver session within {SESSION_WAIT:?}\n{}", driver.log()))
         .unwrap_or_else(|err| panic!("chromedriver refused a session: {err}\n{}", driver.log()));
 
     // The scenario runs as its own task so that, whether it passes or panics, the browser is closed and chromedriver

@@ -94,3 +94,64 @@ async fn readyz_fails_while_commits_fail_and_recovers_after() {
     assert_eq!(app.http.get(format!("{}/readyz", app.url)).send().await.unwrap().status(), 200, "/readyz recovers once commits succeed");
     assert!(service.terminate().success());
 }
+
+/// An incident whose driver fails on a full disk is driven again once the disk has room, without a restart, and
+/// on-call hears once that it made no progress meanwhile.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn an_incident_stalled_by_a_full_disk_is_reported_once_and_finishes_when_the_disk_frees_up() {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let config = dir.path().join("healthset-responder.toml");
+    let extra = format!(
+        "{INVENTORY}\n[simulator]\naction_latency = \"400ms\"\n[timing]\nstall_after = \"1s\"\n\
+         [simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"\n"
+    );
+    std::fs::write(&config, format!("{}\n{}", base_config(&data_dir), with_test_timing(&extra))).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_healthset-responder"));
+    command.args(["serve", "--config"]).arg(&config);
+    // SAFETY: only signal(2) between fork and exec: a write past the limit fails with EFBIG, as on a full disk.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let service = ServiceProcess::spawn(command);
+    let app = TestApp::attached(&service.url);
+    let pid = libc::pid_t::try_from(service.child.id()).unwrap();
+    let file_limit = |bytes: libc::rlim_t| {
+        let limit = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: prlimit reads the struct passed to it; the pid is this test's own child.
+        assert_eq!(unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) }, 0);
+    };
+
+    let id = app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", "_Mbx:mbx01.contoso.com")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, incident) = app.admin_get(&format!("/v1/incidents/{id}")).await;
+        if !incident["steps"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{incident:#}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The disk is full while the probe runs: its result cannot be written, nor anything after it.
+    file_limit(1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, incident) = app.admin_get(&format!("/v1/incidents/{id}")).await;
+    assert!(!["recovered", "escalated", "blocked"].contains(&incident["state"].as_str().unwrap()), "{incident:#}");
+    file_limit(libc::RLIM_INFINITY);
+
+    let incident = app.wait_final(&id).await;
+    assert_eq!(incident["state"], "recovered", "driven again once the disk had room: {incident:#}");
+    let notices: Vec<&serde_json::Value> = incident["notifications"].as_array().unwrap().iter().collect();
+    assert_eq!(notices.len(), 1, "one notice that it made no progress: {incident:#}");
+    assert!(notices[0]["subject"].as_str().unwrap().contains("STALLED: ActiveSync ActiveSyncCTPMonitor on cas01.contoso.com"), "{}", notices[0]["subject"]);
+    let log = service.log.lock().unwrap().clone();
+    assert!(log.contains("incident driver failed; it is driven again after a backoff"), "{log}");
+    assert!(log.contains("incident makes no progress; on-call is told"), "{log}");
+}

@@ -103,7 +103,7 @@ impl Content {
 
         let banner = match state.as_str() {
             "escalated" => Tone::Bad,
-            "blocked" => Tone::Warn,
+            "blocked" | "stalled" => Tone::Warn,
             "recovered" => Tone::Good,
             _ => Tone::Plain,
         };
@@ -117,6 +117,7 @@ impl Content {
             "blocked" => "Automation was not allowed to finish. A person must take over.".to_owned(),
             "recovered" if escalation.activation_disabled.is_empty() => "Automation fixed this. Nothing needs doing.".to_owned(),
             "recovered" => "Automation fixed this, but one thing is left for you: see below.".to_owned(),
+            "stalled" => "Automation has made no progress on this incident for a while. It keeps trying; a person should look now.".to_owned(),
             "suppressed" => {
                 "A silence or maintenance covers a server this incident would change, so automation stopped; one thing is left for you: see below.".to_owned()
             }
@@ -152,6 +153,7 @@ impl Content {
                 "Nothing more will run for this incident: every remedy the runbook allows has been tried, and the check still fails.",
                 None,
             )),
+            "stalled" => notes.push(Note::new(Tone::Warn, format!("Why: {}.", reason.trim_end_matches('.')), None)),
             "blocked" => {
                 notes.push(Note::new(
                     Tone::Bad,
