@@ -92,17 +92,7 @@ impl TestApp {
     }
 
     pub async fn post_signed_as(&self, path: &str, body: &str, id: &str, timestamp: i64, secret: &str) -> reqwest::Response {
-        let key = Secret::parse_whsec(secret).unwrap();
-        self.http
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", auth::sign_standard(&key, id, timestamp, body.as_bytes()))
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap()
+        post_signed_to(&self.http, &format!("{}{path}", self.url), body, id, timestamp, secret).await
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
@@ -116,6 +106,21 @@ impl TestApp {
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// Posts `body` to `url` signed as Standard Webhooks with `secret`, delivery id `id` and `timestamp`: what a
+/// sender does, usable from tasks of its own.
+pub async fn post_signed_to(http: &reqwest::Client, url: &str, body: &str, id: &str, timestamp: i64, secret: &str) -> reqwest::Response {
+    let key = Secret::parse_whsec(secret).unwrap();
+    http.post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", auth::sign_standard(&key, id, timestamp, body.as_bytes()))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
 }
 
 fn uuid_like() -> String {

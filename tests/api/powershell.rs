@@ -560,20 +560,10 @@ async fn a_storm_of_alerts_never_runs_more_shells_than_max_parallel() {
         // Each alert twice, as a flapping monitor sends them: the second attaches to the open incident or, where
         // that one ended, opens a new one.
         for (k, body) in bodies.iter().chain(bodies.iter()).cloned().enumerate() {
-            let (http, url) = (app.http.clone(), app.url.clone());
-            let key = healthset_responder::auth::Secret::parse_whsec(crate::helpers::SECRET).unwrap();
+            let (http, url) = (app.http.clone(), format!("{}/v1/alerts", app.url));
             posts.spawn(async move {
-                let (id, ts, body) = (format!("storm-{n}-{k}"), chrono::Utc::now().timestamp(), body.to_string());
-                let response = http
-                    .post(format!("{url}/v1/alerts"))
-                    .header("content-type", "application/json")
-                    .header("webhook-id", &id)
-                    .header("webhook-timestamp", ts.to_string())
-                    .header("webhook-signature", healthset_responder::auth::sign_standard(&key, &id, ts, body.as_bytes()))
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
+                let (id, ts) = (format!("storm-{n}-{k}"), chrono::Utc::now().timestamp());
+                let response = crate::helpers::post_signed_to(&http, &url, &body.to_string(), &id, ts, crate::helpers::SECRET).await;
                 assert_eq!(response.status(), 202);
             });
         }

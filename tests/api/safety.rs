@@ -155,21 +155,10 @@ async fn an_alert_storm_on_one_group_keeps_every_lock_and_limit() {
         for n in 0..50 {
             let (server, monitor) = alerts[(wave + n) % alerts.len()];
             let body = native(server, monitor, CTP);
-            let (http, url) = (app.http.clone(), app.url.clone());
-            let key = healthset_responder::auth::Secret::parse_whsec(SECRET).unwrap();
+            let (http, url) = (app.http.clone(), format!("{}/v1/alerts", app.url));
             posts.spawn(async move {
                 let id = format!("storm-{wave}-{n}");
-                let ts = chrono::Utc::now().timestamp();
-                http.post(format!("{url}/v1/alerts"))
-                    .header("content-type", "application/json")
-                    .header("webhook-id", &id)
-                    .header("webhook-timestamp", ts.to_string())
-                    .header("webhook-signature", healthset_responder::auth::sign_standard(&key, &id, ts, body.as_bytes()))
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
+                post_signed_to(&http, &url, &body, &id, chrono::Utc::now().timestamp(), SECRET).await.status()
             });
         }
         while let Some(status) = posts.join_next().await {
@@ -272,7 +261,6 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
     )
     .unwrap();
     let http = reqwest::Client::new();
-    let key = healthset_responder::auth::Secret::parse_whsec(SECRET).unwrap();
     let alerts = [
         native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP),
         native("cas02.contoso.com", "RequestsQueuedGt500Monitor", "queue"),
@@ -289,17 +277,8 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
         let mut process = ServiceProcess::start(&config, None);
         for body in &alerts {
             let id = format!("crash-{round}-{}", acknowledged.len());
-            let ts = chrono::Utc::now().timestamp();
-            let response = http
-                .post(format!("{}/v1/alerts", process.url))
-                .header("content-type", "application/json")
-                .header("webhook-id", &id)
-                .header("webhook-timestamp", ts.to_string())
-                .header("webhook-signature", healthset_responder::auth::sign_standard(&key, &id, ts, body.as_bytes()))
-                .body(body.clone())
-                .send()
-                .await
-                .unwrap();
+            let url = format!("{}/v1/alerts", process.url);
+            let response = post_signed_to(&http, &url, body, &id, chrono::Utc::now().timestamp(), SECRET).await;
             assert_eq!(response.status(), 202);
             let answer: Value = response.json().await.unwrap();
             acknowledged.push(answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned());

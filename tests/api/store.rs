@@ -25,20 +25,13 @@ fn serve_refuses_a_damaged_store_and_names_the_file() {
     assert_eq!(std::fs::read(&database).unwrap(), vec![0x5a; 32 * 1024], "the damaged file is left as it was");
 }
 
-/// The service in a process of its own whose files may not grow past a limit the test moves: a disk that fills up
-/// and frees up again, without touching the machine's real disks.
+/// The service in a process of its own whose files may not grow past a limit the test moves (the returned
+/// function sets it, in bytes): a disk that fills up and frees up again, without touching the machine's real disks.
 #[cfg(target_os = "linux")]
-#[tokio::test]
-async fn readyz_fails_while_commits_fail_and_recovers_after() {
+fn disk_limited_service(config: &std::path::Path) -> (ServiceProcess, impl Fn(libc::rlim_t)) {
     use std::os::unix::process::CommandExt;
-    use std::time::{Duration, Instant};
-
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let config = dir.path().join("healthset-responder.toml");
-    std::fs::write(&config, format!("{}\n[executor]\ndry_run = true\n", base_config(&data_dir))).unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_healthset-responder"));
-    command.args(["serve", "--config"]).arg(&config);
+    command.args(["serve", "--config"]).arg(config);
     // SAFETY: between fork and exec only async-signal-safe calls: signal(2) so that a write past the limit fails
     // with EFBIG instead of killing the process, as a write to a full disk fails with ENOSPC.
     unsafe {
@@ -48,13 +41,26 @@ async fn readyz_fails_while_commits_fail_and_recovers_after() {
         });
     }
     let service = ServiceProcess::spawn(command);
-    let app = TestApp::attached(&service.url);
     let pid = libc::pid_t::try_from(service.child.id()).unwrap();
-    let file_limit = |bytes: libc::rlim_t| {
+    let file_limit = move |bytes: libc::rlim_t| {
         let limit = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
         // SAFETY: prlimit reads the struct passed to it; the pid is this test's own child.
         assert_eq!(unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) }, 0);
     };
+    (service, file_limit)
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn readyz_fails_while_commits_fail_and_recovers_after() {
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let config = dir.path().join("healthset-responder.toml");
+    std::fs::write(&config, format!("{}\n[executor]\ndry_run = true\n", base_config(&data_dir))).unwrap();
+    let (service, file_limit) = disk_limited_service(&config);
+    let app = TestApp::attached(&service.url);
     assert_eq!(app.http.get(format!("{}/readyz", app.url)).send().await.unwrap().status(), 200);
 
     // The disk fills up: no file may grow past what is there now.
@@ -100,7 +106,6 @@ async fn readyz_fails_while_commits_fail_and_recovers_after() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn an_incident_stalled_by_a_full_disk_is_reported_once_and_finishes_when_the_disk_frees_up() {
-    use std::os::unix::process::CommandExt;
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
@@ -111,23 +116,8 @@ async fn an_incident_stalled_by_a_full_disk_is_reported_once_and_finishes_when_t
          [simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"\n"
     );
     std::fs::write(&config, format!("{}\n{}", base_config(&data_dir), with_test_timing(&extra))).unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_healthset-responder"));
-    command.args(["serve", "--config"]).arg(&config);
-    // SAFETY: only signal(2) between fork and exec: a write past the limit fails with EFBIG, as on a full disk.
-    unsafe {
-        command.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            Ok(())
-        });
-    }
-    let service = ServiceProcess::spawn(command);
+    let (service, file_limit) = disk_limited_service(&config);
     let app = TestApp::attached(&service.url);
-    let pid = libc::pid_t::try_from(service.child.id()).unwrap();
-    let file_limit = |bytes: libc::rlim_t| {
-        let limit = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
-        // SAFETY: prlimit reads the struct passed to it; the pid is this test's own child.
-        assert_eq!(unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) }, 0);
-    };
 
     let id = app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", "_Mbx:mbx01.contoso.com")).await;
     let deadline = Instant::now() + Duration::from_secs(10);
