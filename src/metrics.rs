@@ -17,6 +17,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::alert::Format;
 use crate::auth::AuthError;
+use crate::executor::ExecutorGauges;
 use crate::incident::{ActionKind, Outcome, State};
 use crate::store::Disposition;
 
@@ -83,14 +84,6 @@ pub struct Metrics {
     open_incidents: Gauge,
     automation_paused: Gauge,
     executor: ExecutorGauges,
-}
-
-/// How many executor processes run and how many steps wait for one (`executor.max_parallel`); the executor keeps
-/// them current.
-#[derive(Debug, Clone, Default)]
-pub struct ExecutorGauges {
-    pub running: Gauge,
-    pub waiting: Gauge,
 }
 
 impl Default for Metrics {

@@ -216,6 +216,14 @@ impl Report {
     }
 }
 
+/// How many executor processes run and how many steps wait for one (`executor.max_parallel`): the executor keeps
+/// them current, `/metrics` shows them.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorGauges {
+    pub running: prometheus_client::metrics::gauge::Gauge,
+    pub waiting: prometheus_client::metrics::gauge::Gauge,
+}
+
 /// The executor in force.
 pub enum Executor {
     Simulator(simulator::Simulator),

@@ -22,11 +22,10 @@ use tokio::sync::Semaphore;
 
 use self::process::Ended;
 use self::template::{Slot, Template};
-use super::{Action, Report};
+use super::{Action, ExecutorGauges, Report};
 use crate::config::{ConfigError, ExecutorConfig, InventoryEntry};
 use crate::domain::ServerName;
 use crate::incident::{ActionKind, Outcome};
-use crate::metrics::ExecutorGauges;
 
 pub use self::template::ps_quote;
 
