@@ -594,6 +594,8 @@ async fn serve(config: Option<&Path>) -> Result<(), Failure> {
             return Err(credentials_failure(err));
         }
     }
+    // Announced once the credentials file names the address, so a client started on this line finds the service.
+    tracing::info!(addr = %service.addr, "listening");
     shutdown_signal().await;
     tracing::info!("shutting down");
     service.stop().await?;

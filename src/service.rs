@@ -75,7 +75,7 @@ impl Service {
         };
         let mut stop_http = stopping.clone();
         let http = tokio::spawn(http::listener::serve(listener, app, limits, async move { stopped(&mut stop_http).await }));
-        tracing::info!(%addr, max_connections = limits.max_connections, header_timeout = ?limits.header_timeout, "listening");
+        tracing::info!(max_connections = limits.max_connections, header_timeout = ?limits.header_timeout, "accepting connections");
         Ok(Service { addr, store, shutdown, http, engine })
     }
 
