@@ -249,14 +249,13 @@ async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &wa
     if *stopping.borrow() || shared.paused.load(Ordering::SeqCst) {
         return false;
     }
-    let listed = match (shared.store.runnable(only).await, shared.store.server_locks().await) {
+    let (runnable, held) = match (shared.store.runnable(only).await, shared.store.server_locks().await) {
         (Ok(runnable), Ok(held)) => (runnable, held),
         (Err(err), _) | (_, Err(err)) => {
             tracing::error!(error = %err, "cannot list incidents to run");
             return false;
         }
     };
-    let (runnable, held) = listed;
     let mut deferred = false;
     let now = tokio::time::Instant::now();
     for incident in runnable {
