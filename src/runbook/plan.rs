@@ -439,12 +439,16 @@ impl<'a> Replay<'a> {
     /// end the runbook here, with the reason: the server is not restarted.
     fn fail_over(&mut self, ctx: &Context, server: &ServerName) -> Step<Option<String>> {
         // Refused (changing nothing) when the restart that must follow it would be.
-        self.mutate(Action::DisableActivation { server: server.clone(), attempt: 1 })?;
+        let dry_run = self.mutate(Action::DisableActivation { server: server.clone(), attempt: 1 })?.outcome == Outcome::DryRun;
         let polls = ctx.limits.polls();
         let push_after = polls / 2;
         let mut copies = self.read(Action::CopyStatus { server: server.clone() })?;
         let mut checks = 0;
         while copies.outcome != Outcome::NoActiveCopies {
+            if dry_run {
+                // Nothing was asked to move, so waiting for the copies would only wait out the timeout.
+                return Ok(Some(format!("dry run: activation was not disabled, so active database copies remain on {server} ({})", copies.detail)));
+            }
             if checks == polls {
                 let waited = humantime::format_duration(ctx.limits.poll_interval * polls);
                 return Ok(Some(format!(
@@ -901,6 +905,20 @@ mod tests {
         assert_eq!(&steps[steps.len() - 2..], ["restart_server mbx01 throttled", "enable_activation mbx01 done"]);
         assert_eq!((ending.state, ending.activation_disabled.len()), (State::Blocked, 0));
         assert!(ending.reason.ends_with("the failover was undone (activation re-enabled on mbx01)"), "{}", ending.reason);
+    }
+
+    #[test]
+    fn a_dry_run_failover_does_not_wait_for_copies_nobody_asked_to_move() {
+        let (steps, ending) = drive("mbx01", Some(DEEP), None, &|action, _| match action {
+            Action::Probe { .. } => (Outcome::Failed, vec![]),
+            Action::RecycleAppPool { .. } | Action::IisReset { .. } | Action::DisableActivation { .. } => (Outcome::DryRun, vec![]),
+            Action::CopyStatus { .. } => (Outcome::ActiveCopies, vec![]),
+            _ => (Outcome::Done, vec![]),
+        });
+        assert_eq!(&steps[steps.len() - 2..], ["disable_activation mbx01 dry_run", "copy_status mbx01 active_copies"]);
+        assert_eq!(ending.state, State::Escalated);
+        assert!(ending.reason.starts_with("dry run: activation was not disabled"), "{}", ending.reason);
+        assert!(ending.activation_disabled.is_empty());
     }
 
     #[test]
