@@ -290,8 +290,8 @@ impl<'a> Replay<'a> {
                     if !self.first_time(Ran::Recycle(server.clone(), app_pool.clone())) {
                         continue;
                     }
-                    self.mutate(Action::RecycleAppPool { server: server.clone(), app_pool: app_pool.clone() })?;
-                    if self.verify(ctx, runbook, server, monitor, true)? {
+                    let done = self.mutate(Action::RecycleAppPool { server: server.clone(), app_pool: app_pool.clone() })?;
+                    if self.verify(ctx, runbook, server, monitor, changed(done))? {
                         return Ok(Remedied::Recovered(format!("recycling {app_pool} on {server} fixed it")));
                     }
                 }
@@ -299,8 +299,8 @@ impl<'a> Replay<'a> {
                     if !self.first_time(Ran::IisReset(server.clone())) {
                         continue;
                     }
-                    self.mutate(Action::IisReset { server: server.clone() })?;
-                    if self.verify(ctx, runbook, server, monitor, true)? {
+                    let done = self.mutate(Action::IisReset { server: server.clone() })?;
+                    if self.verify(ctx, runbook, server, monitor, changed(done))? {
                         return Ok(Remedied::Recovered(format!("IISReset on {server} fixed it")));
                     }
                 }
@@ -411,8 +411,10 @@ impl<'a> Replay<'a> {
         }
         // Windows answers before Exchange does, and a responder that restarted meanwhile finds the restart
         // interrupted: either way, first wait (bounded) until the server answers again.
-        self.run(Action::Wait { server: server.clone(), duration: ctx.limits.restart_timeout, until: Until::Answering })?;
-        if !self.verify(ctx, runbook, server, monitor, true)? {
+        if changed(restarted) {
+            self.run(Action::Wait { server: server.clone(), duration: ctx.limits.restart_timeout, until: Until::Answering })?;
+        }
+        if !self.verify(ctx, runbook, server, monitor, changed(restarted))? {
             return Ok(None);
         }
         if role.hosts_databases() {
@@ -492,6 +494,11 @@ impl<'a> Replay<'a> {
         let health = self.read(Action::ServerHealth { server: server.clone(), health_sets: health_sets.clone() })?;
         Ok(!health.unhealthy.iter().any(|m| m.matches(monitor.as_str())))
     }
+}
+
+/// Whether a change step may have changed the server (a dry run did not): then a warm-up or a boot follows it.
+fn changed(done: &Done) -> bool {
+    done.outcome != Outcome::DryRun
 }
 
 fn passed(runbook: &Runbook, monitor: &Monitor) -> String {
