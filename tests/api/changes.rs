@@ -72,7 +72,7 @@ async fn a_silence_on_the_mailbox_server_stops_a_cas_incident_before_it_changes_
 #[tokio::test]
 async fn a_silence_created_while_an_incident_runs_stops_its_next_change() {
     let app =
-        spawn_app_with(&format!("{INVENTORY}\n[simulator]\naction_latency = \"300ms\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n")).await;
+        spawn_app_with(&format!("{INVENTORY}\n[simulator]\naction_latency = \"600ms\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n")).await;
     let id = app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP)).await;
     wait_until(&app, &id, "its first step", |i| !i["steps"].as_array().unwrap().is_empty()).await;
     let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();

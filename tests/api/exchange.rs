@@ -18,7 +18,7 @@ fn detail<'a>(incident: &'a Value, action: &str, server: &str) -> &'a str {
 async fn a_failover_waits_for_copies_that_take_their_time_and_fails_back() {
     let app = spawn_app_with(&format!(
         "{INVENTORY}\n[timing]\npoll_interval = \"100ms\"\nfailover_timeout = \"5s\"\n\
-         [simulator.servers.\"mbx01.contoso.com\"]\nfault = \"restart\"\nactive_copies = 3\ncopies_moved_per_failover = 3\nmove_time = \"600ms\"\n\
+         [simulator.servers.\"mbx01.contoso.com\"]\nfault = \"restart\"\nactive_copies = 3\ncopies_moved_per_failover = 3\nmove_time = \"1s\"\n\
          unhealthy_monitors = [\"ActiveSyncDeepTestMonitor\"]\n"
     ))
     .await;
@@ -26,8 +26,10 @@ async fn a_failover_waits_for_copies_that_take_their_time_and_fails_back() {
     assert_eq!(incident["state"], "recovered", "{incident:#}");
     assert_eq!(incident["reason"], "restarting mbx01.contoso.com fixed it");
     let steps = steps(&incident);
-    let checks = steps.iter().filter(|s| s.starts_with("copy_status")).count();
-    assert!(checks >= 4, "the copies took several checks to move: {steps:?}");
+    // Still mounted when first checked, gone at a later check: the failover waited instead of giving up.
+    let checks: Vec<&String> = steps.iter().filter(|s| s.starts_with("copy_status")).collect();
+    assert!(checks.len() >= 2 && checks[0].ends_with(" active_copies"), "the copies took several checks to move: {steps:?}");
+    assert!(checks.last().unwrap().ends_with(" no_active_copies"), "{steps:?}");
     assert_eq!(steps.iter().filter(|s| s.starts_with("disable_activation")).count(), 1, "they moved without being asked again");
     let failover: Vec<&String> = steps.iter().skip_while(|s| !s.starts_with("disable_activation")).take_while(|s| !s.starts_with("component_state")).collect();
     for pair in failover.windows(2).filter(|pair| pair[1].starts_with("copy_status")) {
@@ -39,11 +41,10 @@ async fn a_failover_waits_for_copies_that_take_their_time_and_fails_back() {
 
 #[tokio::test]
 async fn a_recycle_whose_pool_needs_to_warm_up_is_recognised_as_the_fix() {
-    let simulator =
-        "[simulator.servers.\"mbx02.contoso.com\"]\nfault = \"app_pool\"\nwarm_up = \"300ms\"\nunhealthy_monitors = [\"ActiveSyncSelfTestMonitor\"]\n";
+    let simulator = "[simulator.servers.\"mbx02.contoso.com\"]\nfault = \"app_pool\"\nwarm_up = \"1s\"\nunhealthy_monitors = [\"ActiveSyncSelfTestMonitor\"]\n";
     let alert = json!({"health_set": "ActiveSync.Protocol", "server": "mbx02.contoso.com", "monitor": "ActiveSyncSelfTestMonitor"}).to_string();
 
-    let app = spawn_app_with(&format!("{INVENTORY}\n[timing]\nwarm_up = \"500ms\"\n{simulator}")).await;
+    let app = spawn_app_with(&format!("{INVENTORY}\n[timing]\nwarm_up = \"1200ms\"\n{simulator}")).await;
     let incident = app.wait_final(&app.open(&alert).await).await;
     assert_eq!(
         steps(&incident),
@@ -56,7 +57,7 @@ async fn a_recycle_whose_pool_needs_to_warm_up_is_recognised_as_the_fix() {
         ]
     );
     assert_eq!(incident["reason"], "recycling MSExchangeSyncAppPool on mbx02.contoso.com fixed it");
-    assert_eq!(incident["steps"][3]["detail"], "waited 500ms");
+    assert_eq!(incident["steps"][3]["detail"], "waited 1s 200ms");
 
     // Without the warm-up, the cold pool's first probe fails and the ladder climbs to IISReset for nothing.
     let hasty = spawn_app_with(&format!("{INVENTORY}\n[timing]\nwarm_up = \"0s\"\n{simulator}")).await;
@@ -93,8 +94,8 @@ async fn read_only_steps_are_retried_on_executor_errors_and_each_attempt_is_told
 #[tokio::test]
 async fn the_probe_after_an_iisreset_outlasts_the_endpoint_being_down() {
     let app = spawn_app_with(&format!(
-        "{INVENTORY}\n[executor]\nread_backoff = \"200ms\"\n\
-         [simulator.servers.\"cas01.contoso.com\"]\nfault = \"iis_reset\"\niis_reset_downtime = \"300ms\"\n"
+        "{INVENTORY}\n[executor]\nread_backoff = \"400ms\"\n\
+         [simulator.servers.\"cas01.contoso.com\"]\nfault = \"iis_reset\"\niis_reset_downtime = \"1s\"\n"
     ))
     .await;
     let incident = app.wait_final(&app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", "_Mbx:mbx01.contoso.com")).await).await;
@@ -108,7 +109,7 @@ async fn the_probe_after_an_iisreset_outlasts_the_endpoint_being_down() {
 #[tokio::test]
 async fn a_resolved_notice_ends_only_a_wait_that_began_before_it() {
     let app = spawn_app_with(&format!(
-        "{INVENTORY}\n[simulator]\naction_latency = \"400ms\"\n[timing]\nsettle_wait = \"1s\"\n\
+        "{INVENTORY}\n[simulator]\naction_latency = \"1s\"\n[timing]\nsettle_wait = \"1s\"\n\
          [simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"\nunhealthy_monitors = [\"RequestsQueuedGt500Monitor\"]\n"
     ))
     .await;
