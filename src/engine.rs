@@ -571,15 +571,15 @@ async fn answering(shared: &Shared, server: &ServerName, bound: Duration, mut st
 /// Ends an incident from outside the runbook (a busy server, a silence): the ending reads the journal, where a
 /// step still running counts as interrupted, so what the incident leaves behind is never dropped.
 async fn end(shared: &Shared, id: &str, state: State, reason: String) -> anyhow::Result<()> {
+    let ending = ending_now(shared, id, state, reason).await?;
+    finish(shared, id, ending).await
+}
+
+/// An ending as the journal stands now; the store reads a step without a result as `interrupted`.
+async fn ending_now(shared: &Shared, id: &str, state: State, reason: String) -> anyhow::Result<Ending> {
     let (_, steps) = shared.store.load(id.to_owned()).await?;
-    let journal: Vec<Done> = steps
-        .into_iter()
-        .map(|step| match step.finished {
-            true => step.done,
-            false => Done { outcome: Outcome::Interrupted, ..step.done },
-        })
-        .collect();
-    finish(shared, id, Ending::from_journal(state, reason, &journal)).await
+    let journal: Vec<Done> = steps.into_iter().map(|step| step.done).collect();
+    Ok(Ending::from_journal(state, reason, &journal))
 }
 
 /// Ends an incident; endings that need a human carry their escalation email in the same commit, and so does a
@@ -629,9 +629,7 @@ async fn notify_stalled(shared: &Shared) {
             if failures > 0 { format!(" after {failures} failed attempt(s) to drive it; the service log has each error") } else { String::new() }
         );
         let sent = async {
-            let (_, steps) = shared.store.load(id.clone()).await?;
-            let journal: Vec<Done> = steps.into_iter().map(|step| step.done).collect();
-            let ending = Ending::from_journal(State::Running, reason.clone(), &journal);
+            let ending = ending_now(shared, &id, State::Running, reason.clone()).await?;
             let mut notice = escalation(shared, &id, "stalled", &ending).await?;
             notice.held = false;
             shared.store.notify_stalled(id.clone(), notice).await?;

@@ -180,7 +180,7 @@ const PASSIVE_COPY_STATES: [&str; 9] = [
 ];
 
 /// Whether a `Get-MailboxDatabaseCopyStatus` status means the copy is surely not active on the server.
-pub fn is_passive_copy_status(status: &str) -> bool {
+fn is_passive_copy_status(status: &str) -> bool {
     PASSIVE_COPY_STATES.iter().any(|state| state.eq_ignore_ascii_case(status))
 }
 
@@ -202,6 +202,21 @@ pub struct Report {
 impl Report {
     pub fn new(outcome: Outcome, detail: impl Into<String>) -> Self {
         Report { outcome, detail: detail.into(), unhealthy: Vec::new(), command: None, already_in_place: false }
+    }
+
+    /// What `Get-MailboxDatabaseCopyStatus -Server <s> | Group Status` reported (each status with its count), read
+    /// as SPEC section 5 says: active copies may remain unless every status with copies is a passive one.
+    pub fn copy_status(server: &ServerName, groups: &[(impl AsRef<str>, u64)]) -> Self {
+        if groups.is_empty() {
+            return Report::new(Outcome::NoActiveCopies, format!("no database copies on {server}"));
+        }
+        let counts = groups.iter().map(|(status, count)| format!("{}: {count}", status.as_ref())).collect::<Vec<_>>().join(", ");
+        let not_passive: Vec<&str> =
+            groups.iter().filter(|(status, count)| *count > 0 && !is_passive_copy_status(status.as_ref())).map(|(status, _)| status.as_ref()).collect();
+        if not_passive.is_empty() {
+            return Report::new(Outcome::NoActiveCopies, counts);
+        }
+        Report::new(Outcome::ActiveCopies, format!("{counts}; not passive: {}", not_passive.join(", ")))
     }
 
     /// What `disable_activation` did, given whether activation was disabled before it ran. On a failover's later

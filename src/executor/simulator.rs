@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{is_passive_copy_status, Action, Report};
+use super::{Action, Report};
 use crate::config::{Fault, InventoryEntry, SimServerConfig, SimulatorSettings};
 use crate::domain::{Monitor, ServerName};
 use crate::incident::Outcome;
@@ -227,23 +227,20 @@ impl Simulator {
                 Report::activation_disabled(server, *attempt, already)
             }
             Action::CopyStatus { server } => {
-                let mut groups: Vec<(String, u32)> = Vec::new();
-                if let Some(s) = servers.get_mut(server).filter(|s| s.hosts_databases) {
-                    let arrived = s.moving.iter().filter(|at| **at <= now).count() as u32;
-                    s.moving.retain(|at| *at > now);
-                    s.moved += arrived;
-                    groups.push(("Mounted".into(), s.mounted(now)));
-                    groups.push(("Healthy".into(), PASSIVE_COPIES + s.moved));
-                    groups.extend(s.config.copy_states.iter().map(|(status, count)| (status.clone(), *count)));
-                }
-                let not_passive: Vec<&str> =
-                    groups.iter().filter(|(status, count)| *count > 0 && !is_passive_copy_status(status)).map(|(s, _)| s.as_str()).collect();
-                let counts = groups.iter().map(|(status, count)| format!("{status}: {count}")).collect::<Vec<_>>().join(", ");
-                if not_passive.is_empty() {
-                    Report::new(Outcome::NoActiveCopies, counts)
-                } else {
-                    Report::new(Outcome::ActiveCopies, format!("{counts}; not passive: {}", not_passive.join(", ")))
-                }
+                let groups: Vec<(String, u64)> = match servers.get_mut(server).filter(|s| s.hosts_databases) {
+                    Some(s) => {
+                        let arrived = s.moving.iter().filter(|at| **at <= now).count() as u32;
+                        s.moving.retain(|at| *at > now);
+                        s.moved += arrived;
+                        let others = s.config.copy_states.iter().map(|(status, count)| (status.clone(), u64::from(*count)));
+                        [("Mounted".to_owned(), u64::from(s.mounted(now))), ("Healthy".to_owned(), u64::from(PASSIVE_COPIES + s.moved))]
+                            .into_iter()
+                            .chain(others)
+                            .collect()
+                    }
+                    None => Vec::new(),
+                };
+                Report::copy_status(server, &groups)
             }
             Action::ComponentState { server } => match servers.get(server) {
                 Some(s) if s.config.maintenance => {

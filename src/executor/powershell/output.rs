@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::process::Capture;
 use crate::domain::{HealthSetPattern, Monitor, ServerName};
-use crate::executor::{is_passive_copy_status, Action, Report};
+use crate::executor::{Action, Report};
 use crate::incident::Outcome;
 
 /// How much of a probe's error text a step keeps: enough for the `Diagnostics header` line and the `_Mbx:` hint.
@@ -191,25 +191,15 @@ fn server_health(server: &ServerName, pattern: &HealthSetPattern, monitors: &[Ob
 
 fn copy_status(server: &ServerName, groups: &[Object]) -> Result<Report, String> {
     const CMDLET: &str = "Get-MailboxDatabaseCopyStatus | Group Status";
-    let mut counts = Vec::new();
-    let mut not_passive = Vec::new();
-    let mut active = 0;
-    for group in groups {
-        let status = required_text(group, "Name", CMDLET)?;
-        let count = field(group, "Count").and_then(Value::as_u64).ok_or_else(|| format!("{CMDLET} output has a group without a numeric Count"))?;
-        if count > 0 && !is_passive_copy_status(status) {
-            active += count;
-            not_passive.push(status.to_owned());
-        }
-        counts.push(format!("{status}: {count}"));
-    }
-    if counts.is_empty() {
-        return Ok(Report::new(Outcome::NoActiveCopies, format!("no database copies on {server}")));
-    }
-    if active == 0 {
-        return Ok(Report::new(Outcome::NoActiveCopies, counts.join(", ")));
-    }
-    Ok(Report::new(Outcome::ActiveCopies, format!("{}; not passive: {}", counts.join(", "), not_passive.join(", "))))
+    let counts = groups
+        .iter()
+        .map(|group| {
+            let status = required_text(group, "Name", CMDLET)?;
+            let count = field(group, "Count").and_then(Value::as_u64).ok_or_else(|| format!("{CMDLET} output has a group without a numeric Count"))?;
+            Ok((status, count))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Report::copy_status(server, &counts))
 }
 
 /// `Get-MailboxServer` as it was before activation was disabled: whether an administrator had disabled it already.
