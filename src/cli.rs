@@ -283,25 +283,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let runbooks = &settings.runbooks;
             match command {
                 None => {
-                    println!("{:<28} {:<20} {:<8} {:<10} summary", "monitor", "health set", "role", "origin");
-                    for (runbook, origin) in runbooks.iter() {
+                    // By health set, then monitor: every health set covered, each monitor with the page it follows.
+                    println!("{:<16} {:<42} {:<8} {:<10} source", "health set", "monitor", "role", "origin");
+                    let mut rows: Vec<_> = runbooks.iter().collect();
+                    rows.sort_by_key(|(r, _)| (r.health_set.as_str().to_ascii_lowercase(), r.monitor.as_str().to_ascii_lowercase()));
+                    for (runbook, origin) in rows {
                         let role = runbook.typical_role.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
-                        println!(
-                            "{:<28} {:<20} {:<8} {:<10} {}",
-                            runbook.monitor.as_str(),
-                            runbook.health_set.as_str(),
-                            role,
-                            origin.to_string(),
-                            runbook.summary
-                        );
+                        let source = if runbook.source.is_empty() { "-" } else { runbook.source.as_str() };
+                        println!("{:<16} {:<42} {:<8} {:<10} {source}", runbook.health_set.as_str(), runbook.monitor.as_str(), role, origin.to_string());
                     }
                 }
                 Some(RunbooksCommand::Show { monitor }) => {
-                    let (runbook, origin) = runbooks.get_with_origin(&monitor).ok_or_else(|| {
+                    let found = runbooks.for_monitor(&monitor);
+                    if found.is_empty() {
                         let known: Vec<&str> = runbooks.iter().map(|(r, _)| r.monitor.as_str()).collect();
-                        Failure::Usage(format!("no runbook for monitor {monitor:?}; runbooks in force: {}", known.join(", ")))
-                    })?;
-                    println!("# {origin}\n{}", runbook::to_toml(runbook));
+                        return Err(Failure::Usage(format!("no runbook for monitor {monitor:?}; runbooks in force: {}", known.join(", "))));
+                    }
+                    // A monitor of several health sets (RequestsQueuedGt500Monitor) has a runbook in each.
+                    for (runbook, origin) in found {
+                        println!("# {origin}\n{}", runbook::to_toml(runbook));
+                    }
                 }
             }
             Ok(())

@@ -291,6 +291,10 @@ pub struct SimServerConfig {
     pub iis_reset_downtime: Dur,
     /// After a restart the server answers nothing this long: Windows and Exchange are starting.
     pub boot_time: Dur,
+    /// The Windows service whose restart clears a `service` fault; any restarted service does when unset.
+    pub service: Option<String>,
+    /// Managed Availability's log on this server: recovery actions it took before the simulator started.
+    pub ma_log: Vec<crate::ma::SimRecoveryAction>,
 }
 
 impl Default for SimServerConfig {
@@ -308,6 +312,8 @@ impl Default for SimServerConfig {
             flaky_reads: 0,
             iis_reset_downtime: Dur(Duration::ZERO),
             boot_time: Dur(Duration::ZERO),
+            service: None,
+            ma_log: Vec::new(),
         }
     }
 }
@@ -320,6 +326,8 @@ pub enum Fault {
     AppPool,
     IisReset,
     Restart,
+    /// Cleared by restarting a Windows service (`service`, when the server names one).
+    Service,
     Mailbox,
     Never,
 }
@@ -358,10 +366,14 @@ impl Default for TimingConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SafetyConfig {
     pub escalation_min_interval: Dur,
+    /// Managed Availability's own recovery actions this recent are read before the first remedy on a server, not
+    /// repeated, and counted toward the throttles; zero reads none.
+    pub ma_lookback: Dur,
     pub recycle_app_pool: Throttle,
     pub iis_reset: Throttle,
     pub disable_activation: Throttle,
     pub restart_server: Throttle,
+    pub restart_service: Throttle,
 }
 
 impl Default for SafetyConfig {
@@ -369,7 +381,9 @@ impl Default for SafetyConfig {
         let remedy = Throttle { server_min_interval: minutes(60), server_max_per_day: 1, group_min_interval: minutes(60), group_max_per_day: 4 };
         SafetyConfig {
             escalation_min_interval: minutes(240),
+            ma_lookback: minutes(60),
             recycle_app_pool: remedy.clone(),
+            restart_service: remedy.clone(),
             iis_reset: remedy.clone(),
             disable_activation: remedy,
             restart_server: Throttle { server_min_interval: minutes(720), server_max_per_day: 1, group_min_interval: minutes(600), group_max_per_day: 4 },

@@ -146,6 +146,14 @@ identifier!(
     "._-"
 );
 
+identifier!(
+    /// A Windows service, such as `MSExchangeIMAP4BE`.
+    ServiceName,
+    "a Windows service name",
+    256,
+    "._-"
+);
+
 /// Which health sets a `Get-ServerHealth` check looks at: a name, or a prefix ending in `*` (`ActiveSync*`), as
 /// PowerShell's `-like` takes it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

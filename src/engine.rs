@@ -177,6 +177,7 @@ impl Engine {
             restart_timeout: timing.restart_timeout.0,
             failover_timeout: timing.failover_timeout.0,
             poll_interval: timing.poll_interval.0,
+            ma_lookback: settings.safety.ma_lookback.0,
         };
         let shared = Arc::new(Shared {
             settings,
@@ -334,12 +335,13 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
                 store.set_monitor(id.to_owned(), monitor).await?;
             }
         }
-        let action = match plan.decision {
+        let (action, skipped) = match plan.decision {
             Decision::Finish(ending) => {
                 finish(shared, id, ending).await?;
                 return Ok(());
             }
-            Decision::Run(action) => action,
+            Decision::Run(action) => (action, None),
+            Decision::Skip(action, why) => (action, Some(why)),
         };
         if !held.contains(action.server()) {
             match hold(shared, action.server(), id, &stopping).await? {
@@ -358,6 +360,13 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
         let kind = action.kind();
         let dry_run = incident.dry_run || shared.settings.executor.dry_run;
         let command = shared.executor.command(&action);
+        // Managed Availability already did it: journaled, not run, and not counted again.
+        if let Some(why) = skipped {
+            tracing::info!(%kind, reason = %why, "step skipped");
+            store.skip_step(id.to_owned(), action.clone(), command, Outcome::Skipped, why).await?;
+            shared.metrics.action(kind, Outcome::Skipped);
+            continue;
+        }
         if kind.is_mutating() {
             if shared.paused.load(Ordering::Relaxed) {
                 let reason = format!("automation paused before {kind} on {}", action.server());

@@ -66,6 +66,8 @@ names!(
         RestartServer => "restart_server",
         EnableActivation => "enable_activation",
         ComponentState => "component_state",
+        RestartService => "restart_service",
+        MaHistory => "ma_history",
         Wait => "wait",
     }
 );
@@ -76,7 +78,12 @@ impl ActionKind {
     pub fn is_mutating(self) -> bool {
         matches!(
             self,
-            ActionKind::RecycleAppPool | ActionKind::IisReset | ActionKind::DisableActivation | ActionKind::RestartServer | ActionKind::EnableActivation
+            ActionKind::RecycleAppPool
+                | ActionKind::IisReset
+                | ActionKind::DisableActivation
+                | ActionKind::RestartServer
+                | ActionKind::EnableActivation
+                | ActionKind::RestartService
         )
     }
 }
@@ -97,6 +104,9 @@ names!(
         Active => "active",
         Inactive => "inactive",
         Interrupted => "interrupted",
+        Skipped => "skipped",
+        NoneFound => "none",
+        Found => "found",
     }
 );
 
@@ -112,9 +122,9 @@ pub enum Sense {
 impl Outcome {
     pub fn sense(self) -> Sense {
         match self {
-            Outcome::Succeeded | Outcome::Healthy | Outcome::Done | Outcome::NoActiveCopies | Outcome::Active => Sense::Good,
+            Outcome::Succeeded | Outcome::Healthy | Outcome::Done | Outcome::NoActiveCopies | Outcome::Active | Outcome::NoneFound => Sense::Good,
             Outcome::Failed | Outcome::Unhealthy | Outcome::Error | Outcome::ActiveCopies | Outcome::Inactive => Sense::Bad,
-            Outcome::DryRun | Outcome::Throttled | Outcome::Interrupted => Sense::Pending,
+            Outcome::DryRun | Outcome::Throttled | Outcome::Interrupted | Outcome::Skipped | Outcome::Found => Sense::Pending,
         }
     }
 }

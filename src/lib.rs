@@ -14,6 +14,7 @@
 //! - [`executor`]: the simulator and the PowerShell process executor, behind one `Action` -> `Report` interface.
 //! - [`mailer`] and [`notifier`]: composing the escalation email, and delivering the stored outbox with retries.
 //! - [`incident`]: the names of states, actions and outcomes.
+//! - [`ma`]: Managed Availability's own recovery record, read before the first remedy on a server.
 //! - [`metrics`]: the Prometheus counters the intake, the engine and the notifier move, served at `/metrics`.
 //! - [`service`]: wires the pieces together and runs them until shutdown; [`demo`] runs it on the simulator.
 //! - [`schemas`]: the JSON Schemas of the alert formats and of runbooks, generated from the types that read them.
@@ -32,6 +33,7 @@ pub mod engine;
 pub mod executor;
 pub mod http;
 pub mod incident;
+pub mod ma;
 pub mod mailer;
 pub mod metrics;
 pub mod notifier;

@@ -21,6 +21,8 @@ pub struct History {
     pub group_today: u32,
     /// Runs of this action in the group that started and have not finished.
     pub group_in_flight: u32,
+    /// How many of the runs counted above were Managed Availability's own recovery actions (SPEC section 5).
+    pub managed_availability: u32,
 }
 
 /// The start of the window the per-day limits count over.
@@ -35,12 +37,21 @@ pub fn rule(safety: &SafetyConfig, kind: ActionKind) -> Option<&Throttle> {
         ActionKind::IisReset => Some(&safety.iis_reset),
         ActionKind::DisableActivation => Some(&safety.disable_activation),
         ActionKind::RestartServer => Some(&safety.restart_server),
+        ActionKind::RestartService => Some(&safety.restart_service),
         _ => None,
     }
 }
 
-/// `Ok` when the action may run; else the reason, naming the limit as its configuration key.
+/// `Ok` when the action may run; else the reason, naming the limit as its configuration key, and saying when
+/// Managed Availability's own actions were among those counted.
 pub fn check(kind: ActionKind, rule: &Throttle, server: &str, group: &str, history: &History, now_ms: i64) -> Result<(), String> {
+    limit(kind, rule, server, group, history, now_ms).map_err(|reason| match history.managed_availability {
+        0 => reason,
+        n => format!("{reason} (counting {n} recovery action(s) Managed Availability took itself)"),
+    })
+}
+
+fn limit(kind: ActionKind, rule: &Throttle, server: &str, group: &str, history: &History, now_ms: i64) -> Result<(), String> {
     let key = format!("safety.{kind}");
     let ago = |at: i64| humantime::format_duration(Duration::from_secs(((now_ms - at).max(0) / 1000) as u64)).to_string();
     let every = |d: Duration| humantime::format_duration(d).to_string();

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::{field, from_json, Alert, AlertStatus, ParseError};
 use crate::domain::{mailbox_hint, HealthSet, Monitor, ServerName};
+use crate::runbook::RunbookSet;
 
 /// The webhook notification Alertmanager posts to a `webhook_config` receiver. Keys beyond these are ignored, so that
 /// a later Alertmanager that adds one is still understood.
@@ -89,6 +90,13 @@ pub struct Notification {
 
 /// Reads an Alertmanager notification into its alerts.
 pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
+    parse_with(body, crate::runbook::built_in())
+}
+
+/// Reads a notification, recognising the health sets and monitors of `runbooks` (those in force): their names are
+/// spelled as the runbooks spell them, and an alert whose rule sets a known `monitor` but no `health_set` takes the
+/// monitor's health set.
+pub fn parse_with(body: &[u8], runbooks: &RunbookSet) -> Result<Notification, ParseError> {
     let webhook: AlertmanagerWebhook = from_json(body).map_err(|err| match err {
         // A notification of another version may differ anywhere; saying so is more use than naming the first field
         // that differs.
@@ -101,7 +109,7 @@ pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
     if webhook.alerts.is_empty() {
         return Err(ParseError::invalid("alerts", "is empty, expected at least one alert"));
     }
-    let alerts = webhook.alerts.into_iter().enumerate().map(|(index, alert)| alert.into_alert(index)).collect::<Result<_, _>>()?;
+    let alerts = webhook.alerts.into_iter().enumerate().map(|(index, alert)| alert.into_alert(index, runbooks)).collect::<Result<_, _>>()?;
     Ok(Notification { alerts, truncated_alerts: webhook.truncated_alerts })
 }
 
@@ -121,18 +129,25 @@ fn version_error(body: &[u8]) -> Option<ParseError> {
 }
 
 impl AlertmanagerAlert {
-    fn into_alert(self, index: usize) -> Result<Alert, ParseError> {
+    fn into_alert(self, index: usize, runbooks: &RunbookSet) -> Result<Alert, ParseError> {
         let label_field = |name: &str| format!("alerts[{index}].labels.{name}");
-        let health_set = match label(&self.labels, "health_set") {
-            Some(raw) => field(&label_field("health_set"), raw, HealthSet::parse)?,
-            None => return Err(ParseError::invalid(label_field("health_set"), "is missing: the alert rule must set a health_set label")),
+        let monitor = label(&self.labels, "monitor").map(|raw| field(&label_field("monitor"), raw, Monitor::parse)).transpose()?;
+        // A known monitor is spelled as its runbook spells it.
+        let known = monitor.as_ref().map(|m| runbooks.for_monitor(m.as_str())).unwrap_or_default();
+        let monitor = known.first().map(|(runbook, _)| runbook.monitor.clone()).or(monitor);
+        let health_set = match (label(&self.labels, "health_set"), known.as_slice()) {
+            (Some(raw), _) => {
+                let health_set = field(&label_field("health_set"), raw, HealthSet::parse)?;
+                runbooks.health_set_names().into_iter().find(|known| known.matches(health_set.as_str())).cloned().unwrap_or(health_set)
+            }
+            (None, [(runbook, _)]) => runbook.health_set.clone(),
+            (None, _) => return Err(ParseError::invalid(label_field("health_set"), "is missing: the alert rule must set a health_set label")),
         };
         let server = match (label(&self.labels, "server"), label(&self.labels, "instance")) {
             (Some(raw), _) => field(&label_field("server"), raw, ServerName::parse)?,
             (None, Some(instance)) => field(&label_field("instance"), instance, server_of_instance)?,
             (None, None) => return Err(ParseError::invalid(label_field("server"), "is missing, and there is no instance label either")),
         };
-        let monitor = label(&self.labels, "monitor").map(|raw| field(&label_field("monitor"), raw, Monitor::parse)).transpose()?;
         let message = ["message", "description", "summary"].into_iter().find_map(|name| label(&self.annotations, name)).unwrap_or_default().to_owned();
         let starts_at = self.starts_at.to_rfc3339_opts(SecondsFormat::AutoSi, true);
         let fingerprint = self.fingerprint.filter(|fingerprint| !fingerprint.trim().is_empty());

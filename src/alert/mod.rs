@@ -104,12 +104,17 @@ pub(crate) fn from_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result
     Ok(value)
 }
 
-/// Reads the alerts of one delivery.
+/// Reads the alerts of one delivery, recognising the names of the built-in runbooks.
 pub fn parse(format: Format, body: &[u8]) -> Result<Delivery, ParseError> {
+    parse_with(format, body, crate::runbook::built_in())
+}
+
+/// Reads the alerts of one delivery; SCOM and Alertmanager alerts are recognised by the runbooks in force.
+pub fn parse_with(format: Format, body: &[u8], runbooks: &crate::runbook::RunbookSet) -> Result<Delivery, ParseError> {
     match format {
         Format::Native => native::parse(body).map(|alert| Delivery { alerts: vec![alert], truncated_alerts: 0 }),
-        Format::Scom => scom::parse(body).map(|alert| Delivery { alerts: vec![alert], truncated_alerts: 0 }),
-        Format::Alertmanager => alertmanager::parse(body).map(|n| Delivery { alerts: n.alerts, truncated_alerts: n.truncated_alerts }),
+        Format::Scom => scom::parse_with(body, runbooks).map(|alert| Delivery { alerts: vec![alert], truncated_alerts: 0 }),
+        Format::Alertmanager => alertmanager::parse_with(body, runbooks).map(|n| Delivery { alerts: n.alerts, truncated_alerts: n.truncated_alerts }),
     }
 }
 

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{from_json, Alert, AlertStatus, ParseError};
 use crate::domain::{mailbox_hint, HealthSet, Monitor, ServerName};
-use crate::runbook::built_in;
+use crate::runbook::{built_in, RunbookSet};
 use crate::text::clip;
 
 /// An alert as a SCOM command notification channel posts it. Keys the script adds beyond these are ignored, because
@@ -169,9 +169,6 @@ impl JsonSchema for ScomValue {
     }
 }
 
-/// Health set names recognised even where the text does not call them a health set. The dotted ones come first:
-/// "ActiveSync" on its own is also the product's name, so it is the weakest evidence.
-const KNOWN_HEALTH_SETS: [&str; 3] = ["ActiveSync.Protocol", "ActiveSync.Proxy", "ActiveSync"];
 
 /// Capitalised words that stand next to "health set" in English text without being a health set's name.
 const NOT_HEALTH_SETS: [&str; 19] = [
@@ -199,26 +196,36 @@ const NOT_HEALTH_SETS: [&str; 19] = [
 /// SCOM's own words that end in "Monitor" without naming a Managed Availability monitor.
 const NOT_MONITORS: [&str; 4] = ["CreatedByMonitor", "UnitMonitor", "AggregateMonitor", "DependencyMonitor"];
 
-/// Reads a SCOM notification into one alert.
+/// Reads a SCOM notification into one alert, recognising the health sets and monitors of the built-in runbooks.
 pub fn parse(body: &[u8]) -> Result<Alert, ParseError> {
+    parse_with(body, built_in())
+}
+
+/// Reads a SCOM notification into one alert, recognising the health sets and monitors of `runbooks` (those in
+/// force: a runbook file for another health set makes its names known here too).
+pub fn parse_with(body: &[u8], runbooks: &RunbookSet) -> Result<Alert, ParseError> {
     let body = decode(body);
     let raw: ScomAlert = from_json(&body)?;
-    raw.into_alert()
+    raw.into_alert(runbooks)
 }
 
 impl ScomAlert {
-    fn into_alert(self) -> Result<Alert, ParseError> {
-        let monitor = self.texts().find_map(monitor_in);
-        // A health set the text states as one wins; else the health set of a known monitor; else a known name that is
-        // merely mentioned, last because "ActiveSync" on its own is also the product ("Exchange ActiveSync").
+    fn into_alert(self, runbooks: &RunbookSet) -> Result<Alert, ParseError> {
+        // Health set names recognised even where the text does not call them a health set; dotted ones first.
+        let known: Vec<&str> = runbooks.health_set_names().into_iter().map(HealthSet::as_str).collect();
+        let monitor = self.texts().find_map(|text| monitor_in(text, runbooks));
+        let mentioned = |among: &[&str]| among.iter().find_map(|known| self.texts().find_map(|text| mentioned_health_set(text, known)));
+        // A health set the text states as one wins; else the health set of a known monitor (the one mentioned, for a
+        // monitor of several health sets); else a known name that is merely mentioned, last because "ActiveSync" on
+        // its own is also the product ("Exchange ActiveSync").
         let health_set = self
             .texts()
-            .find_map(stated_health_set)
-            .or_else(|| monitor.as_ref().and_then(inferred_health_set))
-            .or_else(|| KNOWN_HEALTH_SETS.iter().find_map(|known| self.texts().find_map(|text| mentioned_health_set(text, known))));
+            .find_map(|text| stated_health_set(text, &known))
+            .or_else(|| monitor.as_ref().and_then(|monitor| inferred_health_set(monitor, runbooks, &mentioned)))
+            .or_else(|| mentioned(&known));
         // A health set's or monitor's name can look like a host name; it is never the server.
         let not_servers: Vec<&str> =
-            KNOWN_HEALTH_SETS.into_iter().chain(health_set.as_ref().map(HealthSet::as_str)).chain(monitor.as_ref().map(Monitor::as_str)).collect();
+            known.iter().copied().chain(health_set.as_ref().map(HealthSet::as_str)).chain(monitor.as_ref().map(Monitor::as_str)).collect();
         let server = present(&self.managed_entity_path)
             .and_then(|path| server_in(path, &not_servers))
             .or_else(|| present(&self.managed_entity_source).and_then(|source| server_in(source, &not_servers)));
@@ -375,20 +382,20 @@ fn is_label_gap(gap: &str) -> bool {
 
 /// Finds a health set that the text states as one: `HealthSet: X`, `Health Set Name = X`, `health set X` or
 /// `X health set`.
-fn stated_health_set(text: &str) -> Option<HealthSet> {
+fn stated_health_set(text: &str, known: &[&str]) -> Option<HealthSet> {
     let words = words(text);
     for start in 0..words.len() {
         let Some(end) = health_set_phrase(&words, start) else { continue };
         let after = words.get(end + 1).map(|word| word.text);
         if is_label_gap(words[end].gap_after) {
-            match after.and_then(health_set_candidate) {
+            match after.and_then(|word| health_set_candidate(word, known)) {
                 Some(health_set) => return Some(health_set),
                 None => continue,
             }
         }
         let before = start.checked_sub(1).map(|index| &words[index]).filter(|word| !word.cut_at_end && is_plain_gap(word.gap_after));
         let after = after.filter(|_| is_plain_gap(words[end].gap_after));
-        if let Some(health_set) = before.and_then(|word| health_set_candidate(word.text)).or_else(|| after.and_then(health_set_candidate)) {
+        if let Some(health_set) = before.and_then(|word| health_set_candidate(word.text, known)).or_else(|| after.and_then(|word| health_set_candidate(word, known))) {
             return Some(health_set);
         }
     }
@@ -415,8 +422,8 @@ fn health_set_phrase(words: &[Word<'_>], start: usize) -> Option<usize> {
     Some(end)
 }
 
-fn health_set_candidate(word: &str) -> Option<HealthSet> {
-    if let Some(known) = KNOWN_HEALTH_SETS.into_iter().find(|known| known.eq_ignore_ascii_case(word)) {
+fn health_set_candidate(word: &str, known: &[&str]) -> Option<HealthSet> {
+    if let Some(known) = known.iter().find(|known| known.eq_ignore_ascii_case(word)) {
         return HealthSet::parse(known).ok();
     }
     let capitalised = word.starts_with(|c: char| c.is_ascii_uppercase());
@@ -434,26 +441,32 @@ fn mentioned_health_set(text: &str, known: &str) -> Option<HealthSet> {
 }
 
 /// Finds the first word that names a monitor: one that ends in `Monitor`, such as `ActiveSyncCTPMonitor`.
-fn monitor_in(text: &str) -> Option<Monitor> {
-    words(text).iter().find_map(|word| monitor_candidate(word.text))
+fn monitor_in(text: &str, runbooks: &RunbookSet) -> Option<Monitor> {
+    words(text).iter().find_map(|word| monitor_candidate(word.text, runbooks))
 }
 
-fn monitor_candidate(word: &str) -> Option<Monitor> {
+fn monitor_candidate(word: &str, runbooks: &RunbookSet) -> Option<Monitor> {
     let named = word.len() > "Monitor".len() && ends_with_ignore_case(word, "Monitor") && word.starts_with(|c: char| c.is_ascii_alphabetic());
     if !named || NOT_MONITORS.iter().any(|not| not.eq_ignore_ascii_case(word)) {
         return None;
     }
-    // A monitor the built-in runbooks know is spelled as they spell it.
-    match built_in().get_with_origin(word) {
+    // A monitor the runbooks know is spelled as they spell it.
+    match runbooks.for_monitor(word).first() {
         Some((runbook, _)) => Some(runbook.monitor.clone()),
         None => Monitor::parse(word).ok(),
     }
 }
 
-/// For alerts that name the monitor but not the health set: the health set the built-in runbooks give the monitor
-/// (they follow Microsoft's "Troubleshooting ActiveSync Health Set" table).
-fn inferred_health_set(monitor: &Monitor) -> Option<HealthSet> {
-    built_in().get(monitor).map(|runbook| runbook.health_set.clone())
+/// For alerts that name the monitor but not the health set: the health set the runbooks give the monitor (they
+/// follow the tables of Microsoft's troubleshooting pages). A monitor of several health sets
+/// (`RequestsQueuedGt500Monitor`: ActiveSync and IMAP) takes the one the text mentions, else the first.
+fn inferred_health_set(monitor: &Monitor, runbooks: &RunbookSet, mentioned: &dyn Fn(&[&str]) -> Option<HealthSet>) -> Option<HealthSet> {
+    let candidates: Vec<&str> = runbooks.for_monitor(monitor.as_str()).into_iter().map(|(runbook, _)| runbook.health_set.as_str()).collect();
+    match candidates.as_slice() {
+        [] => None,
+        [only] => HealthSet::parse(only).ok(),
+        several => mentioned(several).or_else(|| HealthSet::parse(several[0]).ok()),
+    }
 }
 
 fn ends_with_ignore_case(word: &str, suffix: &str) -> bool {
@@ -627,7 +640,7 @@ mod tests {
             (r#"{"alertName":"x","alertDescription":"Health Set Name = 'OWA.Protocol'","managedEntityPath":"mbx01"}"#, Ok(("mbx01", "OWA.Protocol", None))),
             (
                 r#"{"alertName":"Monitor: EWSCtpMonitor HealthSet: EWS.Protocol","managedEntityPath":"cas01"}"#,
-                Ok(("cas01", "EWS.Protocol", Some("EWSCtpMonitor"))),
+                Ok(("cas01", "EWS.Protocol", Some("EwsCtpMonitor"))),
             ),
             (
                 r#"{"alertName":"Unhealthy on CAS01. Health set is degraded","customField2":"ActiveSync","managedEntityPath":"cas01"}"#,

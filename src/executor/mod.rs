@@ -9,7 +9,7 @@ pub mod simulator;
 
 use std::time::Duration;
 
-use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ProbeName, ServerName};
+use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ProbeName, ServerName, ServiceName};
 use crate::incident::{ActionKind, Outcome};
 
 /// A probe as `Invoke-MonitoringProbe` names it: `<health set>\<probe>`.
@@ -49,12 +49,27 @@ pub enum Action {
         server: ServerName,
         health_sets: HealthSetPattern,
     },
+    /// One remedy may recycle several pools (OWA.Proxy recycles the OWA and the calendar pools): one step, one
+    /// throttle count. Never empty.
     RecycleAppPool {
         server: ServerName,
-        app_pool: AppPool,
+        app_pools: Vec<AppPool>,
     },
+    /// `noforce`: `iisreset /noforce` only, as the OWA and Autodiscover pages say; else IIS is stopped gracefully
+    /// where it can be and forcibly where it cannot, as the IISReset utility does.
     IisReset {
         server: ServerName,
+        noforce: bool,
+    },
+    /// Restart a Windows service (`Restart-Service` through `Invoke-Command`).
+    RestartService {
+        server: ServerName,
+        service: ServiceName,
+    },
+    /// Managed Availability's finished recovery actions on the server that ended within `lookback`.
+    MaHistory {
+        server: ServerName,
+        lookback: Duration,
     },
     /// `attempt` counts the disable-and-check rounds of one restart procedure, from 1; only the first is a new
     /// failover for the throttles.
@@ -105,6 +120,8 @@ impl Action {
             Action::RestartServer { .. } => ActionKind::RestartServer,
             Action::EnableActivation { .. } => ActionKind::EnableActivation,
             Action::ComponentState { .. } => ActionKind::ComponentState,
+            Action::RestartService { .. } => ActionKind::RestartService,
+            Action::MaHistory { .. } => ActionKind::MaHistory,
             Action::Wait { .. } => ActionKind::Wait,
         }
     }
@@ -114,7 +131,9 @@ impl Action {
             Action::Probe { server, .. }
             | Action::ServerHealth { server, .. }
             | Action::RecycleAppPool { server, .. }
-            | Action::IisReset { server }
+            | Action::IisReset { server, .. }
+            | Action::RestartService { server, .. }
+            | Action::MaHistory { server, .. }
             | Action::DisableActivation { server, .. }
             | Action::CopyStatus { server }
             | Action::RestartServer { server }
@@ -147,10 +166,17 @@ impl Action {
                 let op = if health_sets.as_str().ends_with('*') { "-like" } else { "-eq" };
                 format!("Get-ServerHealth {server} | ?{{$_.HealthSetName {op} \"{health_sets}\"}}")
             }
-            Action::RecycleAppPool { server, app_pool } => {
-                format!("Invoke-Command -ComputerName {server} {{ Restart-WebAppPool -Name {app_pool} }}")
+            Action::RecycleAppPool { server, app_pools } => {
+                let names: Vec<&str> = app_pools.iter().map(AppPool::as_str).collect();
+                format!("Invoke-Command -ComputerName {server} {{ Restart-WebAppPool -Name {} }}", names.join(", "))
             }
-            Action::IisReset { server } => format!("Invoke-Command -ComputerName {server} {{ iisreset }}"),
+            Action::IisReset { server, noforce: true } => format!("Invoke-Command -ComputerName {server} {{ iisreset /noforce }}"),
+            Action::IisReset { server, noforce: false } => format!("Invoke-Command -ComputerName {server} {{ iisreset }}"),
+            Action::RestartService { server, service } => format!("Invoke-Command -ComputerName {server} {{ Restart-Service -Name {service} -Force }}"),
+            Action::MaHistory { server, lookback } => format!(
+                "Get-WinEvent -ComputerName {server} -LogName Microsoft-Exchange-ManagedAvailability/RecoveryActionResults (the last {}, finished actions only)",
+                humantime::format_duration(*lookback)
+            ),
             Action::DisableActivation { server, .. } => format!("Set-MailboxServer {server} -DatabaseCopyActivationDisabledAndMoveNow $true"),
             Action::CopyStatus { server } => format!("Get-MailboxDatabaseCopyStatus -Server {server} | Group Status"),
             Action::RestartServer { server } => format!("Restart-Computer -ComputerName {server} -Force -Wait -For WinRM"),
@@ -197,11 +223,13 @@ pub struct Report {
     /// For `disable_activation`: activation was already disabled before the step (an administrator's doing), so
     /// the responder must not re-enable it.
     pub already_in_place: bool,
+    /// For `ma_history`: Managed Availability's finished recovery actions in the window, newest first.
+    pub ma_actions: Vec<crate::ma::RecoveryAction>,
 }
 
 impl Report {
     pub fn new(outcome: Outcome, detail: impl Into<String>) -> Self {
-        Report { outcome, detail: detail.into(), unhealthy: Vec::new(), command: None, already_in_place: false }
+        Report { outcome, detail: detail.into(), unhealthy: Vec::new(), command: None, already_in_place: false, ma_actions: Vec::new() }
     }
 
     /// What `Get-MailboxDatabaseCopyStatus -Server <s> | Group Status` reported (each status with its count), read

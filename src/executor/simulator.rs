@@ -8,6 +8,11 @@
 //! a few at a time (`copies_moved_per_failover` per `disable_activation`; the rest wait to be asked again), a remedied server fails probes while it warms up (`warm_up`), reads fail in the executor now and then
 //! (`flaky_reads`), the Exchange endpoint is down while IIS resets (`iis_reset_downtime`), and a restarted server
 //! answers nothing while it boots (`boot_time`). Its state lives in memory: it starts afresh with the service.
+//!
+//! Managed Availability acted before the simulator started where a server's `ma_log` says so: each finished,
+//! successful entry has had its effect (a recycle cleared an `app_pool` fault, a service restart a `service` fault,
+//! a `ForceReboot` a `restart` fault), and `ma_history` reports the entries that ended within its lookback, by the
+//! wall clock; unfinished entries never count.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -15,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use super::{Action, Report};
 use crate::config::{Fault, InventoryEntry, SimServerConfig, SimulatorSettings};
-use crate::domain::{Monitor, ServerName};
-use crate::incident::Outcome;
+use crate::domain::{Monitor, ServerName, ServiceName};
+use crate::incident::{ActionKind, Outcome};
+use crate::ma::{self, RecoveryAction, SimRecoveryAction};
 
 /// Passive copies each simulated Mailbox server also holds, for realistic `Group Status` output.
 const PASSIVE_COPIES: u32 = 3;
@@ -41,6 +47,8 @@ struct SimServer {
     endpoint_down_until: Option<Instant>,
     /// Every action fails until then: the server is booting.
     booting_until: Option<Instant>,
+    /// Managed Availability's finished recovery actions, with wall-clock times.
+    ma_log: Vec<RecoveryAction>,
 }
 
 impl SimServer {
@@ -81,17 +89,48 @@ impl SimServer {
     fn remedied(&mut self, now: Instant, downtime: Duration) {
         self.cold_until = Some(now + downtime + self.config.warm_up.0);
     }
+
+    /// Whether restarting `service` clears this server's `service` fault.
+    fn fixed_by_service(&self, service: &str) -> bool {
+        self.config.fault == Fault::Service && self.config.service.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(service))
+    }
+
+    /// What Managed Availability did before the simulator started: its log, and the effect of what succeeded.
+    fn replay_ma_log(&mut self, entries: &[SimRecoveryAction], started: chrono::DateTime<chrono::Utc>) {
+        for entry in entries.iter().filter(|e| e.finished) {
+            let ended_at = started - chrono::Duration::from_std(entry.ago.0).unwrap_or(chrono::Duration::zero());
+            let action = RecoveryAction {
+                id: entry.action.clone(),
+                resource: entry.resource.clone(),
+                requestor: entry.requestor.clone(),
+                started_at: ended_at - chrono::Duration::seconds(5),
+                ended_at,
+                result: entry.result.clone(),
+            };
+            if action.result.eq_ignore_ascii_case("Succeeded") {
+                let fixed = match action.counts_as() {
+                    Some(ActionKind::RecycleAppPool) => self.config.fault == Fault::AppPool,
+                    Some(ActionKind::RestartService) => self.fixed_by_service(&action.resource),
+                    Some(ActionKind::RestartServer) => self.config.fault == Fault::Restart,
+                    _ => false,
+                };
+                self.fixed |= fixed;
+            }
+            self.ma_log.push(action);
+        }
+    }
 }
 
 pub struct Simulator {
     latency: Duration,
     servers: Mutex<HashMap<ServerName, SimServer>>,
-    /// Which health set each monitor belongs to, so `server_health` can filter as `Get-ServerHealth | ?{...}` does.
-    health_sets: HashMap<String, String>,
+    /// Which health sets each monitor belongs to (`RequestsQueuedGt500Monitor` is in ActiveSync and in IMAP), so
+    /// `server_health` can filter as `Get-ServerHealth | ?{...}` does.
+    health_sets: HashMap<String, Vec<String>>,
 }
 
 impl Simulator {
-    pub fn new(settings: &SimulatorSettings, inventory: &BTreeMap<ServerName, InventoryEntry>, health_sets: HashMap<String, String>) -> Simulator {
+    pub fn new(settings: &SimulatorSettings, inventory: &BTreeMap<ServerName, InventoryEntry>, health_sets: HashMap<String, Vec<String>>) -> Simulator {
         let servers = settings
             .servers
             .iter()
@@ -110,7 +149,10 @@ impl Simulator {
                     cold_until: None,
                     endpoint_down_until: None,
                     booting_until: None,
+                    ma_log: Vec::new(),
                 };
+                let mut server = server;
+                server.replay_ma_log(&config.ma_log, chrono::Utc::now());
                 (name.clone(), server)
             })
             .collect();
@@ -175,7 +217,7 @@ impl Simulator {
                         .config
                         .unhealthy_monitors
                         .iter()
-                        .filter(|m| self.health_sets.get(&m.to_ascii_lowercase()).is_none_or(|hs| health_sets.matches(hs)))
+                        .filter(|m| self.health_sets.get(&m.to_ascii_lowercase()).is_none_or(|sets| sets.iter().any(|hs| health_sets.matches(hs))))
                         .filter_map(|m| Monitor::parse(m).ok())
                         .collect(),
                     _ => Vec::new(),
@@ -188,14 +230,20 @@ impl Simulator {
                 let outcome = if unhealthy.is_empty() { Outcome::Healthy } else { Outcome::Unhealthy };
                 Report { unhealthy, ..Report::new(outcome, detail) }
             }
-            Action::RecycleAppPool { server, app_pool } => {
+            Action::RecycleAppPool { server, app_pools } => {
                 fix(&mut servers, server, Fault::AppPool);
                 if let Some(s) = servers.get_mut(server) {
                     s.remedied(now, Duration::ZERO);
                 }
-                Report::new(Outcome::Done, format!("{app_pool} recycled"))
+                let names: Vec<&str> = app_pools.iter().map(|p| p.as_str()).collect();
+                Report::new(Outcome::Done, format!("{} recycled", names.join(", ")))
             }
-            Action::IisReset { server } => {
+            Action::RestartService { server, service } => restart_service(&mut servers, server, service, now),
+            Action::MaHistory { server, lookback } => {
+                let log = servers.get(server).map(|s| s.ma_log.clone()).unwrap_or_default();
+                ma::report(server, *lookback, ma::recent(log, *lookback, chrono::Utc::now()))
+            }
+            Action::IisReset { server, .. } => {
                 fix(&mut servers, server, Fault::IisReset);
                 if let Some(s) = servers.get_mut(server) {
                     let downtime = s.config.iis_reset_downtime.0;
@@ -259,6 +307,15 @@ impl Simulator {
     }
 }
 
+/// `Restart-Service`: the service stops and starts; the server answers slowly while it warms up.
+fn restart_service(servers: &mut HashMap<ServerName, SimServer>, server: &ServerName, service: &ServiceName, now: Instant) -> Report {
+    if let Some(s) = servers.get_mut(server) {
+        s.fixed |= s.fixed_by_service(service.as_str());
+        s.remedied(now, Duration::ZERO);
+    }
+    Report::new(Outcome::Done, format!("{service} restarted on {server}; Status Running"))
+}
+
 fn fix(servers: &mut HashMap<ServerName, SimServer>, server: &ServerName, by: Fault) {
     if let Some(s) = servers.get_mut(server) {
         if s.config.fault == by {
@@ -294,7 +351,7 @@ mod tests {
             );
             inventory.insert(name(server), InventoryEntry { role: *role, group: "g".into(), connection_uri: None });
         }
-        Simulator::new(&settings, &inventory, HashMap::from([("ActiveSyncDeepTestMonitor".to_owned(), "ActiveSync".to_owned())]))
+        Simulator::new(&settings, &inventory, HashMap::from([("ActiveSyncDeepTestMonitor".to_owned(), vec!["ActiveSync".to_owned()])]))
     }
 
     fn probe(sim: &Simulator, server: &str) -> Outcome {
@@ -306,9 +363,9 @@ mod tests {
     fn faults_clear_only_by_their_named_action() {
         let sim = simulator(&[("cas01", Fault::IisReset, Role::Cas), ("cas02", Fault::Never, Role::Cas), ("cas03", Fault::None, Role::Cas)]);
         assert_eq!(probe(&sim, "cas01"), Outcome::Failed);
-        sim.apply(&Action::RecycleAppPool { server: name("cas01"), app_pool: AppPool::parse("MSExchangeSyncAppPool").unwrap() });
+        sim.apply(&Action::RecycleAppPool { server: name("cas01"), app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap()] });
         assert_eq!(probe(&sim, "cas01"), Outcome::Failed, "a recycle does not clear an iis_reset fault");
-        sim.apply(&Action::IisReset { server: name("cas01") });
+        sim.apply(&Action::IisReset { server: name("cas01"), noforce: false });
         assert_eq!(probe(&sim, "cas01"), Outcome::Succeeded);
         sim.apply(&Action::RestartServer { server: name("cas02") });
         assert_eq!(probe(&sim, "cas02"), Outcome::Failed, "never is never fixed");
@@ -355,7 +412,7 @@ mod tests {
 
         assert_eq!(state().outcome, Outcome::Error, "one WinRM hiccup");
         assert_eq!(state().outcome, Outcome::Active);
-        sim.apply(&Action::RecycleAppPool { server: name("mbx01"), app_pool: AppPool::parse("MSExchangeSyncAppPool").unwrap() });
+        sim.apply(&Action::RecycleAppPool { server: name("mbx01"), app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap()] });
         assert_eq!(probe(&sim, "mbx01"), Outcome::Failed, "a fresh pool warms up");
         pause();
         assert_eq!(probe(&sim, "mbx01"), Outcome::Succeeded);
@@ -365,7 +422,7 @@ mod tests {
         pause();
         assert_eq!(sim.apply(&Action::CopyStatus { server: name("mbx01") }).outcome, Outcome::NoActiveCopies);
 
-        sim.apply(&Action::IisReset { server: name("mbx01") });
+        sim.apply(&Action::IisReset { server: name("mbx01"), noforce: true });
         assert!(state().detail.contains("503"), "the endpoint is down while IIS resets");
         pause();
         assert_eq!(state().outcome, Outcome::Active);

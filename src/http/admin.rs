@@ -132,7 +132,7 @@ pub(super) async fn replay_alert(state: &AppState, alert_id: String, dry_run: bo
     let stored = state.store.alert(alert_id.clone()).await?;
     let unreadable = |why: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_alert", format!("alert {alert_id} cannot be replayed: {why}"));
     let format = Format::parse_name(&stored.summary.format).ok_or_else(|| unreadable(format!("unknown format {:?}", stored.summary.format)))?;
-    let alerts = alert::parse(format, &stored.raw_bytes).map_err(|err| unreadable(err.to_string()))?.alerts;
+    let alerts = alert::parse_with(format, &stored.raw_bytes, &state.settings.runbooks).map_err(|err| unreadable(err.to_string()))?.alerts;
     let alert = usize::try_from(stored.position)
         .ok()
         .and_then(|position| alerts.into_iter().nth(position))

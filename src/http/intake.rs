@@ -51,7 +51,7 @@ async fn intake(state: &AppState, format: Format, request: Request) -> Result<Re
     if !is_json(&parts.headers) {
         return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the alert as Content-Type: application/json"));
     }
-    let parsed = match alert::parse(format, &body) {
+    let parsed = match alert::parse_with(format, &body, &state.settings.runbooks) {
         Ok(parsed) => parsed,
         Err(ParseError::Malformed(message)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", message)),
         Err(err @ ParseError::Invalid { .. }) => {

@@ -25,6 +25,7 @@ fn step(seq: i64, action: &str, server: &str, command: &str, times: (&str, &str)
         finished_at: Some(format!("2026-11-26T{}.000Z", times.1)),
         outcome: Some(outcome.into()),
         detail: detail.into(),
+        managed_availability: Vec::new(),
     }
 }
 

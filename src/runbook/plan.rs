@@ -12,11 +12,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod ladder;
+
 use super::{Remedy, Runbook, RunbookSet};
 use crate::config::{InventoryEntry, Role};
-use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ServerName};
+use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ServerName, ServiceName};
 use crate::executor::{Action, Until};
 use crate::incident::{ActionKind, Outcome, State};
+use crate::ma::RecoveryAction;
 
 /// What the incident says about itself.
 #[derive(Debug, Clone)]
@@ -35,6 +38,8 @@ pub struct Limits {
     pub restart_timeout: Duration,
     pub failover_timeout: Duration,
     pub poll_interval: Duration,
+    /// `safety.ma_lookback`: zero reads no Managed Availability history.
+    pub ma_lookback: Duration,
 }
 
 impl Limits {
@@ -64,6 +69,8 @@ pub struct Done {
     pub unhealthy: Vec<Monitor>,
     /// For `disable_activation`: activation was already disabled before the step.
     pub already_in_place: bool,
+    /// For `ma_history`: Managed Availability's finished recovery actions it found.
+    pub ma_actions: Vec<RecoveryAction>,
 }
 
 /// How an incident ends.
@@ -130,6 +137,8 @@ impl Activation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Run(Action),
+    /// Journal the action `skipped` without running it, with this reason: Managed Availability already did it.
+    Skip(Action, String),
     Finish(Ending),
 }
 
@@ -142,7 +151,7 @@ pub struct Plan {
 
 /// Decides the next step of an incident from its journal. Every step in `journal` must be finished.
 pub fn next(ctx: &Context, journal: &[Done]) -> Plan {
-    let mut replay = Replay { journal, pos: 0, monitor: ctx.facts.monitor.clone(), in_service: Vec::new(), ran: Vec::new() };
+    let mut replay = Replay { journal, pos: 0, monitor: ctx.facts.monitor.clone(), in_service: Vec::new(), ran: Vec::new(), ma_read: Vec::new() };
     let decision = match replay.incident(ctx) {
         Ok(ending) => Decision::Finish(ending),
         Err(decision) => decision,
@@ -163,6 +172,7 @@ enum Remedied {
 enum Ran {
     Recycle(ServerName, AppPool),
     IisReset(ServerName),
+    Service(ServerName, ServiceName),
     Restart(ServerName),
 }
 
@@ -174,6 +184,8 @@ struct Replay<'a> {
     in_service: Vec<ServerName>,
     /// The remedies run so far in this incident.
     ran: Vec<Ran>,
+    /// Managed Availability's recent recovery actions on each server this incident read them for.
+    ma_read: Vec<(ServerName, Vec<RecoveryAction>)>,
 }
 
 impl<'a> Replay<'a> {
@@ -256,7 +268,7 @@ impl<'a> Replay<'a> {
             Some(monitor) => monitor,
             None => {
                 let health = self.read(Action::ServerHealth { server: server.clone(), health_sets: HealthSetPattern::exact(&facts.health_set) })?;
-                let found = health.unhealthy.iter().find(|m| ctx.runbooks.get(m).is_some()).or(health.unhealthy.first());
+                let found = health.unhealthy.iter().find(|m| ctx.runbooks.get(&facts.health_set, m).is_some()).or(health.unhealthy.first());
                 let Some(monitor) = found else {
                     return Ok(self.ending(
                         State::Transient,
@@ -267,7 +279,7 @@ impl<'a> Replay<'a> {
                 monitor.clone()
             }
         };
-        let Some(runbook) = ctx.runbooks.get(&monitor) else {
+        let Some(runbook) = ctx.runbooks.get(&facts.health_set, &monitor) else {
             return Ok(self.ending(State::Blocked, format!("unknown monitor {monitor}: no runbook answers it (add one to runbook_dir)")));
         };
         if self.verify(ctx, runbook, server, &monitor, false)? {
@@ -286,29 +298,20 @@ impl<'a> Replay<'a> {
         for remedy in runbook.remedies.iter().filter(|r| r.applies_to(role)) {
             tried = true;
             match remedy {
-                Remedy::RecycleAppPool { app_pool, .. } => {
-                    if !self.first_time(Ran::Recycle(server.clone(), app_pool.clone())) {
-                        continue;
-                    }
-                    let done = self.mutate(Action::RecycleAppPool { server: server.clone(), app_pool: app_pool.clone() })?;
-                    if self.verify(ctx, runbook, server, monitor, changed(done))? {
-                        return Ok(Remedied::Recovered(format!("recycling {app_pool} on {server} fixed it")));
-                    }
-                }
-                Remedy::IisReset { .. } => {
-                    if !self.first_time(Ran::IisReset(server.clone())) {
-                        continue;
-                    }
-                    let done = self.mutate(Action::IisReset { server: server.clone() })?;
-                    if self.verify(ctx, runbook, server, monitor, changed(done))? {
-                        return Ok(Remedied::Recovered(format!("IISReset on {server} fixed it")));
+                Remedy::RecycleAppPool { .. } | Remedy::IisReset { .. } | Remedy::RestartService { .. } => {
+                    if let Some(result) = self.remedy(ctx, runbook, server, monitor, remedy)? {
+                        return Ok(result);
                     }
                 }
                 Remedy::RestartServer { .. } => {
                     if !self.first_time(Ran::Restart(server.clone())) {
                         continue;
                     }
-                    if let Some(result) = self.restart(ctx, runbook, server, monitor, role)? {
+                    let result = match self.rebooted_by_ma(ctx, runbook, server, monitor)? {
+                        Some(result) => result,
+                        None => self.restart(ctx, runbook, server, monitor, role)?,
+                    };
+                    if let Some(result) = result {
                         return Ok(result);
                     }
                 }
@@ -365,7 +368,7 @@ impl<'a> Replay<'a> {
             if health.unhealthy.is_empty() {
                 return Ok(None);
             }
-            let next = health.unhealthy.iter().filter(|m| !addressed.iter().any(|a| a.matches(m.as_str()))).find_map(|m| ctx.runbooks.get(m).map(|r| (m, r)));
+            let next = health.unhealthy.iter().filter(|m| !addressed.iter().any(|a| a.matches(m.as_str()))).find_map(|m| ctx.runbooks.get_in(health_sets, m).map(|r| (m, r)));
             let Some((sub_monitor, sub_runbook)) = next else {
                 let names: Vec<&str> = health.unhealthy.iter().map(Monitor::as_str).collect();
                 let why = if addressed.is_empty() { "no runbook answers them" } else { "their runbooks were already run in this incident" };
@@ -520,21 +523,22 @@ mod tests {
     use super::*;
     use crate::executor::ProbeRef;
 
-    fn name(s: &str) -> ServerName {
+    pub(super) fn name(s: &str) -> ServerName {
         ServerName::parse(s).unwrap()
     }
 
     /// Ten minutes to settle, a minute to warm up, two copy-status checks a minute apart after the first.
-    const LIMITS: Limits = Limits {
+    pub(super) const LIMITS: Limits = Limits {
         settle_wait: Duration::from_secs(600),
         warm_up: Duration::from_secs(60),
         restart_timeout: Duration::from_secs(1800),
         failover_timeout: Duration::from_secs(120),
         poll_interval: Duration::from_secs(60),
+        ma_lookback: Duration::ZERO,
     };
 
     /// What a scenario answers for one action, given the journal so far.
-    type Answer<'a> = &'a dyn Fn(&Action, &[Done]) -> (Outcome, Vec<&'static str>);
+    pub(super) type Answer<'a> = &'a dyn Fn(&Action, &[Done]) -> (Outcome, Vec<&'static str>);
 
     /// Feeds the planner the outcomes a scenario gives, step by step, and returns the steps and the ending.
     /// `component_state` answers `active` unless the scenario says otherwise.
@@ -553,23 +557,36 @@ mod tests {
         };
         let limits = LIMITS;
         let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits };
+        let (journal, ending) = run_planner(&ctx, answer, &|_, _| (Outcome::Done, Vec::new()));
+        (lines(&journal), ending)
+    }
+
+    /// Feeds the planner a scenario's outcomes until it ends: `answer` for each action, `history` for the
+    /// Managed Availability actions an `ma_history` step finds. Skipped steps are journaled `skipped`.
+    pub(super) fn run_planner(ctx: &Context, answer: Answer, history: &dyn Fn(&Action, &[Done]) -> (Outcome, Vec<RecoveryAction>)) -> (Vec<Done>, Ending) {
         let mut journal = Vec::new();
         loop {
-            match next(&ctx, &journal).decision {
-                Decision::Finish(ending) => return (lines(&journal), ending),
+            match next(ctx, &journal).decision {
+                Decision::Finish(ending) => return (journal, ending),
+                Decision::Skip(action, why) => journal.push(Done { detail: why, ..done(&action, Outcome::Skipped, vec![]) }),
+                Decision::Run(action @ Action::MaHistory { .. }) => {
+                    let (outcome, ma_actions) = history(&action, &journal);
+                    journal.push(Done { ma_actions, ..done(&action, outcome, vec![]) });
+                }
                 Decision::Run(action) => {
                     let (outcome, unhealthy) = match (&action, answer(&action, &journal)) {
                         (Action::ComponentState { .. }, (Outcome::Done, _)) => (Outcome::Active, vec![]),
+                        (Action::MaHistory { .. }, _) => (Outcome::NoneFound, vec![]),
                         (_, answered) => answered,
                     };
                     journal.push(done(&action, outcome, unhealthy));
-                    assert!(journal.len() < 100, "the planner never ends: {:?}", lines(&journal));
                 }
             }
+            assert!(journal.len() < 100, "the planner never ends: {:?}", lines(&journal));
         }
     }
 
-    fn done(action: &Action, outcome: Outcome, unhealthy: Vec<&str>) -> Done {
+    pub(super) fn done(action: &Action, outcome: Outcome, unhealthy: Vec<&str>) -> Done {
         Done {
             action: action.kind(),
             server: action.server().clone(),
@@ -577,10 +594,11 @@ mod tests {
             detail: String::new(),
             unhealthy: unhealthy.into_iter().map(|m| Monitor::parse(m).unwrap()).collect(),
             already_in_place: false,
+            ma_actions: Vec::new(),
         }
     }
 
-    fn lines(journal: &[Done]) -> Vec<String> {
+    pub(super) fn lines(journal: &[Done]) -> Vec<String> {
         journal.iter().map(|d| format!("{} {} {}", d.action, d.server, d.outcome)).collect()
     }
 
@@ -873,6 +891,7 @@ mod tests {
         let ending = loop {
             match next(&ctx, &journal).decision {
                 Decision::Finish(ending) => break ending,
+                Decision::Skip(..) => unreachable!("no Managed Availability history in this scenario"),
                 Decision::Run(action) => {
                     let restarted = journal.iter().any(|d: &Done| d.action == ActionKind::RestartServer);
                     let outcome = match &action {
@@ -975,7 +994,7 @@ mod tests {
         let limits = LIMITS;
         let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits };
         let probe = Action::Probe { server: name("cas01"), probe: ProbeRef::parse("ActiveSync\\ActiveSyncCTPProbe").unwrap(), backend: None };
-        let journal = [done(&probe, Outcome::Failed, vec![]), done(&Action::IisReset { server: name("cas01") }, Outcome::Done, vec![])];
+        let journal = [done(&probe, Outcome::Failed, vec![]), done(&Action::IisReset { server: name("cas01"), noforce: false }, Outcome::Done, vec![])];
         let Decision::Finish(ending) = next(&ctx, &journal).decision else { panic!("the planner must stop") };
         assert_eq!(ending.state, State::Blocked);
         assert!(

@@ -8,6 +8,7 @@ use crate::config::Throttle;
 use crate::domain::{HealthSet, Monitor, ServerName};
 use crate::executor::{Action, Report};
 use crate::incident::{ActionKind, Outcome, State};
+use crate::ma::RecoveryAction;
 use crate::runbook::plan::{Done, Ending, Facts};
 use crate::safety::{self, History};
 
@@ -136,7 +137,7 @@ impl Store {
                 )
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
-            let mut stmt = conn.prepare_cached("SELECT seq, action, server, started_at, finished_at, outcome, detail, unhealthy, already_in_place FROM steps WHERE incident_id = ?1 ORDER BY seq")?;
+            let mut stmt = conn.prepare_cached("SELECT seq, action, server, started_at, finished_at, outcome, detail, unhealthy, already_in_place, ma_actions FROM steps WHERE incident_id = ?1 ORDER BY seq")?;
             let steps = stmt
                 .query_map([&id], |row| {
                     let action: String = row.get(1)?;
@@ -158,6 +159,7 @@ impl Store {
                                 .filter_map(|m| Monitor::parse(m).ok())
                                 .collect(),
                             already_in_place: row.get(8)?,
+                            ma_actions: row.get::<_, Option<String>>(9)?.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default(),
                         },
                     })
                 })?
@@ -251,6 +253,9 @@ impl Store {
             tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5, unhealthy = ?6, command = COALESCE(?7, command), already_in_place = ?8 WHERE incident_id = ?1 AND seq = ?2")?.execute(params![id, seq, now_ms(), report.outcome.as_str(), bounded(&report.detail), unhealthy, report.command, report.already_in_place],
             )?;
             tx.prepare_cached("UPDATE incidents SET updated_at = ?2 WHERE id = ?1")?.execute(params![id, now_ms()])?;
+            if !report.ma_actions.is_empty() {
+                record_ma_actions(tx, &id, seq, &report.ma_actions)?;
+            }
             Ok(())
         })
         .await
@@ -444,16 +449,46 @@ fn insert_step(tx: &Transaction, id: &str, action: &Action, command: &str, group
     Ok(seq)
 }
 
+/// Keeps what an `ma_history` step found: on the step, and once each for the throttles.
+fn record_ma_actions(tx: &Transaction, id: &str, seq: i64, actions: &[RecoveryAction]) -> Result<()> {
+    tx.prepare_cached("UPDATE steps SET ma_actions = ?3 WHERE incident_id = ?1 AND seq = ?2")?.execute(params![
+        id,
+        seq,
+        serde_json::to_string(actions).expect("recovery actions serialise")
+    ])?;
+    let (server, group): (String, Option<String>) =
+        tx.prepare_cached("SELECT server, server_group FROM steps WHERE incident_id = ?1 AND seq = ?2")?.query_row(params![id, seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO ma_actions (server, server_group, kind, action_id, resource, requestor, ended_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for action in actions {
+        if let Some(kind) = action.counts_as() {
+            insert.execute(params![server, group, kind.as_str(), action.id, action.resource, action.requestor, action.ended_at.timestamp_millis()])?;
+        }
+    }
+    Ok(())
+}
+
+/// The last time and the count since `since` of runs of `kind`: the responder's own, then Managed Availability's,
+/// on one server (`column` = `server`) or in one group (`server_group`).
+fn counted(tx: &Transaction, column: &str, kind: ActionKind, value: &str, since: i64) -> Result<(Option<i64>, u32, u32)> {
+    let own = format!("SELECT MAX(started_at), COUNT(*) FROM steps WHERE counted = 1 AND action = ?1 AND {column} = ?2 AND started_at > ?3");
+    let theirs = format!("SELECT MAX(ended_at), COUNT(*) FROM ma_actions WHERE kind = ?1 AND {column} = ?2 AND ended_at > ?3");
+    let read = |sql: &str| -> Result<(Option<i64>, u32)> {
+        Ok(tx.prepare_cached(sql)?.query_row(params![kind.as_str(), value, since], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?)))?)
+    };
+    let ((own_last, own_count), (their_last, their_count)) = (read(&own)?, read(&theirs)?);
+    Ok((own_last.max(their_last), own_count + their_count, their_count))
+}
+
 fn history(tx: &Transaction, incident: &str, kind: ActionKind, server: &ServerName, group: Option<&str>, now: i64) -> Result<History> {
     let since = safety::window_start(now);
-    let (server_last, server_today) = tx
-        .prepare_cached("SELECT MAX(started_at), COUNT(*) FROM steps WHERE counted = 1 AND action = ?1 AND server = ?2 AND started_at > ?3")?
-        .query_row(params![kind.as_str(), server.as_str(), since], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?)))?;
-    let mut history = History { server_last, server_today, ..History::default() };
+    let (server_last, server_today, by_ma) = counted(tx, "server", kind, server.as_str(), since)?;
+    let mut history = History { server_last, server_today, managed_availability: by_ma, ..History::default() };
     if let Some(group) = group {
-        (history.group_last, history.group_today) = tx
-            .prepare_cached("SELECT MAX(started_at), COUNT(*) FROM steps WHERE counted = 1 AND action = ?1 AND server_group = ?2 AND started_at > ?3")?
-            .query_row(params![kind.as_str(), group, since], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?)))?;
+        let (group_last, group_today, by_ma) = counted(tx, "server_group", kind, group, since)?;
+        (history.group_last, history.group_today) = (group_last, group_today);
+        history.managed_availability = history.managed_availability.max(by_ma);
         if kind == ActionKind::RestartServer {
             // A restart procedure is in flight from its failover (or the restart itself) until its incident ends.
             history.group_in_flight = tx

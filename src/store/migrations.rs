@@ -139,6 +139,25 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE incidents ADD COLUMN stall_notified INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 5: reserved for approvals (issue 14), which take this number; a no-op until then.
+    "",
+    // 6: Managed Availability's recovery actions an `ma_history` step found: on the step, for the planner and the
+    // email, and once each (they are read again by later incidents) for the throttles, under the responder's action
+    // kind they count as.
+    r#"
+    ALTER TABLE steps ADD COLUMN ma_actions TEXT;
+    CREATE TABLE ma_actions (
+        server       TEXT NOT NULL,
+        server_group TEXT,
+        kind         TEXT NOT NULL,
+        action_id    TEXT NOT NULL,
+        resource     TEXT NOT NULL,
+        requestor    TEXT NOT NULL,
+        ended_at     INTEGER NOT NULL,
+        PRIMARY KEY (server, action_id, resource, ended_at)
+    );
+    CREATE INDEX ma_actions_by_group ON ma_actions(kind, server_group, ended_at);
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

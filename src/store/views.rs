@@ -61,6 +61,9 @@ pub struct StepView {
     pub finished_at: Option<String>,
     pub outcome: Option<String>,
     pub detail: String,
+    /// For `ma_history`: Managed Availability's finished recovery actions it found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_availability: Vec<crate::ma::RecoveryAction>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,7 +165,7 @@ pub(crate) fn incident(conn: &Connection, id: &str) -> Result<IncidentView> {
         .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
     view.alert_ids = alert_ids(conn, id)?;
     let mut stmt =
-        conn.prepare_cached("SELECT seq, action, server, command, started_at, finished_at, outcome, detail FROM steps WHERE incident_id = ?1 ORDER BY seq")?;
+        conn.prepare_cached("SELECT seq, action, server, command, started_at, finished_at, outcome, detail, ma_actions FROM steps WHERE incident_id = ?1 ORDER BY seq")?;
     let steps = stmt
         .query_map([id], |row| {
             Ok(StepView {
@@ -174,6 +177,7 @@ pub(crate) fn incident(conn: &Connection, id: &str) -> Result<IncidentView> {
                 finished_at: row.get::<_, Option<i64>>(5)?.map(rfc3339),
                 outcome: row.get(6)?,
                 detail: row.get(7)?,
+                managed_availability: row.get::<_, Option<String>>(8)?.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

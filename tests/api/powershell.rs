@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use healthset_responder::config::{Dur, ExecutorConfig, ExecutorKind};
-use healthset_responder::domain::{AppPool, HealthSetPattern, Monitor, ServerName};
+use healthset_responder::domain::{AppPool, HealthSetPattern, Monitor, ServerName, ServiceName};
 use healthset_responder::executor::powershell::PowerShell;
 use healthset_responder::executor::{Action, ProbeRef, Until};
 use healthset_responder::incident::Outcome;
@@ -112,6 +112,11 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
         active_copies = 4
         copies_moved_per_failover = 2
         passive_copies = 3
+        ma_log = [
+            { id = "RecycleApplicationPool", resource = "MSExchangeSyncAppPool", ago_ms = 600000 },
+            { id = "RestartService", resource = "MSExchangeIMAP4BE", requestor = "ImapDeepTestRestartService", ago_ms = 60000, finished = false },
+            { id = "ForceReboot", resource = "MBX01", requestor = "ActiveSyncDeepTestForceReboot", ago_ms = 7200000 },
+        ]
         "#,
     );
     let executor = world.executor(Duration::from_secs(20));
@@ -121,12 +126,15 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
         (probe(cas, ctp), Outcome::Failed, "ActiveSync\\ActiveSyncCTPProbe: ResultType Failed; Error: Error occurred:"),
         (health(cas, "ActiveSync*"), Outcome::Unhealthy, "Unhealthy: ActiveSyncCTPMonitor"),
         (
-            Action::RecycleAppPool { server: server(cas), app_pool: AppPool::parse("MSExchangeSyncAppPool").unwrap() },
+            Action::RecycleAppPool {
+                server: server(cas),
+                app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap(), AppPool::parse("MSExchangeOWACalendarAppPool").unwrap()],
+            },
             Outcome::Done,
-            "MSExchangeSyncAppPool recycled on cas01.contoso.com",
+            "MSExchangeSyncAppPool, MSExchangeOWACalendarAppPool recycled on cas01.contoso.com",
         ),
         (probe(cas, ctp), Outcome::Failed, "_Mbx:mbx01.contoso.com_"),
-        (Action::IisReset { server: server(cas) }, Outcome::Done, "iisreset /noforce on cas01.contoso.com: Internet services successfully restarted"),
+        (Action::IisReset { server: server(cas), noforce: true }, Outcome::Done, "iisreset /noforce on cas01.contoso.com: Internet services successfully restarted"),
         (probe(cas, ctp), Outcome::Succeeded, "ActiveSync\\ActiveSyncCTPProbe: ResultType Succeeded"),
         (health(cas, "ActiveSync"), Outcome::Healthy, "no ActiveSync monitor Unhealthy on cas01.contoso.com (3 reported)"),
         (health(mbx, "ActiveSync*"), Outcome::Unhealthy, "Unhealthy: ActiveSyncDeepTestMonitor"),
@@ -142,6 +150,18 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
         (Action::RestartServer { server: server(mbx) }, Outcome::Done, "mbx01.contoso.com restarted and answering PowerShell remoting"),
         (probe(mbx, "ActiveSync.Protocol\\ActiveSyncDeepTestProbe"), Outcome::Succeeded, "ResultType Succeeded"),
         (Action::EnableActivation { server: server(mbx) }, Outcome::Done, "DatabaseCopyActivationDisabledAndMoveNow set to False on mbx01.contoso.com"),
+        (
+            Action::RestartService { server: server(mbx), service: ServiceName::parse("MSExchangeIMAP4BE").unwrap() },
+            Outcome::Done,
+            "MSExchangeIMAP4BE restarted on mbx01.contoso.com; Status Running",
+        ),
+        // Within the hour: the recycle, not the unfinished service restart's start event, nor the reboot of two hours ago.
+        (
+            Action::MaHistory { server: server(mbx), lookback: Duration::from_secs(3600) },
+            Outcome::Found,
+            "in the last 1h: RecycleApplicationPool MSExchangeSyncAppPool by ActiveSyncDeepTestRecycleAppPool, finished ",
+        ),
+        (Action::MaHistory { server: server(cas), lookback: Duration::from_secs(3600) }, Outcome::NoneFound, "no finished Managed Availability recovery action"),
     ];
     let mut reports = Vec::new();
     for (action, outcome, detail) in &steps {
@@ -152,6 +172,9 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
     }
     assert_eq!(reports[1].unhealthy, [Monitor::parse("ActiveSyncCTPMonitor").unwrap()]);
     assert_eq!(reports[7].unhealthy, [Monitor::parse("ActiveSyncDeepTestMonitor").unwrap()]);
+    let found = &reports[steps.len() - 2].ma_actions;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].ended_at < chrono::Utc::now() - chrono::Duration::minutes(5), "the event's own end time: {found:?}");
 
     let wait = executor.run(&Action::Wait { server: server(cas), duration: Duration::from_secs(600), until: Until::Elapsed }).await;
     assert_eq!((wait.outcome, wait.command), (Outcome::Done, None), "a wait starts no shell");
@@ -239,7 +262,7 @@ async fn output_that_is_not_json_and_failing_scripts_are_errors() {
         "#,
     );
     let executor = world.executor(Duration::from_secs(20));
-    let garbage = executor.run(&Action::IisReset { server: server("cas01.contoso.com") }).await;
+    let garbage = executor.run(&Action::IisReset { server: server("cas01.contoso.com"), noforce: false }).await;
     assert_eq!(garbage.outcome, Outcome::Error);
     assert!(garbage.detail.starts_with("the script's standard output is not JSON"), "{}", garbage.detail);
 
@@ -257,7 +280,7 @@ async fn output_that_is_not_json_and_failing_scripts_are_errors() {
 async fn a_shell_that_cannot_start_is_an_error() {
     let world = World::new("");
     let config = ExecutorConfig { program: "/nonexistent/pwsh".into(), ..world.config(Duration::from_secs(5)) };
-    let report = PowerShell::new(&config, RESTART_TIMEOUT).unwrap().run(&Action::IisReset { server: server("cas01") }).await;
+    let report = PowerShell::new(&config, RESTART_TIMEOUT).unwrap().run(&Action::IisReset { server: server("cas01"), noforce: false }).await;
     assert_eq!(report.outcome, Outcome::Error);
     assert!(report.detail.starts_with("could not run /nonexistent/pwsh: "), "{}", report.detail);
 }

@@ -31,6 +31,10 @@
 //! flaky_reads = 0               # the first N read-only calls fail as WinRM does, then it answers
 //! iis_reset_downtime_ms = 0     # after an IISReset, read-only calls fail this long (the endpoint is down)
 //! boot_time_ms = 0              # after a restart, every call fails this long (the server is starting)
+//! service = "MSExchangeIMAP4BE" # the service whose restart clears a `service` fault (any, when unset)
+//! ma_log = [{ id = "RecycleApplicationPool", resource = "MSExchangeSyncAppPool", ago_ms = 600000 }]
+//!                               # Managed Availability's RecoveryActionResults log: each entry gives a start event
+//!                               # and (unless finished = false) a Finished one; requestor and result are optional
 //!
 //! [servers."cas01.contoso.com".actions]   # how an action answers on this server, instead of normally
 //! probe = { hang = true }                 # sleep forever, with a `sleep 1000` grandchild
@@ -43,7 +47,8 @@
 //! ```
 //!
 //! A faulted server's probes fail, and `Get-ServerHealth` reports its unhealthy monitors, until the named action
-//! has run on it; `mailbox` fails while another faulted server does; `never` is never fixed.
+//! has run on it; `mailbox` fails while another faulted server does; `never` is never fixed. Managed
+//! Availability's log is only read here: what its entries did is the scenario's to describe with `fault`.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -81,7 +86,37 @@ struct ServerScenario {
     flaky_reads: u32,
     iis_reset_downtime_ms: i64,
     boot_time_ms: i64,
+    service: Option<String>,
+    ma_log: Vec<MaEntry>,
     actions: BTreeMap<String, Behaviour>,
+}
+
+/// One recovery action in a server's Managed Availability log, `ago_ms` before the call that reads it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaEntry {
+    id: String,
+    #[serde(default)]
+    resource: String,
+    #[serde(default = "default_requestor")]
+    requestor: String,
+    ago_ms: i64,
+    #[serde(default = "finished")]
+    finished: bool,
+    #[serde(default = "succeeded")]
+    result: String,
+}
+
+fn default_requestor() -> String {
+    "ActiveSyncDeepTestRecycleAppPool".into()
+}
+
+fn finished() -> bool {
+    true
+}
+
+fn succeeded() -> String {
+    "Succeeded".into()
 }
 
 impl Default for ServerScenario {
@@ -101,6 +136,8 @@ impl Default for ServerScenario {
             flaky_reads: 0,
             iis_reset_downtime_ms: 0,
             boot_time_ms: 0,
+            service: None,
+            ma_log: Vec::new(),
             actions: BTreeMap::new(),
         }
     }
@@ -309,10 +346,12 @@ struct Call {
 impl Call {
     fn recognise(script: &str) -> Result<Call, String> {
         // (marker that names the action, action, cmdlet the server follows, the server's parameter, the argument's)
-        let table: [(&str, &str, &str, &str, Option<&str>); 9] = [
+        let table: [(&str, &str, &str, &str, Option<&str>); 11] = [
             ("Invoke-MonitoringProbe", "probe", "Invoke-MonitoringProbe", "-Server", Some("Invoke-MonitoringProbe")),
             ("Get-ServerHealth", "server_health", "Get-ServerHealth", "-Identity", Some("-like")),
-            ("Restart-WebAppPool", "recycle_app_pool", "Invoke-Command", "-ComputerName", Some("-ArgumentList")),
+            ("Restart-WebAppPool", "recycle_app_pool", "Invoke-Command", "-ComputerName", Some("[string[]]@(")),
+            ("Restart-Service", "restart_service", "Invoke-Command", "-ComputerName", Some("-ArgumentList")),
+            ("RecoveryActionResults", "ma_history", "Get-WinEvent", "-ComputerName", Some("[int]")),
             ("iisreset", "iis_reset", "Invoke-Command", "-ComputerName", None),
             ("DatabaseCopyActivationDisabledAndMoveNow $true", "disable_activation", "Set-MailboxServer", "-Identity", None),
             ("DatabaseCopyActivationDisabledAndMoveNow $false", "enable_activation", "Set-MailboxServer", "-Identity", None),
@@ -325,6 +364,10 @@ impl Call {
         let at = find(script, 0, cmdlet).ok_or_else(|| format!("{action}: the script has no {cmdlet}"))?;
         let server = literal_after(script, at, parameter).ok_or_else(|| format!("{action}: no quoted literal after {cmdlet} ... {parameter}"))?;
         let argument = match argument {
+            // Several application pools make one array of literals: `@('A', 'B')`.
+            Some(marker) if action == "recycle_app_pool" => {
+                Some(literals_after(script, marker).ok_or_else(|| format!("{action}: no quoted literals after {marker}"))?.join(","))
+            }
             Some(marker) => Some(literal_after(script, 0, marker).ok_or_else(|| format!("{action}: no quoted literal after {marker}"))?),
             None => None,
         };
@@ -340,7 +383,7 @@ impl Call {
         if server_state.booting_until > now {
             return Err(format!("Connecting to remote server {server} failed: WinRM cannot complete the operation (the server is starting)"));
         }
-        if ["probe", "server_health", "copy_status", "component_state"].contains(&self.action) {
+        if ["probe", "server_health", "copy_status", "component_state", "ma_history"].contains(&self.action) {
             if server_state.endpoint_down_until > now {
                 return Err(format!("Connecting to remote server {server} failed: http://{server}/PowerShell/ answered 503 (IIS is restarting)"));
             }
@@ -395,7 +438,37 @@ impl Call {
             "recycle_app_pool" => {
                 server_state.fixed |= config.fault == Fault::AppPool;
                 server_state.cold_until = at + config.warm_up_ms;
-                json!({"Server": self.server, "AppPool": self.argument, "Recycled": true})
+                let pools: Vec<&str> = self.argument.as_deref().unwrap_or_default().split(',').collect();
+                json!({"Server": self.server, "AppPools": pools, "Recycled": true})
+            }
+            "restart_service" => {
+                let service = self.argument.clone().unwrap_or_default();
+                server_state.fixed |= config.fault == Fault::Service && config.service.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(&service));
+                server_state.cold_until = at + config.warm_up_ms;
+                json!({"Server": self.server, "Service": service, "Status": "Running"})
+            }
+            "ma_history" => {
+                // Get-WinEvent -FilterHashtable StartTime: events created within the lookback, a start event and a
+                // finished one per action, newest first, as EventXML fields.
+                let lookback_ms = self.argument.as_deref().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0) * 1000;
+                let time = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                let mut events = Vec::new();
+                for entry in &config.ma_log {
+                    let (started, ended) = (at - entry.ago_ms - 5_000, at - entry.ago_ms);
+                    let event = |state: &str, end: i64, result: &str| {
+                        json!({"Id": entry.id, "InstanceId": "1", "ResourceName": entry.resource, "RequestorName": entry.requestor,
+                               "StartTime": time(started), "EndTime": time(end), "State": state, "Result": result})
+                    };
+                    if started >= at - lookback_ms {
+                        // A start event carries the expected end time and a placeholder result.
+                        events.push((started, event("Started", ended + 60_000, "Unknown")));
+                    }
+                    if entry.finished && ended >= at - lookback_ms {
+                        events.push((ended, event("Finished", ended, &entry.result)));
+                    }
+                }
+                events.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
+                Value::Array(events.into_iter().map(|(_, e)| e).collect())
             }
             "iis_reset" => {
                 server_state.fixed |= config.fault == Fault::IisReset;
@@ -493,6 +566,35 @@ fn literal_after(script: &str, from: usize, marker: &str) -> Option<String> {
         from = at + marker.len();
     }
     None
+}
+
+/// The values of the comma-separated single-quoted literals that follow `marker`, as in `@('A', 'B')`.
+fn literals_after(script: &str, marker: &str) -> Option<Vec<String>> {
+    let mut at = find(script, 0, marker)? + marker.len();
+    let mut values = Vec::new();
+    while let Some(value) = literal_at(script, at) {
+        // Past the blanks, the literal and its doubled quotes: as long as the value plus its quotes, at least.
+        let start = at + script[at..].len() - script[at..].trim_start_matches([' ', '\t']).len();
+        let mut end = start + 1;
+        let mut chars = script[end..].char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if is_quote(c) {
+                if chars.peek().is_some_and(|(_, n)| is_quote(*n)) {
+                    chars.next();
+                } else {
+                    end += i + c.len_utf8();
+                    break;
+                }
+            }
+        }
+        values.push(value);
+        let rest = script[end..].trim_start();
+        match rest.strip_prefix(',') {
+            Some(after) => at = script.len() - after.len(),
+            None => break,
+        }
+    }
+    (!values.is_empty()).then_some(values)
 }
 
 /// The value of the single-quoted literal at `at`, after blanks.

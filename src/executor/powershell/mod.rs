@@ -164,24 +164,35 @@ impl PowerShell {
             }
             Ended::Failed(err) => Report::new(Outcome::Error, format!("could not run {}: {err}", self.program)),
         };
+        // Managed Availability's window is applied by the clock here, whatever the script's own filter let through.
+        if let (Action::MaHistory { server, lookback }, false) = (action, report.outcome == Outcome::Error) {
+            let actions = std::mem::take(&mut report.ma_actions);
+            report = crate::ma::report(server, *lookback, crate::ma::recent(actions, *lookback, chrono::Utc::now()));
+        }
         report.command = Some(script);
         report
     }
 
     /// A placeholder's value for this action. Templates are checked against their action kind when parsed, so the
     /// action always has the value a slot asks for.
-    fn value(&self, slot: Slot, action: &Action) -> String {
+    fn value(&self, slot: Slot, action: &Action) -> Vec<String> {
         let server = action.server();
-        match (slot, action) {
+        if let (Slot::AppPool, Action::RecycleAppPool { app_pools, .. }) = (slot, action) {
+            return app_pools.iter().map(ToString::to_string).collect();
+        }
+        let one = match (slot, action) {
             (Slot::Server, _) => server.to_string(),
             (Slot::ConnectionUri, _) => self.endpoint(server),
             (Slot::Authentication, _) => self.authentication.to_owned(),
             (Slot::Probe, Action::Probe { probe, .. }) => probe.to_string(),
             (Slot::HealthSets, Action::ServerHealth { health_sets, .. }) => health_sets.to_string(),
-            (Slot::AppPool, Action::RecycleAppPool { app_pool, .. }) => app_pool.to_string(),
             (Slot::RestartTimeoutSeconds, Action::RestartServer { .. }) => self.restart_timeout.as_secs().to_string(),
             (Slot::Attempt, Action::DisableActivation { attempt, .. }) => attempt.to_string(),
+            (Slot::Noforce, Action::IisReset { noforce, .. }) => noforce.to_string(),
+            (Slot::Service, Action::RestartService { service, .. }) => service.to_string(),
+            (Slot::LookbackSeconds, Action::MaHistory { lookback, .. }) => lookback.as_secs().to_string(),
             (slot, action) => unreachable!("template for {} uses {slot:?}, which parsing refuses", action.kind()),
-        }
+        };
+        vec![one]
     }
 }

@@ -10,6 +10,7 @@ use super::process::Capture;
 use crate::domain::{HealthSetPattern, Monitor, ServerName};
 use crate::executor::{Action, Report};
 use crate::incident::Outcome;
+use crate::ma::RecoveryAction;
 
 /// How much of a probe's error text a step keeps: enough for the `Diagnostics header` line and the `_Mbx:` hint.
 const PROBE_ERROR_CHARS: usize = 2000;
@@ -38,8 +39,13 @@ pub(super) fn interpret(action: &Action, code: Option<i32>, stdout: &Capture, st
         Action::Probe { probe, .. } => probe_result(&probe.to_string(), &objects),
         Action::ServerHealth { server, health_sets } => server_health(server, health_sets, &objects),
         Action::CopyStatus { server } => copy_status(server, &objects),
-        Action::RecycleAppPool { server, app_pool } => Ok(Report::new(Outcome::Done, format!("{app_pool} recycled on {server}"))),
-        Action::IisReset { server } => Ok(Report::new(Outcome::Done, iis_reset(server, &objects))),
+        Action::RecycleAppPool { server, app_pools } => {
+            let names: Vec<&str> = app_pools.iter().map(|p| p.as_str()).collect();
+            Ok(Report::new(Outcome::Done, format!("{} recycled on {server}", names.join(", "))))
+        }
+        Action::IisReset { server, .. } => Ok(Report::new(Outcome::Done, iis_reset(server, &objects))),
+        Action::RestartService { server, service } => restart_service(server, service.as_str(), &objects),
+        Action::MaHistory { server, lookback } => ma_history(server, *lookback, &objects),
         Action::DisableActivation { server, attempt } => disable_activation(server, *attempt, &objects),
         Action::ComponentState { server } => component_state(server, &objects),
         Action::EnableActivation { server } => Ok(Report::new(Outcome::Done, format!("DatabaseCopyActivationDisabledAndMoveNow set to False on {server}"))),
@@ -225,6 +231,33 @@ fn component_state(server: &ServerName, objects: &[Object]) -> Result<Report, St
     }
 }
 
+/// `Restart-Service` through `Invoke-Command`: the service's status once it was asked to start again.
+fn restart_service(server: &ServerName, service: &str, objects: &[Object]) -> Result<Report, String> {
+    let status = objects.iter().find_map(|object| text_field(object, "Status", "Restart-Service").transpose()).transpose()?.unwrap_or("unknown");
+    if !status.eq_ignore_ascii_case("Running") {
+        return Err(format!("{service} on {server} is {status} after Restart-Service, not Running"));
+    }
+    Ok(Report::new(Outcome::Done, format!("{service} restarted on {server}; Status Running")))
+}
+
+/// The events of `Microsoft-Exchange-ManagedAvailability/RecoveryActionResults`, one object each with the fields
+/// of its `EventXML`; only finished actions are kept. The caller applies the lookback window by the clock.
+fn ma_history(server: &ServerName, lookback: std::time::Duration, objects: &[Object]) -> Result<Report, String> {
+    const LOG: &str = "RecoveryActionResults";
+    let mut actions = Vec::new();
+    for object in objects {
+        let fields: Vec<(&str, Option<&str>)> = ["Id", "ResourceName", "RequestorName", "StartTime", "EndTime", "State", "Result"]
+            .into_iter()
+            .map(|name| text_field(object, name, LOG).map(|value| (name, value)))
+            .collect::<Result<_, _>>()?;
+        let field = |name: &str| fields.iter().find(|(n, _)| *n == name).and_then(|(_, v)| *v);
+        if let Some(action) = RecoveryAction::from_event(field).map_err(|problem| format!("{LOG} on {server}: {problem}"))? {
+            actions.push(action);
+        }
+    }
+    Ok(crate::ma::report(server, lookback, actions))
+}
+
 /// `iisreset` says what it did in its last line ("Internet services successfully restarted").
 fn iis_reset(server: &ServerName, objects: &[Object]) -> String {
     let said = objects
@@ -385,14 +418,14 @@ mod tests {
 
     #[test]
     fn mutating_actions_are_done_on_exit_zero_with_json_and_an_error_otherwise() {
-        let recycle = Action::RecycleAppPool { server: server(), app_pool: AppPool::parse("MSExchangeSyncAppPool").unwrap() };
+        let recycle = Action::RecycleAppPool { server: server(), app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap()] };
         let done = check(&recycle, r#"{"Server":"mbx01.contoso.com","AppPool":"MSExchangeSyncAppPool","Recycled":true}"#);
         assert_eq!((done.outcome, done.detail.as_str()), (Outcome::Done, "MSExchangeSyncAppPool recycled on mbx01.contoso.com"));
         let reset =
-            check(&Action::IisReset { server: server() }, r#"{"ExitCode":0,"Output":"Attempting stop...\r\nInternet services successfully restarted\r\n"}"#);
+            check(&Action::IisReset { server: server(), noforce: false }, r#"{"ExitCode":0,"Output":"Attempting stop...\r\nInternet services successfully restarted\r\n"}"#);
         assert_eq!(reset.detail, "iisreset /noforce on mbx01.contoso.com: Internet services successfully restarted");
         let forced = check(
-            &Action::IisReset { server: server() },
+            &Action::IisReset { server: server(), noforce: false },
             r#"{"ExitCode":0,"Mode":"forced","Output":"Attempting stop...\r\nIIS did not stop\r\nInternet services successfully restarted"}"#,
         );
         assert!(

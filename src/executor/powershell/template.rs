@@ -31,11 +31,25 @@ pub(super) enum Slot {
     AppPool,
     RestartTimeoutSeconds,
     Attempt,
+    Noforce,
+    Service,
+    LookbackSeconds,
 }
 
 impl Slot {
-    const ALL: [Slot; 8] =
-        [Slot::Server, Slot::ConnectionUri, Slot::Authentication, Slot::Probe, Slot::HealthSets, Slot::AppPool, Slot::RestartTimeoutSeconds, Slot::Attempt];
+    const ALL: [Slot; 11] = [
+        Slot::Server,
+        Slot::ConnectionUri,
+        Slot::Authentication,
+        Slot::Probe,
+        Slot::HealthSets,
+        Slot::AppPool,
+        Slot::RestartTimeoutSeconds,
+        Slot::Attempt,
+        Slot::Noforce,
+        Slot::Service,
+        Slot::LookbackSeconds,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -47,6 +61,9 @@ impl Slot {
             Slot::AppPool => "app_pool",
             Slot::RestartTimeoutSeconds => "restart_timeout_seconds",
             Slot::Attempt => "attempt",
+            Slot::Noforce => "noforce",
+            Slot::Service => "service",
+            Slot::LookbackSeconds => "lookback_seconds",
         }
     }
 
@@ -59,6 +76,9 @@ impl Slot {
             Slot::AppPool => kind == ActionKind::RecycleAppPool,
             Slot::RestartTimeoutSeconds => kind == ActionKind::RestartServer,
             Slot::Attempt => kind == ActionKind::DisableActivation,
+            Slot::Noforce => kind == ActionKind::IisReset,
+            Slot::Service => kind == ActionKind::RestartService,
+            Slot::LookbackSeconds => kind == ActionKind::MaHistory,
         }
     }
 }
@@ -89,6 +109,8 @@ impl Template {
             ActionKind::RestartServer => (HOST_FRAME, include_str!("../scripts/restart_server.ps1")),
             ActionKind::EnableActivation => (EXCHANGE_FRAME, include_str!("../scripts/enable_activation.ps1")),
             ActionKind::ComponentState => (EXCHANGE_FRAME, include_str!("../scripts/component_state.ps1")),
+            ActionKind::RestartService => (HOST_FRAME, include_str!("../scripts/restart_service.ps1")),
+            ActionKind::MaHistory => (HOST_FRAME, include_str!("../scripts/ma_history.ps1")),
             ActionKind::Wait => return None,
         };
         // An Exchange body's first line names the cmdlets it uses (`# cmdlets: A, B`): the session imports those only.
@@ -148,13 +170,14 @@ impl Template {
         Ok(Template { pieces })
     }
 
-    /// The script with each placeholder replaced by its value as a quoted literal.
-    pub(super) fn render(&self, value: impl Fn(Slot) -> String) -> String {
+    /// The script with each placeholder replaced by its values, each a quoted literal, separated by commas (a
+    /// recycle's several application pools make a PowerShell array).
+    pub(super) fn render(&self, values: impl Fn(Slot) -> Vec<String>) -> String {
         self.pieces
             .iter()
             .map(|piece| match piece {
                 Piece::Text(text) => text.clone(),
-                Piece::Slot(slot) => ps_quote(&value(*slot)),
+                Piece::Slot(slot) => values(*slot).iter().map(|value| ps_quote(value)).collect::<Vec<_>>().join(", "),
             })
             .collect()
     }
@@ -253,7 +276,7 @@ mod tests {
             let text = Template::builtin_text(kind).unwrap();
             assert!(text.contains("$ErrorActionPreference = 'Stop'") && text.contains("ConvertTo-Json -InputObject $result -Depth 4 -Compress"));
             let template = Template::parse(kind, &text).unwrap_or_else(|e| panic!("{kind}: {e}"));
-            let script = template.render(|slot| format!("<{}>", slot.name()));
+            let script = template.render(|slot| vec![format!("<{}>", slot.name())]);
             assert!(script.starts_with("& {\n") && script.ends_with("\n}\n\n"), "{kind}: {script}");
             assert!(!script.trim_end().lines().any(|line| line.trim().is_empty()), "{kind}: a blank line would end the statement early");
             assert!(script.contains("'<server>'") && !script.contains("{server}") && !script.contains("{body}"), "{kind}: {script}");
@@ -281,7 +304,7 @@ mod tests {
         ];
         for (kind, text, expected) in cases {
             match (Template::parse(*kind, text), expected) {
-                (Ok(template), Ok(want)) => assert_eq!(template.render(|slot| format!("<{}>", slot.name())), *want),
+                (Ok(template), Ok(want)) => assert_eq!(template.render(|slot| vec![format!("<{}>", slot.name())]), *want),
                 (Err(err), Err(want)) => assert!(err.contains(want), "{text:?}: {err}"),
                 (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
             }

@@ -1,9 +1,10 @@
-$reset = Invoke-Command -ComputerName {server} -Authentication {authentication} -ScriptBlock {
+$reset = Invoke-Command -ComputerName {server} -Authentication {authentication} -ArgumentList {noforce} -ScriptBlock {
+    param($noforceOnly)
     # Recycle the entire IIS service. /noforce stops it gracefully, and fails precisely when IIS is hung: then
-    # iisreset without it, which ends what will not stop.
+    # iisreset without it, which ends what will not stop, unless the runbook's page says "iisreset /noforce".
     $output = iisreset /noforce 2>&1 | Out-String
     $mode = '/noforce'
-    if ($LASTEXITCODE -ne 0) {
+    if ($LASTEXITCODE -ne 0 -and $noforceOnly -ne 'true') {
         $output = $output + (iisreset 2>&1 | Out-String)
         $mode = 'forced'
     }

@@ -1,8 +1,10 @@
-Invoke-Command -ComputerName {server} -Authentication {authentication} -ArgumentList {app_pool} -ScriptBlock {
-    param($name)
+Invoke-Command -ComputerName {server} -Authentication {authentication} -ArgumentList (,[string[]]@({app_pool})) -ScriptBlock {
+    param([string[]]$names)
     $ErrorActionPreference = 'Stop'
     Import-Module WebAdministration
-    # A stopped pool cannot be recycled (IIS answers 0x800710D8); starting it is what recycling would achieve.
-    if ((Get-WebAppPoolState -Name $name).Value -eq 'Stopped') { Start-WebAppPool -Name $name } else { Restart-WebAppPool -Name $name }
+    foreach ($name in $names) {
+        # A stopped pool cannot be recycled (IIS answers 0x800710D8); starting it is what recycling would achieve.
+        if ((Get-WebAppPoolState -Name $name).Value -eq 'Stopped') { Start-WebAppPool -Name $name } else { Restart-WebAppPool -Name $name }
+    }
 } | Out-Null
-$result = [pscustomobject]@{ Server = {server}; AppPool = {app_pool}; Recycled = $true }
+$result = [pscustomobject]@{ Server = {server}; AppPools = @({app_pool}); Recycled = $true }

@@ -5,6 +5,7 @@
 //! escaped wherever it enters HTML. This module knows nothing of transports, HTTP or SQL.
 
 mod html;
+mod managed;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -184,6 +185,7 @@ impl Content {
         if escalates && !done.is_empty() {
             notes.push(Note::new(Tone::Plain, format!("Already done by automation: {}.", done.join(", ")), None));
         }
+        notes.extend(managed::notes(all_steps));
         if let Some(at) = &incident.resolved_notice_at {
             notes.push(Note::new(
                 Tone::Plain,
@@ -365,7 +367,7 @@ impl Content {
 }
 
 /// Actions that change a server (SPEC section 3).
-const MUTATING: &[&str] = &["recycle_app_pool", "iis_reset", "disable_activation", "restart_server", "enable_activation"];
+const MUTATING: &[&str] = &["recycle_app_pool", "iis_reset", "disable_activation", "restart_server", "enable_activation", "restart_service"];
 
 const SUPPORT_INTRO: &str = "If the problem persists after these recovery actions, Microsoft's guidance is to contact a Microsoft Support professional:";
 const SUPPORT_OWN_PROCEDURE: &str =
