@@ -198,7 +198,20 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
     }
     assert!(script(1).contains("Get-ServerHealth -Identity 'cas01.contoso.com' |") && script(1).contains("$_.HealthSetName -like 'ActiveSync*'"));
     assert!(
-        script(2).contains("Invoke-Command -ComputerName 'cas01.contoso.com' -Authentication 'Kerberos' -ArgumentList 'MSExchangeSyncAppPool' -ScriptBlock {")
+        script(2).contains(
+            "Invoke-Command -ComputerName 'cas01.contoso.com' -Authentication 'Kerberos' -ArgumentList (,[string[]]@('MSExchangeSyncAppPool', 'MSExchangeOWACalendarAppPool')) -ScriptBlock {"
+        ),
+        "{}",
+        script(2)
+    );
+    assert!(script(4).contains("-ArgumentList 'true'"), "iisreset /noforce only, as the page says");
+    let last = calls.len() - 1;
+    assert!(script(last - 2).contains("-ArgumentList 'MSExchangeIMAP4BE'") && script(last - 2).contains("Restart-Service -Name $name -Force"));
+    assert!(
+        script(last - 1).contains("Get-WinEvent -ComputerName 'mbx01.contoso.com' -FilterHashtable $filter")
+            && script(last - 1).contains("LogName = 'Microsoft-Exchange-ManagedAvailability/RecoveryActionResults'; StartTime = (Get-Date).AddSeconds(-[int]'3600')"),
+        "{}",
+        script(last - 1)
     );
     assert!(!script(2).contains("New-PSSession"), "recycling needs no Exchange session");
     assert!(script(4).contains("iisreset /noforce") && script(4).contains("$LASTEXITCODE"));
