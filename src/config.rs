@@ -326,7 +326,7 @@ pub enum Fault {
     AppPool,
     IisReset,
     Restart,
-    /// Cleared by restarting a Windows service (`service`, when the server names one).
+    /// Cleared by restarting a Windows service (`service`, when the server names one), or by a restart.
     Service,
     Mailbox,
     Never,

@@ -197,7 +197,10 @@ mod tests {
     #[test]
     fn only_finished_events_are_read_and_bad_times_are_named() {
         let action = event(&RECYCLE).unwrap().unwrap();
-        assert_eq!(action.describe(), "RecycleApplicationPool MSExchangeSyncAppPool by ActiveSyncDeepTestRecycleAppPool, finished 2026-11-26T10:02:11Z (Succeeded)");
+        assert_eq!(
+            action.describe(),
+            "RecycleApplicationPool MSExchangeSyncAppPool by ActiveSyncDeepTestRecycleAppPool, finished 2026-11-26T10:02:11Z (Succeeded)"
+        );
         assert_eq!(action.counts_as(), Some(ActionKind::RecycleAppPool));
         let mut started = RECYCLE;
         started[5] = ("State", "Started");
@@ -233,5 +236,4 @@ mod tests {
         assert!(took(&recent, Remedy::RestartService("MSExchangeIMAP4BE")).is_some());
         assert!(took(&recent, Remedy::Restart).is_none());
     }
-
 }

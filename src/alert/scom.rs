@@ -169,7 +169,6 @@ impl JsonSchema for ScomValue {
     }
 }
 
-
 /// Capitalised words that stand next to "health set" in English text without being a health set's name.
 const NOT_HEALTH_SETS: [&str; 19] = [
     "A",
@@ -395,7 +394,9 @@ fn stated_health_set(text: &str, known: &[&str]) -> Option<HealthSet> {
         }
         let before = start.checked_sub(1).map(|index| &words[index]).filter(|word| !word.cut_at_end && is_plain_gap(word.gap_after));
         let after = after.filter(|_| is_plain_gap(words[end].gap_after));
-        if let Some(health_set) = before.and_then(|word| health_set_candidate(word.text, known)).or_else(|| after.and_then(|word| health_set_candidate(word, known))) {
+        if let Some(health_set) =
+            before.and_then(|word| health_set_candidate(word.text, known)).or_else(|| after.and_then(|word| health_set_candidate(word, known)))
+        {
             return Some(health_set);
         }
     }

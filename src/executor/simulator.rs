@@ -260,6 +260,8 @@ impl Simulator {
                     s.remedied(now, boot);
                 }
                 fix(&mut servers, server, Fault::Restart);
+                // A reboot restarts every service too.
+                fix(&mut servers, server, Fault::Service);
                 Report::new(Outcome::Done, format!("{server} restarted and answering"))
             }
             Action::DisableActivation { server, attempt } => {

@@ -309,7 +309,11 @@ impl RunbookSet {
             return Some(runbook);
         }
         let candidates: Vec<&Runbook> = self.for_monitor(monitor.as_str()).into_iter().map(|(r, _)| r).collect();
-        candidates.iter().find(|r| family(r.health_set.as_str()) == family(health_set.as_str())).or(candidates.first().filter(|_| candidates.len() == 1)).copied()
+        candidates
+            .iter()
+            .find(|r| family(r.health_set.as_str()) == family(health_set.as_str()))
+            .or(candidates.first().filter(|_| candidates.len() == 1))
+            .copied()
     }
 
     /// The runbook for a monitor `Get-ServerHealth` reported Unhealthy when asked about `pattern`.
@@ -473,7 +477,11 @@ roles = ["cas", "multi"]
             (OWA.replace("app_pool = \"MSExchangeOWAAppPool\"", ""), "remedies[0]", "not neither"),
             (OWA.replace("app_pool = \"MSExchangeOWAAppPool\"", "app_pools = [\"A\", \"a\"]"), "remedies[0].app_pools", "a is named twice"),
             (OWA.replace("roles = [\"cas\", \"multi\"]", "noforce = \"yes\""), "remedies[1]", "invalid type: string \"yes\", expected a boolean"),
-            (OWA.replace("roles = [\"cas\", \"multi\"]", "on = \"mbx01\""), "remedies[1]", "unknown variant `mbx01`, expected `alert_server` or `mailbox_hint`"),
+            (
+                OWA.replace("roles = [\"cas\", \"multi\"]", "on = \"mbx01\""),
+                "remedies[1]",
+                "unknown variant `mbx01`, expected `alert_server` or `mailbox_hint`",
+            ),
             (
                 OWA.replace("action = \"iis_reset\"", "action = \"restart_service\"\nservice = \"MSExchange IMAP4\""),
                 "remedies[1]",

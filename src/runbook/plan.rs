@@ -368,7 +368,11 @@ impl<'a> Replay<'a> {
             if health.unhealthy.is_empty() {
                 return Ok(None);
             }
-            let next = health.unhealthy.iter().filter(|m| !addressed.iter().any(|a| a.matches(m.as_str()))).find_map(|m| ctx.runbooks.get_in(health_sets, m).map(|r| (m, r)));
+            let next = health
+                .unhealthy
+                .iter()
+                .filter(|m| !addressed.iter().any(|a| a.matches(m.as_str())))
+                .find_map(|m| ctx.runbooks.get_in(health_sets, m).map(|r| (m, r)));
             let Some((sub_monitor, sub_runbook)) = next else {
                 let names: Vec<&str> = health.unhealthy.iter().map(Monitor::as_str).collect();
                 let why = if addressed.is_empty() { "no runbook answers them" } else { "their runbooks were already run in this incident" };

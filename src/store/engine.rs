@@ -456,8 +456,9 @@ fn record_ma_actions(tx: &Transaction, id: &str, seq: i64, actions: &[RecoveryAc
         seq,
         serde_json::to_string(actions).expect("recovery actions serialise")
     ])?;
-    let (server, group): (String, Option<String>) =
-        tx.prepare_cached("SELECT server, server_group FROM steps WHERE incident_id = ?1 AND seq = ?2")?.query_row(params![id, seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (server, group): (String, Option<String>) = tx
+        .prepare_cached("SELECT server, server_group FROM steps WHERE incident_id = ?1 AND seq = ?2")?
+        .query_row(params![id, seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO ma_actions (server, server_group, kind, action_id, resource, requestor, ended_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;

@@ -164,8 +164,9 @@ pub(crate) fn incident(conn: &Connection, id: &str) -> Result<IncidentView> {
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
     view.alert_ids = alert_ids(conn, id)?;
-    let mut stmt =
-        conn.prepare_cached("SELECT seq, action, server, command, started_at, finished_at, outcome, detail, ma_actions FROM steps WHERE incident_id = ?1 ORDER BY seq")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, action, server, command, started_at, finished_at, outcome, detail, ma_actions FROM steps WHERE incident_id = ?1 ORDER BY seq",
+    )?;
     let steps = stmt
         .query_map([id], |row| {
             Ok(StepView {

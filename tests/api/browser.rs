@@ -127,6 +127,7 @@ async fn scenario(c: Client, url: String, incident_id: String, hostile_id: Strin
         timeline,
         [
             "cas01.contoso.com probe failed",
+            "cas01.contoso.com ma_history none",
             "cas01.contoso.com component_state active",
             "cas01.contoso.com recycle_app_pool done",
             "cas01.contoso.com probe failed",

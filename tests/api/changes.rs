@@ -79,7 +79,7 @@ async fn a_silence_created_while_an_incident_runs_stops_its_next_change() {
     app.admin_post("/v1/silences", json!({"server": "cas01.contoso.com", "until": until, "reason": "CHG-2231 emergency patch"})).await;
     let incident = app.wait_final(&id).await;
     assert_eq!(incident["state"], "suppressed", "{incident:#}");
-    assert_eq!(steps(&incident), ["probe cas01.contoso.com failed", "component_state cas01.contoso.com active"]);
+    assert_eq!(steps(&incident), ["probe cas01.contoso.com failed", "ma_history cas01.contoso.com none", "component_state cas01.contoso.com active"]);
     assert!(incident["reason"].as_str().unwrap().ends_with("CHG-2231 emergency patch"), "{}", incident["reason"]);
 }
 
@@ -92,14 +92,17 @@ async fn a_server_in_maintenance_is_never_changed() {
     ))
     .await;
     let own = app.wait_final(&app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "DeepTest failing")).await).await;
-    assert_eq!(steps(&own), ["probe mbx01.contoso.com failed", "component_state mbx01.contoso.com inactive"]);
+    assert_eq!(steps(&own), ["probe mbx01.contoso.com failed", "ma_history mbx01.contoso.com none", "component_state mbx01.contoso.com inactive"]);
     assert_eq!(own["state"], "suppressed");
     assert!(own["reason"].as_str().unwrap().starts_with("mbx01.contoso.com is in maintenance (ServerWideOffline is Inactive"), "{}", own["reason"]);
 
     // A CAS alert caused by that maintenance: the CAS's own remedies run, the Mailbox server is left alone.
     let cas = app.wait_final(&app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP)).await).await;
     assert_eq!(cas["state"], "suppressed", "{cas:#}");
-    assert_eq!(&steps(&cas)[steps(&cas).len() - 2..], ["server_health mbx01.contoso.com unhealthy", "component_state mbx01.contoso.com inactive"]);
+    assert_eq!(
+        &steps(&cas)[steps(&cas).len() - 3..],
+        ["server_health mbx01.contoso.com unhealthy", "ma_history mbx01.contoso.com none", "component_state mbx01.contoso.com inactive"]
+    );
     assert_eq!(changes_on(&cas, "mbx01.contoso.com"), Vec::<String>::new());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(outbox(&app).is_empty(), "maintenance is no escalation");

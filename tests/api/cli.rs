@@ -68,9 +68,10 @@ async fn replay_wait_follows_a_recovering_incident_and_exits_0() {
         columns,
         [
             ("1", "cas01.contoso.com", "probe", "failed"),
-            ("2", "cas01.contoso.com", "component_state", "active"),
-            ("3", "cas01.contoso.com", "recycle_app_pool", "done"),
-            ("4", "cas01.contoso.com", "probe", "succeeded")
+            ("2", "cas01.contoso.com", "ma_history", "none"),
+            ("3", "cas01.contoso.com", "component_state", "active"),
+            ("4", "cas01.contoso.com", "recycle_app_pool", "done"),
+            ("5", "cas01.contoso.com", "probe", "succeeded")
         ],
         "{text}"
     );
@@ -129,7 +130,7 @@ async fn lists_and_shows_read_well_and_json_is_the_apis() {
         "{text}"
     );
     let step: Vec<&str> = text.lines().find(|l| l.contains("recycle_app_pool")).expect("the timeline is shown").split_whitespace().collect();
-    assert_eq!((step[0], step[2], step[3], step[4]), ("3", "cas01.contoso.com", "recycle_app_pool", "done"), "{text}");
+    assert_eq!((step[0], step[2], step[3], step[4]), ("4", "cas01.contoso.com", "recycle_app_pool", "done"), "{text}");
 
     let output = client(&app, &["alerts", "list"]).await;
     assert_eq!(code(&output), 0, "{}", stderr(&output));

@@ -50,6 +50,7 @@ async fn a_recycle_whose_pool_needs_to_warm_up_is_recognised_as_the_fix() {
         steps(&incident),
         [
             "probe mbx02.contoso.com failed",
+            "ma_history mbx02.contoso.com none",
             "component_state mbx02.contoso.com active",
             "recycle_app_pool mbx02.contoso.com done",
             "wait mbx02.contoso.com done",
@@ -57,7 +58,7 @@ async fn a_recycle_whose_pool_needs_to_warm_up_is_recognised_as_the_fix() {
         ]
     );
     assert_eq!(incident["reason"], "recycling MSExchangeSyncAppPool on mbx02.contoso.com fixed it");
-    assert_eq!(incident["steps"][3]["detail"], "waited 1s 200ms");
+    assert_eq!(incident["steps"][4]["detail"], "waited 1s 200ms");
 
     // Without the warm-up, the cold pool's first probe fails and the ladder climbs to IISReset for nothing.
     let hasty = spawn_app_with(&format!("{INVENTORY}\n[timing]\nwarm_up = \"0s\"\n{simulator}")).await;

@@ -5,6 +5,7 @@ mod changes;
 mod cli;
 mod exchange;
 mod files;
+mod healthsets;
 mod helpers;
 mod intake;
 mod listener;

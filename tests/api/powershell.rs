@@ -134,7 +134,11 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
             "MSExchangeSyncAppPool, MSExchangeOWACalendarAppPool recycled on cas01.contoso.com",
         ),
         (probe(cas, ctp), Outcome::Failed, "_Mbx:mbx01.contoso.com_"),
-        (Action::IisReset { server: server(cas), noforce: true }, Outcome::Done, "iisreset /noforce on cas01.contoso.com: Internet services successfully restarted"),
+        (
+            Action::IisReset { server: server(cas), noforce: true },
+            Outcome::Done,
+            "iisreset /noforce on cas01.contoso.com: Internet services successfully restarted",
+        ),
         (probe(cas, ctp), Outcome::Succeeded, "ActiveSync\\ActiveSyncCTPProbe: ResultType Succeeded"),
         (health(cas, "ActiveSync"), Outcome::Healthy, "no ActiveSync monitor Unhealthy on cas01.contoso.com (3 reported)"),
         (health(mbx, "ActiveSync*"), Outcome::Unhealthy, "Unhealthy: ActiveSyncDeepTestMonitor"),
@@ -161,7 +165,11 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
             Outcome::Found,
             "in the last 1h: RecycleApplicationPool MSExchangeSyncAppPool by ActiveSyncDeepTestRecycleAppPool, finished ",
         ),
-        (Action::MaHistory { server: server(cas), lookback: Duration::from_secs(3600) }, Outcome::NoneFound, "no finished Managed Availability recovery action"),
+        (
+            Action::MaHistory { server: server(cas), lookback: Duration::from_secs(3600) },
+            Outcome::NoneFound,
+            "no finished Managed Availability recovery action",
+        ),
     ];
     let mut reports = Vec::new();
     for (action, outcome, detail) in &steps {
@@ -209,7 +217,8 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
     assert!(script(last - 2).contains("-ArgumentList 'MSExchangeIMAP4BE'") && script(last - 2).contains("Restart-Service -Name $name -Force"));
     assert!(
         script(last - 1).contains("Get-WinEvent -ComputerName 'mbx01.contoso.com' -FilterHashtable $filter")
-            && script(last - 1).contains("LogName = 'Microsoft-Exchange-ManagedAvailability/RecoveryActionResults'; StartTime = (Get-Date).AddSeconds(-[int]'3600')"),
+            && script(last - 1)
+                .contains("LogName = 'Microsoft-Exchange-ManagedAvailability/RecoveryActionResults'; StartTime = (Get-Date).AddSeconds(-[int]'3600')"),
         "{}",
         script(last - 1)
     );

@@ -64,6 +64,7 @@ async fn a_replay_opens_a_new_incident_linked_to_its_alert_and_runs_it() {
         steps(&incident),
         [
             "probe cas01.contoso.com failed",
+            "ma_history cas01.contoso.com none",
             "component_state cas01.contoso.com active",
             "recycle_app_pool cas01.contoso.com done",
             "probe cas01.contoso.com succeeded"

@@ -59,7 +59,7 @@ async fn ctp_runbook() {
             name: "app pool recycle",
             simulator: "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"",
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
-            steps: &["probe cas01.contoso.com failed", "component_state cas01.contoso.com active", "recycle_app_pool cas01.contoso.com done", "probe cas01.contoso.com succeeded"],
+            steps: &["probe cas01.contoso.com failed", "ma_history cas01.contoso.com none", "component_state cas01.contoso.com active", "recycle_app_pool cas01.contoso.com done", "probe cas01.contoso.com succeeded"],
             state: "recovered",
             reason: "recycling MSExchangeSyncAppPool on cas01.contoso.com fixed it",
         },
@@ -69,6 +69,7 @@ async fn ctp_runbook() {
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
             steps: &[
                 "probe cas01.contoso.com failed",
+                "ma_history cas01.contoso.com none",
                 "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
@@ -84,12 +85,14 @@ async fn ctp_runbook() {
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
             steps: &[
                 "probe cas01.contoso.com failed",
+                "ma_history cas01.contoso.com none",
                 "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
                 "iis_reset cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
                 "server_health mbx01.contoso.com unhealthy",
+                "ma_history mbx01.contoso.com none",
                 "component_state mbx01.contoso.com active",
                 "recycle_app_pool mbx01.contoso.com done",
                 "probe mbx01.contoso.com failed",
@@ -114,6 +117,7 @@ async fn ctp_runbook() {
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
             steps: &[
                 "probe cas01.contoso.com failed",
+                "ma_history cas01.contoso.com none",
                 "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
@@ -134,6 +138,7 @@ async fn ctp_runbook() {
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", "probe failed: NoDiagnosticsHeaderReturned"),
             steps: &[
                 "probe cas01.contoso.com failed",
+                "ma_history cas01.contoso.com none",
                 "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
@@ -149,6 +154,7 @@ async fn ctp_runbook() {
             alert: alert("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
             steps: &[
                 "probe cas01.contoso.com failed",
+                "ma_history cas01.contoso.com none",
                 "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com failed",
@@ -178,6 +184,7 @@ async fn mailbox_runbooks() {
             alert: alert("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "DeepTest probe failed"),
             steps: &[
                 "probe mbx01.contoso.com failed",
+                "ma_history mbx01.contoso.com none",
                 "component_state mbx01.contoso.com active",
                 "recycle_app_pool mbx01.contoso.com done",
                 "probe mbx01.contoso.com failed",
@@ -208,6 +215,7 @@ async fn mailbox_runbooks() {
             alert: alert("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "DeepTest probe failed"),
             steps: &[
                 "probe mbx01.contoso.com failed",
+                "ma_history mbx01.contoso.com none",
                 "component_state mbx01.contoso.com active",
                 "recycle_app_pool mbx01.contoso.com done",
                 "probe mbx01.contoso.com failed",
@@ -235,6 +243,7 @@ async fn mailbox_runbooks() {
             alert: alert("mbx02.contoso.com", "ActiveSyncSelfTestMonitor", "SelfTest probe failed"),
             steps: &[
                 "probe mbx02.contoso.com failed",
+                "ma_history mbx02.contoso.com none",
                 "component_state mbx02.contoso.com active",
                 "recycle_app_pool mbx02.contoso.com done",
                 "probe mbx02.contoso.com succeeded",
@@ -248,6 +257,7 @@ async fn mailbox_runbooks() {
             alert: alert("mbx02.contoso.com", "ActiveSyncSelfTestMonitor", "SelfTest probe failed"),
             steps: &[
                 "probe mbx02.contoso.com failed",
+                "ma_history mbx02.contoso.com none",
                 "component_state mbx02.contoso.com active",
                 "recycle_app_pool mbx02.contoso.com done",
                 "probe mbx02.contoso.com failed",
@@ -279,6 +289,7 @@ async fn requests_queued_proxy_unknown_and_unmonitored_alerts() {
             alert: alert("cas02.contoso.com", "RequestsQueuedGt500Monitor", "EAS queue above 500"),
             steps: &[
                 "server_health cas02.contoso.com unhealthy",
+                "ma_history cas02.contoso.com none",
                 "component_state cas02.contoso.com active",
                 "recycle_app_pool cas02.contoso.com done",
                 "wait cas02.contoso.com done",
@@ -301,10 +312,10 @@ async fn requests_queued_proxy_unknown_and_unmonitored_alerts() {
         Case {
             name: "unknown monitor",
             simulator: "",
-            alert: json!({"health_set": "OWA", "server": "cas01.contoso.com", "monitor": "OWACTPMonitor"}),
+            alert: json!({"health_set": "UM.CallRouter", "server": "cas01.contoso.com", "monitor": "UMCallRouterTestMonitor"}),
             steps: &[],
             state: "blocked",
-            reason: "unknown monitor OWACTPMonitor",
+            reason: "unknown monitor UMCallRouterTestMonitor",
         },
         Case {
             name: "no monitor: Get-ServerHealth names it",
@@ -313,6 +324,7 @@ async fn requests_queued_proxy_unknown_and_unmonitored_alerts() {
             steps: &[
                 "server_health cas01.contoso.com unhealthy",
                 "probe cas01.contoso.com failed",
+                "ma_history cas01.contoso.com none",
                 "component_state cas01.contoso.com active",
                 "recycle_app_pool cas01.contoso.com done",
                 "probe cas01.contoso.com succeeded",
@@ -357,22 +369,26 @@ async fn an_alert_without_a_monitor_learns_it_and_later_alerts_attach() {
 async fn a_runbook_file_teaches_the_service_another_health_set() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
-        dir.path().join("owa.toml"),
-        "monitor = \"OWACTPMonitor\"\nhealth_set = \"OWA\"\nverify = { probe = 'OWA\\OWACTPProbe' }\n[[remedies]]\naction = \"recycle_app_pool\"\napp_pool = \"MSExchangeOWAAppPool\"\n",
+        dir.path().join("um.toml"),
+        "monitor = \"UMCallRouterTestMonitor\"\nhealth_set = \"UM.CallRouter\"\nverify = { probe = 'UM.CallRouter\\UMCallRouterTestProbe' }\n[[remedies]]\naction = \"restart_service\"\nservice = \"MSExchangeUMCR\"\n",
     )
     .unwrap();
     let root = format!("runbook_dir = {:?}", dir.path().display().to_string());
-    let app = spawn_app_with_root(&root, &format!("{INVENTORY}\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"")).await;
-    let incident = app.wait_final(&app.open(&json!({"health_set": "OWA", "server": "cas01.contoso.com", "monitor": "OWACTPMonitor"}).to_string()).await).await;
+    let app =
+        spawn_app_with_root(&root, &format!("{INVENTORY}\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangeUMCR\"")).await;
+    let incident = app
+        .wait_final(&app.open(&json!({"health_set": "UM.CallRouter", "server": "cas01.contoso.com", "monitor": "UMCallRouterTestMonitor"}).to_string()).await)
+        .await;
     assert_eq!(
         steps(&incident),
         [
             "probe cas01.contoso.com failed",
+            "ma_history cas01.contoso.com none",
             "component_state cas01.contoso.com active",
-            "recycle_app_pool cas01.contoso.com done",
+            "restart_service cas01.contoso.com done",
             "probe cas01.contoso.com succeeded"
         ]
     );
-    assert_eq!(incident["reason"], "recycling MSExchangeOWAAppPool on cas01.contoso.com fixed it");
-    assert!(incident["steps"][0]["command"].as_str().unwrap().contains("OWA\\OWACTPProbe"));
+    assert_eq!(incident["reason"], "restarting MSExchangeUMCR on cas01.contoso.com fixed it");
+    assert!(incident["steps"][0]["command"].as_str().unwrap().contains("UM.CallRouter\\UMCallRouterTestProbe"));
 }

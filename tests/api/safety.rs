@@ -77,6 +77,7 @@ async fn dry_run_verifies_for_real_and_only_journals_changes() {
         steps(&incident),
         [
             "probe cas01.contoso.com failed",
+            "ma_history cas01.contoso.com none",
             "component_state cas01.contoso.com active",
             "recycle_app_pool cas01.contoso.com dry_run",
             "probe cas01.contoso.com failed",
@@ -89,7 +90,7 @@ async fn dry_run_verifies_for_real_and_only_journals_changes() {
             "probe cas01.contoso.com failed",
         ]
     );
-    let recycle = &incident["steps"][2];
+    let recycle = &incident["steps"][3];
     assert!(recycle["command"].as_str().unwrap().contains("MSExchangeSyncAppPool"), "a dry-run step shows the command it would have run");
     assert_eq!(incident["state"], "escalated");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -364,9 +365,10 @@ async fn an_incident_waits_for_a_busy_mailbox_server_only_when_it_needs_it_and_o
     let cas = app.wait_final(&cas).await;
     // The CAS incident ran its own remedies while the Mailbox server's incident held mbx01, then gave up waiting.
     assert_eq!(
-        steps(&cas)[..6],
+        steps(&cas)[..7],
         [
             "probe cas01.contoso.com failed",
+            "ma_history cas01.contoso.com none",
             "component_state cas01.contoso.com active",
             "recycle_app_pool cas01.contoso.com done",
             "probe cas01.contoso.com failed",

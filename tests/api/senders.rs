@@ -541,6 +541,7 @@ async fn a_resolved_notice_cuts_a_settle_wait_short() {
         steps(&incident),
         [
             "server_health cas01.contoso.com unhealthy",
+            "ma_history cas01.contoso.com none",
             "component_state cas01.contoso.com active",
             "recycle_app_pool cas01.contoso.com done",
             "wait cas01.contoso.com done",

@@ -508,7 +508,8 @@ impl Call {
             }
             "restart_server" => {
                 server_state.restarts += 1;
-                server_state.fixed |= config.fault == Fault::Restart;
+                // A reboot restarts every service too.
+                server_state.fixed |= config.fault == Fault::Restart || config.fault == Fault::Service;
                 server_state.booting_until = at + config.boot_time_ms;
                 server_state.cold_until = at + config.boot_time_ms + config.warm_up_ms;
                 json!({"Server": self.server, "Restarted": true})

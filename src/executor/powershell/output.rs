@@ -421,8 +421,10 @@ mod tests {
         let recycle = Action::RecycleAppPool { server: server(), app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap()] };
         let done = check(&recycle, r#"{"Server":"mbx01.contoso.com","AppPool":"MSExchangeSyncAppPool","Recycled":true}"#);
         assert_eq!((done.outcome, done.detail.as_str()), (Outcome::Done, "MSExchangeSyncAppPool recycled on mbx01.contoso.com"));
-        let reset =
-            check(&Action::IisReset { server: server(), noforce: false }, r#"{"ExitCode":0,"Output":"Attempting stop...\r\nInternet services successfully restarted\r\n"}"#);
+        let reset = check(
+            &Action::IisReset { server: server(), noforce: false },
+            r#"{"ExitCode":0,"Output":"Attempting stop...\r\nInternet services successfully restarted\r\n"}"#,
+        );
         assert_eq!(reset.detail, "iisreset /noforce on mbx01.contoso.com: Internet services successfully restarted");
         let forced = check(
             &Action::IisReset { server: server(), noforce: false },

@@ -21,7 +21,8 @@ pub(super) fn notes(steps: &[StepView]) -> Vec<Note> {
             None,
         ));
     }
-    let skipped: Vec<String> = steps.iter().filter(|s| s.outcome.as_deref() == Some("skipped")).map(|s| format!("{} on {}", line(&s.action), line(&s.server))).collect();
+    let skipped: Vec<String> =
+        steps.iter().filter(|s| s.outcome.as_deref() == Some("skipped")).map(|s| format!("{} on {}", line(&s.action), line(&s.server))).collect();
     if !skipped.is_empty() {
         notes.push(Note::new(Tone::Plain, format!("Not repeated, since Managed Availability had just done it: {}.", skipped.join(", ")), None));
     }
