@@ -102,7 +102,7 @@ fn rfc3339(time: DateTime<Utc>) -> String {
 pub fn recent(mut actions: Vec<RecoveryAction>, lookback: Duration, now: DateTime<Utc>) -> Vec<RecoveryAction> {
     let since = now - chrono::Duration::from_std(lookback).unwrap_or(chrono::Duration::MAX);
     actions.retain(|a| a.ended_at >= since && a.ended_at <= now);
-    actions.sort_by(|a, b| b.ended_at.cmp(&a.ended_at));
+    actions.sort_by_key(|a| std::cmp::Reverse(a.ended_at));
     actions.dedup();
     actions
 }

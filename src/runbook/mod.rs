@@ -369,7 +369,7 @@ pub fn parse(text: &str, file: &str) -> Result<Runbook, RunbookError> {
     for (index, remedy) in runbook.remedies.iter().enumerate() {
         let field = format!("remedies[{index}]");
         if let Remedy::RecycleAppPool { app_pool, app_pools, .. } = remedy {
-            if app_pool.is_some() == !app_pools.is_empty() {
+            if app_pool.is_some() != app_pools.is_empty() {
                 return Err(invalid(&field, "give app_pool (one pool) or app_pools (several), not both and not neither"));
             }
             let pools = remedy.app_pools();
@@ -420,11 +420,11 @@ roles = ["cas", "multi"]
             "monitor = \"activesyncctpmonitor\"\nhealth_set = \"ActiveSync\"\nverify = { probe = 'ActiveSync\\ActiveSyncCTPProbe' }\nremedies = []\n";
         let dir = dir_with(&[("owa.toml", OWA), ("ctp.toml", replacement), ("notes.txt", "not a runbook")]);
         let set = RunbookSet::load(Some(dir.path())).unwrap();
-        let &(ref owa, ref origin) = set.for_monitor("OWACTPMonitor")[0];
+        let (owa, origin) = set.for_monitor("OWACTPMonitor")[0];
         assert_eq!(origin, &Origin::File(dir.path().join("owa.toml")), "the file replaced the built-in OwaCtpMonitor runbook");
         assert_eq!(owa.remedies.len(), 2);
         assert!(!owa.remedies[1].applies_to(Role::Mailbox) && owa.remedies[1].applies_to(Role::Cas));
-        let &(ref ctp, ref origin) = set.for_monitor("ActiveSyncCTPMonitor")[0];
+        let (ctp, origin) = set.for_monitor("ActiveSyncCTPMonitor")[0];
         assert!(ctp.remedies.is_empty(), "the file replaced the built-in CTP runbook");
         assert_eq!(origin, &Origin::File(dir.path().join("ctp.toml")));
         assert_eq!(set.iter().count(), BUILT_IN.len());
@@ -469,19 +469,11 @@ roles = ["cas", "multi"]
             (OWA.replace("verify = { probe = 'OWA\\OWACTPProbe' }", "verify = { probe = 'OWA\\OWACTPProbe', server_health = 'OWA*' }"), "verify", "not both"),
             (OWA.replace("typical_role = \"cas\"", "typical_role = \"edge\""), "typical_role", "unknown variant"),
             (OWA.replace("summary", "sumary"), "sumary", "unknown field `sumary`"),
-            (
-                OWA.replace("app_pool = \"MSExchangeOWAAppPool\"", "app_pool = \"A\"\napp_pools = [\"B\"]"),
-                "remedies[0]",
-                "give app_pool (one pool) or app_pools (several), not both",
-            ),
+            (OWA.replace("app_pool = \"MSExchangeOWAAppPool\"", "app_pool = \"A\"\napp_pools = [\"B\"]"), "remedies[0]", "or app_pools (several), not both"),
             (OWA.replace("app_pool = \"MSExchangeOWAAppPool\"", ""), "remedies[0]", "not neither"),
             (OWA.replace("app_pool = \"MSExchangeOWAAppPool\"", "app_pools = [\"A\", \"a\"]"), "remedies[0].app_pools", "a is named twice"),
             (OWA.replace("roles = [\"cas\", \"multi\"]", "noforce = \"yes\""), "remedies[1]", "invalid type: string \"yes\", expected a boolean"),
-            (
-                OWA.replace("roles = [\"cas\", \"multi\"]", "on = \"mbx01\""),
-                "remedies[1]",
-                "unknown variant `mbx01`, expected `alert_server` or `mailbox_hint`",
-            ),
+            (OWA.replace("roles = [\"cas\", \"multi\"]", "on = \"mbx01\""), "remedies[1]", "`mbx01`, expected `alert_server` or `mailbox_hint`"),
             (
                 OWA.replace("action = \"iis_reset\"", "action = \"restart_service\"\nservice = \"MSExchange IMAP4\""),
                 "remedies[1]",

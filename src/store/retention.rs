@@ -36,6 +36,8 @@ impl Store {
                 [cutoff_ms],
             )?;
             tx.execute("DELETE FROM silences WHERE until < ?1", params![cutoff_ms.min(now_ms())])?;
+            // Managed Availability's actions matter to the throttles for a day; older ones go with the retention.
+            tx.execute("DELETE FROM ma_actions WHERE ended_at < ?1", params![cutoff_ms.min(crate::safety::window_start(now_ms()))])?;
             Ok(Pruned { incidents, alerts, deliveries })
         })
         .await

@@ -8,19 +8,20 @@ use crate::helpers::*;
 
 const MBX_HINT: &str = "Diagnostics header:_Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_Dc:DC01.contoso.com_";
 
-/// One runbook's ladder: the alert, the simulator, and what the ladder changed (every step but reads and waits).
-struct Ladder {
-    health_set: &'static str,
-    monitor: &'static str,
-    server: &'static str,
-    message: &'static str,
-    simulator: &'static str,
-    changes: &'static [&'static str],
-    state: &'static str,
-    reason: &'static str,
-    /// A step's action and text its command must contain: which pools, which service, `/noforce` or not.
-    command: Option<(&'static str, &'static str)>,
-}
+/// One runbook's ladder: health set, monitor and server of the alert, its message, the simulator, what the ladder
+/// changed (every step but reads and waits), the final state, text of the reason, and a step's action with text
+/// its command must contain (which pools, which service, `/noforce` or not).
+type Ladder = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+);
 
 const READS: [&str; 6] = ["probe", "server_health", "copy_status", "component_state", "ma_history", "wait"];
 
@@ -29,16 +30,17 @@ fn changes(incident: &Value) -> Vec<String> {
 }
 
 async fn climb(ladder: &Ladder) {
-    let app = spawn_app_with(&format!("{INVENTORY}\n[timing]\nsettle_wait = \"50ms\"\n\n{}", ladder.simulator)).await;
-    let alert = json!({"health_set": ladder.health_set, "server": ladder.server, "monitor": ladder.monitor, "message": ladder.message});
+    let &(health_set, monitor, server, message, simulator, expected, state, reason, command) = ladder;
+    let app = spawn_app_with(&format!("{INVENTORY}\n[timing]\nsettle_wait = \"50ms\"\n\n{simulator}")).await;
+    let alert = json!({"health_set": health_set, "server": server, "monitor": monitor, "message": message});
     let incident = app.wait_final(&app.open(&alert.to_string()).await).await;
-    let what = format!("{} {}", ladder.health_set, ladder.monitor);
-    assert_eq!(changes(&incident), ladder.changes, "{what}: {:#?}", steps(&incident));
-    assert_eq!(incident["state"], ladder.state, "{what}: {}", incident["reason"]);
-    assert!(incident["reason"].as_str().unwrap().contains(ladder.reason), "{what}: reason {}", incident["reason"]);
+    let what = format!("{health_set} {monitor}");
+    assert_eq!(changes(&incident), expected, "{what}: {:#?}", steps(&incident));
+    assert_eq!(incident["state"], state, "{what}: {}", incident["reason"]);
+    assert!(incident["reason"].as_str().unwrap().contains(reason), "{what}: reason {}", incident["reason"]);
     let first = &incident["steps"][0];
     assert!(["probe", "server_health"].contains(&first["action"].as_str().unwrap()), "{what}: verification first");
-    if let Some((action, text)) = ladder.command {
+    if let Some((action, text)) = command {
         let step = incident["steps"].as_array().unwrap().iter().find(|s| s["action"] == action).unwrap_or_else(|| panic!("{what}: no {action}"));
         assert!(step["command"].as_str().unwrap().contains(text), "{what}: {} lacks {text:?}", step["command"]);
     }
@@ -56,274 +58,34 @@ async fn every_runbook_of_the_other_health_sets_runs_its_documented_ladder() {
         &["recycle_app_pool mbx01.contoso.com done", "iis_reset mbx01.contoso.com done", MAILBOX_PROCEDURE[0], MAILBOX_PROCEDURE[1], MAILBOX_PROCEDURE[2]];
     let restarted_cas = "restarting cas01.contoso.com fixed it";
     let restarted_mbx = "restarting mbx01.contoso.com fixed it";
-    let ladders = [
-        Ladder {
-            health_set: "OWA",
-            monitor: "OwaCtpMonitor",
-            server: "cas01.contoso.com",
-            message: "",
-            simulator: CAS_RESTART,
-            changes: cas_ladder,
-            state: "recovered",
-            reason: restarted_cas,
-            command: Some(("iis_reset", "iisreset /noforce")),
-        },
-        Ladder {
-            health_set: "OWA.Proxy",
-            monitor: "OWAProxyTestMonitor",
-            server: "cas01.contoso.com",
-            message: "",
-            simulator: CAS_RESTART,
-            changes: cas_ladder,
-            state: "recovered",
-            reason: restarted_cas,
-            command: Some(("recycle_app_pool", "MSExchangeOWAAppPool, MSExchangeOWACalendarAppPool")),
-        },
-        Ladder {
-            health_set: "ECP",
-            monitor: "EacSelfTestMonitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            simulator: MBX_RESTART,
-            changes: mbx_ladder,
-            state: "recovered",
-            reason: restarted_mbx,
-            command: Some(("recycle_app_pool", "MSExchangeECPAppPool")),
-        },
-        Ladder {
-            health_set: "ECP",
-            monitor: "EacDeepTestMonitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            simulator: MBX_RESTART,
-            changes: mbx_ladder,
-            state: "recovered",
-            reason: restarted_mbx,
-            command: Some(("iis_reset", "{ iisreset }")),
-        },
-        Ladder {
-            health_set: "EWS",
-            monitor: "EwsCtpMonitor",
-            server: "cas01.contoso.com",
-            message: "",
-            simulator: CAS_RESTART,
-            changes: cas_ladder,
-            state: "recovered",
-            reason: restarted_cas,
-            command: Some(("recycle_app_pool", "MSExchangeServicesAppPool")),
-        },
-        Ladder {
-            health_set: "EWS.Protocol",
-            monitor: "EWSSelfTestMonitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            simulator: MBX_RESTART,
-            changes: mbx_ladder,
-            state: "recovered",
-            reason: restarted_mbx,
-            command: Some(("recycle_app_pool", "MSExchangeServicesAppPool")),
-        },
-        Ladder {
-            health_set: "EWS.Protocol",
-            monitor: "EWSDeepTestMonitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            simulator: "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"never\"",
-            changes: &mbx_ladder[..4],
-            state: "escalated",
-            reason: "probe still failing after all remedies",
-            command: None,
-        },
-        Ladder {
-            health_set: "Outlook.Proxy",
-            monitor: "OutlookProxyTestMonitor",
-            server: "cas01.contoso.com",
-            message: "",
-            simulator: CAS_RESTART,
-            changes: cas_ladder,
-            state: "recovered",
-            reason: restarted_cas,
-            command: Some(("recycle_app_pool", "MSExchangeRpcProxyAppPool")),
-        },
-        Ladder {
-            health_set: "Outlook",
-            monitor: "OutlookRpcCtpMonitor",
-            server: "cas01.contoso.com",
-            message: "",
-            simulator: "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"",
-            changes: &[],
-            state: "escalated",
-            reason: "the runbook has no remedy for OutlookRpcCtpMonitor",
-            command: None,
-        },
-        Ladder {
-            health_set: "Outlook.Protocol",
-            monitor: "OutlookRpcSelfTestMonitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            simulator: "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"never\"",
-            changes: &[],
-            state: "escalated",
-            reason: "the runbook has no remedy",
-            command: None,
-        },
-        Ladder {
-            health_set: "Outlook.Protocol",
-            monitor: "OutlookRpcDeepTestMonitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            simulator: "",
-            changes: &[],
-            state: "transient",
-            reason: "nothing was done",
-            command: None,
-        },
-        Ladder {
-            health_set: "IMAP",
-            monitor: "ImapCTPMonitor",
-            server: "cas01.contoso.com",
-            message: MBX_HINT,
-            simulator: "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"mailbox\"\n[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangeIMAP4BE\"\nunhealthy_monitors = [\"ImapTestDeepMonitor\"]",
-            changes: &["restart_service mbx01.contoso.com done"],
-            state: "recovered",
-            reason: "restarting MSExchangeIMAP4BE on mbx01.contoso.com fixed it",
-            command: Some(("restart_service", "Invoke-Command -ComputerName mbx01.contoso.com { Restart-Service -Name MSExchangeIMAP4BE -Force }")),
-        },
-        Ladder {
-            health_set: "IMAP",
-            monitor: "ImapCTPMonitor",
-            server: "cas01.contoso.com",
-            message: MBX_HINT,
-            simulator: CAS_RESTART,
-            changes: &["restart_service mbx01.contoso.com done", "restart_server cas01.contoso.com done"],
-            state: "recovered",
-            reason: restarted_cas,
-            command: None,
-        },
-        Ladder {
-            health_set: "IMAP.Proxy",
-            monitor: "ImapProxyTestMonitor",
-            server: "cas01.contoso.com",
-            message: "",
-            simulator: CAS_RESTART,
-            changes: &["restart_service cas01.contoso.com done", "restart_server cas01.contoso.com done"],
-            state: "recovered",
-            reason: restarted_cas,
-            command: Some(("restart_service", "MSExchangeIMAP4 -Force")),
-        },
-        Ladder {
-            health_set: "IMAP.Protocol",
-            monitor: "ImapTestDeepMonitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            simulator: MBX_RESTART,
-            changes: &["restart_service mbx01.contoso.com done", MAILBOX_PROCEDURE[0], MAILBOX_PROCEDURE[1], MAILBOX_PROCEDURE[2]],
-            state: "recovered",
-            reason: restarted_mbx,
-            command: Some(("restart_service", "MSExchangeIMAP4BE")),
-        },
-        Ladder {
-            health_set: "IMAP.Protocol",
-            monitor: "ImapSelfTestMonitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            simulator: "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangeIMAP4BE\"",
-            changes: &["restart_service mbx01.contoso.com done"],
-            state: "recovered",
-            reason: "restarting MSExchangeIMAP4BE on mbx01.contoso.com fixed it",
-            command: None,
-        },
-        Ladder {
-            health_set: "IMAP",
-            monitor: "AverageCommandProcessingTimeGt60sMonitor",
-            server: "cas01.contoso.com",
-            message: "",
-            simulator: "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"restart\"\nunhealthy_monitors = [\"AverageCommandProcessingTimeGt60sMonitor\"]",
-            changes: &["restart_service cas01.contoso.com done", "restart_server cas01.contoso.com done"],
-            state: "recovered",
-            reason: restarted_cas,
-            command: Some(("restart_service", "MSExchangeIMAP4 -Force")),
-        },
+    let ladders: [Ladder; 24] = [
+        ("OWA", "OwaCtpMonitor", "cas01.contoso.com", "", CAS_RESTART, cas_ladder, "recovered", restarted_cas, Some(("iis_reset", "iisreset /noforce"))),
+        ("OWA.Proxy", "OWAProxyTestMonitor", "cas01.contoso.com", "", CAS_RESTART, cas_ladder, "recovered", restarted_cas, Some(("recycle_app_pool", "MSExchangeOWAAppPool, MSExchangeOWACalendarAppPool"))),
+        ("ECP", "EacSelfTestMonitor", "mbx01.contoso.com", "", MBX_RESTART, mbx_ladder, "recovered", restarted_mbx, Some(("recycle_app_pool", "MSExchangeECPAppPool"))),
+        ("ECP", "EacDeepTestMonitor", "mbx01.contoso.com", "", MBX_RESTART, mbx_ladder, "recovered", restarted_mbx, Some(("iis_reset", "{ iisreset }"))),
+        ("EWS", "EwsCtpMonitor", "cas01.contoso.com", "", CAS_RESTART, cas_ladder, "recovered", restarted_cas, Some(("recycle_app_pool", "MSExchangeServicesAppPool"))),
+        ("EWS.Protocol", "EWSSelfTestMonitor", "mbx01.contoso.com", "", MBX_RESTART, mbx_ladder, "recovered", restarted_mbx, Some(("recycle_app_pool", "MSExchangeServicesAppPool"))),
+        ("EWS.Protocol", "EWSDeepTestMonitor", "mbx01.contoso.com", "", "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"never\"", &mbx_ladder[..4], "escalated", "probe still failing after all remedies", None),
+        ("Outlook.Proxy", "OutlookProxyTestMonitor", "cas01.contoso.com", "", CAS_RESTART, cas_ladder, "recovered", restarted_cas, Some(("recycle_app_pool", "MSExchangeRpcProxyAppPool"))),
+        ("Outlook", "OutlookRpcCtpMonitor", "cas01.contoso.com", "", "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"", &[], "escalated", "the runbook has no remedy for OutlookRpcCtpMonitor", None),
+        ("Outlook.Protocol", "OutlookRpcSelfTestMonitor", "mbx01.contoso.com", "", "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"never\"", &[], "escalated", "the runbook has no remedy", None),
+        ("Outlook.Protocol", "OutlookRpcDeepTestMonitor", "mbx01.contoso.com", "", "", &[], "transient", "nothing was done", None),
+        ("IMAP", "ImapCTPMonitor", "cas01.contoso.com", MBX_HINT, "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"mailbox\"\n[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangeIMAP4BE\"\nunhealthy_monitors = [\"ImapTestDeepMonitor\"]", &["restart_service mbx01.contoso.com done"], "recovered", "restarting MSExchangeIMAP4BE on mbx01.contoso.com fixed it", Some(("restart_service", "Invoke-Command -ComputerName mbx01.contoso.com { Restart-Service -Name MSExchangeIMAP4BE -Force }"))),
+        ("IMAP", "ImapCTPMonitor", "cas01.contoso.com", MBX_HINT, CAS_RESTART, &["restart_service mbx01.contoso.com done", "restart_server cas01.contoso.com done"], "recovered", restarted_cas, None),
+        ("IMAP.Proxy", "ImapProxyTestMonitor", "cas01.contoso.com", "", CAS_RESTART, &["restart_service cas01.contoso.com done", "restart_server cas01.contoso.com done"], "recovered", restarted_cas, Some(("restart_service", "MSExchangeIMAP4 -Force"))),
+        ("IMAP.Protocol", "ImapTestDeepMonitor", "mbx01.contoso.com", "", MBX_RESTART, &["restart_service mbx01.contoso.com done", MAILBOX_PROCEDURE[0], MAILBOX_PROCEDURE[1], MAILBOX_PROCEDURE[2]], "recovered", restarted_mbx, Some(("restart_service", "MSExchangeIMAP4BE"))),
+        ("IMAP.Protocol", "ImapSelfTestMonitor", "mbx01.contoso.com", "", "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangeIMAP4BE\"", &["restart_service mbx01.contoso.com done"], "recovered", "restarting MSExchangeIMAP4BE on mbx01.contoso.com fixed it", None),
+        ("IMAP", "AverageCommandProcessingTimeGt60sMonitor", "cas01.contoso.com", "", "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"restart\"\nunhealthy_monitors = [\"AverageCommandProcessingTimeGt60sMonitor\"]", &["restart_service cas01.contoso.com done", "restart_server cas01.contoso.com done"], "recovered", restarted_cas, Some(("restart_service", "MSExchangeIMAP4 -Force"))),
         // The same monitor name as ActiveSync's: the alert's health set picks IMAP's runbook, and a Mailbox server
         // restarts the back-end service.
-        Ladder {
-            health_set: "IMAP",
-            monitor: "RequestsQueuedGt500Monitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            simulator: "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangeIMAP4BE\"\nunhealthy_monitors = [\"RequestsQueuedGt500Monitor\"]",
-            changes: &["restart_service mbx01.contoso.com done"],
-            state: "recovered",
-            reason: "restarting MSExchangeIMAP4BE on mbx01.contoso.com fixed it",
-            command: None,
-        },
-        Ladder {
-            health_set: "POP",
-            monitor: "PopCTPMonitor",
-            server: "cas01.contoso.com",
-            message: MBX_HINT,
-            simulator: CAS_RESTART,
-            changes: &["restart_service cas01.contoso.com done", "restart_server cas01.contoso.com done"],
-            state: "recovered",
-            reason: restarted_cas,
-            command: Some(("restart_service", "MSExchangePOP3 -Force")),
-        },
-        Ladder {
-            health_set: "POP.Proxy",
-            monitor: "PopProxyTestMonitor",
-            server: "cas01.contoso.com",
-            message: "",
-            simulator: "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangePOP3\"",
-            changes: &["restart_service cas01.contoso.com done"],
-            state: "recovered",
-            reason: "restarting MSExchangePOP3 on cas01.contoso.com fixed it",
-            command: None,
-        },
-        Ladder {
-            health_set: "POP.Protocol",
-            monitor: "PopTestDeepMonitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            simulator: MBX_RESTART,
-            changes: &["restart_service mbx01.contoso.com done", MAILBOX_PROCEDURE[0], MAILBOX_PROCEDURE[1], MAILBOX_PROCEDURE[2]],
-            state: "recovered",
-            reason: restarted_mbx,
-            command: Some(("restart_service", "MSExchangePOP3BE")),
-        },
-        Ladder {
-            health_set: "POP.Protocol",
-            monitor: "PopSelfTestMonitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            // Restarting another service than the faulted one fixes nothing; the reboot restarts every service.
-            simulator: "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangeIMAP4BE\"",
-            changes: &["restart_service mbx01.contoso.com done", MAILBOX_PROCEDURE[0], MAILBOX_PROCEDURE[1], MAILBOX_PROCEDURE[2]],
-            state: "recovered",
-            reason: restarted_mbx,
-            command: None,
-        },
-        Ladder {
-            health_set: "POP",
-            monitor: "AverageCommandProcessingTimeGt60sMonitor",
-            server: "mbx01.contoso.com",
-            message: "",
-            simulator: "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangePOP3BE\"\nunhealthy_monitors = [\"AverageCommandProcessingTimeGt60sMonitor\"]",
-            changes: &["restart_service mbx01.contoso.com done"],
-            state: "recovered",
-            reason: "restarting MSExchangePOP3BE on mbx01.contoso.com fixed it",
-            command: None,
-        },
-        Ladder {
-            health_set: "Autodiscover",
-            monitor: "AutodiscoverCtpMonitor",
-            server: "cas01.contoso.com",
-            message: "",
-            simulator: "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"iis_reset\"",
-            changes: &["recycle_app_pool cas01.contoso.com done", "iis_reset cas01.contoso.com done"],
-            state: "recovered",
-            reason: "IISReset on cas01.contoso.com fixed it",
-            command: Some(("iis_reset", "iisreset /noforce")),
-        },
+        ("IMAP", "RequestsQueuedGt500Monitor", "mbx01.contoso.com", "", "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangeIMAP4BE\"\nunhealthy_monitors = [\"RequestsQueuedGt500Monitor\"]", &["restart_service mbx01.contoso.com done"], "recovered", "restarting MSExchangeIMAP4BE on mbx01.contoso.com fixed it", None),
+        ("POP", "PopCTPMonitor", "cas01.contoso.com", MBX_HINT, CAS_RESTART, &["restart_service cas01.contoso.com done", "restart_server cas01.contoso.com done"], "recovered", restarted_cas, Some(("restart_service", "MSExchangePOP3 -Force"))),
+        ("POP.Proxy", "PopProxyTestMonitor", "cas01.contoso.com", "", "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangePOP3\"", &["restart_service cas01.contoso.com done"], "recovered", "restarting MSExchangePOP3 on cas01.contoso.com fixed it", None),
+        ("POP.Protocol", "PopTestDeepMonitor", "mbx01.contoso.com", "", MBX_RESTART, &["restart_service mbx01.contoso.com done", MAILBOX_PROCEDURE[0], MAILBOX_PROCEDURE[1], MAILBOX_PROCEDURE[2]], "recovered", restarted_mbx, Some(("restart_service", "MSExchangePOP3BE"))),
+        // Restarting another service than the faulted one fixes nothing; the reboot restarts every service.
+        ("POP.Protocol", "PopSelfTestMonitor", "mbx01.contoso.com", "", "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangeIMAP4BE\"", &["restart_service mbx01.contoso.com done", MAILBOX_PROCEDURE[0], MAILBOX_PROCEDURE[1], MAILBOX_PROCEDURE[2]], "recovered", restarted_mbx, None),
+        ("POP", "AverageCommandProcessingTimeGt60sMonitor", "mbx01.contoso.com", "", "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"service\"\nservice = \"MSExchangePOP3BE\"\nunhealthy_monitors = [\"AverageCommandProcessingTimeGt60sMonitor\"]", &["restart_service mbx01.contoso.com done"], "recovered", "restarting MSExchangePOP3BE on mbx01.contoso.com fixed it", None),
+        ("Autodiscover", "AutodiscoverCtpMonitor", "cas01.contoso.com", "", "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"iis_reset\"", &["recycle_app_pool cas01.contoso.com done", "iis_reset cas01.contoso.com done"], "recovered", "IISReset on cas01.contoso.com fixed it", Some(("iis_reset", "iisreset /noforce"))),
     ];
     for ladder in &ladders {
         climb(ladder).await;
@@ -332,7 +94,7 @@ async fn every_runbook_of_the_other_health_sets_runs_its_documented_ladder() {
     let runbooks = healthset_responder::runbook::built_in();
     for (runbook, _) in runbooks.iter().filter(|(r, _)| !r.health_set.as_str().starts_with("ActiveSync")) {
         assert!(
-            ladders.iter().any(|l| runbook.monitor.matches(l.monitor) && runbook.health_set.matches(l.health_set)),
+            ladders.iter().any(|l| runbook.monitor.matches(l.1) && runbook.health_set.matches(l.0)),
             "{} {} has no end-to-end case",
             runbook.health_set,
             runbook.monitor
@@ -348,10 +110,16 @@ fn recycled_by_ma(fault: &str) -> String {
     )
 }
 
+/// A DeepTest alert for mbx01 on a service whose configuration ends with `extra_toml`, and its incident once final.
+async fn deep_test(extra_toml: &str) -> (TestApp, Value) {
+    let app = spawn_app_with(&format!("{INVENTORY}\n{extra_toml}")).await;
+    let incident = app.wait_final(&app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep test failing")).await).await;
+    (app, incident)
+}
+
 #[tokio::test]
 async fn a_deep_test_alert_after_managed_availabilitys_own_recycle_goes_straight_to_iisreset() {
-    let app = spawn_app_with(&format!("{INVENTORY}\n{}", recycled_by_ma("iis_reset"))).await;
-    let incident = app.wait_final(&app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep test failing")).await).await;
+    let (_app, incident) = deep_test(&recycled_by_ma("iis_reset")).await;
     assert_eq!(
         steps(&incident),
         [
@@ -381,8 +149,7 @@ async fn a_deep_test_alert_after_managed_availabilitys_own_recycle_goes_straight
 
 #[tokio::test]
 async fn the_escalation_lists_what_managed_availability_did_and_what_was_not_repeated() {
-    let app = spawn_app_with(&format!("{INVENTORY}\n{}\nactive_copies = 0", recycled_by_ma("never"))).await;
-    let incident = app.wait_final(&app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep test failing")).await).await;
+    let (app, incident) = deep_test(&format!("{}\nactive_copies = 0", recycled_by_ma("never"))).await;
     assert_eq!(incident["state"], "escalated", "{incident:#}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while outbox(&app).is_empty() && std::time::Instant::now() < deadline {
@@ -435,8 +202,7 @@ async fn managed_availabilitys_actions_count_toward_the_throttles() {
 
 #[tokio::test]
 async fn a_lookback_of_zero_reads_no_history_and_repeats_the_recycle() {
-    let app = spawn_app_with(&format!("{INVENTORY}\n{}\n[safety]\nma_lookback = \"0s\"", recycled_by_ma("iis_reset"))).await;
-    let incident = app.wait_final(&app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep test failing")).await).await;
+    let (_app, incident) = deep_test(&format!("{}\n[safety]\nma_lookback = \"0s\"", recycled_by_ma("iis_reset"))).await;
     assert_eq!(
         steps(&incident),
         [
