@@ -42,13 +42,13 @@ pub async fn wait_state(app: &TestApp, id: &str, state: &str) -> Value {
 }
 
 /// The approval request emails in the outbox, oldest first, once there are at least `count` (bounded: 20 s).
-fn requests(app: &TestApp, count: usize) -> Vec<Parsed> {
-    mails(app, "APPROVAL NEEDED", count)
+async fn requests(app: &TestApp, count: usize) -> Vec<Parsed> {
+    mails(app, "APPROVAL NEEDED", count).await
 }
 
 /// The emails in the outbox whose subject holds `subject`, oldest first, once there are at least `count`
 /// (bounded: 20 s).
-fn mails(app: &TestApp, subject: &str, count: usize) -> Vec<Parsed> {
+async fn mails(app: &TestApp, subject: &str, count: usize) -> Vec<Parsed> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let found: Vec<Parsed> = outbox(app).iter().map(|file| parse(&std::fs::read(file).unwrap())).filter(|mail| mail.subject.contains(subject)).collect();
@@ -56,7 +56,8 @@ fn mails(app: &TestApp, subject: &str, count: usize) -> Vec<Parsed> {
             return found;
         }
         assert!(Instant::now() < deadline, "{count} email(s) about {subject:?} expected in the outbox, found {}", found.len());
-        std::thread::sleep(Duration::from_millis(20));
+        // The service runs on this test's runtime: wait without blocking it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -98,7 +99,7 @@ async fn a_person_approves_from_the_email_link_in_a_real_browser() {
     assert_eq!(waiting["approval"]["actions"], json!(["iis_reset"]));
 
     // The request email: what, where, the exact command, the deadline, the links; to the escalation recipients.
-    let mail = &requests(&app, 1)[0];
+    let mail = &requests(&app, 1).await[0];
     assert_eq!(
         mail.subject,
         "[healthset-responder] APPROVAL NEEDED: iis_reset on mbx01.contoso.com (ActiveSync ActiveSyncDeepTestMonitor alert on mbx01.contoso.com)"
@@ -201,7 +202,7 @@ async fn a_denial_through_the_api_blocks_and_escalates_saying_who_and_why() {
     );
     assert!(!steps(&incident).iter().any(|s| s.starts_with("iis_reset")), "{incident:#}");
 
-    let escalation = mails(&app, "BLOCKED", 1).remove(0);
+    let escalation = mails(&app, "BLOCKED", 1).await.remove(0);
     assert!(escalation.text.contains("change freeze until Monday") && escalation.text.contains("approval denied"), "{}", escalation.text);
     assert_eq!(app.admin_post("/v1/incidents/no-such-incident/approve", json!({})).await.0, 404);
 }
@@ -211,7 +212,7 @@ async fn an_approval_nobody_gives_expires_blocked_with_an_escalation() {
     let app = spawn_app_with(&approving(&["iis_reset"], "1s", &needs_iis_reset("mbx01.contoso.com"))).await;
     let id = app.open(&deep_test("mbx01.contoso.com")).await;
     wait_state(&app, &id, "awaiting_approval").await;
-    let token = token(&requests(&app, 1)[0]);
+    let token = token(&requests(&app, 1).await[0]);
     let incident = app.wait_final(&id).await;
     assert_eq!(incident["state"], "blocked", "{incident:#}");
     assert_eq!(approvals(&incident), ["approval mbx01.contoso.com requested", "approval mbx01.contoso.com expired"]);
@@ -247,7 +248,7 @@ async fn a_mailbox_restart_is_asked_about_once_for_the_whole_procedure() {
     let waiting = wait_state(&app, &id, "awaiting_approval").await;
     assert!(!steps(&waiting).iter().any(|s| s.starts_with("disable_activation")), "asked before the failover: {waiting:#}");
     assert_eq!(waiting["approval"]["actions"], json!(["disable_activation", "copy_status", "restart_server", "enable_activation"]));
-    let mail = &requests(&app, 1)[0];
+    let mail = &requests(&app, 1).await[0];
     for command in ["-DatabaseCopyActivationDisabledAndMoveNow $true", "Get-MailboxDatabaseCopyStatus", "-DatabaseCopyActivationDisabledAndMoveNow $false"] {
         assert!(mail.text.contains(command), "the request shows {command:?}:\n{}", mail.text);
     }
@@ -258,7 +259,7 @@ async fn a_mailbox_restart_is_asked_about_once_for_the_whole_procedure() {
     for step in ["disable_activation mbx01.contoso.com done", "restart_server mbx01.contoso.com done", "enable_activation mbx01.contoso.com done"] {
         assert!(steps(&incident).contains(&step.to_owned()), "{step}: {incident:#}");
     }
-    assert_eq!(requests(&app, 1).len(), 1, "one request email");
+    assert_eq!(requests(&app, 1).await.len(), 1, "one request email");
 }
 
 #[tokio::test]
@@ -267,10 +268,10 @@ async fn a_token_decides_its_own_approval_once_and_nothing_else() {
     let app = spawn_app_with(&(approving(&["iis_reset", "restart_server"], "30m", &simulator) + &relaxed_throttles())).await;
     let first = app.open(&deep_test("mbx01.contoso.com")).await;
     wait_state(&app, &first, "awaiting_approval").await;
-    let token_first = token(&requests(&app, 1)[0]);
+    let token_first = token(&requests(&app, 1).await[0]);
     let second = app.open(&deep_test("mbx02.contoso.com")).await;
     let before = wait_state(&app, &second, "awaiting_approval").await;
-    let token_second = token(&requests(&app, 2)[1]);
+    let token_second = token(&requests(&app, 2).await[1]);
     let decide = |token: String, decision: &'static str| {
         let http = app.http.clone();
         let url = format!("{}/approvals/{token}", app.url);
@@ -290,7 +291,7 @@ async fn a_token_decides_its_own_approval_once_and_nothing_else() {
     assert_eq!(decide(token_second, "deny").await, 200);
     assert_eq!(app.wait_final(&second).await["state"], "blocked");
     assert_eq!(wait_state(&app, &first, "awaiting_approval").await["state"], "awaiting_approval", "a denial of the other changed nothing here");
-    let token_restart = token(&requests(&app, 3)[2]);
+    let token_restart = token(&requests(&app, 3).await[2]);
     assert_eq!(decide(token_restart, "approve").await, 200);
     assert_eq!(app.wait_final(&first).await["state"], "recovered");
 }
