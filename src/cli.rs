@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -113,6 +113,17 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Approve the step an incident waits on (awaiting_approval): automation checks again and runs it only if the
+    /// problem persists.
+    Approve {
+        #[command(flatten)]
+        decision: DecisionArgs,
+    },
+    /// Deny the step an incident waits on: nothing runs, and the incident ends blocked with an escalation.
+    Deny {
+        #[command(flatten)]
+        decision: DecisionArgs,
+    },
     /// Pause automation: new incidents wait queued and nothing mutating runs.
     Pause {
         #[arg(long, value_name = "TEXT")]
@@ -132,6 +143,18 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+}
+
+/// What `approve` and `deny` take.
+#[derive(Args, Debug)]
+struct DecisionArgs {
+    #[arg(value_name = "INCIDENT_ID")]
+    incident_id: String,
+    /// Why; journaled with the decision and quoted in the escalation a denial sends.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 #[derive(Subcommand, Debug)]
@@ -407,6 +430,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             follow(&client, &output, &incident_id).await
         }
+        Command::Approve { decision } => decide(decision, "approve", config).await,
+        Command::Deny { decision } => decide(decision, "deny", config).await,
         Command::Pause { reason, connection } => {
             let (client, output) = connect(connection, config)?;
             let answer = client.post("/v1/automation/pause", &json!({ "reason": reason })).await?;
@@ -457,11 +482,27 @@ fn until_time(raw: &str) -> Result<String, Failure> {
     Ok(until.to_rfc3339())
 }
 
+/// `approve` and `deny`: one decision on the approval an incident waits on, through the admin API.
+async fn decide(args: DecisionArgs, verdict: &str, config: Option<&Path>) -> Result<(), Failure> {
+    let (client, output) = connect(args.connection, config)?;
+    let path = format!("/v1/incidents/{}/{verdict}", path_segment(&args.incident_id)?);
+    let answer = client.post(&path, &json!({ "reason": args.reason })).await?;
+    output.show(&answer, |_| {
+        let next = if verdict == "approve" {
+            "automation checks again and runs the steps only if the problem persists"
+        } else {
+            "nothing runs; the incident ends blocked and escalates"
+        };
+        Ok(format!("{} incident {}: {next}\n", answer["decision"].as_str().unwrap_or(verdict), render::clean(&args.incident_id)))
+    })
+}
+
 /// Follows an incident until it is final, printing each step once it has finished (and, at the end, any step the
 /// incident stopped in). Succeeds only when the incident ends `transient` or `recovered`.
 async fn follow(client: &Client, output: &Output, incident_id: &str) -> Result<(), Failure> {
     let path = format!("/v1/incidents/{}", path_segment(incident_id)?);
     let mut printed = 0_i64;
+    let mut told_awaiting = false;
     if let Output::Text(palette) = output {
         emit(&render::step_heading(*palette));
     }
@@ -475,6 +516,13 @@ async fn follow(client: &Client, output: &Output, incident_id: &str) -> Result<(
                     emit(&render::step(*palette, step));
                     printed = step.seq;
                 }
+            }
+        }
+        if state == State::AwaitingApproval && !told_awaiting {
+            told_awaiting = true;
+            if let Output::Text(_) = output {
+                let id = render::clean(incident_id);
+                emit(&format!("waiting for a person's decision: healthset-responder approve {id} (or deny {id}), or the link in the approval email\n"));
             }
         }
         if state.is_final() {

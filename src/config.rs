@@ -75,6 +75,7 @@ pub struct Config {
     pub simulator: SimulatorConfig,
     pub timing: TimingConfig,
     pub safety: SafetyConfig,
+    pub approval: ApprovalConfig,
     pub email: EmailConfig,
 }
 
@@ -97,6 +98,7 @@ impl Default for Config {
             simulator: SimulatorConfig::default(),
             timing: TimingConfig::default(),
             safety: SafetyConfig::default(),
+            approval: ApprovalConfig::default(),
             email: EmailConfig::default(),
         }
     }
@@ -388,6 +390,47 @@ impl Default for SafetyConfig {
             disable_activation: remedy,
             restart_server: Throttle { server_min_interval: minutes(720), server_max_per_day: 1, group_min_interval: minutes(600), group_max_per_day: 4 },
         }
+    }
+}
+
+/// `[approval]`: the changes that wait for a person's decision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    /// Mutating action names, e.g. `["disable_activation", "restart_server"]`.
+    pub actions: Vec<String>,
+    pub timeout: Dur,
+    /// Who is asked; empty means the escalation recipients.
+    pub to: Vec<String>,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        ApprovalConfig { actions: Vec::new(), timeout: minutes(30), to: Vec::new() }
+    }
+}
+
+impl ApprovalConfig {
+    fn resolve(self) -> Result<crate::approval::Policy, ConfigError> {
+        use crate::incident::ActionKind;
+        let mut actions = Vec::new();
+        for (i, name) in self.actions.iter().enumerate() {
+            let mutating = || ActionKind::ALL.iter().copied().filter(|k| k.is_mutating());
+            let kind = ActionKind::parse(name).filter(|k| k.is_mutating()).ok_or_else(|| {
+                let known = mutating().map(ActionKind::as_str).collect::<Vec<_>>().join(", ");
+                ConfigError::new(format!("approval.actions[{i}]"), format!("{name:?} is not a mutating action; approvals are for {known}"))
+            })?;
+            if !actions.contains(&kind) {
+                actions.push(kind);
+            }
+        }
+        if self.timeout.0.is_zero() {
+            return Err(ConfigError::new("approval.timeout", "must be more than zero"));
+        }
+        for (i, raw) in self.to.iter().enumerate() {
+            raw.parse::<lettre::Address>().map_err(|e| ConfigError::new(format!("approval.to[{i}]"), format!("{raw:?} is not an email address ({e})")))?;
+        }
+        Ok(crate::approval::Policy { actions, timeout: self.timeout.0, to: self.to })
     }
 }
 
@@ -735,6 +778,7 @@ impl Config {
         }
         let email_routes = email_routes(&email.routes)?;
 
+        let approval = self.approval.resolve()?;
         let runbooks = RunbookSet::load(self.runbook_dir.as_deref())
             .map_err(|e| ConfigError::new(format!("runbook_dir: {}", e.file), format!("{}: {}", e.field, e.message)))?;
 
@@ -756,6 +800,7 @@ impl Config {
             simulator: SimulatorSettings { action_latency: self.simulator.action_latency.0, servers: simulated },
             timing: self.timing,
             safety: self.safety,
+            approval,
             email: self.email,
             email_routes,
             smtp_password,
@@ -868,6 +913,8 @@ pub struct Settings {
     pub simulator: SimulatorSettings,
     pub timing: TimingConfig,
     pub safety: SafetyConfig,
+    /// `[approval]`: the changes that wait for a person.
+    pub approval: crate::approval::Policy,
     pub email: EmailConfig,
     /// `[[email.routes]]`, checked, in the order written.
     pub email_routes: Vec<crate::mailer::Route>,

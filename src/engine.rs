@@ -23,14 +23,15 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::approval::Token;
 use crate::config::{ExecutorKind, Settings};
 use crate::domain::ServerName;
 use crate::executor::{powershell::PowerShell, simulator::Simulator, Action, Executor, Report, Until};
 use crate::incident::{ActionKind, Outcome, State};
 use crate::mailer::{self, Escalation, Mailer};
 use crate::metrics::Metrics;
-use crate::runbook::plan::{self, Context, Decision, Done, Ending, Limits};
-use crate::store::{now_ms, NewNotification, NewStep, Started, Store};
+use crate::runbook::plan::{self, Context, Decision, Done, Ending, Limits, Proposal};
+use crate::store::{now_ms, Decided, NewApproval, NewDecision, NewNotification, NewStep, Requested, Started, Store, Target};
 
 /// How the rest of the service talks to the engine: it is told which incidents to look at.
 #[derive(Clone)]
@@ -93,6 +94,8 @@ struct Shared {
     failures: Mutex<HashMap<String, (u32, tokio::time::Instant)>>,
     paused: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    /// Where people reach the service (`public_url`, else the listener's address): the approval links.
+    links: String,
 }
 
 /// A mutex that a panicking driver may have held: its data is still sound (plain maps), so take it anyway.
@@ -156,7 +159,8 @@ pub struct Engine {
 impl Engine {
     /// Builds the executor and mailer; a bad mail setting fails here.
     /// `paused` is the pause switch as the store holds it at start; later changes arrive through the handle.
-    pub fn new(settings: Arc<Settings>, store: Store, metrics: Arc<Metrics>, paused: bool) -> anyhow::Result<(Engine, EngineHandle)> {
+    /// `links` is the address approval links are built on: `public_url`, else the listener's own.
+    pub fn new(settings: Arc<Settings>, store: Store, metrics: Arc<Metrics>, paused: bool, links: String) -> anyhow::Result<(Engine, EngineHandle)> {
         let executor = match settings.executor.kind {
             ExecutorKind::Simulator => Executor::Simulator(Simulator::new(&settings.simulator, &settings.inventory, settings.runbooks.health_sets())),
             ExecutorKind::Powershell => Executor::PowerShell(
@@ -192,6 +196,7 @@ impl Engine {
             failures: Mutex::new(HashMap::new()),
             paused: paused.clone(),
             metrics,
+            links,
         });
         let handle = EngineHandle { wake, running: running.clone(), paused };
         Ok((Engine { shared, wakes, running, mailer }, handle))
@@ -215,6 +220,7 @@ impl Engine {
             tokio::select! {
                 _ = crate::service::stopped(&mut stop) => break,
                 _ = sweep.tick() => {
+                    expire_approvals(&shared).await;
                     notify_stalled(&shared).await;
                     deferred = dispatch(&shared, &mut drivers, &stopping, None).await;
                 }
@@ -328,20 +334,27 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
         }
         let unfinished = steps.last().filter(|s| !s.finished).cloned();
         let journal: Vec<Done> = steps.iter().filter(|s| s.finished).map(|s| s.done.clone()).collect();
-        let ctx = Context { facts: &incident.facts, runbooks: &shared.settings.runbooks, inventory: &shared.settings.inventory, limits: &shared.limits };
+        let dry_run = incident.dry_run || shared.settings.executor.dry_run;
+        // A dry run changes nothing, so nobody is asked to approve it.
+        let approval: &[ActionKind] = if dry_run { &[] } else { &shared.settings.approval.actions };
+        let settings = &shared.settings;
+        let ctx = Context { facts: &incident.facts, runbooks: &settings.runbooks, inventory: &settings.inventory, limits: &shared.limits, approval };
         let plan = plan::next(&ctx, &journal);
         if incident.facts.monitor.is_none() && !incident.monitor_found {
             if let Some(monitor) = plan.monitor {
                 store.set_monitor(id.to_owned(), monitor).await?;
             }
         }
-        let (action, skipped) = match plan.decision {
+        let (action, proposal, skipped) = match plan.decision {
             Decision::Finish(ending) => {
                 finish(shared, id, ending).await?;
                 return Ok(());
             }
-            Decision::Run(action) => (action, None),
-            Decision::Skip(action, why) => (action, Some(why)),
+            // A person decides; the decision queues the incident again.
+            Decision::Await => return Ok(()),
+            Decision::Ask(proposal) => (proposal.covers[0].clone(), Some(proposal), None),
+            Decision::Run(action) => (action, None, None),
+            Decision::Skip(action, why) => (action, None, Some(why)),
         };
         if !held.contains(action.server()) {
             match hold(shared, action.server(), id, &stopping).await? {
@@ -358,7 +371,6 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
             continue;
         }
         let kind = action.kind();
-        let dry_run = incident.dry_run || shared.settings.executor.dry_run;
         let command = shared.executor.command(&action);
         // Managed Availability already did it: journaled, not run, and not counted again.
         if let Some(why) = skipped {
@@ -369,7 +381,8 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
         }
         if kind.is_mutating() {
             if shared.paused.load(Ordering::Relaxed) {
-                let reason = format!("automation paused before {kind} on {}", action.server());
+                let asking = if proposal.is_some() { "asking to approve " } else { "" };
+                let reason = format!("automation paused before {asking}{kind} on {}", action.server());
                 store.set_state(id.to_owned(), State::Queued, Some(reason)).await?;
                 tracing::info!(%kind, "automation paused; the incident waits queued");
                 return Ok(());
@@ -380,6 +393,10 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
                 end(shared, id, State::Suppressed, reason).await?;
                 return Ok(());
             }
+            if let Some(proposal) = proposal {
+                ask(shared, id, proposal).await?;
+                continue;
+            }
             if dry_run {
                 store.skip_step(id.to_owned(), action.clone(), command, Outcome::DryRun, "dry run: not run".into()).await?;
                 shared.metrics.action(kind, Outcome::DryRun);
@@ -389,11 +406,7 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
         let safety = &shared.settings.safety;
         let group = shared.settings.inventory.get(action.server()).map(|e| e.group.clone());
         let throttle = action.is_throttled().then(|| crate::safety::rule(safety, kind).cloned()).flatten();
-        // A failover is started only when the restart it leads to would be allowed now.
-        let commits_to = match action {
-            Action::DisableActivation { attempt: 1, .. } => vec![(ActionKind::RestartServer, safety.restart_server.clone())],
-            _ => Vec::new(),
-        };
+        let commits_to = commits_to(safety, &action);
         let seq = match store.start_step(id.to_owned(), NewStep { action: &action, command, group, throttle, commits_to }).await? {
             Started::Run { seq } => seq,
             Started::Throttled(reason) => {
@@ -410,6 +423,98 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Rece
         tracing::info!(%kind, outcome = %report.outcome, "step finished");
         shared.metrics.action(kind, report.outcome);
         store.finish_step(id.to_owned(), seq, report).await?;
+    }
+}
+
+/// The throttles of later steps that `action` commits to: a failover is started only when the restart it leads to
+/// would be allowed now.
+fn commits_to(safety: &crate::config::SafetyConfig, action: &Action) -> Vec<(ActionKind, crate::config::Throttle)> {
+    match action {
+        Action::DisableActivation { attempt: 1, .. } => vec![(ActionKind::RestartServer, safety.restart_server.clone())],
+        _ => Vec::new(),
+    }
+}
+
+/// Asks a person to approve `proposal`, unless a throttle refuses one of its steps now (then the first is journaled
+/// `throttled` and nobody is asked). The request email, with the links on the approval page, is queued in the
+/// same transaction as the `approval` step; only the token's hash is stored.
+async fn ask(shared: &Shared, id: &str, proposal: Proposal) -> anyhow::Result<()> {
+    let settings = &shared.settings;
+    let policy = &settings.approval;
+    let (server, first) = (proposal.server.clone(), proposal.covers[0].kind());
+    let mut rules = Vec::new();
+    for action in &proposal.covers {
+        if let Some(rule) = action.is_throttled().then(|| crate::safety::rule(&settings.safety, action.kind())).flatten() {
+            rules.push((action.kind(), rule.clone(), "; nobody was asked to approve it".to_owned()));
+        }
+        for (kind, rule) in commits_to(&settings.safety, action) {
+            rules.push((
+                kind,
+                rule,
+                format!("; {} was not started, since the {kind} it leads to would be refused; nobody was asked to approve it", action.kind()),
+            ));
+        }
+    }
+    let commands: Vec<String> = proposal.covers.iter().map(|action| shared.executor.command(action)).collect();
+    let command = commands.join("\n");
+    let names: Vec<&str> = proposal.covers.iter().map(|action| action.kind().as_str()).collect();
+    let what = match names.as_slice() {
+        [one] => (*one).to_owned(),
+        _ => format!("the restart procedure ({})", names.join(", ")),
+    };
+    let token = Token::random();
+    let expires_at = now_ms() + policy.timeout.as_millis() as i64;
+    let deadline = crate::store::rfc3339(expires_at);
+    let link = format!("{}/approvals/{}", shared.links, token.as_str());
+    let request = mailer::Request { proposal: &what, server: server.as_str(), commands: &command, deadline: &deadline, link: &link };
+    let (notification, to) = approval_request(shared, id, &request).await?;
+    let detail = format!("asked {} to approve {what} on {server}; no decision by {deadline} counts as a denial", to.join(", "));
+    let approval = NewApproval {
+        first_command: commands[0].clone(),
+        command,
+        group: settings.inventory.get(&server).map(|e| e.group.clone()),
+        rules,
+        token_sha256: Token::hash(token.as_str()),
+        expires_at,
+        detail,
+        notification,
+        covers: proposal.covers,
+    };
+    match shared.store.request_approval(id.to_owned(), approval).await? {
+        Requested::Asked => {
+            tracing::info!(%server, proposal = %what, %deadline, "approval requested; the incident waits for a person");
+            shared.metrics.action(ActionKind::Approval, Outcome::Requested);
+            shared.mail.notify_one();
+        }
+        Requested::Throttled(reason) => {
+            tracing::warn!(%server, %reason, "a throttle refuses the step; nobody is asked to approve it");
+            shared.metrics.action(first, Outcome::Throttled);
+        }
+    }
+    Ok(())
+}
+
+/// Records the expiry of every approval past its deadline, and drives those incidents on (they end `blocked`).
+async fn expire_approvals(shared: &Shared) {
+    let expired = match shared.store.expired_approvals().await {
+        Ok(expired) => expired,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot look for approvals past their deadline");
+            return;
+        }
+    };
+    for id in expired {
+        let timeout = shared.settings.approval.timeout;
+        let decision = NewDecision { outcome: Outcome::Expired, via: None, reason: None, detail: crate::approval::expired_detail(timeout) };
+        match shared.store.decide(Target::Incident(id.clone()), decision).await {
+            Ok(Decided::Recorded { .. }) => {
+                tracing::warn!(incident = %id, "nobody decided on the approval in time; the incident ends blocked");
+                shared.metrics.action(ActionKind::Approval, Outcome::Expired);
+                let _ = shared.wake.send(Wake::Incident(id));
+            }
+            Ok(Decided::Nothing(_)) => {}
+            Err(err) => tracing::warn!(incident = %id, error = %err, "cannot record an expired approval; trying again"),
+        }
     }
 }
 
@@ -654,6 +759,26 @@ async fn notify_stalled(shared: &Shared) {
     }
 }
 
+/// The email asking for a decision on `request`, and who it goes to: `approval.to`, else the escalation recipients.
+async fn approval_request(shared: &Shared, id: &str, request: &mailer::Request<'_>) -> anyhow::Result<(NewNotification, Vec<String>)> {
+    let incident = shared.store.incident(id.to_owned()).await?;
+    let alerts = shared.store.incident_alerts(id.to_owned()).await?;
+    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], activation_left_as_found: &[], suppressed_escalations: 0 };
+    let policy = &shared.settings.approval;
+    let to = if policy.to.is_empty() { recipients(shared, &incident, &alerts).to_vec() } else { policy.to.clone() };
+    let from = &shared.settings.email.from;
+    let message = mailer::compose_request(&escalation, request, from, &to, shared.settings.public_url.as_deref())?;
+    let subject = mailer::request_subject(&escalation, request);
+    Ok((NewNotification { kind: mailer::REQUEST_KIND.into(), from: from.clone(), to: to.clone(), subject, message: message.formatted(), held: false }, to))
+}
+
+/// Who hears about an incident: the first `[[email.routes]]` that matches it, else `email.to`.
+fn recipients<'s>(shared: &'s Shared, incident: &crate::store::IncidentView, alerts: &[crate::store::AlertSummary]) -> &'s [String] {
+    let monitor = incident.monitor.as_deref().or_else(|| alerts.first().and_then(|a| a.monitor.as_deref()));
+    let names = mailer::Names { health_set: &incident.health_set, monitor, server: &incident.server };
+    mailer::recipients(&shared.settings.email_routes, &shared.settings.email.to, &names)
+}
+
 /// The email for an incident: its ending, or (`word` "stalled") the notice that it makes no progress.
 async fn escalation(shared: &Shared, id: &str, word: &str, ending: &Ending) -> anyhow::Result<NewNotification> {
     let mut incident = shared.store.incident(id.to_owned()).await?;
@@ -675,9 +800,7 @@ async fn escalation(shared: &Shared, id: &str, word: &str, ending: &Ending) -> a
         activation_left_as_found: &ending.activation_left_as_found,
         suppressed_escalations,
     };
-    let monitor = incident.monitor.as_deref().or_else(|| alerts.first().and_then(|a| a.monitor.as_deref()));
-    let names = mailer::Names { health_set: &incident.health_set, monitor, server: &incident.server };
-    let to = mailer::recipients(&shared.settings.email_routes, &email.to, &names);
+    let to = recipients(shared, &incident, &alerts);
     let message = mailer::compose_for(&escalation, &email.from, to, shared.settings.public_url.as_deref())?;
     Ok(NewNotification {
         kind: mailer::kind(&escalation).into(),
@@ -702,7 +825,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let settings = crate::config::Config { data_dir: dir.path().to_path_buf(), ..crate::config::Config::default() }.resolve(|_| None).unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (mut engine, _handle) = Engine::new(Arc::new(settings), store, Arc::new(Metrics::new()), false).unwrap();
+        let (mut engine, _handle) = Engine::new(Arc::new(settings), store, Arc::new(Metrics::new()), false, "http://127.0.0.1:8080".into()).unwrap();
         let shared = engine.shared.clone();
         lock(&shared.locks).insert(name("cas01"), "incident-1".into());
         lock(&shared.locks).insert(name("mbx01"), "incident-1".into());

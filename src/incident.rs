@@ -40,6 +40,7 @@ names!(
         Queued => "queued",
         Running => "running",
         Waiting => "waiting",
+        AwaitingApproval => "awaiting_approval",
         Transient => "transient",
         Recovered => "recovered",
         Escalated => "escalated",
@@ -50,7 +51,7 @@ names!(
 
 impl State {
     pub fn is_final(self) -> bool {
-        !matches!(self, State::Queued | State::Running | State::Waiting)
+        !matches!(self, State::Queued | State::Running | State::Waiting | State::AwaitingApproval)
     }
 }
 
@@ -68,11 +69,18 @@ names!(
         ComponentState => "component_state",
         RestartService => "restart_service",
         MaHistory => "ma_history",
+        Approval => "approval",
         Wait => "wait",
     }
 );
 
 impl ActionKind {
+    /// Whether an executor carries the action out with a script: every action but a wait (the engine keeps it) and
+    /// an approval (a person gives it).
+    pub fn runs_script(self) -> bool {
+        !matches!(self, ActionKind::Wait | ActionKind::Approval)
+    }
+
     /// Whether the action changes a server. Mutating actions are throttled, skipped in dry-run, and never repeated
     /// after a crash without verifying first.
     pub fn is_mutating(self) -> bool {
@@ -107,6 +115,10 @@ names!(
         Skipped => "skipped",
         NoneFound => "none",
         Found => "found",
+        Requested => "requested",
+        Approved => "approved",
+        Denied => "denied",
+        Expired => "expired",
     }
 );
 
@@ -122,9 +134,13 @@ pub enum Sense {
 impl Outcome {
     pub fn sense(self) -> Sense {
         match self {
-            Outcome::Succeeded | Outcome::Healthy | Outcome::Done | Outcome::NoActiveCopies | Outcome::Active | Outcome::NoneFound => Sense::Good,
-            Outcome::Failed | Outcome::Unhealthy | Outcome::Error | Outcome::ActiveCopies | Outcome::Inactive => Sense::Bad,
-            Outcome::DryRun | Outcome::Throttled | Outcome::Interrupted | Outcome::Skipped | Outcome::Found => Sense::Pending,
+            Outcome::Succeeded | Outcome::Healthy | Outcome::Done | Outcome::NoActiveCopies | Outcome::Active | Outcome::NoneFound | Outcome::Approved => {
+                Sense::Good
+            }
+            Outcome::Failed | Outcome::Unhealthy | Outcome::Error | Outcome::ActiveCopies | Outcome::Inactive | Outcome::Denied | Outcome::Expired => {
+                Sense::Bad
+            }
+            Outcome::DryRun | Outcome::Throttled | Outcome::Interrupted | Outcome::Skipped | Outcome::Found | Outcome::Requested => Sense::Pending,
         }
     }
 }

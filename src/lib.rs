@@ -10,6 +10,7 @@
 //! - [`domain`]: validated names (server, health set, monitor, ...) and the `_Mbx:` hint parser.
 //! - [`store`]: SQLite, group-committed; the only module with SQL.
 //! - [`engine`]: the worker that drives incidents through their runbooks, applying [`safety`]'s throttles.
+//! - [`approval`]: which changes wait for a person, the tokens of the approval links, and how decisions are told.
 //! - [`runbook`]: the runbook format, the built-in runbooks, and the pure planner that replays them over a journal.
 //! - [`executor`]: the simulator and the PowerShell process executor, behind one `Action` -> `Report` interface.
 //! - [`mailer`] and [`notifier`]: composing the escalation email, and delivering the stored outbox with retries.
@@ -23,6 +24,7 @@
 //! - [`private_files`]: the data directory and its files, readable by the service's own user only.
 
 pub mod alert;
+pub mod approval;
 pub mod auth;
 pub mod cli;
 pub mod client;

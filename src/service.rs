@@ -63,7 +63,11 @@ impl Service {
         let metrics = Arc::new(Metrics::new());
         // The pause switch is read before the engine or the listener start, so no pause can slip between them.
         let paused = store.paused().await.context("cannot read the pause switch")?.is_some();
-        let (engine, handle) = Engine::new(settings.clone(), store.clone(), metrics.clone(), paused)?;
+        let links = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        if settings.public_url.is_none() && !settings.approval.actions.is_empty() {
+            tracing::warn!(%links, "public_url is not set: approval links are built on the listener's address, which people elsewhere may not reach");
+        }
+        let (engine, handle) = Engine::new(settings.clone(), store.clone(), metrics.clone(), paused, links)?;
         let engine = tokio::spawn(engine.run(stopping.clone()));
         tokio::spawn(prune(store.clone(), settings.retention, stopping.clone()));
         let state = Arc::new(AppState { settings, store: store.clone(), engine: handle, metrics, guesses: Default::default() });

@@ -52,7 +52,7 @@ fn state_tone(state: &str) -> Option<Tone> {
     match State::parse(state)? {
         State::Transient | State::Recovered => Some(Tone::Good),
         State::Escalated | State::Blocked => Some(Tone::Bad),
-        State::Queued | State::Running | State::Waiting => Some(Tone::Busy),
+        State::Queued | State::Running | State::Waiting | State::AwaitingApproval => Some(Tone::Busy),
         State::Suppressed => Some(Tone::Quiet),
     }
 }
@@ -75,7 +75,7 @@ fn email_tone(status: &str) -> Option<Tone> {
 
 /// Text that came from outside, made safe for a terminal: control characters other than newline and tab are shown
 /// escaped (`\u{1b}`), never sent as they are.
-fn clean(text: &str) -> String {
+pub fn clean(text: &str) -> String {
     text.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 

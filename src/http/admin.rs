@@ -1,6 +1,6 @@
-//! The admin API (bearer admin token): alerts, incidents, replay, the pause switch and silences.
+//! The admin API (bearer admin token): alerts, incidents, replay, approvals, the pause switch and silences.
 //!
-//! Replay and the pause switch are also offered to the operator's page (`ui`), which calls the same functions here
+//! Replay, approvals and the pause switch are also offered to the operator's page (`ui`), which calls the same functions here
 //! so that both surfaces behave alike.
 
 use std::sync::Arc;
@@ -16,10 +16,11 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::alert::{self, Format};
+use crate::approval::{self, Verdict, Via};
 use crate::auth;
 use crate::domain::ServerName;
-use crate::incident::State as IncidentState;
-use crate::store::StoreError;
+use crate::incident::{ActionKind, State as IncidentState};
+use crate::store::{Decided, NewDecision, StoreError, Target};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -28,6 +29,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/alerts/{id}/replay", post(replay))
         .route("/v1/incidents", get(list_incidents))
         .route("/v1/incidents/{id}", get(show_incident))
+        .route("/v1/incidents/{id}/approve", post(approve))
+        .route("/v1/incidents/{id}/deny", post(deny))
         .route("/v1/automation/pause", post(pause))
         .route("/v1/automation/resume", post(resume))
         .route("/v1/silences", get(list_silences).post(add_silence))
@@ -148,6 +151,45 @@ pub(super) async fn replay_alert(state: &AppState, alert_id: String, dry_run: bo
     tracing::info!(alert = %alert_id, incident = %incident_id, "alert replayed");
     state.engine.wake(&incident_id);
     Ok(incident_id)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    reason: Option<String>,
+}
+
+async fn approve(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    decide_incident(&state, id, Verdict::Approve, &body).await
+}
+
+async fn deny(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    decide_incident(&state, id, Verdict::Deny, &body).await
+}
+
+async fn decide_incident(state: &AppState, id: String, verdict: Verdict, body: &[u8]) -> Result<Response, ApiError> {
+    let body: DecisionBody = optional_json(body)?;
+    let incident_id = decide(state, Target::Incident(id), verdict, Via::Api, body.reason).await?;
+    Ok(Json(json!({ "incident_id": incident_id, "decision": verdict.outcome() })).into_response())
+}
+
+/// Records a person's decision on an approval and wakes the engine: the one function behind the admin API (and
+/// the CLI), the operator's page and the email's link. `409` when nothing awaits a decision there; `400` for a
+/// reason that cannot be kept. Returns the incident's id.
+pub(super) async fn decide(state: &AppState, target: Target, verdict: Verdict, via: Via, reason: Option<String>) -> Result<String, ApiError> {
+    approval::check_reason(reason.as_deref()).map_err(ApiError::bad_request)?;
+    let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    let detail = approval::detail(via, reason.as_deref());
+    let decision = NewDecision { outcome: verdict.outcome(), via: Some(via), reason, detail };
+    match state.store.decide(target, decision).await? {
+        Decided::Recorded { incident_id } => {
+            tracing::warn!(incident = %incident_id, decision = %verdict.outcome(), via = via.as_str(), "approval decided");
+            state.metrics.action(ActionKind::Approval, verdict.outcome());
+            state.engine.wake(&incident_id);
+            Ok(incident_id)
+        }
+        Decided::Nothing(why) => Err(ApiError::new(StatusCode::CONFLICT, "nothing_to_decide", why)),
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -22,6 +22,7 @@ use lettre::Message;
 use crate::domain::ServerName;
 use crate::store::{AlertSummary, IncidentView};
 
+pub use content::Request;
 pub use routing::{notifies, recipients, Names, Pattern, Route, RouteError};
 pub use transport::{Accepted, Conversation, Mailer};
 
@@ -116,6 +117,30 @@ pub fn compose(escalation: &Escalation, from: &str, to: &[String]) -> Result<Mes
 /// Like [`compose`], for a service people reach at `public_url` (the `public_url` setting): the email links the
 /// incident's page there, and its commands carry `--url` so that they work from any machine.
 pub fn compose_for(escalation: &Escalation, from: &str, to: &[String], public_url: Option<&str>) -> Result<Message, MailError> {
+    let content = content::Content::new(escalation, public_url);
+    build(escalation, subject(escalation), kind(escalation) == "escalation", content, from, to)
+}
+
+/// The email that asks for a decision on `request`: the proposal, its exact commands, why (the timeline, the latest
+/// probe), the deadline, and the approval page's links. Sent to `approval.to` through the same outbox.
+pub fn compose_request(escalation: &Escalation, request: &Request, from: &str, to: &[String], public_url: Option<&str>) -> Result<Message, MailError> {
+    let content = content::Content::new(escalation, public_url).ask(request);
+    build(escalation, request_subject(escalation, request), true, content, from, to)
+}
+
+/// The notification kind of an approval request.
+pub const REQUEST_KIND: &str = "approval_request";
+
+/// `[healthset-responder] APPROVAL NEEDED: restart_server on mbx01.contoso.com (ActiveSync ActiveSyncDeepTestMonitor)`.
+pub fn request_subject(escalation: &Escalation, request: &Request) -> String {
+    let what = subject(escalation);
+    let about = what.split_once(": ").map_or(what.as_str(), |(_, about)| about);
+    let action = content::line(request.proposal).split(' ').next().unwrap_or_default().to_owned();
+    let dry_run = if escalation.incident.dry_run { "DRY RUN " } else { "" };
+    format!("{SUBJECT_PREFIX} {dry_run}APPROVAL NEEDED: {action} on {} ({})", content::line(request.server), about.replacen(" on ", " alert on ", 1))
+}
+
+fn build(escalation: &Escalation, subject: String, important: bool, content: content::Content, from: &str, to: &[String]) -> Result<Message, MailError> {
     let mut sender: Mailbox = from.trim().parse().map_err(|e| MailError::config("email.from", format!("{from:?} is not an email address ({e})")))?;
     if sender.name.is_none() {
         sender.name = Some("healthset-responder".to_owned());
@@ -123,7 +148,6 @@ pub fn compose_for(escalation: &Escalation, from: &str, to: &[String], public_ur
     if to.is_empty() {
         return Err(MailError::config("email.to", "is empty; escalations need a recipient"));
     }
-    let subject = subject(escalation);
     let domain = sender.email.domain().to_owned();
     let mut builder =
         Message::builder().from(sender).subject(subject.clone()).message_id(Some(format!("<{}@{}>", uuid::Uuid::now_v7().simple(), domain))).date_now();
@@ -135,12 +159,11 @@ pub fn compose_for(escalation: &Escalation, from: &str, to: &[String], public_ur
     // RFC 3834: an automatic message; Exchange's own header keeps out-of-office replies away from the sender.
     builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".to_owned()));
     builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"), "All".to_owned()));
-    if kind(escalation) == "escalation" {
+    if important {
         builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Importance"), "high".to_owned()));
     }
     builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Healthset-Responder-Incident"), content::line(&escalation.incident.id)));
 
-    let content = content::Content::new(escalation, public_url);
     let part = |content_type: ContentType, body: String| SinglePart::builder().header(content_type).header(ContentTransferEncoding::QuotedPrintable).body(body);
     let body =
         MultiPart::alternative().singlepart(part(ContentType::TEXT_PLAIN, content.text())).singlepart(part(ContentType::TEXT_HTML, content.html(&subject)));

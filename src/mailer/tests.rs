@@ -139,6 +139,7 @@ fn incident(state: &str, reason: &str, steps: Vec<StepView>) -> IncidentView {
         replay_of: None,
         steps: Some(steps),
         notifications: None,
+        approval: None,
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Context<'a> {
     pub runbooks: &'a RunbookSet,
     pub inventory: &'a BTreeMap<ServerName, InventoryEntry>,
     pub limits: &'a Limits,
+    /// The mutating actions that wait for a person's approval (`approval.actions`; none in a dry run).
+    pub approval: &'a [ActionKind],
 }
 
 /// One finished journal step, as the planner reads it.
@@ -139,7 +141,20 @@ pub enum Decision {
     Run(Action),
     /// Journal the action `skipped` without running it, with this reason: Managed Availability already did it.
     Skip(Action, String),
+    /// Ask a person to approve these steps (journaled as an `approval` step, `requested`).
+    Ask(Proposal),
+    /// A person has been asked and has not decided: the incident waits `awaiting_approval`.
+    Await,
     Finish(Ending),
+}
+
+/// What a person is asked to approve: one remedy, or a whole restart procedure (a Mailbox server's failover, its
+/// restart and re-enabling activation), all on one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    pub server: ServerName,
+    /// The steps the approval covers, the first being the one that would run next.
+    pub covers: Vec<Action>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,19 +222,73 @@ impl<'a> Replay<'a> {
                 self.pos += 1;
                 Ok(done)
             }
-            Some(done) => Err(Decision::Finish(Ending::from_journal(
-                State::Blocked,
-                format!(
-                    "the journal no longer matches the runbook (step {} was {} on {}, the runbook now asks for {} on {}); was the runbook changed while the incident ran?",
-                    self.pos + 1,
-                    done.action,
-                    done.server,
-                    action.kind(),
-                    action.server()
-                ),
-                journal,
-            ))),
+            Some(done) => Err(self.mismatch(done, action.kind(), action.server())),
         }
+    }
+
+    fn mismatch(&self, done: &Done, wanted: ActionKind, server: &ServerName) -> Decision {
+        Decision::Finish(Ending::from_journal(
+            State::Blocked,
+            format!(
+                "the journal no longer matches the runbook (step {} was {} on {}, the runbook now asks for {wanted} on {server}); was the runbook changed while the incident ran?",
+                self.pos + 1,
+                done.action,
+                done.server,
+            ),
+            self.journal,
+        ))
+    }
+
+    /// Approval (`approval.actions`): before `proposal` runs, a person decides. Maintenance and throttles come
+    /// first, so nobody is asked to approve what the rules would refuse (the engine records a throttled proposal as
+    /// its first step, `throttled`, instead of asking). A denial or silence ends the incident `blocked`. After an
+    /// approval the problem is verified again, and the steps run only if it persists; the server's maintenance
+    /// state is checked again before they change it, however long the decision took.
+    fn approved(&mut self, ctx: &Context, runbook: &Runbook, checked: &ServerName, monitor: &Monitor, proposal: Proposal) -> Step<()> {
+        if !proposal.covers.iter().any(|action| ctx.approval.contains(&action.kind())) {
+            return Ok(());
+        }
+        let server = proposal.server.clone();
+        if !self.in_service.contains(&server) {
+            self.in_service(&server)?;
+        }
+        let first = proposal.covers[0].kind();
+        let journal: &'a [Done] = self.journal;
+        let requested = match journal.get(self.pos) {
+            None => return Err(Decision::Ask(proposal)),
+            Some(done) if done.action == first && done.server == server && done.outcome == Outcome::Throttled => {
+                self.pos += 1;
+                return Err(self.stop(State::Blocked, format!("throttled: {}", done.detail)));
+            }
+            Some(done) if done.action == ActionKind::Approval && done.server == server => done,
+            Some(done) => return Err(self.mismatch(done, ActionKind::Approval, &server)),
+        };
+        self.pos += 1;
+        let decision = match journal.get(self.pos) {
+            None => return Err(Decision::Await),
+            Some(done) if done.action == ActionKind::Approval && done.server == server => done,
+            Some(done) => return Err(self.mismatch(done, ActionKind::Approval, &server)),
+        };
+        self.pos += 1;
+        let proposed = proposal.covers.iter().map(|action| action.kind().as_str()).collect::<Vec<_>>().join(", ");
+        match decision.outcome {
+            Outcome::Approved => {}
+            Outcome::Denied | Outcome::Expired => {
+                let why = format!("approval {} {}; {proposed} on {server} was not run", decision.outcome, decision.detail);
+                return Err(self.stop(State::Blocked, why));
+            }
+            _ => return Err(self.stop(State::Blocked, format!("the approval asked for in step {} has no decision ({})", self.pos - 1, requested.outcome))),
+        }
+        // The decision may have taken an hour: what the server was then says little now.
+        self.in_service.clear();
+        if self.verify(ctx, runbook, checked, monitor, false)? {
+            let changed = self.journal[..self.pos].iter().any(|d| d.action.is_mutating() && matches!(d.outcome, Outcome::Done | Outcome::Interrupted));
+            let state = if changed { State::Recovered } else { State::Transient };
+            let since = if changed { "an earlier remedy took effect" } else { "the problem went away by itself" };
+            return Err(self
+                .stop(state, format!("{} when checked again after the approval: {since}, and {proposed} on {server} was not run", passed(runbook, monitor))));
+        }
+        Ok(())
     }
 
     /// A read-only check; an executor failure stops the incident.
@@ -396,6 +465,18 @@ impl<'a> Replay<'a> {
     /// The server's maintenance state is checked again before the procedure and before the restart itself.
     /// `None` means the restart did not help and the runbook goes on.
     fn restart(&mut self, ctx: &Context, runbook: &Runbook, server: &ServerName, monitor: &Monitor, role: Role) -> Step<Option<Remedied>> {
+        // One approval covers the whole procedure, asked before its failover starts.
+        let restart = Action::RestartServer { server: server.clone() };
+        let covers = match role.hosts_databases() {
+            true => vec![
+                Action::DisableActivation { server: server.clone(), attempt: 1 },
+                Action::CopyStatus { server: server.clone() },
+                restart,
+                Action::EnableActivation { server: server.clone() },
+            ],
+            false => vec![restart],
+        };
+        self.approved(ctx, runbook, server, monitor, Proposal { server: server.clone(), covers })?;
         self.in_service(server)?;
         if role.hosts_databases() {
             if let Some(why) = self.fail_over(ctx, server)? {
@@ -547,6 +628,19 @@ mod tests {
     /// Feeds the planner the outcomes a scenario gives, step by step, and returns the steps and the ending.
     /// `component_state` answers `active` unless the scenario says otherwise.
     fn drive(server: &str, monitor: Option<&str>, hint: Option<&str>, answer: Answer) -> (Vec<String>, Ending) {
+        drive_asking(server, monitor, hint, &[], Outcome::Approved, answer)
+    }
+
+    /// Like [`drive`] with `approval.actions` set to `approval`: a request is journaled `requested` (with the
+    /// proposal's steps in its detail), and a person answers each with `decision`.
+    fn drive_asking(
+        server: &str,
+        monitor: Option<&str>,
+        hint: Option<&str>,
+        approval: &[ActionKind],
+        decision: Outcome,
+        answer: Answer,
+    ) -> (Vec<String>, Ending) {
         let runbooks = RunbookSet::load(None).unwrap();
         let inventory = BTreeMap::from([
             (name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None }),
@@ -560,15 +654,21 @@ mod tests {
             mailbox_hint: hint.map(name),
         };
         let limits = LIMITS;
-        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits };
-        let (journal, ending) = run_planner(&ctx, answer, &|_, _| (Outcome::Done, Vec::new()));
+        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits, approval };
+        let (journal, ending) = run_planner(&ctx, answer, &|_, _| (Outcome::Done, Vec::new()), decision);
         (lines(&journal), ending)
     }
 
     /// Feeds the planner a scenario's outcomes until it ends: `answer` for each action, `history` for the
-    /// Managed Availability actions an `ma_history` step finds. Skipped steps are journaled `skipped`.
-    pub(super) fn run_planner(ctx: &Context, answer: Answer, history: &dyn Fn(&Action, &[Done]) -> (Outcome, Vec<RecoveryAction>)) -> (Vec<Done>, Ending) {
-        let mut journal = Vec::new();
+    /// Managed Availability actions an `ma_history` step finds, `decision` for every approval asked for (its request
+    /// journaled with the proposal's steps in its detail). Skipped steps are journaled `skipped`.
+    pub(super) fn run_planner(
+        ctx: &Context,
+        answer: Answer,
+        history: &dyn Fn(&Action, &[Done]) -> (Outcome, Vec<RecoveryAction>),
+        decision: Outcome,
+    ) -> (Vec<Done>, Ending) {
+        let mut journal: Vec<Done> = Vec::new();
         loop {
             match next(ctx, &journal).decision {
                 Decision::Finish(ending) => return (journal, ending),
@@ -576,6 +676,16 @@ mod tests {
                 Decision::Run(action @ Action::MaHistory { .. }) => {
                     let (outcome, ma_actions) = history(&action, &journal);
                     journal.push(Done { ma_actions, ..done(&action, outcome, vec![]) });
+                }
+                Decision::Ask(proposal) => {
+                    let covers: Vec<&str> = proposal.covers.iter().map(|a| a.kind().as_str()).collect();
+                    let mut request = done(&Action::ComponentState { server: proposal.server.clone() }, Outcome::Requested, vec![]);
+                    (request.action, request.detail) = (ActionKind::Approval, covers.join(","));
+                    journal.push(request);
+                }
+                Decision::Await => {
+                    let asked = journal.last().expect("a request comes first").clone();
+                    journal.push(Done { outcome: decision, detail: "on the operator's page; reason: checked".into(), ..asked });
                 }
                 Decision::Run(action) => {
                     let (outcome, unhealthy) = match (&action, answer(&action, &journal)) {
@@ -603,7 +713,13 @@ mod tests {
     }
 
     pub(super) fn lines(journal: &[Done]) -> Vec<String> {
-        journal.iter().map(|d| format!("{} {} {}", d.action, d.server, d.outcome)).collect()
+        journal
+            .iter()
+            .map(|d| match d.outcome {
+                Outcome::Requested => format!("{} {} {} {}", d.action, d.server, d.outcome, d.detail),
+                _ => format!("{} {} {}", d.action, d.server, d.outcome),
+            })
+            .collect()
     }
 
     /// Whether the journal has `action` done on `server`.
@@ -612,6 +728,17 @@ mod tests {
     }
 
     const CTP: Option<&str> = Some("ActiveSyncCTPMonitor");
+    /// A Mailbox server's restart procedure as the journal shows it, from its failover to re-enabling activation.
+    const MBX01_RESTART: [&str; 8] = [
+        "disable_activation mbx01 done",
+        "copy_status mbx01 no_active_copies",
+        "component_state mbx01 active",
+        "restart_server mbx01 done",
+        "wait mbx01 done",
+        "wait mbx01 done",
+        "probe mbx01 succeeded",
+        "enable_activation mbx01 done",
+    ];
     const DEEP: &str = "ActiveSyncDeepTestMonitor";
     const SELF_TEST: &str = "ActiveSyncSelfTestMonitor";
 
@@ -683,16 +810,11 @@ mod tests {
                 "wait mbx01 done",
                 "probe mbx01 failed",
                 "component_state mbx01 active",
-                "disable_activation mbx01 done",
-                "copy_status mbx01 no_active_copies",
-                "component_state mbx01 active",
-                "restart_server mbx01 done",
-                "wait mbx01 done",
-                "wait mbx01 done",
-                "probe mbx01 succeeded",
-                "enable_activation mbx01 done",
-                "probe cas01 succeeded",
             ]
+            .into_iter()
+            .chain(MBX01_RESTART)
+            .chain(["probe cas01 succeeded"])
+            .collect::<Vec<_>>()
         );
         assert_eq!(ending.state, State::Recovered);
         assert!(
@@ -890,7 +1012,7 @@ mod tests {
             mailbox_hint: None,
         };
         let limits = LIMITS;
-        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits };
+        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits, approval: &[] };
         let mut journal = Vec::new();
         let ending = loop {
             match next(&ctx, &journal).decision {
@@ -909,6 +1031,7 @@ mod tests {
                     step.already_in_place = action.kind() == ActionKind::DisableActivation;
                     journal.push(step);
                 }
+                other => panic!("nobody is asked without approval.actions: {other:?}"),
             }
         };
         assert_eq!(ending.state, State::Recovered);
@@ -996,7 +1119,7 @@ mod tests {
             mailbox_hint: None,
         };
         let limits = LIMITS;
-        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits };
+        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits, approval: &[] };
         let probe = Action::Probe { server: name("cas01"), probe: ProbeRef::parse("ActiveSync\\ActiveSyncCTPProbe").unwrap(), backend: None };
         let journal = [done(&probe, Outcome::Failed, vec![]), done(&Action::IisReset { server: name("cas01"), noforce: false }, Outcome::Done, vec![])];
         let Decision::Finish(ending) = next(&ctx, &journal).decision else { panic!("the planner must stop") };
@@ -1020,5 +1143,110 @@ mod tests {
         let enable = done(&Action::EnableActivation { server: name("mbx01") }, Outcome::Done, vec![]);
         let ending = Ending::from_journal(State::Blocked, "x", &[journal[0].clone(), journal[1].clone(), enable]);
         assert!(ending.activation_disabled.is_empty());
+    }
+
+    const HURTS: &[ActionKind] = &[ActionKind::DisableActivation, ActionKind::RestartServer];
+
+    #[test]
+    fn a_mailbox_restart_is_approved_once_before_its_failover_for_the_whole_procedure() {
+        let (steps, ending) = drive_asking("mbx01", Some(DEEP), None, HURTS, Outcome::Approved, &|action, journal| match action {
+            Action::Probe { .. } => (if ran(journal, ActionKind::RestartServer, "mbx01") { Outcome::Succeeded } else { Outcome::Failed }, vec![]),
+            Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
+            _ => (Outcome::Done, vec![]),
+        });
+        let asked = "approval mbx01 requested disable_activation,copy_status,restart_server,enable_activation";
+        let at = steps.iter().position(|s| s == asked).expect("asked before the failover");
+        assert_eq!(steps[at - 1], "probe mbx01 failed", "asked once the IISReset had not helped");
+        // Verified again after the decision, and the maintenance state read again before the change.
+        let decided = [asked, "approval mbx01 approved", "probe mbx01 failed", "component_state mbx01 active"];
+        assert_eq!(steps[at..], [&decided[..], &MBX01_RESTART[..]].concat());
+        assert_eq!(steps.iter().filter(|s| s.starts_with("approval")).count(), 2, "one request, one decision: {steps:?}");
+        assert_eq!(ending.state, State::Recovered);
+        assert!(steps[..at].iter().all(|s| !s.starts_with("approval")), "the recycle and IISReset were not asked about: {steps:?}");
+    }
+
+    #[test]
+    fn a_denied_or_expired_approval_runs_nothing_and_ends_blocked_naming_the_decision() {
+        for decision in [Outcome::Denied, Outcome::Expired] {
+            let (steps, ending) =
+                drive_asking("cas01", Some("ActiveSyncCTPMonitor"), Some("mbx01"), &[ActionKind::IisReset], decision, &|action, _| match action {
+                    Action::Probe { .. } => (Outcome::Failed, vec![]),
+                    _ => (Outcome::Done, vec![]),
+                });
+            assert_eq!(steps[steps.len() - 2..], ["approval cas01 requested iis_reset".to_owned(), format!("approval cas01 {decision}")]);
+            assert!(!steps.iter().any(|s| s.starts_with("iis_reset")), "{steps:?}");
+            assert_eq!(ending.state, State::Blocked);
+            assert_eq!(ending.reason, format!("approval {decision} on the operator's page; reason: checked; iis_reset on cas01 was not run"));
+        }
+    }
+
+    #[test]
+    fn an_approval_given_after_the_problem_went_away_does_nothing_more() {
+        // The probe fails until the person has been asked, and succeeds when checked after the decision.
+        let asked = |journal: &[Done]| journal.iter().any(|d| d.action == ActionKind::Approval);
+        let answer = |action: &Action, journal: &[Done]| match action {
+            Action::Probe { .. } if asked(journal) => (Outcome::Succeeded, vec![]),
+            Action::Probe { .. } => (Outcome::Failed, vec![]),
+            _ => (Outcome::Done, vec![]),
+        };
+        let (steps, ending) = drive_asking("cas01", Some("ActiveSyncCTPMonitor"), Some("mbx01"), &[ActionKind::RecycleAppPool], Outcome::Approved, &answer);
+        assert_eq!(
+            steps,
+            [
+                "probe cas01 failed",
+                "component_state cas01 active",
+                "approval cas01 requested recycle_app_pool",
+                "approval cas01 approved",
+                "probe cas01 succeeded"
+            ]
+        );
+        assert_eq!(ending.state, State::Transient, "nothing was changed: {}", ending.reason);
+        assert!(ending.reason.contains("the problem went away by itself, and recycle_app_pool on cas01 was not run"), "{}", ending.reason);
+
+        let (steps, ending) = drive_asking("cas01", Some("ActiveSyncCTPMonitor"), Some("mbx01"), &[ActionKind::IisReset], Outcome::Approved, &answer);
+        assert_eq!(steps.last().unwrap(), "probe cas01 succeeded");
+        assert!(steps.contains(&"recycle_app_pool cas01 done".to_owned()));
+        assert_eq!(ending.state, State::Recovered, "the recycle before the request changed the server: {}", ending.reason);
+        assert!(ending.reason.contains("an earlier remedy took effect, and iis_reset on cas01 was not run"), "{}", ending.reason);
+    }
+
+    #[test]
+    fn nobody_is_asked_to_approve_what_a_throttle_or_maintenance_refuses() {
+        // The engine records a throttled proposal as its first step, `throttled`, instead of asking.
+        let ctx_journal = |outcome: Outcome| {
+            vec![
+                done(
+                    &Action::Probe { server: name("cas01"), probe: ProbeRef::parse("ActiveSync\\ActiveSyncCTPProbe").unwrap(), backend: Some(name("mbx01")) },
+                    Outcome::Failed,
+                    vec![],
+                ),
+                done(&Action::ComponentState { server: name("cas01") }, outcome, vec![]),
+            ]
+        };
+        let runbooks = RunbookSet::load(None).unwrap();
+        let inventory = BTreeMap::from([(name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None })]);
+        let facts = Facts {
+            server: name("cas01"),
+            health_set: HealthSet::parse("ActiveSync").unwrap(),
+            monitor: Some(Monitor::parse("ActiveSyncCTPMonitor").unwrap()),
+            mailbox_hint: Some(name("mbx01")),
+        };
+        let approval = [ActionKind::RecycleAppPool];
+        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &LIMITS, approval: &approval };
+        let mut journal = ctx_journal(Outcome::Active);
+        journal.push(done(
+            &Action::RecycleAppPool { server: name("cas01"), app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap()] },
+            Outcome::Throttled,
+            vec![],
+        ));
+        match next(&ctx, &journal).decision {
+            Decision::Finish(ending) => assert_eq!(ending.state, State::Blocked),
+            other => panic!("a throttled proposal ends the incident: {other:?}"),
+        }
+        match next(&ctx, &ctx_journal(Outcome::Inactive)).decision {
+            Decision::Finish(ending) => assert_eq!(ending.state, State::Suppressed, "a server in maintenance is not asked about"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(next(&ctx, &ctx_journal(Outcome::Active)).decision, Decision::Ask(_)), "an active server with room in its throttles is asked about");
     }
 }

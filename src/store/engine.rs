@@ -93,6 +93,14 @@ pub struct NotificationRow {
     pub attempts: i64,
 }
 
+/// The states of an incident that is not final, as SQL: `awaiting_approval` holds its servers and counts toward
+/// the restarts in flight like the others, but only the first three are driven.
+macro_rules! open_states {
+    () => {
+        "('queued', 'running', 'waiting', 'awaiting_approval')"
+    };
+}
+
 fn parse_server(raw: String) -> rusqlite::Result<ServerName> {
     ServerName::parse(&raw).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
@@ -213,17 +221,11 @@ impl Store {
                     .iter()
                     .map(|(kind, rule)| (*kind, rule, format!("; {} was not started, since the {kind} it leads to would be refused", action.kind()))),
             );
-            for (kind, rule, consequence) in rules {
-                let history = history(tx, &id, kind, action.server(), group.as_deref(), now)?;
-                let group_name = group.as_deref().unwrap_or(action.server().as_str());
-                if let Err(reason) = safety::check(kind, rule, action.server().as_str(), group_name, &history, now).map_err(|r| r + &consequence) {
-                    let seq = insert_step(tx, &id, &action, &command, group.as_deref(), false, now)?;
-                    tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = 'throttled', detail = ?4 WHERE incident_id = ?1 AND seq = ?2")?
-                        .execute(params![id, seq, now, reason])?;
-                    return Ok(Started::Throttled(reason));
-                }
+            if let Some(reason) = refusal(tx, &id, action.server(), group.as_deref(), rules, now)? {
+                record_throttled(tx, &id, &action, &command, group.as_deref(), &reason, now)?;
+                return Ok(Started::Throttled(reason));
             }
-            let seq = insert_step(tx, &id, &action, &command, group.as_deref(), counted, now)?;
+            let seq = insert_step(tx, &id, (action.kind(), action.server()), &command, group.as_deref(), counted, now)?;
             Ok(Started::Run { seq })
         })
         .await
@@ -233,15 +235,8 @@ impl Store {
     pub async fn skip_step(&self, id: String, action: Action, command: String, outcome: Outcome, detail: String) -> Result<()> {
         self.write(move |tx| {
             let now = now_ms();
-            let seq = insert_step(tx, &id, &action, &command, None, false, now)?;
-            tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5 WHERE incident_id = ?1 AND seq = ?2")?.execute(params![
-                id,
-                seq,
-                now,
-                outcome.as_str(),
-                detail
-            ])?;
-            Ok(())
+            let seq = insert_step(tx, &id, (action.kind(), action.server()), &command, None, false, now)?;
+            finish_at_once(tx, &id, seq, outcome, &detail, now)
         })
         .await
     }
@@ -329,10 +324,10 @@ impl Store {
     /// Every server held by an incident that is not final, and by which incident.
     pub async fn server_locks(&self) -> Result<Vec<(ServerName, String)>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT l.server, l.incident_id FROM server_locks l JOIN incidents i ON i.id = l.incident_id
-                 WHERE i.state IN ('queued', 'running', 'waiting')",
-            )?;
+            let mut stmt = conn.prepare_cached(concat!(
+                "SELECT l.server, l.incident_id FROM server_locks l JOIN incidents i ON i.id = l.incident_id WHERE i.state IN ",
+                open_states!()
+            ))?;
             let rows = stmt.query_map([], |row| Ok((parse_server(row.get(0)?)?, row.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
@@ -345,8 +340,10 @@ impl Store {
         self.write(move |tx| {
             let holder: Option<String> = tx
                 .prepare_cached(
-                    "SELECT l.incident_id FROM server_locks l JOIN incidents i ON i.id = l.incident_id
-                     WHERE l.server = ?1 AND i.state IN ('queued', 'running', 'waiting')",
+                    concat!(
+                        "SELECT l.incident_id FROM server_locks l JOIN incidents i ON i.id = l.incident_id WHERE l.server = ?1 AND i.state IN ",
+                        open_states!()
+                    ),
                 )?
                 .query_row([server.as_str()], |r| r.get(0))
                 .optional()?;
@@ -390,12 +387,16 @@ impl Store {
 
     /// Records the attempt the transport accepted. `last_error` keeps the error of the last failed attempt, if any,
     /// so an operator can see why the email came late. Only a pending notification changes: recording twice counts
-    /// one attempt.
+    /// one attempt. A delivered approval request's body is dropped: it holds its link's token, which the store
+    /// otherwise keeps only as a hash.
     pub async fn notification_sent(&self, id: String) -> Result<()> {
         self.write(move |tx| {
             let now = now_ms();
-            tx.prepare_cached("UPDATE notifications SET status = 'sent', attempts = attempts + 1, sent_at = ?2 WHERE id = ?1 AND status = 'pending'")?
-                .execute(params![id, now])?;
+            tx.prepare_cached(
+                "UPDATE notifications SET status = 'sent', attempts = attempts + 1, sent_at = ?2,
+                 message = CASE WHEN kind = 'approval_request' THEN x'' ELSE message END WHERE id = ?1 AND status = 'pending'",
+            )?
+            .execute(params![id, now])?;
             Ok(())
         })
         .await
@@ -412,7 +413,7 @@ impl Store {
     }
 }
 
-fn queue_notification(tx: &Transaction, incident: &str, n: NewNotification, now: i64) -> Result<()> {
+pub(super) fn queue_notification(tx: &Transaction, incident: &str, n: NewNotification, now: i64) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO notifications (id, incident_id, kind, recipients, subject, message, status, next_attempt_at, created_at, mail_from)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, ?7, ?8)",
@@ -438,13 +439,23 @@ fn next_seq(tx: &Transaction, id: &str) -> Result<i64> {
     Ok(tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE incident_id = ?1")?.query_row([id], |r| r.get(0))?)
 }
 
-fn insert_step(tx: &Transaction, id: &str, action: &Action, command: &str, group: Option<&str>, counted: bool, now: i64) -> Result<i64> {
+/// Journals a step as started (`kind` on `server`) and moves the incident to `running` (`waiting` for a wait).
+pub(super) fn insert_step(
+    tx: &Transaction,
+    id: &str,
+    step: (ActionKind, &ServerName),
+    command: &str,
+    group: Option<&str>,
+    counted: bool,
+    now: i64,
+) -> Result<i64> {
+    let (kind, server) = step;
     let seq = next_seq(tx, id)?;
     tx.prepare_cached(
         "INSERT INTO steps (incident_id, seq, action, server, server_group, command, counted, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![id, seq, action.kind().as_str(), action.server().as_str(), group, command, counted, now])?;
-    let state = if action.kind() == ActionKind::Wait { State::Waiting } else { State::Running };
+    .execute(params![id, seq, kind.as_str(), server.as_str(), group, command, counted, now])?;
+    let state = if kind == ActionKind::Wait { State::Waiting } else { State::Running };
     tx.prepare_cached("UPDATE incidents SET state = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![id, state.as_str(), now])?;
     Ok(seq)
 }
@@ -482,6 +493,44 @@ fn counted(tx: &Transaction, column: &str, kind: ActionKind, value: &str, since:
     Ok((own_last.max(their_last), own_count + their_count, their_count))
 }
 
+/// The first of `rules` (an action kind, its throttle, and what a refusal means besides) that refuses a step on
+/// `server` now, as its reason. Read in the transaction that journals the step, so that concurrent incidents
+/// cannot both pass one limit.
+pub(super) fn refusal<'r>(
+    tx: &Transaction,
+    incident: &str,
+    server: &ServerName,
+    group: Option<&str>,
+    rules: impl IntoIterator<Item = (ActionKind, &'r Throttle, String)>,
+    now: i64,
+) -> Result<Option<String>> {
+    for (kind, rule, consequence) in rules {
+        let history = history(tx, incident, kind, server, group, now)?;
+        if let Err(reason) = safety::check(kind, rule, server.as_str(), group.unwrap_or(server.as_str()), &history, now) {
+            return Ok(Some(reason + &consequence));
+        }
+    }
+    Ok(None)
+}
+
+/// Journals a step a throttle refused: finished at once, `throttled`, not counted.
+pub(super) fn record_throttled(tx: &Transaction, id: &str, action: &Action, command: &str, group: Option<&str>, reason: &str, now: i64) -> Result<()> {
+    let seq = insert_step(tx, id, (action.kind(), action.server()), command, group, false, now)?;
+    finish_at_once(tx, id, seq, Outcome::Throttled, reason, now)
+}
+
+/// Records the result of a step that took no time (one that did not run, a request, a decision).
+pub(super) fn finish_at_once(tx: &Transaction, id: &str, seq: i64, outcome: Outcome, detail: &str, now: i64) -> Result<()> {
+    tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5 WHERE incident_id = ?1 AND seq = ?2")?.execute(params![
+        id,
+        seq,
+        now,
+        outcome.as_str(),
+        detail
+    ])?;
+    Ok(())
+}
+
 fn history(tx: &Transaction, incident: &str, kind: ActionKind, server: &ServerName, group: Option<&str>, now: i64) -> Result<History> {
     let since = safety::window_start(now);
     let (server_last, server_today, by_ma) = counted(tx, "server", kind, server.as_str(), since)?;
@@ -493,11 +542,12 @@ fn history(tx: &Transaction, incident: &str, kind: ActionKind, server: &ServerNa
         if kind == ActionKind::RestartServer {
             // A restart procedure is in flight from its failover (or the restart itself) until its incident ends.
             history.group_in_flight = tx
-                .prepare_cached(
+                .prepare_cached(concat!(
                     "SELECT COUNT(DISTINCT s.incident_id) FROM steps s JOIN incidents i ON i.id = s.incident_id
-                     WHERE s.counted = 1 AND s.server_group = ?1 AND s.incident_id != ?2 AND s.action IN ('disable_activation', 'restart_server')
-                       AND i.state IN ('queued', 'running', 'waiting')",
-                )?
+                         WHERE s.counted = 1 AND s.server_group = ?1 AND s.incident_id != ?2 AND s.action IN ('disable_activation', 'restart_server')
+                           AND i.state IN ",
+                    open_states!()
+                ))?
                 .query_row(params![group, incident], |r| r.get(0))?;
         }
     }

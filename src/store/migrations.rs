@@ -139,8 +139,27 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE incidents ADD COLUMN stall_notified INTEGER NOT NULL DEFAULT 0;
     "#,
-    // 5: reserved for approvals (issue 14), which take this number; a no-op until then.
-    "",
+    // 5: approvals. One row per request: the `approval` step that asked, what it covers, the SHA-256 of its link's
+    // token (the token itself is never stored), its deadline, and once decided, the decision, how and why.
+    r#"
+    CREATE TABLE approvals (
+        id           TEXT PRIMARY KEY,
+        incident_id  TEXT NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
+        seq          INTEGER NOT NULL,
+        token_sha256 BLOB NOT NULL UNIQUE,
+        server       TEXT NOT NULL,
+        actions      TEXT NOT NULL,
+        command      TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL,
+        decided_at   INTEGER,
+        decision     TEXT,
+        decided_via  TEXT,
+        reason       TEXT
+    );
+    CREATE INDEX approvals_by_incident ON approvals(incident_id, requested_at);
+    CREATE INDEX approvals_pending ON approvals(expires_at) WHERE decided_at IS NULL;
+    "#,
     // 6: Managed Availability's recovery actions an `ma_history` step found: on the step, for the planner and the
     // email, and once each (they are read again by later incidents) for the throttles, under the responder's action
     // kind they count as.

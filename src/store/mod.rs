@@ -12,6 +12,7 @@
 //!
 //! The submodules hold the statements of one concern each: intake, the engine's journal, the operator's views.
 
+mod approvals;
 mod engine;
 mod intake;
 mod migrations;
@@ -26,6 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, Transaction};
 use tokio::sync::oneshot;
 
+pub use approvals::{ApprovalView, Decided, NewApproval, NewDecision, Requested, Target};
 pub use engine::{EscalationHistory, IncidentRecord, NewNotification, NewStep, NotificationRow, Runnable, Started, StepRecord};
 pub use intake::{Answer, AnswerItem, Disposition, NewDelivery};
 pub use retention::Pruned;

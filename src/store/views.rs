@@ -98,6 +98,8 @@ pub struct IncidentView {
     pub steps: Option<Vec<StepView>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Vec<NotificationView>>,
+    /// The latest approval asked for, if any.
+    pub approval: Option<super::ApprovalView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +150,7 @@ fn incident_row(row: &Row) -> rusqlite::Result<IncidentView> {
         replay_of: row.get(11)?,
         steps: None,
         notifications: None,
+        approval: None,
     })
 }
 
@@ -164,6 +167,7 @@ pub(crate) fn incident(conn: &Connection, id: &str) -> Result<IncidentView> {
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
     view.alert_ids = alert_ids(conn, id)?;
+    view.approval = super::approvals::latest(conn, id)?;
     let mut stmt = conn.prepare_cached(
         "SELECT seq, action, server, command, started_at, finished_at, outcome, detail, ma_actions FROM steps WHERE incident_id = ?1 ORDER BY seq",
     )?;
@@ -266,6 +270,7 @@ impl Store {
             let mut rows = stmt.query_map(params![state.map(State::as_str), before, limit], incident_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             for row in rows.iter_mut() {
                 row.alert_ids = alert_ids(conn, &row.id)?;
+                row.approval = super::approvals::latest(conn, &row.id)?;
             }
             Ok(rows)
         })

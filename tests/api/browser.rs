@@ -28,8 +28,6 @@ fn hostile_alert() -> String {
 
 #[tokio::test]
 async fn the_operator_page_works_in_a_real_browser() {
-    let chromedriver = on_path("chromedriver");
-    let chromium = on_path("chromium");
     let app =
         spawn_app_with(&format!("{INVENTORY}\n[simulator]\naction_latency = \"150ms\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n")).await;
     // An incident that escalates after every remedy (with its email delivered), and one whose alert text is hostile.
@@ -43,39 +41,8 @@ async fn the_operator_page_works_in_a_real_browser() {
     let hostile_id = app.open(&hostile_alert()).await;
     app.wait_final(&hostile_id).await;
 
-    let profile = tempfile::tempdir().unwrap();
-    let mut driver = Chromedriver::start(&chromedriver, profile.path()).await;
-    let capabilities = json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", format!("--user-data-dir={}", profile.path().join("profile").display()),
-                     "--window-size=1280,1500"]
-        }
-    });
-    let capabilities = match capabilities {
-        Value::Object(map) => map,
-        _ => unreachable!(),
-    };
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    // Starting Chromium is the slow part, slower still while other tests load the machine: bounded, generously.
-    let browser = tokio::time::timeout(SESSION_WAIT, ClientBuilder::new(connector).capabilities(capabilities).connect(&driver.url))
-        .await
-        .unwrap_or_else(|_| panic!("no WebDriver session within {SESSION_WAIT:?}\n{}", driver.log()))
-        .unwrap_or_else(|err| panic!("chromedriver refused a session: {err}\n{}", driver.log()));
-
-    // The scenario runs as its own task so that, whether it passes or panics, the browser is closed and chromedriver
-    // stopped before the test ends.
-    let scenario = tokio::spawn(tokio::time::timeout(SCENARIO, scenario(browser.clone(), app.url.clone(), incident_id, hostile_id)));
-    let outcome = scenario.await;
-    let _ = tokio::time::timeout(WAIT, browser.close()).await;
-    driver.stop().await;
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => panic!("the browser scenario took longer than {SCENARIO:?}"),
-        Err(err) => std::panic::resume_unwind(err.into_panic()),
-    }
+    let url = app.url.clone();
+    in_browser(1280, move |browser| scenario(browser, url, incident_id, hostile_id)).await;
     // The replay the page asked for is the newest incident, linked to the alert it came from.
     let (_, incidents) = app.admin_get("/v1/incidents").await;
     let newest = &incidents["incidents"][0];
@@ -225,15 +192,56 @@ async fn scenario(c: Client, url: String, incident_id: String, hostile_id: Strin
     assert_eq!(c.current_url().await.unwrap().path(), "/login");
 }
 
+/// Runs `scenario` in a headless Chromium `width` pixels wide, driven through chromedriver on a free loopback port.
+/// The scenario runs as its own task so that, whether it passes or panics, the browser is closed and chromedriver
+/// stopped before the test ends; a panic in it fails the test with its own message.
+pub async fn in_browser<F, Fut>(width: u32, scenario: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let chromedriver = on_path("chromedriver");
+    let chromium = on_path("chromium");
+    let profile = tempfile::tempdir().unwrap();
+    let mut driver = Chromedriver::start(&chromedriver, profile.path()).await;
+    let capabilities = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", format!("--user-data-dir={}", profile.path().join("profile").display()),
+                     format!("--window-size={width},1500")]
+        }
+    });
+    let capabilities = match capabilities {
+        Value::Object(map) => map,
+        _ => unreachable!(),
+    };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    // Starting Chromium is the slow part, slower still while other tests load the machine: bounded, generously.
+    let browser = tokio::time::timeout(SESSION_WAIT, ClientBuilder::new(connector).capabilities(capabilities).connect(&driver.url))
+        .await
+        .unwrap_or_else(|_| panic!("no WebDriver session within {SESSION_WAIT:?}\n{}", driver.log()))
+        .unwrap_or_else(|err| panic!("chromedriver refused a session: {err}\n{}", driver.log()));
+    let outcome = tokio::spawn(tokio::time::timeout(SCENARIO, scenario(browser.clone()))).await;
+    let _ = tokio::time::timeout(WAIT, browser.close()).await;
+    driver.stop().await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("the browser scenario took longer than {SCENARIO:?}"),
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    }
+}
+
 /// Where the test saves what it saw, for a person to look at: `target/test-artifacts/`.
-fn artifacts() -> PathBuf {
+pub fn artifacts() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("the target directory").join("test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 /// Saves the whole page as it looks `width` pixels wide: the window is made as tall as the page for the shot.
-async fn save_screenshot(c: &Client, name: &str, width: u32) {
+pub async fn save_screenshot(c: &Client, name: &str, width: u32) {
     let (old_width, old_height) = c.get_window_size().await.unwrap();
     c.set_window_size(width, old_height as u32).await.unwrap();
     let height = c.execute("return document.documentElement.scrollHeight", vec![]).await.unwrap().as_u64().unwrap_or(1000);
@@ -306,13 +314,13 @@ impl Chromedriver {
 }
 
 /// What to read of each element.
-enum Read {
+pub enum Read {
     Text,
     Href,
 }
 
 /// Reads every element matching `locator`, retrying (bounded) while the page reloads itself under the reader.
-async fn read(c: &Client, locator: Locator<'_>, what: Read) -> Vec<String> {
+pub async fn read(c: &Client, locator: Locator<'_>, what: Read) -> Vec<String> {
     let deadline = Instant::now() + WAIT;
     loop {
         let attempt = async {
@@ -334,7 +342,7 @@ async fn read(c: &Client, locator: Locator<'_>, what: Read) -> Vec<String> {
 }
 
 /// Clicks the element matching `locator`, retrying (bounded) while the page reloads itself.
-async fn click(c: &Client, locator: Locator<'_>) {
+pub async fn click(c: &Client, locator: Locator<'_>) {
     let deadline = Instant::now() + WAIT;
     loop {
         match async { c.find(locator).await?.click().await }.await {

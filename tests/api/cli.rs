@@ -212,6 +212,36 @@ async fn failures_say_what_to_do_and_exit_1() {
     assert_eq!(code(&output), 2, "an id that would change the URL path is a usage error: {}", stderr(&output));
 }
 
+/// `approve` and `deny` from a shell: the decision and its reason reach the journal, and a second decision or an
+/// incident that waits for none is refused with the service's reason, exit 1.
+#[tokio::test]
+async fn operators_approve_and_deny_from_the_command_line() {
+    let faults = "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"iis_reset\"\n[simulator.servers.\"mbx02.contoso.com\"]\nfault = \"iis_reset\"\n";
+    let app = spawn_app_with(&format!("{INVENTORY}\n[approval]\nactions = [\"iis_reset\"]\n{faults}{}", crate::safety::relaxed_throttles())).await;
+    let approved = app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep")).await;
+    let denied = app.open(&native("mbx02.contoso.com", "ActiveSyncDeepTestMonitor", "deep")).await;
+    for id in [&approved, &denied] {
+        crate::approvals::wait_state(&app, id, "awaiting_approval").await;
+    }
+
+    let output = client(&app, &["approve", &approved, "--reason", "pool checked by hand"]).await;
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(stdout(&output), format!("approved incident {approved}: automation checks again and runs the steps only if the problem persists\n"));
+    let output = client(&app, &["deny", &denied, "--json"]).await;
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(serde_json::from_str::<Value>(&stdout(&output)).unwrap(), json!({"incident_id": denied, "decision": "denied"}));
+
+    let incident = app.wait_final(&approved).await;
+    assert_eq!(incident["state"], "recovered", "{incident:#}");
+    let approval = incident["steps"].as_array().unwrap().iter().find(|s| s["outcome"] == "approved").unwrap();
+    assert!(approval["detail"].as_str().unwrap().ends_with("reason: pool checked by hand"), "{approval:#}");
+    assert_eq!(app.wait_final(&denied).await["state"], "blocked");
+
+    let output = client(&app, &["approve", &approved]).await;
+    assert_eq!(code(&output), 1);
+    assert_eq!(stderr(&output), format!("error: incident {approved} is recovered, not awaiting_approval: there is nothing to decide\n"));
+}
+
 /// What a new user does first: `serve` with no secrets configured, `send` an example, read it back, restart.
 #[tokio::test]
 async fn a_new_user_serves_sends_and_reads_back_with_generated_credentials() {

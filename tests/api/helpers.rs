@@ -165,7 +165,7 @@ impl TestApp {
             let (status, incident) = self.admin_get(&format!("/v1/incidents/{incident_id}")).await;
             assert_eq!(status, 200, "{incident}");
             let state = incident["state"].as_str().unwrap().to_owned();
-            if !["queued", "running", "waiting"].contains(&state.as_str()) {
+            if !["queued", "running", "waiting", "awaiting_approval"].contains(&state.as_str()) {
                 return incident;
             }
             assert!(std::time::Instant::now() < deadline, "incident {incident_id} still {state}: {incident:#}");

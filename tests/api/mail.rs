@@ -338,16 +338,16 @@ fn attempts(notification: &Value) -> i64 {
 }
 
 /// A message read back: its headers, and both parts with line breaks normalised.
-struct Parsed {
-    subject: String,
-    to: Vec<String>,
-    text: String,
-    html: String,
+pub struct Parsed {
+    pub subject: String,
+    pub to: Vec<String>,
+    pub text: String,
+    pub html: String,
     header_block: String,
     has_bcc: bool,
 }
 
-fn parse(raw: &[u8]) -> Parsed {
+pub fn parse(raw: &[u8]) -> Parsed {
     let message = MessageParser::default().parse(raw).expect("the message parses");
     let root = message.root_part().content_type().expect("a content type");
     assert_eq!((root.ctype(), root.subtype()), ("multipart", Some("alternative")));

@@ -1,5 +1,6 @@
 //! The integration tests: one binary that drives the real service over HTTP on loopback.
 
+mod approvals;
 mod browser;
 mod changes;
 mod cli;

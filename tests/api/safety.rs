@@ -218,7 +218,7 @@ async fn an_alert_storm_on_one_group_keeps_every_lock_and_limit() {
 }
 
 /// Throttles loose enough that every round of the crash test runs real remedies.
-fn relaxed_throttles() -> String {
+pub fn relaxed_throttles() -> String {
     ["recycle_app_pool", "iis_reset", "disable_activation", "restart_server"]
         .iter()
         .map(|kind| {

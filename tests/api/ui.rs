@@ -239,3 +239,41 @@ async fn the_session_cookie_is_secure_when_the_public_url_is_https() {
     let response = Browser::new(&plain).post("/login", &[("token", ADMIN_TOKEN)]).await;
     assert!(!response.headers()[SET_COOKIE].to_str().unwrap().contains("Secure"), "plain HTTP keeps a cookie the browser would drop otherwise");
 }
+
+#[tokio::test]
+async fn incidents_awaiting_a_decision_come_first_with_their_proposal_and_csrf_protected_buttons() {
+    let faults = "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"iis_reset\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n";
+    let app = spawn_app_with(&format!("{INVENTORY}\n[approval]\nactions = [\"iis_reset\"]\n{faults}")).await;
+    let waiting = app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep")).await;
+    crate::approvals::wait_state(&app, &waiting, "awaiting_approval").await;
+    // A newer incident that needs nobody's decision: it still lists after the one that waits.
+    let newer = app.open(&native("cas02.contoso.com", "ActiveSyncDeepTestMonitor", "deep")).await;
+    app.wait_final(&newer).await;
+
+    let mut browser = Browser::new(&app);
+    browser.login().await;
+    let index = browser.get("/").await;
+    assert!(index.headers().get("refresh").is_none());
+    let page = index.text().await.unwrap();
+    assert!(!page.contains("http-equiv=\"refresh\""), "a page with a decision form does not reload itself");
+    let (proposal, first_row) = (page.find("Waiting for a decision").expect("the proposal"), page.find("<tbody>").unwrap());
+    assert!(proposal < first_row, "the proposal comes before the list");
+    let rows = &page[first_row..];
+    assert!(rows.find(&waiting).unwrap() < rows.find(&newer).unwrap(), "the waiting incident lists first");
+    assert!(page.contains("iisreset") && page.contains(&format!("action=\"/incidents/{waiting}/decide\"")), "{page}");
+
+    let path = format!("/incidents/{waiting}/decide");
+    let refused = browser.post(&path, &[("decision", "approve")]).await;
+    assert_eq!(refused.status(), 403, "no CSRF token, no decision");
+    assert_eq!(app.admin_get(&format!("/v1/incidents/{waiting}")).await.1["state"], "awaiting_approval");
+
+    let csrf = browser.csrf().await;
+    let denied = browser.post(&path, &[("csrf", &csrf), ("decision", "deny"), ("reason", "not during month-end")]).await;
+    assert_eq!((denied.status().as_u16(), location(&denied)), (303, format!("/incidents/{waiting}").as_str()));
+    let incident = app.wait_final(&waiting).await;
+    assert_eq!(incident["state"], "blocked");
+    assert_eq!(incident["approval"]["decided_via"], "page");
+    assert!(incident["reason"].as_str().unwrap().starts_with("approval denied on the operator's page; reason: not during month-end"), "{incident:#}");
+    let again = browser.post(&path, &[("csrf", &csrf), ("decision", "approve")]).await;
+    assert_eq!(again.status(), 409, "nothing left to decide");
+}

@@ -76,7 +76,7 @@ impl PowerShell {
         let authentication = AUTHENTICATION_MECHANISMS.into_iter().find(|m| m.eq_ignore_ascii_case(&config.authentication)).ok_or_else(|| {
             ConfigError::new("executor.authentication", format!("{:?} is not one of {}", config.authentication, AUTHENTICATION_MECHANISMS.join(", ")))
         })?;
-        let scripted = || ActionKind::ALL.iter().copied().filter(|kind| *kind != ActionKind::Wait);
+        let scripted = || ActionKind::ALL.iter().copied().filter(|kind| kind.runs_script());
         for key in config.scripts.keys() {
             if !scripted().any(|kind| kind.as_str() == key) {
                 let known = scripted().map(ActionKind::as_str).collect::<Vec<_>>().join(", ");
@@ -85,7 +85,8 @@ impl PowerShell {
         }
         let mut templates = HashMap::new();
         for kind in scripted() {
-            let text = config.scripts.get(kind.as_str()).cloned().or_else(|| Template::builtin_text(kind)).expect("every action but wait has a script");
+            let text =
+                config.scripts.get(kind.as_str()).cloned().or_else(|| Template::builtin_text(kind)).expect("every scripted action has a built-in script");
             let template = Template::parse(kind, &text).map_err(|message| ConfigError::new(format!("executor.scripts.{kind}"), message))?;
             templates.insert(kind, template);
         }

@@ -111,7 +111,7 @@ impl Template {
             ActionKind::ComponentState => (EXCHANGE_FRAME, include_str!("../scripts/component_state.ps1")),
             ActionKind::RestartService => (HOST_FRAME, include_str!("../scripts/restart_service.ps1")),
             ActionKind::MaHistory => (HOST_FRAME, include_str!("../scripts/ma_history.ps1")),
-            ActionKind::Wait => return None,
+            ActionKind::Wait | ActionKind::Approval => return None,
         };
         // An Exchange body's first line names the cmdlets it uses (`# cmdlets: A, B`): the session imports those only.
         let (frame, body) = match body.strip_prefix(CMDLETS) {
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn builtin_scripts_parse_and_quote_every_value() {
-        for kind in ActionKind::ALL.iter().copied().filter(|k| *k != ActionKind::Wait) {
+        for kind in ActionKind::ALL.iter().copied().filter(|k| k.runs_script()) {
             let text = Template::builtin_text(kind).unwrap();
             assert!(text.contains("$ErrorActionPreference = 'Stop'") && text.contains("ConvertTo-Json -InputObject $result -Depth 4 -Compress"));
             let template = Template::parse(kind, &text).unwrap_or_else(|e| panic!("{kind}: {e}"));
@@ -281,7 +281,7 @@ mod tests {
             assert!(!script.trim_end().lines().any(|line| line.trim().is_empty()), "{kind}: a blank line would end the statement early");
             assert!(script.contains("'<server>'") && !script.contains("{server}") && !script.contains("{body}"), "{kind}: {script}");
         }
-        assert!(Template::builtin_text(ActionKind::Wait).is_none());
+        assert!(Template::builtin_text(ActionKind::Wait).is_none() && Template::builtin_text(ActionKind::Approval).is_none());
     }
 
     #[test]

@@ -35,6 +35,20 @@ impl Content {
         out.push_str("<div style=\"background:#ffffff;padding:4px 16px 16px 16px;border:1px solid #e5e7eb;border-top:0;border-radius:0 0 8px 8px;\">\n");
         let _ = writeln!(out, "<p style=\"margin:12px 0 4px 0;font-weight:600;\">{}</p>", escape(&self.summary));
         let _ = writeln!(out, "<p style=\"margin:4px 0 0 0;\"><span style=\"color:#6b7280;\">Reason:</span> {}</p>", escape(&self.reason));
+        if !self.links.is_empty() {
+            out.push_str("<p style=\"margin:14px 0 0 0;\">");
+            for (label, link) in &self.links {
+                let colour = if *label == "Approve" { "#15803d" } else { "#b91c1c" };
+                let _ = write!(
+                    out,
+                    "<a href=\"{}\" style=\"display:inline-block;background:{colour};color:#ffffff;font-weight:700;text-decoration:none;padding:10px 18px;\
+                     border-radius:6px;margin:0 10px 8px 0;\">{}</a>",
+                    escape(link),
+                    escape(label)
+                );
+            }
+            out.push_str("</p>\n");
+        }
 
         section(&mut out, "What you must know now");
         if self.notes.is_empty() {

@@ -61,9 +61,25 @@ struct Step {
     took: Option<String>,
 }
 
+/// A request for a person's decision (an approval), which the email then leads with.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// What would run, e.g. `restart_server (with disable_activation, copy_status, enable_activation)`.
+    pub proposal: &'a str,
+    pub server: &'a str,
+    /// The exact commands, one per line.
+    pub commands: &'a str,
+    /// RFC 3339: when silence becomes a refusal.
+    pub deadline: &'a str,
+    /// The approval page; `?decision=approve|deny` preselects a button there, and opening it changes nothing.
+    pub link: &'a str,
+}
+
 /// Everything the email says, in reading order.
 pub(super) struct Content {
     escalates: bool,
+    /// For an approval request: the two links, labelled.
+    links: Vec<(&'static str, String)>,
     banner: Tone,
     headline: String,
     title: String,
@@ -255,6 +271,7 @@ impl Content {
 
         Content {
             escalates,
+            links: Vec::new(),
             banner,
             headline,
             title,
@@ -276,12 +293,58 @@ impl Content {
         }
     }
 
+    /// Turns the email into a request for a decision on `request`: it leads with the proposal, its commands, the
+    /// links and the deadline, and carries no Microsoft Support guidance (nothing has failed for good yet).
+    pub(super) fn ask(mut self, request: &Request) -> Content {
+        let (proposal, server, deadline) = (line(request.proposal), line(request.server), when(request.deadline));
+        self.escalates = false;
+        self.banner = Tone::Warn;
+        self.headline = "APPROVAL NEEDED".to_owned();
+        self.summary = format!(
+            "Automation wants to run {proposal} on {server} and waits for a person's decision until {deadline}. Without one by then it runs nothing and escalates."
+        );
+        self.reason = match &self.final_check {
+            Some((_, step)) => format!("the problem persists: the last check was {} on {} at {}", step.action, step.server, step.when),
+            None => "the runbook's next step needs a person's approval".to_owned(),
+        };
+        if let Some((label, _)) = &mut self.final_check {
+            *label = if *label == "Final probe" { "Latest probe" } else { "Latest health check" };
+        }
+        let url = self.url_flag.clone();
+        let id = shell_arg(&self.incident_id);
+        let mut notes = vec![
+            Note::new(Tone::Warn, format!("Proposed: {proposal} on {server}. The exact commands:"), Some(clean(request.commands).trim().to_owned())),
+            Note::new(
+                Tone::Plain,
+                "Decide on the approval page: opening a link only shows the proposal, the decision is a button there. The link is the authority and works once: whoever holds this email can decide, so do not forward it.",
+                None,
+            ),
+            Note::new(Tone::Plain, "Or decide from a shell:", Some(format!("healthset-responder approve {id} --reason '...'{url}\nhealthset-responder deny {id} --reason '...'{url}"))),
+            Note::new(
+                Tone::Plain,
+                format!("After an approval automation checks again and runs the steps only if the problem persists. A denial, or no decision by {deadline}, ends the incident blocked and escalates."),
+                None,
+            ),
+        ];
+        notes.append(&mut self.notes);
+        self.notes = notes;
+        let link = line(request.link);
+        self.links = vec![("Approve", format!("{link}?decision=approve")), ("Deny", format!("{link}?decision=deny"))];
+        self
+    }
+
     /// The plain text part: readable in any client and in a terminal, commands on lines of their own.
     pub(super) fn text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "{}: {} on {}", self.headline, self.title, self.server);
         let _ = writeln!(out, "{}", self.summary);
         let _ = writeln!(out, "Reason: {}", self.reason);
+        if !self.links.is_empty() {
+            heading(&mut out, "DECIDE");
+            for (label, link) in &self.links {
+                let _ = writeln!(out, "{label}:\n\n    {link}\n");
+            }
+        }
 
         heading(&mut out, "WHAT YOU MUST KNOW NOW");
         if self.notes.is_empty() {
@@ -290,7 +353,7 @@ impl Content {
         for note in &self.notes {
             let _ = writeln!(out, "* {}", note.text);
             if let Some(command) = &note.command {
-                let _ = writeln!(out, "\n    {command}\n");
+                let _ = writeln!(out, "\n{}\n", indent(command, "    "));
             }
         }
 

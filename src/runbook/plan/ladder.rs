@@ -7,7 +7,7 @@
 //! of the planner, this does no IO and reads no clock: the executor applied the window.
 
 use super::Context;
-use super::{changed, Decision, Done, Ran, Remedied, Replay, Step};
+use super::{changed, Decision, Done, Proposal, Ran, Remedied, Replay, Step};
 use crate::domain::Monitor;
 use crate::domain::ServerName;
 use crate::executor::{Action, Until};
@@ -60,6 +60,7 @@ impl<'a> Replay<'a> {
             }
             Remedy::CheckMailbox { .. } | Remedy::RestartServer { .. } => unreachable!("the planner runs these itself"),
         };
+        self.approved(ctx, runbook, server, monitor, Proposal { server: on.clone(), covers: vec![action.clone()] })?;
         let done = self.mutate(action)?;
         // A change on the Mailbox server warms up there; the check is the alert's server's.
         let recovered = if &on == server {
@@ -204,12 +205,12 @@ mod tests {
             monitor: Some(Monitor::parse(monitor).unwrap()),
             mailbox_hint: hint.map(name),
         };
-        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits };
+        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits, approval: &[] };
         let found = |action: &Action, _: &[super::Done]| {
             let actions: Vec<RecoveryAction> = history.iter().filter(|(s, _)| name(s) == *action.server()).map(|(_, a)| a.clone()).collect();
             (if actions.is_empty() { Outcome::NoneFound } else { Outcome::Found }, actions)
         };
-        let (journal, ending) = run_planner(&ctx, answer, &found);
+        let (journal, ending) = run_planner(&ctx, answer, &found, Outcome::Approved);
         (lines(&journal), ending)
     }
 
