@@ -631,6 +631,15 @@ mod tests {
         drive_asking(server, monitor, hint, &[], Outcome::Approved, answer)
     }
 
+    /// The servers the scenarios know: a CAS, a Mailbox server and a multi-role server.
+    pub(super) fn inventory() -> BTreeMap<ServerName, InventoryEntry> {
+        BTreeMap::from([
+            (name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None }),
+            (name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into(), connection_uri: None }),
+            (name("multi01"), InventoryEntry { role: Role::Multi, group: "dag".into(), connection_uri: None }),
+        ])
+    }
+
     /// Like [`drive`] with `approval.actions` set to `approval`: a request is journaled `requested` (with the
     /// proposal's steps in its detail), and a person answers each with `decision`.
     fn drive_asking(
@@ -642,11 +651,7 @@ mod tests {
         answer: Answer,
     ) -> (Vec<String>, Ending) {
         let runbooks = RunbookSet::load(None).unwrap();
-        let inventory = BTreeMap::from([
-            (name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None }),
-            (name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into(), connection_uri: None }),
-            (name("multi01"), InventoryEntry { role: Role::Multi, group: "dag".into(), connection_uri: None }),
-        ]);
+        let inventory = inventory();
         let facts = Facts {
             server: name(server),
             health_set: HealthSet::parse("ActiveSync").unwrap(),

@@ -198,11 +198,10 @@ impl Store {
     pub async fn approval_for_token(&self, token_sha256: [u8; 32]) -> Result<Option<(IncidentView, ApprovalView)>> {
         self.read(move |conn| {
             let incident_id: Option<String> = conn
-                .prepare_cached(concat!(
+                .prepare_cached(
                     "SELECT a.incident_id FROM approvals a JOIN incidents i ON i.id = a.incident_id
-                     WHERE a.token_sha256 = ?1 AND a.decided_at IS NULL AND a.expires_at > ?2 AND i.state = ",
-                    "'awaiting_approval'"
-                ))?
+                     WHERE a.token_sha256 = ?1 AND a.decided_at IS NULL AND a.expires_at > ?2 AND i.state = 'awaiting_approval'",
+                )?
                 .query_row(params![&token_sha256[..], now_ms()], |r| r.get(0))
                 .optional()?;
             let Some(incident_id) = incident_id else { return Ok(None) };

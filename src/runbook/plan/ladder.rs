@@ -155,12 +155,10 @@ impl<'a> Replay<'a> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
-    use super::super::tests::{lines, name, run_planner, Answer, LIMITS};
+    use super::super::tests::{inventory, lines, name, run_planner, Answer, LIMITS};
     use super::super::{Context, Ending, Facts, Limits};
-    use crate::config::{InventoryEntry, Role};
     use crate::domain::{HealthSet, Monitor};
     use crate::executor::Action;
     use crate::incident::{Outcome, State};
@@ -195,10 +193,7 @@ mod tests {
         answer: Answer,
     ) -> (Vec<String>, Ending) {
         let runbooks = RunbookSet::load(None).unwrap();
-        let inventory = BTreeMap::from([
-            (name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None }),
-            (name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into(), connection_uri: None }),
-        ]);
+        let inventory = inventory();
         let facts = Facts {
             server: name(server),
             health_set: HealthSet::parse(health_set).unwrap(),
