@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -31,6 +31,7 @@ use crate::incident::{ActionKind, Outcome, State};
 use crate::mailer::{self, Escalation, Mailer};
 use crate::metrics::Metrics;
 use crate::runbook::plan::{self, Context, Decision, Done, Ending, Limits, Proposal};
+use crate::shutdown::Signal;
 use crate::store::{now_ms, Decided, NewApproval, NewDecision, NewNotification, NewStep, Requested, Started, Store, Target};
 
 /// How the rest of the service talks to the engine: it is told which incidents to look at.
@@ -203,7 +204,7 @@ impl Engine {
     }
 
     /// Drives incidents until `stopping` turns true; then lets running steps finish within the service's deadline.
-    pub async fn run(mut self, stopping: watch::Receiver<bool>) {
+    pub async fn run(mut self, stopping: Signal) {
         let shared = self.shared.clone();
         let mut drivers = JoinSet::new();
         let notifier = tokio::spawn(crate::notifier::run(shared.store.clone(), self.mailer, shared.mail.clone(), stopping.clone(), shared.metrics.clone()));
@@ -211,14 +212,13 @@ impl Engine {
         // Whether some incident is waiting for a server another incident holds: then a driver stopping is a reason
         // to look again.
         let mut deferred = dispatch(&shared, &mut drivers, &stopping, None).await;
-        let mut stop = stopping.clone();
         // The sweep: every open incident without a driver (its driver failed on a store error, its retry was lost)
         // is driven again, and one that makes no progress is reported once.
         let mut sweep = tokio::time::interval(sweep_every(&shared.settings));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = crate::service::stopped(&mut stop) => break,
+                _ = stopping.stopped() => break,
                 _ = sweep.tick() => {
                     expire_approvals(&shared).await;
                     notify_stalled(&shared).await;
@@ -252,8 +252,8 @@ impl Engine {
 /// are free: its own server, and every server it holds in the store from before (a pause, a restart). An incident
 /// whose own server another incident holds in the store waits for that one to end. Nothing starts while automation
 /// is paused. Returns whether an incident had to wait for a server.
-async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &watch::Receiver<bool>, only: Option<String>) -> bool {
-    if *stopping.borrow() || shared.paused.load(Ordering::SeqCst) {
+async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &Signal, only: Option<String>) -> bool {
+    if stopping.is_raised() || shared.paused.load(Ordering::SeqCst) {
         return false;
     }
     let (runnable, held) = match (shared.store.runnable(only).await, shared.store.server_locks().await) {
@@ -311,12 +311,12 @@ async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &wa
 }
 
 /// Drives one incident until it ends, automation is paused, or the service stops.
-async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: Signal) -> anyhow::Result<()> {
     let store = &shared.store;
     // The servers this driver holds both in memory and in the store.
     let mut held: Vec<ServerName> = Vec::new();
     loop {
-        if *stopping.borrow() {
+        if stopping.is_raised() {
             return Ok(());
         }
         let (incident, steps) = store.load(id.to_owned()).await?;
@@ -529,9 +529,8 @@ enum Held {
 /// incident that is not final holds it), waiting (bounded) while another incident has it. The incident keeps it in
 /// the store until it ends. A Mailbox server's own incident never waits for a CAS, so only multi-role servers
 /// alerting about each other could wait on each other, and the bound ends that.
-async fn hold(shared: &Shared, server: &ServerName, id: &str, stopping: &watch::Receiver<bool>) -> anyhow::Result<Held> {
+async fn hold(shared: &Shared, server: &ServerName, id: &str, stopping: &Signal) -> anyhow::Result<Held> {
     let deadline = tokio::time::Instant::now() + shared.settings.timing.restart_timeout.0;
-    let mut stopping = stopping.clone();
     loop {
         let released = shared.released.notified();
         tokio::pin!(released);
@@ -567,7 +566,7 @@ async fn hold(shared: &Shared, server: &ServerName, id: &str, stopping: &watch::
                     humantime::format_duration(shared.settings.timing.restart_timeout.0)
                 )));
             }
-            _ = crate::service::stopped(&mut stopping) => return Ok(Held::Stopping),
+            _ = stopping.stopped() => return Ok(Held::Stopping),
         }
     }
 }
@@ -586,7 +585,7 @@ async fn resume(
     step: crate::store::StepRecord,
     wanted: &Action,
     signal: &Notify,
-    stopping: &watch::Receiver<bool>,
+    stopping: &Signal,
 ) -> anyhow::Result<()> {
     let same = step.done.action == wanted.kind() && &step.done.server == wanted.server();
     let noticed = incident.resolved_at.is_some_and(|at| at >= step.started_at);
@@ -607,33 +606,33 @@ async fn resume(
 
 /// Runs one journaled step: a wait is kept here (a resumed one, journaled at `resumed` in store time, for the time
 /// it has left), a read is retried on executor errors, a change runs once. `None` when the service is stopping.
-async fn perform(shared: &Shared, action: &Action, resumed: Option<i64>, signal: &Notify, stopping: &watch::Receiver<bool>) -> Option<Report> {
+async fn perform(shared: &Shared, action: &Action, resumed: Option<i64>, signal: &Notify, stopping: &Signal) -> Option<Report> {
     let left = |duration: Duration| match resumed {
         Some(started_at) => duration.saturating_sub(Duration::from_millis(u64::try_from(now_ms() - started_at).unwrap_or(0))),
         None => duration,
     };
     match action {
-        Action::Wait { duration, until: Until::Elapsed, .. } => settle(left(*duration), signal, stopping.clone()).await,
-        Action::Wait { server, duration, until: Until::Answering } => answering(shared, server, left(*duration), stopping.clone()).await,
-        action if action.is_read_only() => read(shared, action, stopping.clone()).await,
+        Action::Wait { duration, until: Until::Elapsed, .. } => settle(left(*duration), signal, stopping).await,
+        Action::Wait { server, duration, until: Until::Answering } => answering(shared, server, left(*duration), stopping).await,
+        action if action.is_read_only() => read(shared, action, stopping).await,
         action => Some(shared.executor.run(action).await),
     }
 }
 
 /// Waits out a settle or warm-up time; a resolved notice that arrives meanwhile cuts it short. `None` when the
 /// service is stopping: the wait stays unfinished in the journal and continues with the time left after a restart.
-async fn settle(duration: Duration, signal: &Notify, mut stopping: watch::Receiver<bool>) -> Option<Report> {
+async fn settle(duration: Duration, signal: &Notify, stopping: &Signal) -> Option<Report> {
     tokio::select! {
         _ = tokio::time::sleep(duration) => Some(Report::new(Outcome::Done, format!("waited {}", humantime::format_duration(duration)))),
         _ = signal.notified() => Some(Report::new(Outcome::Done, "cut short: a resolved notice arrived, checking now")),
-        _ = crate::service::stopped(&mut stopping) => None,
+        _ = stopping.stopped() => None,
     }
 }
 
 /// A read-only step, tried up to `executor.read_attempts` times while the executor fails (the shell errs, times
 /// out, or prints what does not parse), `executor.read_backoff` apart and doubling. A probe that ran and failed is
 /// a result, not an error. The detail tells every attempt.
-async fn read(shared: &Shared, action: &Action, mut stopping: watch::Receiver<bool>) -> Option<Report> {
+async fn read(shared: &Shared, action: &Action, stopping: &Signal) -> Option<Report> {
     let config = &shared.settings.executor;
     let attempts = config.read_attempts.max(1);
     let mut failures: Vec<String> = Vec::new();
@@ -651,7 +650,7 @@ async fn read(shared: &Shared, action: &Action, mut stopping: watch::Receiver<bo
         failures.push(format!("attempt {attempt} of {attempts} failed: {}", report.detail));
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = crate::service::stopped(&mut stopping) => return None,
+            _ = stopping.stopped() => return None,
         }
         backoff = backoff.saturating_mul(2);
     }
@@ -660,7 +659,7 @@ async fn read(shared: &Shared, action: &Action, mut stopping: watch::Receiver<bo
 /// Waits until a restarted server answers the Exchange Management Shell again (`component_state` succeeds),
 /// checking every `timing.poll_interval`, for at most `bound`. A server that does not answer in time is left to the
 /// verification that follows, whose own retries then decide.
-async fn answering(shared: &Shared, server: &ServerName, bound: Duration, mut stopping: watch::Receiver<bool>) -> Option<Report> {
+async fn answering(shared: &Shared, server: &ServerName, bound: Duration, stopping: &Signal) -> Option<Report> {
     let started = tokio::time::Instant::now();
     let check = Action::ComponentState { server: server.clone() };
     let mut checks = 0;
@@ -677,7 +676,7 @@ async fn answering(shared: &Shared, server: &ServerName, bound: Duration, mut st
         }
         tokio::select! {
             _ = tokio::time::sleep(shared.settings.timing.poll_interval.0.min(left)) => {}
-            _ = crate::service::stopped(&mut stopping) => return None,
+            _ = stopping.stopped() => return None,
         }
     }
 }

@@ -44,5 +44,6 @@ pub mod runbook;
 pub mod safety;
 pub mod schemas;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 pub mod text;

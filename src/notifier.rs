@@ -18,10 +18,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::mailer::{Accepted, DeliveryError, Mailer};
 use crate::metrics::Metrics;
+use crate::shutdown::Signal;
 use crate::store::{now_ms, NotificationRow, Store};
 
 /// How long to sleep when nothing is due and nothing wakes us, so a clock jump cannot stall delivery for long.
@@ -67,7 +68,7 @@ pub enum Outcome {
 }
 
 /// Runs until `stopping` turns true. `wake` is notified when a new notification is queued.
-pub async fn run(store: Store, mailer: Mailer, wake: Arc<Notify>, mut stopping: watch::Receiver<bool>, metrics: Arc<Metrics>) {
+pub async fn run(store: Store, mailer: Mailer, wake: Arc<Notify>, stopping: Signal, metrics: Arc<Metrics>) {
     let policy = mailer.retry_policy();
     tracing::info!(transport = %mailer.describe(), "notifier started");
     // Accepted by the transport, not yet recorded as sent: recorded again before anything else, never re-sent.
@@ -80,7 +81,7 @@ pub async fn run(store: Store, mailer: Mailer, wake: Arc<Notify>, mut stopping: 
                 // means looking again at once (the store hands out due notifications a page at a time).
                 let mut earliest = |at: i64| next = Some(next.map_or(at, |n: i64| n.min(at)));
                 for row in due {
-                    if *stopping.borrow() {
+                    if stopping.is_raised() {
                         return;
                     }
                     if unrecorded.contains(&row.id) {
@@ -108,7 +109,7 @@ pub async fn run(store: Store, mailer: Mailer, wake: Arc<Notify>, mut stopping: 
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = wake.notified() => {}
-            _ = crate::service::stopped(&mut stopping) => return,
+            _ = stopping.stopped() => return,
         }
     }
 }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::shutdown::{self, Signal, Trigger};
 use crate::store::Store;
 
 /// How long in-flight requests and the running step get to finish once shutdown starts.
@@ -23,7 +23,7 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Prunes the store once at start and then every hour, until shutdown.
-async fn prune(store: Store, retention: Duration, mut stopping: watch::Receiver<bool>) {
+async fn prune(store: Store, retention: Duration, stopping: Signal) {
     loop {
         let cutoff = crate::store::now_ms() - retention.as_millis() as i64;
         match store.prune(cutoff).await {
@@ -33,21 +33,16 @@ async fn prune(store: Store, retention: Duration, mut stopping: watch::Receiver<
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
-            _ = stopped(&mut stopping) => return,
+            _ = stopping.stopped() => return,
         }
     }
-}
-
-/// Resolves once shutdown has begun (or the sender is gone).
-pub async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 /// A started service.
 pub struct Service {
     pub addr: SocketAddr,
     pub store: Store,
-    shutdown: watch::Sender<bool>,
+    shutdown: Trigger,
     http: JoinHandle<std::io::Result<()>>,
     engine: JoinHandle<()>,
 }
@@ -59,7 +54,7 @@ impl Service {
         let store = Store::open(&settings.data_dir).with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
         let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
-        let (shutdown, stopping) = watch::channel(false);
+        let (shutdown, stopping) = shutdown::channel();
         let metrics = Arc::new(Metrics::new());
         // The pause switch is read before the engine or the listener start, so no pause can slip between them.
         let paused = store.paused().await.context("cannot read the pause switch")?.is_some();
@@ -77,15 +72,14 @@ impl Service {
             max_connections: http::listener::connection_cap(state.settings.listener.max_connections, file_limit),
             ..state.settings.listener
         };
-        let mut stop_http = stopping.clone();
-        let http = tokio::spawn(http::listener::serve(listener, app, limits, async move { stopped(&mut stop_http).await }));
+        let http = tokio::spawn(http::listener::serve(listener, app, limits, async move { stopping.stopped().await }));
         tracing::info!(max_connections = limits.max_connections, header_timeout = ?limits.header_timeout, "accepting connections");
         Ok(Service { addr, store, shutdown, http, engine })
     }
 
     /// Stops accepting, lets in-flight requests and the running step finish within the deadline, then returns.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
+        self.shutdown.stop();
         let finished = async {
             let http = self.http.await;
             let _ = self.engine.await;
