@@ -12,6 +12,7 @@
 
 mod content;
 mod pinned;
+mod retry;
 mod routing;
 mod transport;
 
@@ -23,6 +24,7 @@ use crate::domain::ServerName;
 use crate::store::{AlertSummary, IncidentView};
 
 pub use content::Request;
+pub use retry::RetryPolicy;
 pub use routing::{notifies, recipients, Names, Pattern, Route, RouteError};
 pub use transport::{Accepted, Conversation, Mailer};
 

@@ -25,7 +25,7 @@ use super::pinned::{PinnedRelay, PinnedStream};
 use super::{envelope, DeliveryError, MailError};
 use crate::auth::Secret;
 use crate::config::{EmailConfig, MailTransportKind, SmtpTls};
-use crate::notifier::RetryPolicy;
+use super::RetryPolicy;
 
 /// The configured way out for escalation email.
 pub struct Mailer {
