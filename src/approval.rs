@@ -11,9 +11,28 @@
 use std::time::Duration;
 
 use base64::Engine as _;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::domain::Dur;
 use crate::incident::{ActionKind, Outcome};
+
+/// `[approval]`: the changes that wait for a person's decision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    /// Mutating action names, e.g. `["disable_activation", "restart_server"]`.
+    pub actions: Vec<String>,
+    pub timeout: Dur,
+    /// Who is asked; empty means the escalation recipients.
+    pub to: Vec<String>,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        ApprovalConfig { actions: Vec::new(), timeout: Dur::minutes(30), to: Vec::new() }
+    }
+}
 
 /// `[approval]`, checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

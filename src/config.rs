@@ -1,9 +1,14 @@
 //! Typed settings: the TOML file of SPEC section 6, the environment's secrets, and the generated credentials file.
 //!
 //! This is the only module that reads configuration from files or the environment (runbook files included: they
-//! are configuration too). It works in two stages: serde
-//! reads the file into [`Config`] (unknown keys refused), then [`Config::resolve`] checks every value and builds
-//! [`Settings`], whose fields cannot hold a bad value. Every error names the key.
+//! are configuration too). It works in two stages: serde reads the file into [`Config`] (unknown keys refused),
+//! then [`Config::resolve`] checks every value and builds [`Settings`], whose fields cannot hold a bad value. Every
+//! error names the key.
+//!
+//! A section's types belong to the module whose settings they are: `[servers]` to `inventory`, `[executor]` and
+//! `[simulator]` to `executor`, `[safety]` to `safety`, `[approval]` to `approval`, `[email]` to `mailer`. They are
+//! re-exported here with the file they make up. This module keeps only the sections of the service as a whole
+//! (`listen`, `[listener]`, `[intake]`, `[[senders]]`, `[admin]`, `[timing]`), reads, checks and assembles.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,9 +17,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::approval::ApprovalConfig;
 use crate::auth::{self, Secret};
+pub use crate::domain::Dur;
 use crate::domain::ServerName;
+pub use crate::executor::simulator::{Fault, SimServerConfig, SimulatorConfig, SimulatorSettings};
+pub use crate::executor::{ExecutorConfig, ExecutorKind};
+pub use crate::inventory::{Inventory, InventoryEntry, Role, ServerConfig};
+pub use crate::mailer::{EmailConfig, EmailRouteConfig, MailTransportKind, NotifyOn, SmtpConfig, SmtpTls};
 use crate::runbook::RunbookSet;
+pub use crate::safety::{SafetyConfig, Throttle};
 
 /// A configuration problem, with the key (or file) it concerns; printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -30,27 +42,10 @@ impl ConfigError {
     }
 }
 
-/// A duration written as humans do: `"30s"`, `"10m"`, `"4h"`, `"90days"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(deserializer)?;
-        humantime::parse_duration(&raw)
-            .map(Dur)
-            .map_err(|err| serde::de::Error::custom(format!("{raw:?} is not a duration like \"30s\", \"10m\" or \"4h\" ({err})")))
+impl From<crate::executor::BadSetting> for ConfigError {
+    fn from(bad: crate::executor::BadSetting) -> Self {
+        ConfigError { key: bad.key, message: bad.message }
     }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(self.0).to_string())
-    }
-}
-
-fn minutes(m: u64) -> Dur {
-    Dur(Duration::from_secs(m * 60))
 }
 
 /// The file as written. Every field has a default, so an empty file (or none) is a valid configuration.
@@ -132,7 +127,7 @@ pub struct IntakeConfig {
 
 impl Default for IntakeConfig {
     fn default() -> Self {
-        IntakeConfig { duplicate_window: minutes(10) }
+        IntakeConfig { duplicate_window: Dur::minutes(10) }
     }
 }
 
@@ -174,167 +169,6 @@ pub struct AdminConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    pub name: ServerName,
-    pub role: Role,
-    #[serde(default)]
-    pub group: Option<String>,
-    /// This server's own Exchange Management Shell endpoint, instead of `executor.connection_uri`.
-    #[serde(default)]
-    pub connection_uri: Option<String>,
-}
-
-/// What an Exchange 2013 server does; it decides the restart path (a Mailbox server fails its databases over first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Cas,
-    Mailbox,
-    Multi,
-}
-
-impl Role {
-    pub fn hosts_databases(self) -> bool {
-        matches!(self, Role::Mailbox | Role::Multi)
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Cas => "CAS",
-            Role::Mailbox => "Mailbox",
-            Role::Multi => "multi-role",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExecutorConfig {
-    pub kind: ExecutorKind,
-    pub dry_run: bool,
-    pub program: String,
-    pub args: Vec<String>,
-    pub connection_uri: String,
-    pub authentication: String,
-    pub timeout: Dur,
-    /// At most this many executor processes at once; other steps wait their turn, in order.
-    pub max_parallel: usize,
-    /// Read-only steps are tried this often on executor errors before the incident ends `blocked`.
-    pub read_attempts: u32,
-    /// The wait before a read-only step's second try; it doubles with each further try.
-    pub read_backoff: Dur,
-    pub scripts: BTreeMap<String, String>,
-    /// Environment variables the shell receives besides the platform's basics; `HSR_*` never reach it.
-    pub pass_env: Vec<String>,
-}
-
-impl Default for ExecutorConfig {
-    fn default() -> Self {
-        ExecutorConfig {
-            kind: ExecutorKind::Simulator,
-            dry_run: false,
-            program: "pwsh".into(),
-            args: ["-NoLogo", "-NoProfile", "-NonInteractive", "-Command", "-"].map(String::from).to_vec(),
-            connection_uri: "http://{server}/PowerShell/".into(),
-            authentication: "Kerberos".into(),
-            timeout: minutes(10),
-            max_parallel: 8,
-            read_attempts: 3,
-            read_backoff: Dur(Duration::from_secs(5)),
-            scripts: BTreeMap::new(),
-            pass_env: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExecutorKind {
-    Simulator,
-    Powershell,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SimulatorConfig {
-    pub action_latency: Dur,
-    pub servers: BTreeMap<String, SimServerConfig>,
-}
-
-impl Default for SimulatorConfig {
-    fn default() -> Self {
-        SimulatorConfig { action_latency: Dur(Duration::ZERO), servers: BTreeMap::new() }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SimServerConfig {
-    pub fault: Fault,
-    pub unhealthy_monitors: Vec<String>,
-    pub active_copies: u32,
-    pub copies_moved_per_failover: u32,
-    /// In maintenance: `Get-ServerComponentState -Component ServerWideOffline` reports `Inactive`.
-    pub maintenance: bool,
-    /// Database activation already disabled by an administrator before any incident.
-    pub activation_disabled: bool,
-    /// Database copies in other states than `Mounted` and `Healthy` (e.g. `ServiceDown = 2`); they never move.
-    pub copy_states: BTreeMap<String, u32>,
-    /// How long the copies a `disable_activation` moves stay `Mounted` before they are gone: moves are asynchronous.
-    pub move_time: Dur,
-    /// After a remedy, probes fail this long: a recycled pool or a booted server answers slowly at first.
-    pub warm_up: Dur,
-    /// The first this many read-only actions on the server fail in the executor (WinRM hiccups), then it answers.
-    pub flaky_reads: u32,
-    /// After an IISReset the server's Exchange endpoint is down this long: read-only actions on it fail.
-    pub iis_reset_downtime: Dur,
-    /// After a restart the server answers nothing this long: Windows and Exchange are starting.
-    pub boot_time: Dur,
-    /// The Windows service whose restart clears a `service` fault; any restarted service does when unset.
-    pub service: Option<String>,
-    /// Managed Availability's log on this server: recovery actions it took before the simulator started.
-    pub ma_log: Vec<crate::ma::SimRecoveryAction>,
-}
-
-impl Default for SimServerConfig {
-    fn default() -> Self {
-        SimServerConfig {
-            fault: Fault::None,
-            unhealthy_monitors: Vec::new(),
-            active_copies: 3,
-            copies_moved_per_failover: 3,
-            maintenance: false,
-            activation_disabled: false,
-            copy_states: BTreeMap::new(),
-            move_time: Dur(Duration::ZERO),
-            warm_up: Dur(Duration::ZERO),
-            flaky_reads: 0,
-            iis_reset_downtime: Dur(Duration::ZERO),
-            boot_time: Dur(Duration::ZERO),
-            service: None,
-            ma_log: Vec::new(),
-        }
-    }
-}
-
-/// What the simulator must see done before a faulted server's probes pass again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fault {
-    None,
-    AppPool,
-    IisReset,
-    Restart,
-    /// Cleared by restarting a Windows service (`service`, when the server names one), or by a restart.
-    Service,
-    Mailbox,
-    Never,
-}
-
-#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimingConfig {
     /// RequestsQueuedGt500: the wait before each `Get-ServerHealth` check after a remedy.
@@ -354,198 +188,14 @@ pub struct TimingConfig {
 impl Default for TimingConfig {
     fn default() -> Self {
         TimingConfig {
-            settle_wait: minutes(10),
-            restart_timeout: minutes(30),
+            settle_wait: Dur::minutes(10),
+            restart_timeout: Dur::minutes(30),
             warm_up: Dur(Duration::from_secs(60)),
-            failover_timeout: minutes(10),
+            failover_timeout: Dur::minutes(10),
             poll_interval: Dur(Duration::from_secs(30)),
-            stall_after: minutes(30),
+            stall_after: Dur::minutes(30),
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SafetyConfig {
-    pub escalation_min_interval: Dur,
-    /// Managed Availability's own recovery actions this recent are read before the first remedy on a server, not
-    /// repeated, and counted toward the throttles; zero reads none.
-    pub ma_lookback: Dur,
-    pub recycle_app_pool: Throttle,
-    pub iis_reset: Throttle,
-    pub disable_activation: Throttle,
-    pub restart_server: Throttle,
-    pub restart_service: Throttle,
-}
-
-impl Default for SafetyConfig {
-    fn default() -> Self {
-        let remedy = Throttle { server_min_interval: minutes(60), server_max_per_day: 1, group_min_interval: minutes(60), group_max_per_day: 4 };
-        SafetyConfig {
-            escalation_min_interval: minutes(240),
-            ma_lookback: minutes(60),
-            recycle_app_pool: remedy.clone(),
-            restart_service: remedy.clone(),
-            iis_reset: remedy.clone(),
-            disable_activation: remedy,
-            restart_server: Throttle { server_min_interval: minutes(720), server_max_per_day: 1, group_min_interval: minutes(600), group_max_per_day: 4 },
-        }
-    }
-}
-
-/// `[approval]`: the changes that wait for a person's decision.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApprovalConfig {
-    /// Mutating action names, e.g. `["disable_activation", "restart_server"]`.
-    pub actions: Vec<String>,
-    pub timeout: Dur,
-    /// Who is asked; empty means the escalation recipients.
-    pub to: Vec<String>,
-}
-
-impl Default for ApprovalConfig {
-    fn default() -> Self {
-        ApprovalConfig { actions: Vec::new(), timeout: minutes(30), to: Vec::new() }
-    }
-}
-
-impl ApprovalConfig {
-    fn resolve(self) -> Result<crate::approval::Policy, ConfigError> {
-        use crate::incident::ActionKind;
-        let mut actions = Vec::new();
-        for (i, name) in self.actions.iter().enumerate() {
-            let mutating = || ActionKind::ALL.iter().copied().filter(|k| k.is_mutating());
-            let kind = ActionKind::parse(name).filter(|k| k.is_mutating()).ok_or_else(|| {
-                let known = mutating().map(ActionKind::as_str).collect::<Vec<_>>().join(", ");
-                ConfigError::new(format!("approval.actions[{i}]"), format!("{name:?} is not a mutating action; approvals are for {known}"))
-            })?;
-            if !actions.contains(&kind) {
-                actions.push(kind);
-            }
-        }
-        if self.timeout.0.is_zero() {
-            return Err(ConfigError::new("approval.timeout", "must be more than zero"));
-        }
-        for (i, raw) in self.to.iter().enumerate() {
-            raw.parse::<lettre::Address>().map_err(|e| ConfigError::new(format!("approval.to[{i}]"), format!("{raw:?} is not an email address ({e})")))?;
-        }
-        Ok(crate::approval::Policy { actions, timeout: self.timeout.0, to: self.to })
-    }
-}
-
-/// Managed Availability's own limits for one kind of recovery action.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Throttle {
-    pub server_min_interval: Dur,
-    pub server_max_per_day: u32,
-    pub group_min_interval: Dur,
-    pub group_max_per_day: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EmailConfig {
-    pub transport: MailTransportKind,
-    pub from: String,
-    /// The recipients when no route matches.
-    pub to: Vec<String>,
-    /// The endings that send an email: always `escalated` and `blocked`; `recovered` adds a notice when a remedy
-    /// worked.
-    pub notify_on: Vec<NotifyOn>,
-    /// A failed delivery is tried again after `retry_initial`, then after twice as long each time, at most
-    /// `retry_max` apart (with jitter), until the transport accepts it.
-    pub retry_initial: Dur,
-    pub retry_max: Dur,
-    /// `[[email.routes]]`: the first route that matches an incident picks its recipients.
-    pub routes: Vec<EmailRouteConfig>,
-    pub smtp: SmtpConfig,
-}
-
-impl Default for EmailConfig {
-    fn default() -> Self {
-        EmailConfig {
-            transport: MailTransportKind::Outbox,
-            from: "healthset-responder@localhost".into(),
-            to: vec!["oncall@localhost".into()],
-            notify_on: vec![NotifyOn::Escalated, NotifyOn::Blocked],
-            retry_initial: Dur(Duration::from_secs(5)),
-            retry_max: minutes(60),
-            routes: Vec::new(),
-            smtp: SmtpConfig::default(),
-        }
-    }
-}
-
-/// A final state that sends an email (`email.notify_on`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NotifyOn {
-    Escalated,
-    Blocked,
-    Recovered,
-}
-
-/// One `[[email.routes]]` entry as written: name patterns (exact, or a prefix ending in `*`; any case) and the
-/// recipients when every condition given holds.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailRouteConfig {
-    #[serde(default)]
-    pub health_sets: Option<Vec<String>>,
-    #[serde(default)]
-    pub monitors: Option<Vec<String>>,
-    #[serde(default)]
-    pub servers: Option<Vec<String>>,
-    pub to: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MailTransportKind {
-    Outbox,
-    Smtp,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SmtpConfig {
-    pub host: String,
-    pub port: u16,
-    pub tls: SmtpTls,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub ca_file: Option<PathBuf>,
-    pub timeout: Dur,
-    /// AUTH over `tls = "none"` sends the password in clear; refused unless this says it is meant.
-    pub allow_plaintext_login: bool,
-    /// The relay's own certificate (PEM): trusted as it is, and nothing else is (Exchange's self-signed one).
-    pub pin_certificate: Option<PathBuf>,
-}
-
-impl Default for SmtpConfig {
-    fn default() -> Self {
-        SmtpConfig {
-            host: "localhost".into(),
-            port: 587,
-            tls: SmtpTls::Starttls,
-            username: None,
-            password: None,
-            ca_file: None,
-            timeout: Dur(Duration::from_secs(30)),
-            allow_plaintext_login: false,
-            pin_certificate: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SmtpTls {
-    Starttls,
-    Tls,
-    None,
 }
 
 /// The secrets and tokens `examples/healthset-responder.toml` ships with (the Standard Webhooks specification's own
@@ -623,7 +273,6 @@ impl Config {
         if self.listener.max_connections == 0 {
             return Err(ConfigError::new("listener.max_connections", "must be at least 1"));
         }
-        let listener_limits = crate::http::listener::Limits { header_timeout: self.listener.header_timeout.0, max_connections: self.listener.max_connections };
         let mut senders = Vec::new();
         for (i, sender) in self.senders.iter().enumerate() {
             let key = |field: &str| format!("senders[{i}].{field}");
@@ -652,7 +301,7 @@ impl Config {
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     if sender.auth == AuthKind::StandardWebhooks {
-                        auth::Method::StandardWebhooks { keys, tolerance: sender.tolerance.unwrap_or(minutes(5)).0 }
+                        auth::Method::StandardWebhooks { keys, tolerance: sender.tolerance.unwrap_or(Dur::minutes(5)).0 }
                     } else {
                         auth::Method::HubSignature { keys }
                     }
@@ -668,7 +317,7 @@ impl Config {
         }
         if let Some(secret) = env("HSR_WEBHOOK_SECRET").filter(|s| !s.is_empty()) {
             let key = Secret::parse_whsec(&secret).map_err(|e| ConfigError::new("HSR_WEBHOOK_SECRET", e))?;
-            senders.push(auth::Sender { name: "env".into(), method: auth::Method::StandardWebhooks { keys: vec![key], tolerance: minutes(5).0 } });
+            senders.push(auth::Sender { name: "env".into(), method: auth::Method::StandardWebhooks { keys: vec![key], tolerance: Dur::minutes(5).0 } });
         }
         let mut admin_tokens = tokens(&self.admin.tokens, "admin.tokens")?;
         if let Some(token) = env("HSR_ADMIN_TOKEN").filter(|s| !s.is_empty()) {
@@ -778,7 +427,7 @@ impl Config {
         }
         let email_routes = email_routes(&email.routes)?;
 
-        let approval = self.approval.resolve()?;
+        let approval = approval_policy(self.approval)?;
         let runbooks = RunbookSet::load(self.runbook_dir.as_deref())
             .map_err(|e| ConfigError::new(format!("runbook_dir: {}", e.file), format!("{}: {}", e.field, e.message)))?;
 
@@ -791,7 +440,7 @@ impl Config {
             public_url,
             log_format: self.log_format,
             retention: self.retention.0,
-            listener: listener_limits,
+            listener: self.listener,
             duplicate_window: self.intake.duplicate_window.0,
             senders,
             admin_tokens,
@@ -806,6 +455,29 @@ impl Config {
             smtp_password,
         })
     }
+}
+
+/// Checks `[approval]` and builds the policy the planner and the engine follow.
+fn approval_policy(config: ApprovalConfig) -> Result<crate::approval::Policy, ConfigError> {
+    use crate::incident::ActionKind;
+    let mut actions = Vec::new();
+    for (i, name) in config.actions.iter().enumerate() {
+        let mutating = || ActionKind::ALL.iter().copied().filter(|k| k.is_mutating());
+        let kind = ActionKind::parse(name).filter(|k| k.is_mutating()).ok_or_else(|| {
+            let known = mutating().map(ActionKind::as_str).collect::<Vec<_>>().join(", ");
+            ConfigError::new(format!("approval.actions[{i}]"), format!("{name:?} is not a mutating action; approvals are for {known}"))
+        })?;
+        if !actions.contains(&kind) {
+            actions.push(kind);
+        }
+    }
+    if config.timeout.0.is_zero() {
+        return Err(ConfigError::new("approval.timeout", "must be more than zero"));
+    }
+    for (i, raw) in config.to.iter().enumerate() {
+        raw.parse::<lettre::Address>().map_err(|e| ConfigError::new(format!("approval.to[{i}]"), format!("{raw:?} is not an email address ({e})")))?;
+    }
+    Ok(crate::approval::Policy { actions, timeout: config.timeout.0, to: config.to })
 }
 
 /// Checks `public_url`: an http or https address with a host, and no query or fragment.
@@ -873,22 +545,6 @@ fn email_routes(routes: &[EmailRouteConfig]) -> Result<Vec<crate::mailer::Route>
     Ok(checked)
 }
 
-/// One server of the inventory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InventoryEntry {
-    pub role: Role,
-    /// The throttle group: the DAG for Mailbox servers, the CAS array for CAS; the server itself when not set.
-    pub group: String,
-    /// Where this server's Exchange steps connect, when not `executor.connection_uri`.
-    pub connection_uri: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct SimulatorSettings {
-    pub action_latency: Duration,
-    pub servers: BTreeMap<ServerName, SimServerConfig>,
-}
-
 /// Checked settings the service runs on.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -903,12 +559,12 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub retention: Duration,
     /// `[listener]`: the header timeout and the connection cap.
-    pub listener: crate::http::listener::Limits,
+    pub listener: ListenerConfig,
     /// `intake.duplicate_window`: the same body from the same sender within it is a duplicate.
     pub duplicate_window: Duration,
     pub senders: Vec<auth::Sender>,
     pub admin_tokens: Vec<Secret>,
-    pub inventory: BTreeMap<ServerName, InventoryEntry>,
+    pub inventory: Inventory,
     pub executor: ExecutorConfig,
     pub simulator: SimulatorSettings,
     pub timing: TimingConfig,
@@ -989,7 +645,7 @@ impl Credentials {
         if settings.senders.is_empty() {
             let secret = creds.webhook_secret.get_or_insert_with(Secret::generate_whsec);
             let key = Secret::parse_whsec(secret).map_err(|e| ConfigError::new(path.display().to_string(), format!("webhook_secret {e}")))?;
-            settings.senders.push(auth::Sender { name: "default".into(), method: auth::Method::StandardWebhooks { keys: vec![key], tolerance: minutes(5).0 } });
+            settings.senders.push(auth::Sender { name: "default".into(), method: auth::Method::StandardWebhooks { keys: vec![key], tolerance: Dur::minutes(5).0 } });
         }
         if settings.admin_tokens.is_empty() {
             let token = creds.admin_token.get_or_insert_with(|| hex::encode(rand::random::<[u8; 24]>()));
@@ -1087,8 +743,8 @@ mod tests {
         let settings = resolve("").unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.max_body_bytes, 262144);
-        assert_eq!(settings.safety.restart_server.server_min_interval, minutes(720));
-        assert_eq!(settings.timing.settle_wait, minutes(10));
+        assert_eq!(settings.safety.restart_server.server_min_interval, Dur::minutes(720));
+        assert_eq!(settings.timing.settle_wait, Dur::minutes(10));
         assert_eq!(settings.public_url, None);
         let behind_a_proxy = resolve("public_url = \"https://responder.contoso.com/hsr/\"").unwrap();
         assert_eq!(behind_a_proxy.public_url.as_deref(), Some("https://responder.contoso.com/hsr"));

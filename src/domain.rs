@@ -1,9 +1,10 @@
-//! Validated names that the rest of the crate passes around instead of strings.
+//! Validated names that the rest of the crate passes around instead of strings, and durations as people write them.
 //!
 //! Everything that reaches a runbook, a store row or a PowerShell script was parsed here first, so inner code never
 //! re-checks a string. This module knows nothing of HTTP, SQL or processes.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -230,6 +231,32 @@ fn is_plausible_host(server: &ServerName) -> bool {
 fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|window| window.eq_ignore_ascii_case(needle))
 }
+
+/// A duration written as humans do: `"30s"`, `"10m"`, `"4h"`, `"90days"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        humantime::parse_duration(&raw)
+            .map(Dur)
+            .map_err(|err| serde::de::Error::custom(format!("{raw:?} is not a duration like \"30s\", \"10m\" or \"4h\" ({err})")))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl Dur {
+    pub const fn minutes(m: u64) -> Dur {
+        Dur(Duration::from_secs(m * 60))
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

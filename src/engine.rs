@@ -24,9 +24,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::approval::Token;
-use crate::config::{ExecutorKind, Settings};
+use crate::config::Settings;
 use crate::domain::ServerName;
-use crate::executor::{powershell::PowerShell, simulator::Simulator, Action, Executor, Report, Until};
+use crate::executor::{powershell::PowerShell, simulator::Simulator, Action, Executor, ExecutorKind, Report, Until};
 use crate::incident::{ActionKind, Outcome, State};
 use crate::mailer::{self, Escalation, Mailer};
 use crate::metrics::Metrics;
@@ -428,7 +428,7 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: Signal) -> 
 
 /// The throttles of later steps that `action` commits to: a failover is started only when the restart it leads to
 /// would be allowed now.
-fn commits_to(safety: &crate::config::SafetyConfig, action: &Action) -> Vec<(ActionKind, crate::config::Throttle)> {
+fn commits_to(safety: &crate::safety::SafetyConfig, action: &Action) -> Vec<(ActionKind, crate::safety::Throttle)> {
     match action {
         Action::DisableActivation { attempt: 1, .. } => vec![(ActionKind::RestartServer, safety.restart_server.clone())],
         _ => Vec::new(),

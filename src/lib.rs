@@ -35,6 +35,7 @@ pub mod engine;
 pub mod executor;
 pub mod http;
 pub mod incident;
+pub mod inventory;
 pub mod ma;
 pub mod mailer;
 pub mod metrics;

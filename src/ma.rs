@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Dur;
+use crate::domain::Dur;
 use crate::domain::ServerName;
 use crate::executor::Report;
 use crate::incident::{ActionKind, Outcome};

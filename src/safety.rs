@@ -7,8 +7,50 @@
 
 use std::time::Duration;
 
-use crate::config::{SafetyConfig, Throttle};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Dur;
 use crate::incident::ActionKind;
+
+/// `[safety]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SafetyConfig {
+    pub escalation_min_interval: Dur,
+    /// Managed Availability's own recovery actions this recent are read before the first remedy on a server, not
+    /// repeated, and counted toward the throttles; zero reads none.
+    pub ma_lookback: Dur,
+    pub recycle_app_pool: Throttle,
+    pub iis_reset: Throttle,
+    pub disable_activation: Throttle,
+    pub restart_server: Throttle,
+    pub restart_service: Throttle,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        let remedy = Throttle { server_min_interval: Dur::minutes(60), server_max_per_day: 1, group_min_interval: Dur::minutes(60), group_max_per_day: 4 };
+        SafetyConfig {
+            escalation_min_interval: Dur::minutes(240),
+            ma_lookback: Dur::minutes(60),
+            recycle_app_pool: remedy.clone(),
+            restart_service: remedy.clone(),
+            iis_reset: remedy.clone(),
+            disable_activation: remedy,
+            restart_server: Throttle { server_min_interval: Dur::minutes(720), server_max_per_day: 1, group_min_interval: Dur::minutes(600), group_max_per_day: 4 },
+        }
+    }
+}
+
+/// Managed Availability's own limits for one kind of recovery action.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    pub server_min_interval: Dur,
+    pub server_max_per_day: u32,
+    pub group_min_interval: Dur,
+    pub group_max_per_day: u32,
+}
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 

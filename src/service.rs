@@ -69,8 +69,8 @@ impl Service {
         let app = http::router(state.clone());
         let file_limit = http::listener::raise_file_limit();
         let limits = http::listener::Limits {
+            header_timeout: state.settings.listener.header_timeout.0,
             max_connections: http::listener::connection_cap(state.settings.listener.max_connections, file_limit),
-            ..state.settings.listener
         };
         let http = tokio::spawn(http::listener::serve(listener, app, limits, async move { stopping.stopped().await }));
         tracing::info!(max_connections = limits.max_connections, header_timeout = ?limits.header_timeout, "accepting connections");

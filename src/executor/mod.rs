@@ -5,7 +5,10 @@
 //! and answers with a [`Report`]. The engine decides whether an action may run at all.
 
 pub mod powershell;
+mod settings;
 pub mod simulator;
+
+pub use settings::{BadSetting, ExecutorConfig, ExecutorKind};
 
 use std::time::Duration;
 

@@ -18,8 +18,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod settings;
+
+pub use settings::{Fault, SimServerConfig, SimulatorConfig, SimulatorSettings};
+
 use super::{Action, Report};
-use crate::config::{Fault, InventoryEntry, SimServerConfig, SimulatorSettings};
+use crate::inventory::InventoryEntry;
 use crate::domain::{Monitor, ServerName, ServiceName};
 use crate::incident::{ActionKind, Outcome};
 use crate::ma::{self, RecoveryAction, SimRecoveryAction};
@@ -329,7 +333,8 @@ fn fix(servers: &mut HashMap<ServerName, SimServer>, server: &ServerName, by: Fa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Dur, Role};
+    use crate::domain::Dur;
+    use crate::inventory::Role;
     use crate::domain::AppPool;
     use crate::executor::ProbeRef;
 

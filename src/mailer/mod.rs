@@ -13,6 +13,7 @@
 mod content;
 mod pinned;
 mod retry;
+mod settings;
 mod routing;
 mod transport;
 
@@ -25,6 +26,7 @@ use crate::store::{AlertSummary, IncidentView};
 
 pub use content::Request;
 pub use retry::RetryPolicy;
+pub use settings::{EmailConfig, EmailRouteConfig, MailTransportKind, NotifyOn, SmtpConfig, SmtpTls};
 pub use routing::{notifies, recipients, Names, Pattern, Route, RouteError};
 pub use transport::{Accepted, Conversation, Mailer};
 

@@ -4,7 +4,7 @@
 //! Pure functions over checked values: no IO, no clock, no configuration reading. `config` builds the [`Route`]s
 //! (naming the key of anything wrong); the engine asks [`recipients`] and [`notifies`] when an incident ends.
 
-use crate::config::NotifyOn;
+use super::NotifyOn;
 use crate::incident::State;
 
 /// A name pattern of a route: an exact name, or a prefix followed by `*`; compared without regard to case.

@@ -7,7 +7,7 @@ use mail_parser::{HeaderName as ParsedHeader, MessageParser, MimeHeaders, PartTy
 
 use super::content::escape;
 use super::*;
-use crate::config::EmailConfig;
+use super::EmailConfig;
 use crate::store::StepView;
 
 const INCIDENT_ID: &str = "0193a6d2-7c1e-7b3a-9f00-1234567890ab";

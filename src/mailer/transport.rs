@@ -24,7 +24,7 @@ use lettre::transport::smtp::response::Response;
 use super::pinned::{PinnedRelay, PinnedStream};
 use super::{envelope, DeliveryError, MailError};
 use crate::auth::Secret;
-use crate::config::{EmailConfig, MailTransportKind, SmtpTls};
+use super::{EmailConfig, MailTransportKind, SmtpTls};
 use super::RetryPolicy;
 
 /// The configured way out for escalation email.
@@ -406,7 +406,7 @@ async fn write_outbox(dir: &Path, raw: &[u8]) -> Result<PathBuf, DeliveryError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Dur;
+    use crate::domain::Dur;
 
     fn smtp_config(tls: SmtpTls, ca_file: Option<PathBuf>) -> EmailConfig {
         let mut email = EmailConfig { transport: MailTransportKind::Smtp, ..EmailConfig::default() };

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Role;
+use crate::inventory::Role;
 use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ServiceName};
 use crate::executor::ProbeRef;
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 mod ladder;
 
 use super::{Remedy, Runbook, RunbookSet};
-use crate::config::{InventoryEntry, Role};
+use crate::inventory::{InventoryEntry, Role};
 use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ServerName, ServiceName};
 use crate::executor::{Action, Until};
 use crate::incident::{ActionKind, Outcome, State};

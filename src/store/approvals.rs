@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::engine::{finish_at_once, insert_step, queue_notification, record_throttled, refusal};
 use super::{new_id, now_ms, rfc3339, IncidentView, NewNotification, Result, Store, StoreError};
 use crate::approval::Via;
-use crate::config::Throttle;
+use crate::safety::Throttle;
 use crate::domain::ServerName;
 use crate::executor::Action;
 use crate::incident::{ActionKind, Outcome, State};

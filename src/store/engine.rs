@@ -4,7 +4,7 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::{now_ms, Result, Store, StoreError};
-use crate::config::Throttle;
+use crate::safety::Throttle;
 use crate::domain::{HealthSet, Monitor, ServerName};
 use crate::executor::{Action, Report};
 use crate::incident::{ActionKind, Outcome, State};

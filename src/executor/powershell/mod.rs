@@ -23,7 +23,8 @@ use tokio::sync::Semaphore;
 use self::process::Ended;
 use self::template::{Slot, Template};
 use super::{Action, ExecutorGauges, Report};
-use crate::config::{ConfigError, ExecutorConfig, InventoryEntry};
+use crate::executor::{BadSetting, ExecutorConfig};
+use crate::inventory::InventoryEntry;
 use crate::domain::ServerName;
 use crate::incident::{ActionKind, Outcome};
 
@@ -65,29 +66,29 @@ pub fn check_connection_uri(uri: &str) -> Result<(), String> {
 impl PowerShell {
     /// Checks the `[executor]` settings and every script template. `restart_timeout` is `timing.restart_timeout`:
     /// how long `Restart-Computer` waits for the server to answer again.
-    pub fn new(config: &ExecutorConfig, restart_timeout: Duration) -> Result<PowerShell, ConfigError> {
+    pub fn new(config: &ExecutorConfig, restart_timeout: Duration) -> Result<PowerShell, BadSetting> {
         if config.program.trim().is_empty() {
-            return Err(ConfigError::new("executor.program", "is empty"));
+            return Err(BadSetting::new("executor.program", "is empty"));
         }
-        check_connection_uri(&config.connection_uri).map_err(|e| ConfigError::new("executor.connection_uri", e))?;
+        check_connection_uri(&config.connection_uri).map_err(|e| BadSetting::new("executor.connection_uri", e))?;
         if config.timeout.0.is_zero() {
-            return Err(ConfigError::new("executor.timeout", "must be more than zero"));
+            return Err(BadSetting::new("executor.timeout", "must be more than zero"));
         }
         let authentication = AUTHENTICATION_MECHANISMS.into_iter().find(|m| m.eq_ignore_ascii_case(&config.authentication)).ok_or_else(|| {
-            ConfigError::new("executor.authentication", format!("{:?} is not one of {}", config.authentication, AUTHENTICATION_MECHANISMS.join(", ")))
+            BadSetting::new("executor.authentication", format!("{:?} is not one of {}", config.authentication, AUTHENTICATION_MECHANISMS.join(", ")))
         })?;
         let scripted = || ActionKind::ALL.iter().copied().filter(|kind| kind.runs_script());
         for key in config.scripts.keys() {
             if !scripted().any(|kind| kind.as_str() == key) {
                 let known = scripted().map(ActionKind::as_str).collect::<Vec<_>>().join(", ");
-                return Err(ConfigError::new(format!("executor.scripts.{key}"), format!("unknown action {key:?}; scripts are for {known}")));
+                return Err(BadSetting::new(format!("executor.scripts.{key}"), format!("unknown action {key:?}; scripts are for {known}")));
             }
         }
         let mut templates = HashMap::new();
         for kind in scripted() {
             let text =
                 config.scripts.get(kind.as_str()).cloned().or_else(|| Template::builtin_text(kind)).expect("every scripted action has a built-in script");
-            let template = Template::parse(kind, &text).map_err(|message| ConfigError::new(format!("executor.scripts.{kind}"), message))?;
+            let template = Template::parse(kind, &text).map_err(|message| BadSetting::new(format!("executor.scripts.{kind}"), message))?;
             templates.insert(kind, template);
         }
         Ok(PowerShell {
