@@ -36,6 +36,7 @@ pub mod executor;
 pub mod http;
 pub mod incident;
 pub mod inventory;
+pub mod journal;
 pub mod ma;
 pub mod mailer;
 pub mod metrics;

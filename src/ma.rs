@@ -16,9 +16,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Dur;
-use crate::domain::ServerName;
-use crate::executor::Report;
-use crate::incident::{ActionKind, Outcome};
+use crate::incident::ActionKind;
 
 /// The longest name or result text kept from an event: they come from a log, not from a validated source.
 const MAX_FIELD_CHARS: usize = 200;
@@ -105,17 +103,6 @@ pub fn recent(mut actions: Vec<RecoveryAction>, lookback: Duration, now: DateTim
     actions.sort_by_key(|a| std::cmp::Reverse(a.ended_at));
     actions.dedup();
     actions
-}
-
-/// The report of an `ma_history` step: `found` with one line per action, or `none`.
-pub fn report(server: &ServerName, lookback: Duration, actions: Vec<RecoveryAction>) -> Report {
-    let window = humantime::format_duration(lookback);
-    if actions.is_empty() {
-        return Report::new(Outcome::NoneFound, format!("no finished Managed Availability recovery action on {server} in the last {window}"));
-    }
-    let lines: Vec<String> = actions.iter().map(RecoveryAction::describe).collect();
-    let detail = format!("Managed Availability's finished recovery actions on {server} in the last {window}: {}", lines.join("; "));
-    Report { ma_actions: actions, ..Report::new(Outcome::Found, detail) }
 }
 
 /// A remedy as Managed Availability would have taken it.

@@ -22,7 +22,7 @@ mod settings;
 
 pub use settings::{Fault, SimServerConfig, SimulatorConfig, SimulatorSettings};
 
-use super::{Action, Report};
+use crate::journal::{Action, Report};
 use crate::inventory::InventoryEntry;
 use crate::domain::{Monitor, ServerName, ServiceName};
 use crate::incident::{ActionKind, Outcome};
@@ -245,7 +245,7 @@ impl Simulator {
             Action::RestartService { server, service } => restart_service(&mut servers, server, service, now),
             Action::MaHistory { server, lookback } => {
                 let log = servers.get(server).map(|s| s.ma_log.clone()).unwrap_or_default();
-                ma::report(server, *lookback, ma::recent(log, *lookback, chrono::Utc::now()))
+                Report::ma_history(server, *lookback, ma::recent(log, *lookback, chrono::Utc::now()))
             }
             Action::IisReset { server, .. } => {
                 fix(&mut servers, server, Fault::IisReset);
@@ -336,7 +336,7 @@ mod tests {
     use crate::domain::Dur;
     use crate::inventory::Role;
     use crate::domain::AppPool;
-    use crate::executor::ProbeRef;
+    use crate::journal::ProbeRef;
 
     fn name(s: &str) -> ServerName {
         ServerName::parse(s).unwrap()

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inventory::Role;
 use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ServiceName};
-use crate::executor::ProbeRef;
+use crate::journal::ProbeRef;
 
 /// How to recover from one monitor's alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -13,7 +13,7 @@ use super::{new_id, now_ms, rfc3339, IncidentView, NewNotification, Result, Stor
 use crate::approval::Via;
 use crate::safety::Throttle;
 use crate::domain::ServerName;
-use crate::executor::Action;
+use crate::journal::Action;
 use crate::incident::{ActionKind, Outcome, State};
 
 /// An approval to ask for.

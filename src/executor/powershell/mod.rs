@@ -22,7 +22,8 @@ use tokio::sync::Semaphore;
 
 use self::process::Ended;
 use self::template::{Slot, Template};
-use super::{Action, ExecutorGauges, Report};
+use super::ExecutorGauges;
+use crate::journal::{Action, Report};
 use crate::executor::{BadSetting, ExecutorConfig};
 use crate::inventory::InventoryEntry;
 use crate::domain::ServerName;
@@ -169,7 +170,7 @@ impl PowerShell {
         // Managed Availability's window is applied by the clock here, whatever the script's own filter let through.
         if let (Action::MaHistory { server, lookback }, false) = (action, report.outcome == Outcome::Error) {
             let actions = std::mem::take(&mut report.ma_actions);
-            report = crate::ma::report(server, *lookback, crate::ma::recent(actions, *lookback, chrono::Utc::now()));
+            report = Report::ma_history(server, *lookback, crate::ma::recent(actions, *lookback, chrono::Utc::now()));
         }
         report.command = Some(script);
         report

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::process::Capture;
 use crate::domain::{HealthSetPattern, Monitor, ServerName};
-use crate::executor::{Action, Report};
+use crate::journal::{Action, Report};
 use crate::incident::Outcome;
 use crate::ma::RecoveryAction;
 
@@ -255,7 +255,7 @@ fn ma_history(server: &ServerName, lookback: std::time::Duration, objects: &[Obj
             actions.push(action);
         }
     }
-    Ok(crate::ma::report(server, lookback, actions))
+    Ok(Report::ma_history(server, lookback, actions))
 }
 
 /// `iisreset` says what it did in its last line ("Internet services successfully restarted").
@@ -299,7 +299,7 @@ fn last_chars(text: &str, max: usize) -> (&str, bool) {
 mod tests {
     use super::*;
     use crate::domain::AppPool;
-    use crate::executor::ProbeRef;
+    use crate::journal::ProbeRef;
 
     fn server() -> ServerName {
         ServerName::parse("mbx01.contoso.com").unwrap()
