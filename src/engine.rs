@@ -27,14 +27,19 @@ use crate::approval::Token;
 use crate::config::Settings;
 use crate::domain::ServerName;
 use crate::executor::{powershell::PowerShell, simulator::Simulator, Executor, ExecutorKind};
-use crate::journal::{Action, Report, Until};
+use crate::journal::{Action, Done, Ending, Report, Until};
 use crate::incident::{ActionKind, Outcome, State};
 use crate::mailer::{self, Escalation, Mailer};
 use crate::metrics::Metrics;
-use crate::journal::{Done, Ending};
 use crate::runbook::plan::{self, Context, Decision, Limits, Proposal};
 use crate::shutdown::Signal;
 use crate::store::{now_ms, Decided, NewApproval, NewDecision, NewNotification, NewStep, Requested, Started, Store, Target};
+
+mod approvals;
+mod steps;
+
+use approvals::{ask, commits_to, expire_approvals};
+use steps::{perform, resume};
 
 /// How the rest of the service talks to the engine: it is told which incidents to look at.
 #[derive(Clone)]
@@ -428,98 +433,6 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: Signal) -> 
     }
 }
 
-/// The throttles of later steps that `action` commits to: a failover is started only when the restart it leads to
-/// would be allowed now.
-fn commits_to(safety: &crate::safety::SafetyConfig, action: &Action) -> Vec<(ActionKind, crate::safety::Throttle)> {
-    match action {
-        Action::DisableActivation { attempt: 1, .. } => vec![(ActionKind::RestartServer, safety.restart_server.clone())],
-        _ => Vec::new(),
-    }
-}
-
-/// Asks a person to approve `proposal`, unless a throttle refuses one of its steps now (then the first is journaled
-/// `throttled` and nobody is asked). The request email, with the links on the approval page, is queued in the
-/// same transaction as the `approval` step; only the token's hash is stored.
-async fn ask(shared: &Shared, id: &str, proposal: Proposal) -> anyhow::Result<()> {
-    let settings = &shared.settings;
-    let policy = &settings.approval;
-    let (server, first) = (proposal.server.clone(), proposal.covers[0].kind());
-    let mut rules = Vec::new();
-    for action in &proposal.covers {
-        if let Some(rule) = action.is_throttled().then(|| crate::safety::rule(&settings.safety, action.kind())).flatten() {
-            rules.push((action.kind(), rule.clone(), "; nobody was asked to approve it".to_owned()));
-        }
-        for (kind, rule) in commits_to(&settings.safety, action) {
-            rules.push((
-                kind,
-                rule,
-                format!("; {} was not started, since the {kind} it leads to would be refused; nobody was asked to approve it", action.kind()),
-            ));
-        }
-    }
-    let commands: Vec<String> = proposal.covers.iter().map(|action| shared.executor.command(action)).collect();
-    let command = commands.join("\n");
-    let names: Vec<&str> = proposal.covers.iter().map(|action| action.kind().as_str()).collect();
-    let what = match names.as_slice() {
-        [one] => (*one).to_owned(),
-        _ => format!("the restart procedure ({})", names.join(", ")),
-    };
-    let token = Token::random();
-    let expires_at = now_ms() + policy.timeout.as_millis() as i64;
-    let deadline = crate::store::rfc3339(expires_at);
-    let link = format!("{}/approvals/{}", shared.links, token.as_str());
-    let request = mailer::Request { proposal: &what, server: server.as_str(), commands: &command, deadline: &deadline, link: &link };
-    let (notification, to) = approval_request(shared, id, &request).await?;
-    let detail = format!("asked {} to approve {what} on {server}; no decision by {deadline} counts as a denial", to.join(", "));
-    let approval = NewApproval {
-        first_command: commands[0].clone(),
-        command,
-        group: settings.inventory.get(&server).map(|e| e.group.clone()),
-        rules,
-        token_sha256: Token::hash(token.as_str()),
-        expires_at,
-        detail,
-        notification,
-        covers: proposal.covers,
-    };
-    match shared.store.request_approval(id.to_owned(), approval).await? {
-        Requested::Asked => {
-            tracing::info!(%server, proposal = %what, %deadline, "approval requested; the incident waits for a person");
-            shared.metrics.action(ActionKind::Approval, Outcome::Requested);
-            shared.mail.notify_one();
-        }
-        Requested::Throttled(reason) => {
-            tracing::warn!(%server, %reason, "a throttle refuses the step; nobody is asked to approve it");
-            shared.metrics.action(first, Outcome::Throttled);
-        }
-    }
-    Ok(())
-}
-
-/// Records the expiry of every approval past its deadline, and drives those incidents on (they end `blocked`).
-async fn expire_approvals(shared: &Shared) {
-    let expired = match shared.store.expired_approvals().await {
-        Ok(expired) => expired,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot look for approvals past their deadline");
-            return;
-        }
-    };
-    for id in expired {
-        let timeout = shared.settings.approval.timeout;
-        let decision = NewDecision { outcome: Outcome::Expired, via: None, reason: None, detail: crate::approval::expired_detail(timeout) };
-        match shared.store.decide(Target::Incident(id.clone()), decision).await {
-            Ok(Decided::Recorded { .. }) => {
-                tracing::warn!(incident = %id, "nobody decided on the approval in time; the incident ends blocked");
-                shared.metrics.action(ActionKind::Approval, Outcome::Expired);
-                let _ = shared.wake.send(Wake::Incident(id));
-            }
-            Ok(Decided::Nothing(_)) => {}
-            Err(err) => tracing::warn!(incident = %id, error = %err, "cannot record an expired approval; trying again"),
-        }
-    }
-}
-
 enum Held {
     Yes,
     Stopping,
@@ -576,111 +489,6 @@ async fn hold(shared: &Shared, server: &ServerName, id: &str, stopping: &Signal)
 /// The silence covering a server now, as an ending's reason.
 async fn silenced(store: &Store, server: &ServerName) -> anyhow::Result<Option<String>> {
     Ok(store.silenced(server.to_string()).await?.map(|silence| format!("a silence covers {} until {}: {}", silence.server, silence.until, silence.reason)))
-}
-
-/// Continues a step whose result the journal does not have: the service stopped while it ran. A wait or a read
-/// goes on (a wait with the time it has left, ended at once by a resolved notice that came after it began); a change
-/// is recorded `interrupted`, and the planner verifies before anything else.
-async fn resume(
-    shared: &Shared,
-    incident: &crate::store::IncidentRecord,
-    step: crate::store::StepRecord,
-    wanted: &Action,
-    signal: &Notify,
-    stopping: &Signal,
-) -> anyhow::Result<()> {
-    let same = step.done.action == wanted.kind() && &step.done.server == wanted.server();
-    let noticed = incident.resolved_at.is_some_and(|at| at >= step.started_at);
-    let report = match wanted {
-        Action::Wait { until: Until::Elapsed, .. } if same && noticed => {
-            Report::new(Outcome::Done, "cut short: a resolved notice arrived while the service was stopped, checking now")
-        }
-        action if same && !action.kind().is_mutating() => match perform(shared, action, Some(step.started_at), signal, stopping).await {
-            Some(report) => report,
-            None => return Ok(()),
-        },
-        _ => Report::new(Outcome::Interrupted, "the service stopped before this step's result was recorded; verifying before anything else"),
-    };
-    tracing::warn!(kind = %step.done.action, outcome = %report.outcome, "resumed a step the service was running when it stopped");
-    shared.metrics.action(step.done.action, report.outcome);
-    shared.store.finish_step(incident.id.clone(), step.seq, report).await.context("cannot record the resumed step")
-}
-
-/// Runs one journaled step: a wait is kept here (a resumed one, journaled at `resumed` in store time, for the time
-/// it has left), a read is retried on executor errors, a change runs once. `None` when the service is stopping.
-async fn perform(shared: &Shared, action: &Action, resumed: Option<i64>, signal: &Notify, stopping: &Signal) -> Option<Report> {
-    let left = |duration: Duration| match resumed {
-        Some(started_at) => duration.saturating_sub(Duration::from_millis(u64::try_from(now_ms() - started_at).unwrap_or(0))),
-        None => duration,
-    };
-    match action {
-        Action::Wait { duration, until: Until::Elapsed, .. } => settle(left(*duration), signal, stopping).await,
-        Action::Wait { server, duration, until: Until::Answering } => answering(shared, server, left(*duration), stopping).await,
-        action if action.is_read_only() => read(shared, action, stopping).await,
-        action => Some(shared.executor.run(action).await),
-    }
-}
-
-/// Waits out a settle or warm-up time; a resolved notice that arrives meanwhile cuts it short. `None` when the
-/// service is stopping: the wait stays unfinished in the journal and continues with the time left after a restart.
-async fn settle(duration: Duration, signal: &Notify, stopping: &Signal) -> Option<Report> {
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => Some(Report::new(Outcome::Done, format!("waited {}", humantime::format_duration(duration)))),
-        _ = signal.notified() => Some(Report::new(Outcome::Done, "cut short: a resolved notice arrived, checking now")),
-        _ = stopping.stopped() => None,
-    }
-}
-
-/// A read-only step, tried up to `executor.read_attempts` times while the executor fails (the shell errs, times
-/// out, or prints what does not parse), `executor.read_backoff` apart and doubling. A probe that ran and failed is
-/// a result, not an error. The detail tells every attempt.
-async fn read(shared: &Shared, action: &Action, stopping: &Signal) -> Option<Report> {
-    let config = &shared.settings.executor;
-    let attempts = config.read_attempts.max(1);
-    let mut failures: Vec<String> = Vec::new();
-    let mut backoff = config.read_backoff.0;
-    loop {
-        let mut report = shared.executor.run(action).await;
-        let attempt = failures.len() as u32 + 1;
-        if report.outcome != Outcome::Error || attempt == attempts {
-            if !failures.is_empty() {
-                report.detail = format!("{}; attempt {attempt} of {attempts}: {}", failures.join("; "), report.detail);
-            }
-            return Some(report);
-        }
-        tracing::warn!(kind = %action.kind(), server = %action.server(), attempt, detail = %report.detail, "read-only step failed in the executor; trying again");
-        failures.push(format!("attempt {attempt} of {attempts} failed: {}", report.detail));
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stopping.stopped() => return None,
-        }
-        backoff = backoff.saturating_mul(2);
-    }
-}
-
-/// Waits until a restarted server answers the Exchange Management Shell again (`component_state` succeeds),
-/// checking every `timing.poll_interval`, for at most `bound`. A server that does not answer in time is left to the
-/// verification that follows, whose own retries then decide.
-async fn answering(shared: &Shared, server: &ServerName, bound: Duration, stopping: &Signal) -> Option<Report> {
-    let started = tokio::time::Instant::now();
-    let check = Action::ComponentState { server: server.clone() };
-    let mut checks = 0;
-    loop {
-        let report = shared.executor.run(&check).await;
-        checks += 1;
-        let waited = humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()));
-        if report.outcome != Outcome::Error {
-            return Some(Report::new(Outcome::Done, format!("{server} answered after {waited} ({checks} check(s))")));
-        }
-        let left = bound.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return Some(Report::new(Outcome::Done, format!("{server} did not answer within {waited}: {}", report.detail)));
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(shared.settings.timing.poll_interval.0.min(left)) => {}
-            _ = stopping.stopped() => return None,
-        }
-    }
 }
 
 /// Ends an incident from outside the runbook (a busy server, a silence): the ending reads the journal, where a
@@ -758,19 +566,6 @@ async fn notify_stalled(shared: &Shared) {
             Err(err) => tracing::warn!(incident = %id, error = %format!("{err:#}"), "cannot report an incident that makes no progress; trying again"),
         }
     }
-}
-
-/// The email asking for a decision on `request`, and who it goes to: `approval.to`, else the escalation recipients.
-async fn approval_request(shared: &Shared, id: &str, request: &mailer::Request<'_>) -> anyhow::Result<(NewNotification, Vec<String>)> {
-    let incident = shared.store.incident(id.to_owned()).await?;
-    let alerts = shared.store.incident_alerts(id.to_owned()).await?;
-    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], activation_left_as_found: &[], suppressed_escalations: 0 };
-    let policy = &shared.settings.approval;
-    let to = if policy.to.is_empty() { recipients(shared, &incident, &alerts).to_vec() } else { policy.to.clone() };
-    let from = &shared.settings.email.from;
-    let message = mailer::compose_request(&escalation, request, from, &to, shared.settings.public_url.as_deref())?;
-    let subject = mailer::request_subject(&escalation, request);
-    Ok((NewNotification { kind: mailer::REQUEST_KIND.into(), from: from.clone(), to: to.clone(), subject, message: message.formatted(), held: false }, to))
 }
 
 /// Who hears about an incident: the first `[[email.routes]]` that matches it, else `email.to`.
