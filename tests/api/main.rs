@@ -18,4 +18,5 @@ mod runbooks;
 mod safety;
 mod senders;
 mod store;
+mod tidy;
 mod ui;
