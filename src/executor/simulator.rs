@@ -14,7 +14,7 @@
 //! a `ForceReboot` a `restart` fault), and `ma_history` reports the entries that ended within its lookback, by the
 //! wall clock; unfinished entries never count.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ mod settings;
 pub use settings::{Fault, SimServerConfig, SimulatorConfig, SimulatorSettings};
 
 use crate::journal::{Action, Report};
-use crate::inventory::InventoryEntry;
+use crate::inventory::Inventory;
 use crate::domain::{Monitor, ServerName, ServiceName};
 use crate::incident::{ActionKind, Outcome};
 use crate::ma::{self, RecoveryAction, SimRecoveryAction};
@@ -134,7 +134,7 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    pub fn new(settings: &SimulatorSettings, inventory: &BTreeMap<ServerName, InventoryEntry>, health_sets: HashMap<String, Vec<String>>) -> Simulator {
+    pub fn new(settings: &SimulatorSettings, inventory: &Inventory, health_sets: HashMap<String, Vec<String>>) -> Simulator {
         let servers = settings
             .servers
             .iter()
@@ -334,7 +334,9 @@ fn fix(servers: &mut HashMap<ServerName, SimServer>, server: &ServerName, by: Fa
 mod tests {
     use super::*;
     use crate::domain::Dur;
-    use crate::inventory::Role;
+    use std::collections::BTreeMap;
+
+    use crate::inventory::{InventoryEntry, Role};
     use crate::domain::AppPool;
     use crate::journal::ProbeRef;
 

@@ -9,13 +9,12 @@
 //! mutating step is followed by verification before anything else changes a server, so nothing is repeated blind.
 //! This module does no IO and reads no clock.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 mod ladder;
 
 use super::{Remedy, Runbook, RunbookSet};
-use crate::inventory::{InventoryEntry, Role};
+use crate::inventory::{Inventory, Role};
 use crate::domain::{AppPool, HealthSetPattern, Monitor, ServerName, ServiceName};
 use crate::journal::{Action, Activation, Done, Ending, Facts, Until};
 use crate::incident::{ActionKind, Outcome, State};
@@ -45,7 +44,7 @@ impl Limits {
 pub struct Context<'a> {
     pub facts: &'a Facts,
     pub runbooks: &'a RunbookSet,
-    pub inventory: &'a BTreeMap<ServerName, InventoryEntry>,
+    pub inventory: &'a Inventory,
     pub limits: &'a Limits,
     /// The mutating actions that wait for a person's approval (`approval.actions`; none in a dry run).
     pub approval: &'a [ActionKind],

@@ -25,7 +25,7 @@ use self::template::{Slot, Template};
 use super::ExecutorGauges;
 use crate::journal::{Action, Report};
 use crate::executor::{BadSetting, ExecutorConfig};
-use crate::inventory::InventoryEntry;
+use crate::inventory::Inventory;
 use crate::domain::ServerName;
 use crate::incident::{ActionKind, Outcome};
 
@@ -108,7 +108,7 @@ impl PowerShell {
     }
 
     /// Takes each inventory server's own endpoint, where it has one.
-    pub fn with_inventory(mut self, inventory: &BTreeMap<ServerName, InventoryEntry>) -> PowerShell {
+    pub fn with_inventory(mut self, inventory: &Inventory) -> PowerShell {
         self.endpoints = inventory.iter().filter_map(|(name, entry)| entry.connection_uri.clone().map(|uri| (name.clone(), uri))).collect();
         self
     }

@@ -1,5 +1,8 @@
 use super::*;
+use std::collections::BTreeMap;
+
 use crate::domain::HealthSet;
+use crate::inventory::InventoryEntry;
 use crate::journal::ProbeRef;
 
 pub(super) fn name(s: &str) -> ServerName {
@@ -26,7 +29,7 @@ fn drive(server: &str, monitor: Option<&str>, hint: Option<&str>, answer: Answer
 }
 
 /// The servers the scenarios know: a CAS, a Mailbox server and a multi-role server.
-pub(super) fn inventory() -> BTreeMap<ServerName, InventoryEntry> {
+pub(super) fn inventory() -> Inventory {
     BTreeMap::from([
         (name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None }),
         (name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into(), connection_uri: None }),
