@@ -347,8 +347,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             if settings.executor.kind == crate::config::ExecutorKind::Powershell {
                 // What each server's Exchange steps will connect to; IIS and restart steps go to the server itself.
-                let shell =
-                    crate::executor::powershell::PowerShell::new(&settings.executor, settings.timing.restart_timeout.0).map_err(ConfigError::from)?.with_inventory(&settings.inventory);
+                let shell = crate::executor::powershell::PowerShell::new(&settings.executor, settings.timing.restart_timeout.0)
+                    .map_err(ConfigError::from)?
+                    .with_inventory(&settings.inventory);
                 for server in settings.inventory.keys() {
                     println!("  {server}: Exchange steps connect to {}; IIS and restart steps to {server} over WinRM", shell.endpoint(server));
                 }

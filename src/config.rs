@@ -645,7 +645,9 @@ impl Credentials {
         if settings.senders.is_empty() {
             let secret = creds.webhook_secret.get_or_insert_with(Secret::generate_whsec);
             let key = Secret::parse_whsec(secret).map_err(|e| ConfigError::new(path.display().to_string(), format!("webhook_secret {e}")))?;
-            settings.senders.push(auth::Sender { name: "default".into(), method: auth::Method::StandardWebhooks { keys: vec![key], tolerance: Dur::minutes(5).0 } });
+            settings
+                .senders
+                .push(auth::Sender { name: "default".into(), method: auth::Method::StandardWebhooks { keys: vec![key], tolerance: Dur::minutes(5).0 } });
         }
         if settings.admin_tokens.is_empty() {
             let token = creds.admin_token.get_or_insert_with(|| hex::encode(rand::random::<[u8; 24]>()));

@@ -257,7 +257,6 @@ impl Dur {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

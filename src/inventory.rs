@@ -47,7 +47,6 @@ impl std::fmt::Display for Role {
     }
 }
 
-
 /// One server of the inventory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryEntry {

@@ -37,7 +37,12 @@ impl Default for SafetyConfig {
             restart_service: remedy.clone(),
             iis_reset: remedy.clone(),
             disable_activation: remedy,
-            restart_server: Throttle { server_min_interval: Dur::minutes(720), server_max_per_day: 1, group_min_interval: Dur::minutes(600), group_max_per_day: 4 },
+            restart_server: Throttle {
+                server_min_interval: Dur::minutes(720),
+                server_max_per_day: 1,
+                group_min_interval: Dur::minutes(600),
+                group_max_per_day: 4,
+            },
         }
     }
 }

@@ -184,10 +184,9 @@ fn the_shell_environment_and_plain_text_logins_are_checked() {
         assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
         assert!(!err.contains("a-relay-password"));
     }
-    let settings = resolve(
-        "[executor]\npass_env = [\"HTTPS_PROXY\"]\n[email.smtp]\ntls = \"none\"\nusername = \"hsr\"\npassword = \"p\"\nallow_plaintext_login = true",
-    )
-    .unwrap();
+    let settings =
+        resolve("[executor]\npass_env = [\"HTTPS_PROXY\"]\n[email.smtp]\ntls = \"none\"\nusername = \"hsr\"\npassword = \"p\"\nallow_plaintext_login = true")
+            .unwrap();
     assert_eq!(settings.executor.pass_env, ["HTTPS_PROXY"]);
     assert!(resolve("[email.smtp]\ntls = \"none\"").is_ok(), "no login, nothing to send in clear");
 }

@@ -22,10 +22,10 @@ mod settings;
 
 pub use settings::{Fault, SimServerConfig, SimulatorConfig, SimulatorSettings};
 
-use crate::journal::{Action, Report};
-use crate::inventory::Inventory;
 use crate::domain::{Monitor, ServerName, ServiceName};
 use crate::incident::{ActionKind, Outcome};
+use crate::inventory::Inventory;
+use crate::journal::{Action, Report};
 use crate::ma::{self, RecoveryAction, SimRecoveryAction};
 
 /// Passive copies each simulated Mailbox server also holds, for realistic `Group Status` output.
@@ -336,8 +336,8 @@ mod tests {
     use crate::domain::Dur;
     use std::collections::BTreeMap;
 
-    use crate::inventory::{InventoryEntry, Role};
     use crate::domain::AppPool;
+    use crate::inventory::{InventoryEntry, Role};
     use crate::journal::ProbeRef;
 
     fn name(s: &str) -> ServerName {

@@ -13,8 +13,8 @@
 mod content;
 mod pinned;
 mod retry;
-mod settings;
 mod routing;
+mod settings;
 mod transport;
 
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
@@ -26,8 +26,8 @@ use crate::store::{AlertSummary, IncidentView};
 
 pub use content::Request;
 pub use retry::RetryPolicy;
-pub use settings::{EmailConfig, EmailRouteConfig, MailTransportKind, NotifyOn, SmtpConfig, SmtpTls};
 pub use routing::{notifies, recipients, Names, Pattern, Route, RouteError};
+pub use settings::{EmailConfig, EmailRouteConfig, MailTransportKind, NotifyOn, SmtpConfig, SmtpTls};
 pub use transport::{Accepted, Conversation, Mailer};
 
 /// The name every subject starts with, so that mail rules can sort escalations.

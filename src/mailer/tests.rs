@@ -6,8 +6,8 @@ use std::path::Path;
 use mail_parser::{HeaderName as ParsedHeader, MessageParser, MimeHeaders, PartType};
 
 use super::content::escape;
-use super::*;
 use super::EmailConfig;
+use super::*;
 use crate::store::StepView;
 
 const INCIDENT_ID: &str = "0193a6d2-7c1e-7b3a-9f00-1234567890ab";

@@ -22,10 +22,10 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use lettre::transport::smtp::response::Response;
 
 use super::pinned::{PinnedRelay, PinnedStream};
-use super::{envelope, DeliveryError, MailError};
-use crate::auth::Secret;
-use super::{EmailConfig, MailTransportKind, SmtpTls};
 use super::RetryPolicy;
+use super::{envelope, DeliveryError, MailError};
+use super::{EmailConfig, MailTransportKind, SmtpTls};
+use crate::auth::Secret;
 
 /// The configured way out for escalation email.
 pub struct Mailer {

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::Role;
 use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ServiceName};
+use crate::inventory::Role;
 use crate::journal::ProbeRef;
 
 /// How to recover from one monitor's alert.

@@ -14,10 +14,10 @@ use std::time::Duration;
 mod ladder;
 
 use super::{Remedy, Runbook, RunbookSet};
-use crate::inventory::{Inventory, Role};
 use crate::domain::{AppPool, HealthSetPattern, Monitor, ServerName, ServiceName};
-use crate::journal::{Action, Activation, Done, Ending, Facts, Until};
 use crate::incident::{ActionKind, Outcome, State};
+use crate::inventory::{Inventory, Role};
+use crate::journal::{Action, Activation, Done, Ending, Facts, Until};
 use crate::ma::RecoveryAction;
 
 /// The settings the planner needs (`[timing]`).

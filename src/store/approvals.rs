@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::engine::{finish_at_once, insert_step, queue_notification, record_throttled, refusal};
 use super::{new_id, now_ms, rfc3339, IncidentView, NewNotification, Result, Store, StoreError};
 use crate::approval::Via;
-use crate::safety::Throttle;
 use crate::domain::ServerName;
-use crate::journal::Action;
 use crate::incident::{ActionKind, Outcome, State};
+use crate::journal::Action;
+use crate::safety::Throttle;
 
 /// An approval to ask for.
 pub struct NewApproval {

@@ -4,11 +4,11 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::{now_ms, Result, Store, StoreError};
-use crate::safety::Throttle;
 use crate::domain::{HealthSet, Monitor, ServerName};
-use crate::journal::{Action, Done, Ending, Facts, Report};
 use crate::incident::{ActionKind, Outcome, State};
+use crate::journal::{Action, Done, Ending, Facts, Report};
 use crate::ma::RecoveryAction;
+use crate::safety::Throttle;
 use crate::safety::{self, History};
 
 /// An incident as the engine loads it.

@@ -181,7 +181,10 @@ fn every_module_uses_only_the_layers_below_its_own() {
             let Some(&theirs) = layer_of.get(&used) else { continue };
             if used != module && theirs <= own {
                 let relation = if theirs == own { "beside it" } else { "above it" };
-                wrong.push(format!("{}:{line}: {module} uses crate::{used}, which ARCHITECTURE.md draws {relation}", file.strip_prefix(root()).unwrap().display()));
+                wrong.push(format!(
+                    "{}:{line}: {module} uses crate::{used}, which ARCHITECTURE.md draws {relation}",
+                    file.strip_prefix(root()).unwrap().display()
+                ));
             }
         }
     }

@@ -23,11 +23,11 @@ use tokio::sync::Semaphore;
 use self::process::Ended;
 use self::template::{Slot, Template};
 use super::ExecutorGauges;
-use crate::journal::{Action, Report};
-use crate::executor::{BadSetting, ExecutorConfig};
-use crate::inventory::Inventory;
 use crate::domain::ServerName;
+use crate::executor::{BadSetting, ExecutorConfig};
 use crate::incident::{ActionKind, Outcome};
+use crate::inventory::Inventory;
+use crate::journal::{Action, Report};
 
 pub use self::template::ps_quote;
 

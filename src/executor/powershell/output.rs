@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use super::process::Capture;
 use crate::domain::{HealthSetPattern, Monitor, ServerName};
-use crate::journal::{Action, Report};
 use crate::incident::Outcome;
+use crate::journal::{Action, Report};
 use crate::ma::RecoveryAction;
 
 /// How much of a probe's error text a step keeps: enough for the `Diagnostics header` line and the `_Mbx:` hint.

@@ -10,8 +10,8 @@ use super::Context;
 use super::{changed, Decision, Done, Proposal, Ran, Remedied, Replay, Step};
 use crate::domain::Monitor;
 use crate::domain::ServerName;
-use crate::journal::{Action, Until};
 use crate::incident::{ActionKind, Outcome, State};
+use crate::journal::{Action, Until};
 use crate::ma::{self, RecoveryAction};
 use crate::runbook::{Remedy, Runbook, Target};
 
@@ -160,8 +160,8 @@ mod tests {
     use super::super::tests::{inventory, lines, name, run_planner, Answer, LIMITS};
     use super::super::{Context, Ending, Facts, Limits};
     use crate::domain::{HealthSet, Monitor};
-    use crate::journal::Action;
     use crate::incident::{Outcome, State};
+    use crate::journal::Action;
     use crate::ma::RecoveryAction;
     use crate::runbook::RunbookSet;
 

@@ -39,14 +39,7 @@ pub(super) fn inventory() -> Inventory {
 
 /// Like [`drive`] with `approval.actions` set to `approval`: a request is journaled `requested` (with the
 /// proposal's steps in its detail), and a person answers each with `decision`.
-fn drive_asking(
-    server: &str,
-    monitor: Option<&str>,
-    hint: Option<&str>,
-    approval: &[ActionKind],
-    decision: Outcome,
-    answer: Answer,
-) -> (Vec<String>, Ending) {
+fn drive_asking(server: &str, monitor: Option<&str>, hint: Option<&str>, approval: &[ActionKind], decision: Outcome, answer: Answer) -> (Vec<String>, Ending) {
     let runbooks = RunbookSet::load(None).unwrap();
     let inventory = inventory();
     let facts = Facts {
@@ -407,12 +400,8 @@ fn a_server_in_maintenance_is_never_changed() {
 fn activation_disabled_by_an_administrator_is_left_as_found() {
     let runbooks = RunbookSet::load(None).unwrap();
     let inventory = BTreeMap::from([(name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into(), connection_uri: None })]);
-    let facts = Facts {
-        server: name("mbx01"),
-        health_set: HealthSet::parse("ActiveSync").unwrap(),
-        monitor: Some(Monitor::parse(DEEP).unwrap()),
-        mailbox_hint: None,
-    };
+    let facts =
+        Facts { server: name("mbx01"), health_set: HealthSet::parse("ActiveSync").unwrap(), monitor: Some(Monitor::parse(DEEP).unwrap()), mailbox_hint: None };
     let limits = LIMITS;
     let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits, approval: &[] };
     let mut journal = Vec::new();
@@ -594,13 +583,7 @@ fn an_approval_given_after_the_problem_went_away_does_nothing_more() {
     let (steps, ending) = drive_asking("cas01", Some("ActiveSyncCTPMonitor"), Some("mbx01"), &[ActionKind::RecycleAppPool], Outcome::Approved, &answer);
     assert_eq!(
         steps,
-        [
-            "probe cas01 failed",
-            "component_state cas01 active",
-            "approval cas01 requested recycle_app_pool",
-            "approval cas01 approved",
-            "probe cas01 succeeded"
-        ]
+        ["probe cas01 failed", "component_state cas01 active", "approval cas01 requested recycle_app_pool", "approval cas01 approved", "probe cas01 succeeded"]
     );
     assert_eq!(ending.state, State::Transient, "nothing was changed: {}", ending.reason);
     assert!(ending.reason.contains("the problem went away by itself, and recycle_app_pool on cas01 was not run"), "{}", ending.reason);
