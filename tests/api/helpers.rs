@@ -258,3 +258,13 @@ impl ServiceProcess {
         self.child.wait().unwrap()
     }
 }
+
+/// A test that ends (or fails) with the service still running kills it, so that no run leaves a process behind.
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
