@@ -16,6 +16,7 @@ mod approvals;
 mod engine;
 mod intake;
 mod migrations;
+pub mod postgres;
 mod retention;
 mod views;
 
