@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use healthset_responder::alert::{self, Alert, Format};
-use healthset_responder::store::postgres::{self, Postgres, SCHEMA_VERSION};
+use healthset_responder::domain::ServerName;
+use healthset_responder::journal::Action;
+use healthset_responder::store::postgres::{self, Claim, Postgres, SCHEMA_VERSION};
 use healthset_responder::store::{Answer, Disposition, NewDelivery, Store};
 
 use cluster::{connect, database};
 
 const WINDOW: Duration = Duration::from_secs(600);
+const LEASE: Duration = Duration::from_secs(30);
 /// A moment to start the tests' clock at (ms since the Unix epoch); the tests move it on themselves.
 const T0: i64 = 1_800_000_000_000;
 
@@ -252,4 +255,108 @@ async fn a_batch_of_waiting_deliveries_commits_together_and_its_duplicates_fail_
     // Rows of one transaction share its commit time (the cluster tracks commit timestamps).
     let commits = count(&db, "SELECT count(DISTINCT pg_xact_commit_timestamp(xmin)) FROM deliveries").await;
     assert!(commits < 20, "the twenty deliveries took {commits} commits: one each, not batched");
+}
+
+async fn open_incidents(pg: &Postgres, servers: std::ops::Range<usize>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in servers {
+        let answer = accept(pg, Some(&format!("msg_{n}")), &body(Some(&format!("alert-{n}")), &format!("cas{n:02}.contoso.com"), "firing"), T0).await;
+        ids.push(answer.alerts[0].incident_id.clone().unwrap());
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_claiming_at_once_never_get_the_same_incident() {
+    let url = database().await;
+    let (a, b) = two_instances(&url).await;
+    let only = open_incidents(&a, 0..1).await;
+    let (first, second) = tokio::join!(a.claim("a", T0, LEASE), b.claim("b", T0, LEASE));
+    let claims: Vec<Claim> = [first.unwrap(), second.unwrap()].into_iter().flatten().collect();
+    assert_eq!(claims.len(), 1, "one incident, one claim: {claims:?}");
+    assert_eq!((claims[0].incident_id.as_str(), claims[0].epoch), (only[0].as_str(), 1));
+
+    let more: BTreeSet<String> = open_incidents(&a, 1..31).await.into_iter().collect();
+    let claim_all = |pg: Postgres, instance: &'static str| async move {
+        let mut mine = Vec::new();
+        while let Some(claim) = pg.claim(instance, T0, LEASE).await.unwrap() {
+            mine.push(claim.incident_id);
+        }
+        mine
+    };
+    let (by_a, by_b) = tokio::join!(claim_all(a.clone(), "a"), claim_all(b.clone(), "b"));
+    let (set_a, set_b): (BTreeSet<String>, BTreeSet<String>) = (by_a.iter().cloned().collect(), by_b.iter().cloned().collect());
+    assert_eq!(set_a.len() + set_b.len(), by_a.len() + by_b.len(), "no instance claimed an incident twice");
+    assert!(set_a.is_disjoint(&set_b), "no incident was claimed by both: {:?}", set_a.intersection(&set_b).collect::<Vec<_>>());
+    assert_eq!(set_a.union(&set_b).cloned().collect::<BTreeSet<_>>(), more, "every unclaimed incident was claimed by one of them");
+    let db = connect(&url).await;
+    assert_eq!(count(&db, "SELECT count(*) FROM incidents WHERE lease_epoch <> 1").await, 0, "each incident was claimed exactly once");
+}
+
+#[tokio::test]
+async fn a_lease_holds_until_it_ends_and_renewing_extends_it() {
+    let url = database().await;
+    let (a, b) = two_instances(&url).await;
+    let incident = open_incidents(&a, 0..1).await.remove(0);
+    let claim = a.claim("a", T0, LEASE).await.unwrap().expect("a claims the open incident");
+    assert_eq!(claim, Claim { incident_id: incident.clone(), instance: "a".into(), epoch: 1 });
+    assert_eq!(b.claim("b", T0 + 29_999, LEASE).await.unwrap(), None, "held until the lease ends");
+    assert_eq!(a.renew(&claim, T0 + 20_000, LEASE).await.unwrap(), T0 + 50_000);
+    assert_eq!(b.claim("b", T0 + 45_000, LEASE).await.unwrap(), None, "the renewed lease holds past the first one's end");
+    let taken = b.claim("b", T0 + 50_000, LEASE).await.unwrap().expect("an ended lease is taken over");
+    assert_eq!(taken, Claim { incident_id: incident, instance: "b".into(), epoch: 2 });
+}
+
+#[tokio::test]
+async fn a_write_under_a_lease_taken_over_is_refused_and_writes_nothing() {
+    let url = database().await;
+    let (a, b) = two_instances(&url).await;
+    open_incidents(&a, 0..1).await;
+    let server = ServerName::parse("cas00.contoso.com").unwrap();
+    let probe = Action::ComponentState { server: server.clone() };
+    let claim = a.claim("a", T0, LEASE).await.unwrap().unwrap();
+    assert_eq!(a.start_step(&claim, &probe, "Get-ServerComponentState", None, T0 + 1_000).await.unwrap(), 1, "the holder journals");
+
+    // a stalls past its lease; b takes the incident over.
+    let taken = b.claim("b", T0 + 31_000, LEASE).await.unwrap().expect("b takes the incident over");
+    assert_eq!(taken.epoch, 2);
+    let err = a.start_step(&claim, &probe, "Get-ServerComponentState", None, T0 + 32_000).await.expect_err("a's write is refused");
+    assert!(matches!(err, postgres::Error::LostClaim { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("incident {}: a no longer holds its claim of epoch 1; b holds it now, at epoch 2; nothing was written", claim.incident_id)
+    );
+    assert!(matches!(a.renew(&claim, T0 + 32_000, LEASE).await, Err(postgres::Error::LostClaim { .. })), "nor can a renew it");
+    let db = connect(&url).await;
+    let until: i64 = db.query_one("SELECT lease_until FROM incidents", &[]).await.unwrap().get(0);
+    assert_eq!(until, T0 + 31_000 + 30_000, "b's lease is as b took it");
+    assert_eq!(count(&db, "SELECT count(*) FROM steps").await, 1, "a's refused step left nothing");
+    assert_eq!(b.start_step(&taken, &probe, "Get-ServerComponentState", None, T0 + 33_000).await.unwrap(), 2, "the new holder journals on");
+    let started: Vec<i64> = db.query("SELECT started_at FROM steps ORDER BY seq", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(started, [T0 + 1_000, T0 + 33_000]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_never_holds_more_connections_than_its_pool() {
+    let url = database().await;
+    let pg = Postgres::connect(&url, 2).await.unwrap();
+    open_incidents(&pg, 0..10).await;
+    let mut busy = tokio::task::JoinSet::new();
+    for n in 0..24 {
+        let pg = pg.clone();
+        busy.spawn(async move {
+            match n % 2 {
+                0 => drop(pg.claim(&format!("i{n}"), T0, LEASE).await.unwrap()),
+                _ => drop(accept(&pg, None, &body(None, &format!("mbx{n:02}.contoso.com"), "firing"), T0).await),
+            }
+        });
+    }
+    while let Some(done) = busy.join_next().await {
+        done.unwrap();
+    }
+    let db = connect(&url).await;
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let connections: i64 =
+        db.query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'healthset-responder'", &[&name]).await.unwrap().get(0);
+    assert!((1..=2).contains(&connections), "{connections} connections for a pool of 2");
 }

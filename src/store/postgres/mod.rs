@@ -1,5 +1,6 @@
 //! The PostgreSQL store, for several instances sharing one database (SPEC section 8); not yet selectable in
-//! `[store]`. What it holds today: a bounded connection pool, the schema and its migrations, and intake.
+//! `[store]`. What it holds today: a bounded connection pool, the schema and its migrations, intake, and the
+//! leases by which one instance at a time drives an incident, with the fenced journal write that proves them.
 //!
 //! The SQLite store decides duplicates and the one open incident per key by reading before it writes, which is
 //! right for one writer. Here several instances write at once, so every such decision is a unique index and an
@@ -10,6 +11,7 @@
 //! duplicate window compare the caller's times, so tests choose them.
 
 mod intake;
+mod leases;
 mod migrations;
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use tokio_postgres::NoTls;
 
 use super::StoreError;
 
+pub use leases::Claim;
 pub use migrations::VERSION as SCHEMA_VERSION;
 
 /// What went wrong with the PostgreSQL store.
@@ -37,6 +40,15 @@ pub enum Error {
     /// The database was migrated by a newer build.
     #[error("the PostgreSQL database at {target} is at schema version {found}, newer than this build knows ({known}); use a newer healthset-responder")]
     NewerSchema { target: Arc<str>, found: i64, known: i64 },
+    /// A write for an incident whose claim this instance no longer holds: its lease ran out and another instance
+    /// claimed the incident (or it was never this claim). Nothing was written.
+    #[error("{}", lost_claim(.claim, .holder.as_deref(), *.epoch))]
+    LostClaim {
+        claim: Claim,
+        /// The instance holding the incident now, if any, and the epoch of its claim.
+        holder: Option<String>,
+        epoch: i64,
+    },
     #[error("not found: {0}")]
     NotFound(String),
     /// A statement failed; the message is PostgreSQL's own.
@@ -61,6 +73,14 @@ impl Error {
     }
 }
 
+fn lost_claim(claim: &Claim, holder: Option<&str>, epoch: i64) -> String {
+    let now = match holder {
+        Some(holder) => format!("{holder} holds it now, at epoch {epoch}"),
+        None => format!("nobody holds it now (epoch {epoch})"),
+    };
+    format!("incident {}: {} no longer holds its claim of epoch {}; {now}; nothing was written", claim.incident_id, claim.instance, claim.epoch)
+}
+
 /// tokio-postgres's own text names only the kind of error ("db error"); the server's message, or the cause of a
 /// connection failure, is its source.
 fn describe(err: &tokio_postgres::Error) -> String {
@@ -81,10 +101,11 @@ fn describe(err: &tokio_postgres::Error) -> String {
 const POOL_WAIT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The handle every part of an instance shares: the queue of the intake writer that group-commits deliveries over
-/// a bounded pool. Cheap to clone; the writer stops when the last clone is dropped.
+/// The handle every part of an instance shares: a bounded pool, and the queue of the intake writer that
+/// group-commits deliveries. Cheap to clone; the writer stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct Postgres {
+    pool: Pool,
     intake: mpsc::Sender<intake::Queued>,
     /// Where the database is, without the password: what errors name.
     target: Arc<str>,
@@ -119,13 +140,18 @@ impl Postgres {
             .build()
             .map_err(|e| Error::Config(format!("cannot build the PostgreSQL pool: {e}")))?;
         migrations::apply(&pool, &target).await?;
-        let intake = intake::start(pool, target.clone());
-        Ok(Postgres { intake, target })
+        let intake = intake::start(pool.clone(), target.clone());
+        Ok(Postgres { pool, intake, target })
     }
 
     /// Where the database is (host, port, database and user; never the password).
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// A connection from the pool, waiting at most [`POOL_WAIT`] for one.
+    async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(|e| Error::unavailable(&self.target, pool_error(e)))
     }
 }
 
