@@ -4,9 +4,10 @@
 //! would commit. One cluster serves every test of this binary; each test takes a fresh database of its own.
 //!
 //! PostgreSQL refuses to run as root: under root (as tests run in CI) the cluster's directory belongs to `nobody`,
-//! and `initdb` and the server run as `nobody`. The server is stopped by its PID (`SIGINT`, PostgreSQL's fast
-//! shutdown) when the test binary exits, and its directory removed. Should the binary die without exiting (killed),
-//! the kernel sends the server `SIGQUIT` (immediate shutdown) as the thread that started it ends.
+//! and `initdb` and the server run as `nobody`. The server is stopped by its PID (`SIGQUIT`, PostgreSQL's immediate
+//! shutdown: the cluster is thrown away, so it needs no shutdown checkpoint) when the test binary exits, and its
+//! directory removed. Should the binary die without exiting (killed), the kernel sends the server the same signal
+//! as the thread that started it ends.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -118,12 +119,12 @@ impl Cluster {
     }
 }
 
-/// `SIGINT` (fast shutdown: open sessions are ended, the data is left consistent), then a kill if the server has
-/// not gone within ten seconds; always reaped.
+/// `SIGQUIT` (immediate shutdown: the server ends its sessions and exits at once), then a kill if it has not gone
+/// within ten seconds; always reaped.
 fn stop_child(child: &mut Child) {
     if let Ok(pid) = libc::pid_t::try_from(child.id()) {
         // SAFETY: kill(2) on our own child's PID, which is not reaped yet, so it cannot name another process.
-        unsafe { libc::kill(pid, libc::SIGINT) };
+        unsafe { libc::kill(pid, libc::SIGQUIT) };
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
