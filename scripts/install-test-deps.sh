@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs besides Rust, where it is missing: Chromium and chromedriver (the operator
-# page's browser test, tests/api/browser.rs), and OpenSSL's headers with pkg-config (the in-process SMTP server the
-# mail tests run, mailin-embedded, builds against the system OpenSSL). Debian and its derivatives, through apt-get,
-# as root or through sudo; anywhere else it names what to install and stops. Installs nothing that is there already.
+# page's browser test, tests/api/browser.rs), OpenSSL's headers with pkg-config (the in-process SMTP server the
+# mail tests run, mailin-embedded, builds against the system OpenSSL), and PostgreSQL's server binaries (the
+# PostgreSQL store's tests start a throwaway cluster of their own with /usr/lib/postgresql/*/bin/initdb; they do not
+# use the cluster the package may set up). Debian and its derivatives, through apt-get, as root or through sudo;
+# anywhere else it names what to install and stops. Installs nothing that is there already.
 set -euo pipefail
 
 missing=()
@@ -10,6 +12,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -97,7 +97,7 @@ impl Store {
 }
 
 /// The original answer to a delivery seen before, marked `duplicate` throughout.
-fn duplicate_of(original: &str) -> Result<Answer> {
+pub(super) fn duplicate_of(original: &str) -> Result<Answer> {
     let mut answer: Answer = serde_json::from_str(original).map_err(|e| StoreError::Unavailable(format!("stored answer unreadable: {e}")))?;
     answer.alerts.iter_mut().for_each(|item| item.disposition = Disposition::Duplicate);
     Ok(answer)

@@ -11,11 +11,13 @@
 //! named, rather than failing alerts one by one later.
 //!
 //! The submodules hold the statements of one concern each: intake, the engine's journal, the operator's views.
+//! `postgres` is the PostgreSQL store, for several instances sharing one database (not yet selectable in `[store]`).
 
 mod approvals;
 mod engine;
 mod intake;
 mod migrations;
+pub mod postgres;
 mod retention;
 mod views;
 
