@@ -1,17 +1,21 @@
 //! Intake throughput against a bare hyper server, in the same run, with the same load.
 //!
-//! Run with `cargo bench --bench intake`. It starts two processes on loopback: the real service
-//! (`healthset-responder serve`, automation paused so that only intake is measured) and a bare hyper server that
-//! reads the body and answers 202 (this benchmark binary run with `--bare`). Then, from this process, 32 keep-alive
-//! connections post signed ~1.5 KB native alerts to each in turn for a fixed time, and it prints requests/s, p50 and
-//! p99 for both, their ratio, the service's peak memory, and whether every accepted alert is on disk (it counts the
-//! rows in the SQLite file afterwards). It reports; it asserts nothing about time.
+//! Run with `cargo bench --bench intake`. It starts three kinds of process on loopback: the real service
+//! (`healthset-responder serve`, automation paused so that only intake is measured), a bare hyper server that reads
+//! the body and answers 202 (this benchmark binary run with `--bare`), and, for each of the two servers in turn, a load
+//! generator (this binary run with `--load ADDR LABEL`): 32 keep-alive connections posting signed ~1.5 KB native
+//! alerts for a fixed time, which reports what it measured as one JSON line on its standard output. The load comes
+//! from a process of its own, as it would from wrk, so that this process neither shares a runtime with it nor
+//! competes for the servers' cores beyond what any client would. It prints requests/s, p50 and p99 for both
+//! servers, their ratio, the service's peak memory, and whether every accepted alert is on disk (it counts the rows in
+//! the SQLite file after the service has been killed). It reports; it asserts nothing about time. Every process it
+//! starts is ended through its own handle.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,18 +24,29 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
 
 const CONNECTIONS: usize = 32;
-const DURATION: Duration = Duration::from_secs(8);
+const DURATION: Duration = Duration::from_secs(5);
 const WARM_UP: Duration = Duration::from_secs(1);
+/// How long a process may take to start, or a load generator to finish after its time is up.
+const GRACE: Duration = Duration::from_secs(30);
 const SECRET: &str = "whsec_YmVuY2htYXJrcyBvbmx5LCBuZXZlciBpbiBzZXJ2aWNl";
 
 fn main() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    if std::env::args().any(|a| a == "--bare") {
-        return runtime.block_on(bare_server());
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--bare") {
+        return tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(bare_server());
     }
-    runtime.block_on(run())
+    if let Some(at) = args.iter().position(|a| a == "--load") {
+        let (Some(addr), Some(label)) = (args.get(at + 1), args.get(at + 2)) else {
+            anyhow::bail!("usage: --load ADDR LABEL");
+        };
+        let report = tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(load(addr.parse()?, label))?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    run()
 }
 
 /// The baseline: read the whole body, answer 202 with a small JSON body.
@@ -50,9 +65,43 @@ async fn bare_server() -> anyhow::Result<()> {
     }
 }
 
+/// A process this benchmark started: its output, line by line, and its handle, through which it is ended when
+/// dropped.
 struct Process {
     child: Child,
-    addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// Starts a process; every line it writes, on either stream, arrives on `lines`.
+    fn spawn(command: &mut Command) -> anyhow::Result<Process> {
+        use std::io::BufRead;
+        let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let (sender, lines) = mpsc::channel::<String>();
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr is piped"));
+        for stream in [Box::new(stdout) as Box<dyn BufRead + Send>, Box::new(stderr)] {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in stream.lines().map_while(Result::ok) {
+                    let _ = sender.send(line);
+                }
+            });
+        }
+        Ok(Process { child, lines })
+    }
+
+    /// The first line for which `pick` finds something, within `within`.
+    fn find<T>(&self, within: Duration, mut pick: impl FnMut(&str) -> Option<T>) -> anyhow::Result<T> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).map_err(|_| anyhow::anyhow!("process {} said nothing expected within {within:?}", self.child.id()))?;
+            if let Some(found) = pick(&line) {
+                return Ok(found);
+            }
+        }
+    }
 }
 
 impl Drop for Process {
@@ -60,30 +109,6 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Starts a process and reads the address it prints (the bare server) or logs (the service).
-fn spawn(command: &mut Command) -> anyhow::Result<Process> {
-    use std::io::BufRead;
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (found, address) = std::sync::mpsc::channel::<String>();
-    let found2 = found.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = found.send(line);
-        }
-    });
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("addr=").nth(1) {
-                let _ = found2.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = address.recv_timeout(Duration::from_secs(30))?.parse()?;
-    Ok(Process { child, addr })
 }
 
 /// Peak resident memory of a process, in KiB.
@@ -101,28 +126,36 @@ fn alert_body(n: u64) -> String {
     )
 }
 
-struct Measured {
+/// What a load generator measured, as the one JSON line it prints.
+#[derive(Debug, Serialize, Deserialize)]
+struct Report {
+    /// Answers with 202 while measured.
     accepted: u64,
+    /// Other answers while measured.
     refused: u64,
-    latencies_us: Vec<u32>,
-    elapsed: Duration,
+    /// Answers with 202 in all, the warm-up included: what must be on disk afterwards.
+    acknowledged: u64,
+    seconds: f64,
+    requests_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
 }
 
-/// Drives one server: 32 connections, each posting signed alerts back to back until the time is up.
-async fn drive(addr: SocketAddr, label: &'static str) -> anyhow::Result<Measured> {
+/// The load generator: 32 connections, each posting signed alerts back to back until the time is up.
+async fn load(addr: SocketAddr, label: &str) -> anyhow::Result<Report> {
     let key = Secret::parse_whsec(SECRET).map_err(anyhow::Error::msg)?;
     let next = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CONNECTIONS {
-        let (key, next, measuring, stop) = (key.clone(), next.clone(), measuring.clone(), stop.clone());
+        let (key, next, measuring, stop, label) = (key.clone(), next.clone(), measuring.clone(), stop.clone(), label.to_owned());
         tasks.spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(connection);
-            let (mut accepted, mut refused, mut latencies) = (0u64, 0u64, Vec::with_capacity(100_000));
+            let (mut accepted, mut refused, mut acknowledged, mut latencies) = (0u64, 0u64, 0u64, Vec::with_capacity(100_000));
             while !stop.load(Ordering::Relaxed) {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let body = alert_body(n);
@@ -139,6 +172,9 @@ async fn drive(addr: SocketAddr, label: &'static str) -> anyhow::Result<Measured
                 let response = sender.send_request(request).await?;
                 let status = response.status();
                 response.into_body().collect().await?;
+                if status == StatusCode::ACCEPTED {
+                    acknowledged += 1;
+                }
                 if measuring.load(Ordering::Relaxed) {
                     latencies.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     if status == StatusCode::ACCEPTED {
@@ -148,7 +184,7 @@ async fn drive(addr: SocketAddr, label: &'static str) -> anyhow::Result<Measured
                     }
                 }
             }
-            anyhow::Ok((accepted, refused, latencies))
+            anyhow::Ok((accepted, refused, acknowledged, latencies))
         });
     }
     tokio::time::sleep(WARM_UP).await;
@@ -158,15 +194,22 @@ async fn drive(addr: SocketAddr, label: &'static str) -> anyhow::Result<Measured
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let mut result = Measured { accepted: 0, refused: 0, latencies_us: Vec::new(), elapsed };
+    let (mut accepted, mut refused, mut acknowledged, mut latencies) = (0, 0, 0, Vec::new());
     while let Some(task) = tasks.join_next().await {
-        let (accepted, refused, latencies) = task??;
-        result.accepted += accepted;
-        result.refused += refused;
-        result.latencies_us.extend(latencies);
+        let (a, r, k, l) = task??;
+        (accepted, refused, acknowledged) = (accepted + a, refused + r, acknowledged + k);
+        latencies.extend(l);
     }
-    result.latencies_us.sort_unstable();
-    Ok(result)
+    latencies.sort_unstable();
+    Ok(Report {
+        accepted,
+        refused,
+        acknowledged,
+        seconds: elapsed.as_secs_f64(),
+        requests_per_s: accepted as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+    })
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -176,7 +219,14 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
 }
 
-async fn run() -> anyhow::Result<()> {
+/// Loads one server from a load generator of its own and returns what that process reported.
+fn drive(addr: SocketAddr, label: &str) -> anyhow::Result<Report> {
+    let generator = Process::spawn(Command::new(std::env::current_exe()?).arg("--load").arg(addr.to_string()).arg(label))?;
+    let report = generator.find(WARM_UP + DURATION + GRACE, |line| serde_json::from_str::<Report>(line).ok())?;
+    Ok(report)
+}
+
+fn run() -> anyhow::Result<()> {
     let data_dir = tempfile::tempdir()?;
     let config = data_dir.path().join("bench.toml");
     std::fs::write(
@@ -187,38 +237,39 @@ async fn run() -> anyhow::Result<()> {
         ),
     )?;
     // Only intake is measured: with automation paused, every alert opens or joins an incident that waits queued.
-    healthset_responder::store::Store::open(&data_dir.path().join("data"))?.set_paused(Some("intake benchmark".into())).await?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(healthset_responder::store::Store::open(&data_dir.path().join("data"))?.set_paused(Some("intake benchmark".into())))?;
 
-    let service = spawn(Command::new(env!("CARGO_BIN_EXE_healthset-responder")).args(["serve", "--config"]).arg(&config).env("RUST_LOG", "info"))?;
-    let bare = spawn(Command::new(std::env::current_exe()?).arg("--bare"))?;
+    let service = Process::spawn(Command::new(env!("CARGO_BIN_EXE_healthset-responder")).args(["serve", "--config"]).arg(&config).env("RUST_LOG", "info"))?;
+    let service_addr: SocketAddr =
+        service.find(GRACE, |line| line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|addr| addr.parse().ok()))?;
+    let bare = Process::spawn(Command::new(std::env::current_exe()?).arg("--bare"))?;
+    let bare_addr: SocketAddr = bare.find(GRACE, |line| line.trim().parse().ok())?;
 
-    let bare_result = drive(bare.addr, "bare").await?;
-    let service_result = drive(service.addr, "service").await?;
+    let bare_result = drive(bare_addr, "bare")?;
+    drop(bare);
+    let service_result = drive(service_addr, "service")?;
     let peak = peak_rss_kib(service.child.id());
+    // Killed, not stopped: what a 202 promised must be on disk whatever happens to the process afterwards.
     drop(service);
 
     let db = rusqlite::Connection::open(data_dir.path().join("data").join(healthset_responder::store::DB_FILE))?;
     let rows: u64 = db.query_row("SELECT COUNT(*) FROM alerts", [], |row| row.get(0))?;
 
-    let rate = |r: &Measured| r.accepted as f64 / r.elapsed.as_secs_f64();
     println!(
-        "intake benchmark: {CONNECTIONS} connections, signed ~1.5 KB native alerts, {} s per server after {} s warm-up",
+        "intake benchmark: {CONNECTIONS} connections from a load generator process, signed ~1.5 KB native alerts, {} s per server after {} s warm-up",
         DURATION.as_secs(),
         WARM_UP.as_secs()
     );
     println!("  {:<10} {:>12} {:>10} {:>10} {:>10}", "server", "requests/s", "p50 ms", "p99 ms", "refused");
     for (name, result) in [("bare hyper", &bare_result), ("service", &service_result)] {
-        println!(
-            "  {:<10} {:>12.0} {:>10.2} {:>10.2} {:>10}",
-            name,
-            rate(result),
-            percentile(&result.latencies_us, 0.50),
-            percentile(&result.latencies_us, 0.99),
-            result.refused
-        );
+        println!("  {:<10} {:>12.0} {:>10.2} {:>10.2} {:>10}", name, result.requests_per_s, result.p50_ms, result.p99_ms, result.refused);
     }
-    println!("  ratio service/bare   {:.2}", rate(&service_result) / rate(&bare_result));
+    println!("  ratio service/bare   {:.2}", service_result.requests_per_s / bare_result.requests_per_s);
     println!("  service peak memory  {} KiB", peak.map_or("n/a".into(), |k| k.to_string()));
-    println!("  alerts on disk       {rows} (service answered 202 to at least {} while measured)", service_result.accepted);
+    println!("  alerts on disk       {rows} of {} acknowledged with 202 (warm-up included)", service_result.acknowledged);
+    anyhow::ensure!(rows >= service_result.acknowledged, "{} acknowledged alerts are not on disk", service_result.acknowledged - rows);
     Ok(())
 }
