@@ -1,11 +1,12 @@
 //! The SQLite store: the only module that speaks SQL.
 //!
 //! One writer thread owns the write connection and group-commits: it takes every write that is waiting, runs each
-//! in its own savepoint inside one transaction, commits once (WAL, `synchronous=FULL`, so the commit is on disk),
-//! and only then answers each caller. A failing write rolls back its savepoint alone. When SQLite itself rolls the
-//! whole transaction back (a full disk, an I/O error), or the commit fails, every write of the batch fails alike:
-//! none of them is half kept, and the writes after that point are not run at all. Reads run on a small pool of read
-//! connections on the blocking thread pool, so SQLite never blocks an async worker.
+//! in its own savepoint inside one transaction, takes in the writes that arrived meanwhile until none is waiting (up
+//! to [`MAX_BATCH`]), commits once (WAL, `synchronous=FULL`, so the commit is on disk), and only then answers each
+//! caller: the longer the queue, the more writes share one commit. A failing write rolls back its savepoint alone.
+//! When SQLite itself rolls the whole transaction back (a full disk, an I/O error), or the commit fails, every write
+//! of the batch fails alike: none of them is half kept, and the writes after that point are not run at all. Reads
+//! run on a small pool of read connections on the blocking thread pool, so SQLite never blocks an async worker.
 //!
 //! The database is checked (`PRAGMA quick_check`) when it is opened: a damaged file stops the service at start,
 //! named, rather than failing alerts one by one later.
@@ -151,9 +152,11 @@ impl Store {
         // FULL: a commit is on disk when it returns, which is what a 202 promises. A larger page cache keeps the
         // indexes that intake searches in memory.
         // The writer never checkpoints: a thread of its own copies the WAL back into the database, so that work is
-        // off the path every acknowledged alert waits on.
+        // off the path every acknowledged alert waits on. Each write's savepoint keeps the pages it changes in a
+        // statement journal; in memory, that is a copy, not a temporary file written for every write.
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;
+             PRAGMA temp_store=MEMORY;",
         )
         .map_err(damaged)?;
         integrity(&conn).map_err(|detail| StoreError::Damaged { path: path.clone(), detail })?;
@@ -296,16 +299,10 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, health: &Mu
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = queue.recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
         // IMMEDIATE takes the write lock up front, where the busy timeout applies, instead of upgrading a read
         // transaction later, which fails at once if the checkpointer has moved the WAL on meanwhile.
         let committed = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(tx) => apply_all(tx, &mut batch),
+            Ok(tx) => apply_all(tx, &queue, &mut batch),
             Err(err) => Err(err.to_string()),
         };
         {
@@ -325,14 +322,24 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, health: &Mu
     }
 }
 
-/// Runs a batch in one transaction and commits it. When SQLite rolled the transaction back under a write (a full
-/// disk or an I/O error does that), the writes before it are gone and the ones after it would each commit on their
-/// own, outside the batch: so none of the rest is run, and the whole batch fails alike.
-fn apply_all(tx: Transaction, batch: &mut [Box<dyn Job>]) -> std::result::Result<(), String> {
-    for (index, job) in batch.iter_mut().enumerate() {
-        if !job.apply(&tx) {
-            return Err(format!("SQLite rolled the transaction back at write {} of {}; no write of this batch was kept", index + 1, batch.len()));
+/// Runs a batch in one transaction and commits it: the writes in `batch`, then those that arrived while they ran,
+/// and so on until none is waiting or the batch is full. When SQLite rolled the transaction back under a write (a
+/// full disk or an I/O error does that), the writes before it are gone and the ones after it would each commit on
+/// their own, outside the batch: so none of the rest is run, and the whole batch fails alike.
+fn apply_all(tx: Transaction, queue: &mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) -> std::result::Result<(), String> {
+    let mut applied = 0;
+    loop {
+        batch.extend(std::iter::from_fn(|| queue.try_recv().ok()).take(MAX_BATCH - batch.len()));
+        if applied == batch.len() {
+            break;
         }
+        let taken = batch.len();
+        for (index, job) in batch.iter_mut().enumerate().skip(applied) {
+            if !job.apply(&tx) {
+                return Err(format!("SQLite rolled the transaction back at write {} of {taken}; no write of this batch was kept", index + 1));
+            }
+        }
+        applied = taken;
     }
     tx.commit().map_err(|e| e.to_string())
 }
