@@ -71,7 +71,7 @@ impl Store {
         let body_sha256 = delivery.webhook_id.is_none().then(|| <sha2::Sha256 as sha2::Digest>::digest(&delivery.body).into());
         let found = messages_in_body(&delivery.body, &alerts);
         let delivery = Prepared { delivery, body_sha256, alerts: alerts.into_iter().zip(found).collect() };
-        self.write(move |tx| accept(tx, &delivery, dry_run, duplicate_window)).await
+        self.write_repeatable(move |tx| accept(tx, &delivery, dry_run, duplicate_window)).await
     }
 
     /// Keeps an authenticated delivery that is not a valid alert, so nothing a sender sent is lost.
@@ -156,6 +156,8 @@ fn duplicate_of(original: &str) -> Result<Answer> {
     Ok(answer)
 }
 
+/// Runs as often as the writer needs (see [`Store::write_repeatable`]): it reads what it is given and changes only
+/// the store.
 fn accept(tx: &Transaction, prepared: &Prepared, dry_run: bool, duplicate_window: std::time::Duration) -> Result<Answer> {
     let Prepared { delivery, body_sha256, alerts } = prepared;
     let now = now_ms();
