@@ -67,7 +67,11 @@ impl Store {
     /// Commits a delivery and its alerts, grouping each into an incident. `dry_run` marks new incidents; the same
     /// body from the same sender within `duplicate_window` is a duplicate (zero: never).
     pub async fn accept(&self, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: bool, duplicate_window: std::time::Duration) -> Result<Answer> {
-        self.write(move |tx| accept(tx, delivery, alerts, dry_run, duplicate_window)).await
+        // What follows from the bytes alone is worked out here, off the writer that every delivery waits on.
+        let body_sha256 = delivery.webhook_id.is_none().then(|| <sha2::Sha256 as sha2::Digest>::digest(&delivery.body).into());
+        let found = messages_in_body(&delivery.body, &alerts);
+        let delivery = Prepared { delivery, body_sha256, alerts: alerts.into_iter().zip(found).collect() };
+        self.write_repeatable(move |tx| accept(tx, &delivery, dry_run, duplicate_window)).await
     }
 
     /// Keeps an authenticated delivery that is not a valid alert, so nothing a sender sent is lost.
@@ -96,6 +100,55 @@ impl Store {
     }
 }
 
+/// A delivery ready for the writer: the SHA-256 of its body when it has no delivery id (the same body is a duplicate
+/// only then), and each alert with where its message is found in the body.
+struct Prepared {
+    delivery: NewDelivery,
+    body_sha256: Option<[u8; 32]>,
+    alerts: Vec<(Alert, Option<InBody>)>,
+}
+
+/// Where a message is found in its delivery's body: a byte offset and a length. An alert stores this instead of a
+/// second copy of the text; the views read the text back from the body (`views::ALERT_COLUMNS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InBody {
+    at: usize,
+    len: usize,
+}
+
+/// Messages shorter than this are kept with their alert: the reference would save next to nothing.
+const REFERENCED_FROM: usize = 64;
+
+/// Where each alert's message is found, byte for byte, in the body: a JSON string without escapes is. A message
+/// found nowhere (escaped characters, a normalised value) is kept with its alert as it is.
+fn messages_in_body(body: &[u8], alerts: &[Alert]) -> Vec<Option<InBody>> {
+    alerts
+        .iter()
+        .map(|alert| {
+            let message = alert.message.as_bytes();
+            let at = if message.len() < REFERENCED_FROM { None } else { find(body, message) }?;
+            Some(InBody { at, len: message.len() })
+        })
+        .collect()
+}
+
+/// The first place in `body` that holds `message`, among the first few places that hold its first bytes, so that a
+/// body of one byte repeated costs a few comparisons, not one per position.
+fn find(body: &[u8], message: &[u8]) -> Option<usize> {
+    const HEAD: usize = 16;
+    const TRIES: usize = 8;
+    let head = &message[..HEAD.min(message.len())];
+    let mut from = 0;
+    for _ in 0..TRIES {
+        let at = from + body.get(from..)?.windows(head.len()).position(|window| window == head)?;
+        if body[at..].starts_with(message) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 /// The original answer to a delivery seen before, marked `duplicate` throughout.
 pub(super) fn duplicate_of(original: &str) -> Result<Answer> {
     let mut answer: Answer = serde_json::from_str(original).map_err(|e| StoreError::Unavailable(format!("stored answer unreadable: {e}")))?;
@@ -103,7 +156,10 @@ pub(super) fn duplicate_of(original: &str) -> Result<Answer> {
     Ok(answer)
 }
 
-fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: bool, duplicate_window: std::time::Duration) -> Result<Answer> {
+/// Runs as often as the writer needs (see [`Store::write_repeatable`]): it reads what it is given and changes only
+/// the store.
+fn accept(tx: &Transaction, prepared: &Prepared, dry_run: bool, duplicate_window: std::time::Duration) -> Result<Answer> {
+    let Prepared { delivery, body_sha256, alerts } = prepared;
     let now = now_ms();
     if let Some(webhook_id) = &delivery.webhook_id {
         let original: Option<String> = tx
@@ -114,14 +170,13 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
             return duplicate_of(&original);
         }
     }
-    let body_sha256: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&delivery.body).into();
     // A Standard Webhooks delivery is told apart by its webhook-id, and its timestamp keeps old ones out; a delivery
     // without an id (hub-signature-256, bearer) has only its bytes.
-    if delivery.webhook_id.is_none() && !duplicate_window.is_zero() {
+    if let Some(body_sha256) = body_sha256.filter(|_| !duplicate_window.is_zero()) {
         let since = now - duplicate_window.as_millis() as i64;
         let original: Option<String> = tx
             .prepare_cached(
-                "SELECT response FROM deliveries WHERE sender = ?1 AND body_sha256 = ?2 AND received_at >= ?3 AND error IS NULL
+                "SELECT response FROM deliveries WHERE sender = ?1 AND body_sha256 = ?2 AND received_at >= ?3 AND webhook_id IS NULL AND error IS NULL
                  ORDER BY received_at DESC LIMIT 1",
             )?
             .query_row(params![delivery.sender, &body_sha256[..], since], |row| row.get(0))
@@ -136,7 +191,7 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
     // First decide what becomes of each alert (opening incidents as needed), so that the delivery row is written
     // once, with its answer, and the alerts after it.
     let mut fresh = Vec::with_capacity(alerts.len());
-    for (position, alert) in alerts.into_iter().enumerate() {
+    for (position, (alert, in_body)) in alerts.iter().enumerate() {
         if let Some(source_key) = &alert.source_key {
             let original = tx
                 .prepare_cached("SELECT id, incident_id FROM alerts WHERE sender = ?1 AND format = ?2 AND source_key = ?3")?
@@ -166,11 +221,11 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
             ])?;
             (Some(open), Disposition::Attached)
         } else {
-            let id = create_incident(tx, &alert, &key, dry_run, None)?;
+            let id = create_incident(tx, alert, &key, dry_run, None)?;
             (Some(id), Disposition::NewIncident)
         };
         answer.alerts.push(AnswerItem { alert_id: new_id(), incident_id, disposition });
-        fresh.push((position, answer.alerts.len() - 1, alert));
+        fresh.push((position, answer.alerts.len() - 1, alert, in_body));
     }
     if fresh.is_empty() {
         return Ok(answer);
@@ -179,12 +234,21 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
     tx.prepare_cached(
         "INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, response, body_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![delivery_id, now, delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..], response, &body_sha256[..]])?;
-    for (position, item, alert) in fresh {
+    .execute(params![
+        delivery_id,
+        now,
+        delivery.sender,
+        delivery.format.as_str(),
+        delivery.webhook_id,
+        &delivery.body[..],
+        response,
+        body_sha256.as_ref().map(|sha| &sha[..])
+    ])?;
+    for (position, item, alert, in_body) in fresh {
         let AnswerItem { alert_id, incident_id, disposition } = &answer.alerts[item];
         tx.prepare_cached(
-            "INSERT INTO alerts (id, delivery_id, position, received_at, sender, format, source_key, health_set, server, monitor, mailbox_hint, message, status, raised_at, incident_id, disposition)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            "INSERT INTO alerts (id, delivery_id, position, received_at, sender, format, source_key, health_set, server, monitor, mailbox_hint, message, status, raised_at, incident_id, disposition, message_at, message_len)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?
         .execute(params![
             alert_id,
@@ -198,11 +262,13 @@ fn accept(tx: &Transaction, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: 
             alert.server.as_str(),
             alert.monitor.as_ref().map(|m| m.as_str()),
             alert.mailbox_hint.as_ref().map(|s| s.as_str()),
-            alert.message,
+            if in_body.is_some() { "" } else { alert.message.as_str() },
             alert.status.as_str(),
             alert.raised_at.map(|t| t.to_rfc3339()),
             incident_id,
             disposition.as_str(),
+            in_body.map(|found| found.at as i64),
+            in_body.map(|found| found.len as i64),
         ])?;
         if let Some(incident_id) = incident_id {
             link(tx, incident_id, alert_id)?;
@@ -250,4 +316,89 @@ fn link(tx: &Transaction, incident_id: &str, alert_id: &str) -> Result<()> {
         now_ms()
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Every delivery the project ships as an example or fixture, with messages that cannot be found in their body
+    /// (escaped characters) or are too short to refer to, each with the format it is posted as.
+    fn deliveries() -> Vec<(Format, Vec<u8>)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut found = Vec::new();
+        for (dir, format) in [("tests/fixtures/scom", Format::Scom), ("tests/fixtures/alertmanager", Format::Alertmanager), ("examples/alerts", Format::Native)]
+        {
+            let mut files: Vec<_> = std::fs::read_dir(root.join(dir)).unwrap().map(|entry| entry.unwrap().path()).collect();
+            files.sort();
+            found.extend(files.into_iter().filter(|path| path.extension().is_some_and(|ext| ext == "json")).map(|path| (format, std::fs::read(path).unwrap())));
+        }
+        let long = "Error occurred: User: HealthMailbox7b3c4a1e@contoso.com _Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_Dc:DC01.contoso.com_";
+        for message in ["", "short", long, &format!("{long} \"quoted\"\tand\nnew line"), &format!("{long} Z\u{fc}rich \u{2713} \u{1F600}"), &long.repeat(100)] {
+            let body = serde_json::json!({"health_set": "ActiveSync", "server": "cas01.contoso.com", "monitor": "ActiveSyncCTPMonitor", "message": message});
+            found.push((Format::Native, body.to_string().into_bytes()));
+        }
+        found.push((Format::Native, format!(r#"{{"health_set":"ActiveSync","server":"cas02.contoso.com","message":"\u0041{long}"}}"#).into_bytes()));
+        found
+    }
+
+    /// What a view shows of an alert is what intake parsed, whether the alert keeps its message or refers to it in
+    /// its delivery's body.
+    #[tokio::test]
+    async fn every_alert_reads_back_as_it_was_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut referred = 0;
+        for (n, (format, body)) in deliveries().into_iter().enumerate() {
+            let Ok(parsed) = crate::alert::parse(format, &body) else { continue };
+            referred += messages_in_body(&body, &parsed.alerts).iter().flatten().count();
+            let delivery = NewDelivery { sender: "scom".into(), format, webhook_id: Some(format!("msg_{n}")), body: body.into() };
+            let answer = store.accept(delivery, parsed.alerts.clone(), false, Duration::from_secs(600)).await.unwrap();
+            for (item, alert) in answer.alerts.iter().zip(&parsed.alerts) {
+                if item.disposition == Disposition::Duplicate {
+                    continue;
+                }
+                let detail = store.alert(item.alert_id.clone()).await.unwrap();
+                assert_eq!(detail.summary.message, alert.message, "{n}: {format:?}");
+                let listed = store.list_alerts(1000, None).await.unwrap();
+                assert_eq!(listed.iter().find(|a| a.id == item.alert_id).map(|a| a.message.as_str()), Some(alert.message.as_str()), "{n}");
+                if let Some(incident) = &item.incident_id {
+                    let linked = store.incident_alerts(incident.clone()).await.unwrap();
+                    assert_eq!(linked.iter().find(|a| a.id == item.alert_id).map(|a| a.message.as_str()), Some(alert.message.as_str()), "{n}");
+                }
+            }
+        }
+        assert!(referred >= 3, "long messages are referred to in their bodies: {referred}");
+    }
+
+    #[test]
+    fn a_message_is_found_past_false_starts_and_a_repeated_byte_is_given_up_on() {
+        let message = format!("{}{}", "probe failed ".repeat(3), "_Mbx:mbx01.contoso.com and more text to reach sixty-four bytes");
+        let body = format!(r#"{{"note":"{}","message":"{message}"}}"#, &message[..40]);
+        assert_eq!(find(body.as_bytes(), message.as_bytes()), body.find(&message));
+        // Compared at every position, this would take billions of comparisons.
+        let (repeated, almost) = ("a".repeat(256 * 1024), format!("{}b", "a".repeat(128 * 1024)));
+        assert_eq!(find(repeated.as_bytes(), almost.as_bytes()), None);
+    }
+
+    /// The same body again is a duplicate for a sender that sends no delivery id, and never for one that does.
+    #[tokio::test]
+    async fn the_same_body_is_a_duplicate_only_without_a_delivery_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let body = br#"{"health_set":"ActiveSync","server":"cas01.contoso.com","monitor":"ActiveSyncCTPMonitor","message":"m"}"#;
+        let post = |webhook_id: Option<&str>| {
+            let delivery = NewDelivery { sender: "scom".into(), format: Format::Native, webhook_id: webhook_id.map(str::to_owned), body: body[..].into() };
+            store.accept(delivery, crate::alert::parse(Format::Native, body).unwrap().alerts, false, Duration::from_secs(600))
+        };
+        let first = post(None).await.unwrap();
+        assert_eq!(first.alerts[0].disposition, Disposition::NewIncident);
+        let again = post(None).await.unwrap();
+        assert_eq!((again.alerts[0].disposition, &again.alerts[0].alert_id), (Disposition::Duplicate, &first.alerts[0].alert_id));
+        for id in ["msg_1", "msg_2"] {
+            assert_eq!(post(Some(id)).await.unwrap().alerts[0].disposition, Disposition::Attached, "{id}");
+        }
+    }
 }

@@ -177,6 +177,22 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX ma_actions_by_group ON ma_actions(kind, server_group, ended_at);
     "#,
+    // 7: intake writes each body once and keeps only the indexes a query uses. An alert whose message is found byte
+    // for byte in its delivery's body refers to it there (`message_at`, a byte offset, and `message_len`) and keeps
+    // an empty `message`, instead of a second copy. No query looks alerts up by incident (`incident_alerts` links
+    // them), so `alerts_by_incident` goes. The same body is a duplicate only for a delivery without a delivery id,
+    // so only those deliveries carry `body_sha256`, and only they are in the index that finds it. Rejected
+    // deliveries are listed by id, newest first, not by when they arrived: their index is by id.
+    r#"
+    ALTER TABLE alerts ADD COLUMN message_at INTEGER;
+    ALTER TABLE alerts ADD COLUMN message_len INTEGER;
+    DROP INDEX alerts_by_incident;
+    DROP INDEX deliveries_by_body;
+    CREATE INDEX deliveries_by_body ON deliveries(sender, body_sha256, received_at)
+        WHERE body_sha256 IS NOT NULL AND webhook_id IS NULL AND error IS NULL;
+    DROP INDEX deliveries_rejected;
+    CREATE INDEX deliveries_rejected ON deliveries(id) WHERE error IS NOT NULL;
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -1,11 +1,13 @@
 //! The SQLite store: the only module that speaks SQL.
 //!
 //! One writer thread owns the write connection and group-commits: it takes every write that is waiting, runs each
-//! in its own savepoint inside one transaction, commits once (WAL, `synchronous=FULL`, so the commit is on disk),
-//! and only then answers each caller. A failing write rolls back its savepoint alone. When SQLite itself rolls the
-//! whole transaction back (a full disk, an I/O error), or the commit fails, every write of the batch fails alike:
-//! none of them is half kept, and the writes after that point are not run at all. Reads run on a small pool of read
-//! connections on the blocking thread pool, so SQLite never blocks an async worker.
+//! in its own savepoint inside one transaction (writes that may run again, intake's, share one: see
+//! [`Store::write_repeatable`]), takes in the writes that arrived meanwhile until none is waiting (up to
+//! [`MAX_BATCH`]), commits once (WAL, `synchronous=FULL`, so the commit is on disk), and only then answers each
+//! caller: the longer the queue, the more writes share one commit. A failing write rolls back alone. When SQLite
+//! itself rolls the whole transaction back (a full disk, an I/O error), or the commit fails, every write of the
+//! batch fails alike: none of them is half kept, and the writes after that point are not run at all. Reads run on a
+//! small pool of read connections on the blocking thread pool, so SQLite never blocks an async worker.
 //!
 //! The database is checked (`PRAGMA quick_check`) when it is opened: a damaged file stops the service at start,
 //! named, rather than failing alerts one by one later.
@@ -61,9 +63,41 @@ trait Job: Send {
     /// Runs the write in its own savepoint. Returns whether the transaction is still open afterwards: `false` when
     /// SQLite rolled the whole transaction back while the write ran.
     fn apply(&mut self, tx: &Transaction) -> bool;
+    /// Whether the write may run more than once, its last run being the one that counts: such writes share one
+    /// savepoint (see [`apply_shared`]).
+    fn repeatable(&self) -> bool {
+        false
+    }
+    /// Runs a repeatable write inside the savepoint it shares with others, and returns whether it succeeded.
+    fn apply_shared(&mut self, _tx: &Transaction) -> bool {
+        unreachable!("only a repeatable write shares a savepoint")
+    }
     fn complete(self: Box<Self>, committed: std::result::Result<(), String>);
     /// Whether this is the readiness probe's own write, which says nothing about whether real writes commit.
     fn is_probe(&self) -> bool;
+}
+
+/// Runs `work` in a savepoint of its own, rolled back when it fails. The savepoint statements run for every write,
+/// so they are prepared once, like the writes themselves.
+fn in_savepoint<T>(tx: &Transaction, work: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+    let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map_err(StoreError::Sql);
+    run("SAVEPOINT job").and_then(|_| {
+        let result = work(tx);
+        if result.is_err() {
+            run("ROLLBACK TO job")?;
+        }
+        run("RELEASE job")?;
+        result
+    })
+}
+
+/// Answers a write's caller once its batch has committed, or failed to.
+fn answer<T>(reply: oneshot::Sender<Result<T>>, result: Option<Result<T>>, committed: std::result::Result<(), String>) {
+    let result = match committed {
+        Ok(()) => result.expect("a job is applied before it completes"),
+        Err(err) => Err(StoreError::Unavailable(err)),
+    };
+    let _ = reply.send(result);
 }
 
 struct Pending<T, F> {
@@ -76,30 +110,49 @@ struct Pending<T, F> {
 impl<T: Send, F: FnOnce(&Transaction) -> Result<T> + Send> Job for Pending<T, F> {
     fn apply(&mut self, tx: &Transaction) -> bool {
         let work = self.work.take().expect("a job is applied once");
-        // The savepoint statements run for every write, so they are prepared once, like the writes themselves.
-        let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map_err(StoreError::Sql);
-        let result = run("SAVEPOINT job").and_then(|_| {
-            let result = work(tx);
-            if result.is_err() {
-                run("ROLLBACK TO job")?;
-            }
-            run("RELEASE job")?;
-            result
-        });
-        self.result = Some(result);
+        self.result = Some(in_savepoint(tx, work));
         !tx.is_autocommit()
     }
 
     fn complete(self: Box<Self>, committed: std::result::Result<(), String>) {
-        let result = match committed {
-            Ok(()) => self.result.expect("a job is applied before it completes"),
-            Err(err) => Err(StoreError::Unavailable(err)),
-        };
-        let _ = self.reply.send(result);
+        answer(self.reply, self.result, committed);
     }
 
     fn is_probe(&self) -> bool {
         self.probe
+    }
+}
+
+/// A write that may run more than once; its caller hears the last run's result.
+struct Repeatable<T, F> {
+    work: F,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T: Send, F: Fn(&Transaction) -> Result<T> + Send> Job for Repeatable<T, F> {
+    fn apply(&mut self, tx: &Transaction) -> bool {
+        self.result = Some(in_savepoint(tx, &self.work));
+        !tx.is_autocommit()
+    }
+
+    fn repeatable(&self) -> bool {
+        true
+    }
+
+    fn apply_shared(&mut self, tx: &Transaction) -> bool {
+        let result = (self.work)(tx);
+        let succeeded = result.is_ok();
+        self.result = Some(result);
+        succeeded
+    }
+
+    fn complete(self: Box<Self>, committed: std::result::Result<(), String>) {
+        answer(self.reply, self.result, committed);
+    }
+
+    fn is_probe(&self) -> bool {
+        false
     }
 }
 
@@ -153,9 +206,11 @@ impl Store {
         // FULL: a commit is on disk when it returns, which is what a 202 promises. A larger page cache keeps the
         // indexes that intake searches in memory.
         // The writer never checkpoints: a thread of its own copies the WAL back into the database, so that work is
-        // off the path every acknowledged alert waits on.
+        // off the path every acknowledged alert waits on. Each write's savepoint keeps the pages it changes in a
+        // statement journal; in memory, that is a copy, not a temporary file written for every write.
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;
+             PRAGMA temp_store=MEMORY;",
         )
         .map_err(damaged)?;
         integrity(&conn).map_err(|detail| StoreError::Damaged { path: path.clone(), detail })?;
@@ -191,16 +246,23 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Transaction) -> Result<T> + Send + 'static,
     {
-        self.submit(work, false).await
+        let (reply, answer) = oneshot::channel();
+        self.submit(Box::new(Pending { work: Some(work), result: None, reply, probe: false }), answer).await
     }
 
-    async fn submit<T, F>(&self, work: F, probe: bool) -> Result<T>
+    /// Like [`Store::write`], for a write that may run more than once, only its last run counting: writes of this
+    /// kind that are next to each other in a group commit share one savepoint instead of taking one each, and run
+    /// again each in its own when one of them fails.
+    pub(crate) async fn write_repeatable<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction) -> Result<T> + Send + 'static,
+        F: Fn(&Transaction) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Pending { work: Some(work), result: None, reply, probe });
+        self.submit(Box::new(Repeatable { work, result: None, reply }), answer).await
+    }
+
+    async fn submit<T>(&self, job: Box<dyn Job>, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
         let writes = self.writes.clone();
         // The queue is bounded: when the disk falls behind, callers wait here instead of piling up in memory.
         match writes.try_send(job) {
@@ -254,17 +316,13 @@ impl Store {
                 }
             }
         }
-        self.submit(
-            move |tx| {
-                tx.prepare_cached(
-                    "INSERT INTO settings(key, value) VALUES ('ready_check', zeroblob(?1)) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                )?
+        let work = move |tx: &Transaction| {
+            tx.prepare_cached("INSERT INTO settings(key, value) VALUES ('ready_check', zeroblob(?1)) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
                 .execute([bytes as i64])?;
-                Ok(())
-            },
-            true,
-        )
-        .await
+            Ok(())
+        };
+        let (reply, answer) = oneshot::channel();
+        self.submit(Box::new(Pending { work: Some(work), result: None, reply, probe: true }), answer).await
     }
 }
 
@@ -298,16 +356,10 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, health: &Mu
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = queue.recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
         // IMMEDIATE takes the write lock up front, where the busy timeout applies, instead of upgrading a read
         // transaction later, which fails at once if the checkpointer has moved the WAL on meanwhile.
         let committed = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(tx) => apply_all(tx, &mut batch),
+            Ok(tx) => apply_all(tx, &queue, &mut batch),
             Err(err) => Err(err.to_string()),
         };
         {
@@ -327,16 +379,70 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, health: &Mu
     }
 }
 
-/// Runs a batch in one transaction and commits it. When SQLite rolled the transaction back under a write (a full
-/// disk or an I/O error does that), the writes before it are gone and the ones after it would each commit on their
-/// own, outside the batch: so none of the rest is run, and the whole batch fails alike.
-fn apply_all(tx: Transaction, batch: &mut [Box<dyn Job>]) -> std::result::Result<(), String> {
-    for (index, job) in batch.iter_mut().enumerate() {
-        if !job.apply(&tx) {
-            return Err(format!("SQLite rolled the transaction back at write {} of {}; no write of this batch was kept", index + 1, batch.len()));
+/// Runs a batch in one transaction and commits it: the writes in `batch`, then those that arrived while they ran,
+/// and so on until none is waiting or the batch is full. When SQLite rolled the transaction back under a write (a
+/// full disk or an I/O error does that), the writes before it are gone and the ones after it would each commit on
+/// their own, outside the batch: so none of the rest is run, and the whole batch fails alike.
+fn apply_all(tx: Transaction, queue: &mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) -> std::result::Result<(), String> {
+    let mut applied = 0;
+    loop {
+        batch.extend(std::iter::from_fn(|| queue.try_recv().ok()).take(MAX_BATCH - batch.len()));
+        let taken = batch.len();
+        if applied == taken {
+            break;
+        }
+        while applied < taken {
+            // Repeatable writes next to each other share a savepoint; any other write takes one of its own.
+            let run = batch[applied..taken].iter().take_while(|job| job.repeatable()).count().max(1);
+            let jobs = &mut batch[applied..applied + run];
+            let kept = if run > 1 { apply_shared(&tx, jobs) } else { apply_each(&tx, jobs) };
+            kept.map_err(|failure| match failure {
+                Failure::RolledBack(at) => {
+                    format!("SQLite rolled the transaction back at write {} of {taken}; no write of this batch was kept", applied + at + 1)
+                }
+                Failure::Savepoint(err) => format!("a savepoint could not be ended ({err}); no write of this batch was kept"),
+            })?;
+            applied += run;
         }
     }
     tx.commit().map_err(|e| e.to_string())
+}
+
+/// Why a batch cannot commit.
+enum Failure {
+    /// SQLite rolled the whole transaction back under the write at this index.
+    RolledBack(usize),
+    /// A shared savepoint could not be rolled back or released, so what the writes under it did is unknown.
+    Savepoint(rusqlite::Error),
+}
+
+/// Runs writes each in its own savepoint.
+fn apply_each(tx: &Transaction, jobs: &mut [Box<dyn Job>]) -> std::result::Result<(), Failure> {
+    match jobs.iter_mut().position(|job| !job.apply(tx)) {
+        Some(at) => Err(Failure::RolledBack(at)),
+        None => Ok(()),
+    }
+}
+
+/// Runs repeatable writes in one savepoint, which spares each a savepoint of its own (a savepoint copies every page
+/// that is changed under it). When one of them fails, the savepoint is rolled back and each runs again in its own,
+/// so that the failing write fails alone, as in [`apply_each`].
+fn apply_shared(tx: &Transaction, jobs: &mut [Box<dyn Job>]) -> std::result::Result<(), Failure> {
+    let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut statement| statement.execute([]));
+    if run("SAVEPOINT writes").is_err() {
+        return apply_each(tx, jobs);
+    }
+    for (at, job) in jobs.iter_mut().enumerate() {
+        let succeeded = job.apply_shared(tx);
+        if tx.is_autocommit() {
+            return Err(Failure::RolledBack(at));
+        }
+        if !succeeded {
+            run("ROLLBACK TO writes").and_then(|_| run("RELEASE writes")).map_err(Failure::Savepoint)?;
+            return apply_each(tx, jobs);
+        }
+    }
+    run("RELEASE writes").map(|_| ()).map_err(Failure::Savepoint)
 }
 
 /// Milliseconds since the Unix epoch: how the store keeps time.
@@ -356,6 +462,8 @@ pub fn rfc3339(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
 
     fn settings_keys(path: &Path) -> Vec<String> {
@@ -452,5 +560,61 @@ mod tests {
         let results: Vec<bool> = answers.into_iter().map(|a| a.blocking_recv().unwrap().is_ok()).collect();
         assert_eq!(results, [true, false, true], "the duplicate key fails alone");
         assert_eq!(settings_keys(&path), ["a", "b"]);
+    }
+
+    /// Runs the writer of a fresh database over `jobs`, in one batch, and returns the settings keys it kept.
+    fn kept_after(jobs: Vec<Box<dyn Job>>) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let mut conn = Connection::open(&path).unwrap();
+        migrations::apply(&mut conn).unwrap();
+        let (writes, queue) = mpsc::sync_channel::<Box<dyn Job>>(jobs.len());
+        jobs.into_iter().for_each(|job| writes.send(job).unwrap());
+        drop(writes);
+        writer(conn, queue, &Mutex::default());
+        settings_keys(&path)
+    }
+
+    /// A write that inserts a settings key (`rollback` rolls the whole transaction back instead), counting its runs.
+    fn insert(key: &'static str, repeatable: bool, runs: &Arc<AtomicUsize>) -> (Box<dyn Job>, oneshot::Receiver<Result<()>>) {
+        let (reply, answer) = oneshot::channel();
+        let runs = runs.clone();
+        let work = move |tx: &Transaction| -> Result<()> {
+            runs.fetch_add(1, Ordering::Relaxed);
+            match key {
+                "rollback" => tx.execute_batch("ROLLBACK")?,
+                _ => _ = tx.execute("INSERT INTO settings (key, value) VALUES (?1, 'x')", [key])?,
+            }
+            Ok(())
+        };
+        let job: Box<dyn Job> = match repeatable {
+            true => Box::new(Repeatable { work, result: None, reply }),
+            false => Box::new(Pending { work: Some(work), result: None, reply, probe: false }),
+        };
+        (job, answer)
+    }
+
+    #[test]
+    fn a_transaction_rolled_back_under_a_shared_savepoint_fails_every_write_of_its_batch() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (jobs, answers): (Vec<_>, Vec<_>) = ["before", "rollback", "after"].into_iter().map(|key| insert(key, true, &runs)).unzip();
+        assert!(kept_after(jobs).is_empty(), "no write of the batch was kept");
+        for answer in answers {
+            let result = answer.blocking_recv().unwrap();
+            assert!(matches!(result, Err(StoreError::Unavailable(_))), "every write of the batch fails: {result:?}");
+        }
+        assert_eq!(runs.load(Ordering::Relaxed), 2, "nothing runs after the rollback");
+    }
+
+    #[test]
+    fn repeatable_writes_share_a_savepoint_and_a_failing_one_still_fails_alone() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        // Two repeatable writes, a duplicate key among them, one that runs once, and one more repeatable one.
+        let writes = [("a", true), ("b", true), ("a", true), ("c", false), ("d", true)];
+        let (jobs, answers): (Vec<_>, Vec<_>) = writes.into_iter().map(|(key, repeatable)| insert(key, repeatable, &runs)).unzip();
+        assert_eq!(kept_after(jobs), ["a", "b", "c", "d"]);
+        let results: Vec<bool> = answers.into_iter().map(|a| a.blocking_recv().unwrap().is_ok()).collect();
+        assert_eq!(results, [true, true, false, true, true], "the duplicate key fails alone");
+        assert_eq!(runs.load(Ordering::Relaxed), 3 + 3 + 1 + 1, "the first three ran together, then each again on its own");
     }
 }

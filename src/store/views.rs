@@ -111,7 +111,12 @@ pub struct Silence {
     pub created_at: String,
 }
 
-const ALERT_COLUMNS: &str = "a.id, a.received_at, a.sender, a.format, a.health_set, a.server, a.monitor, a.mailbox_hint, a.message, a.status, a.raised_at, a.incident_id, a.disposition";
+/// The columns of an [`AlertSummary`]. A message that intake found in its delivery's body is read back from there
+/// (`message_at` is a byte offset, and `substr` counts bytes in a blob).
+const ALERT_COLUMNS: &str = "a.id, a.received_at, a.sender, a.format, a.health_set, a.server, a.monitor, a.mailbox_hint,
+    CASE WHEN a.message_at IS NULL THEN a.message
+         ELSE (SELECT CAST(substr(b.body, a.message_at + 1, a.message_len) AS TEXT) FROM deliveries b WHERE b.id = a.delivery_id) END,
+    a.status, a.raised_at, a.incident_id, a.disposition";
 
 fn alert_summary(row: &Row) -> rusqlite::Result<AlertSummary> {
     Ok(AlertSummary {
