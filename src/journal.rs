@@ -266,9 +266,7 @@ impl Report {
         };
         Report { already_in_place: already, ..Report::new(Outcome::Done, detail) }
     }
-}
 
-impl Report {
     /// The report of an `ma_history` step: `found` with one line per action, or `none`.
     pub fn ma_history(server: &ServerName, lookback: Duration, actions: Vec<RecoveryAction>) -> Report {
         let window = humantime::format_duration(lookback);
