@@ -28,11 +28,14 @@ async fn run() -> anyhow::Result<()> {
         data_dir.path().display().to_string()
     );
     for n in 0..SERVERS {
-        config.push_str(&format!("[[servers]]\nname = \"cas{n:04}.contoso.com\"\nrole = \"cas\"\n"));
+        config
+            .push_str(&format!("[[servers]]\nname = \"cas{n:04}.contoso.com\"\nrole = \"cas\"\n"));
     }
     config.push_str("[simulator]\naction_latency = \"0s\"\n");
     for n in 0..SERVERS {
-        config.push_str(&format!("[simulator.servers.\"cas{n:04}.contoso.com\"]\nfault = \"app_pool\"\n"));
+        config.push_str(&format!(
+            "[simulator.servers.\"cas{n:04}.contoso.com\"]\nfault = \"app_pool\"\n"
+        ));
     }
     let settings = Config::parse(&config)?.resolve(|_| None)?;
     let service = Service::start(settings).await?;
@@ -73,7 +76,13 @@ async fn run() -> anyhow::Result<()> {
     // Poll for any incident not yet final, one row per state, so that watching costs the engine little.
     'poll: loop {
         for state in ["queued", "running", "waiting"] {
-            let page: serde_json::Value = http.get(format!("{url}/v1/incidents?limit=1&state={state}")).bearer_auth(TOKEN).send().await?.json().await?;
+            let page: serde_json::Value = http
+                .get(format!("{url}/v1/incidents?limit=1&state={state}"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await?
+                .json()
+                .await?;
             if page["incidents"].as_array().is_some_and(|rows| !rows.is_empty()) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue 'poll;
@@ -82,20 +91,37 @@ async fn run() -> anyhow::Result<()> {
         break;
     }
     let finished = started.elapsed();
-    let recovered: serde_json::Value = http.get(format!("{url}/v1/incidents?limit=1000&state=recovered")).bearer_auth(TOKEN).send().await?.json().await?;
+    let recovered: serde_json::Value = http
+        .get(format!("{url}/v1/incidents?limit=1000&state=recovered"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
     let recovered = recovered["incidents"].as_array().map_or(0, Vec::len);
     service.stop().await?;
 
-    println!("engine benchmark: {SERVERS} incidents on {SERVERS} simulated servers, zero action latency");
+    println!(
+        "engine benchmark: {SERVERS} incidents on {SERVERS} simulated servers, zero action latency"
+    );
     println!("  alerts posted in      {:>8.3} s", posted.as_secs_f64());
-    println!("  all finished in       {:>8.3} s ({recovered} recovered, 3 journaled steps each)", finished.as_secs_f64());
+    println!(
+        "  all finished in       {:>8.3} s ({recovered} recovered, 3 journaled steps each)",
+        finished.as_secs_f64()
+    );
     println!("  incidents finished/s  {:>8.0}", SERVERS as f64 / finished.as_secs_f64());
-    println!("  peak memory (VmHWM)   {:>8} KiB", peak_rss_kib().map_or("n/a".into(), |k| k.to_string()));
+    println!(
+        "  peak memory (VmHWM)   {:>8} KiB",
+        peak_rss_kib().map_or("n/a".into(), |k| k.to_string())
+    );
     Ok(())
 }
 
 /// Peak resident set size of this process, from /proc (Linux only).
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -36,13 +36,19 @@ const SECRET: &str = "whsec_YmVuY2htYXJrcyBvbmx5LCBuZXZlciBpbiBzZXJ2aWNl";
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--bare") {
-        return tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(bare_server());
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(bare_server());
     }
     if let Some(at) = args.iter().position(|a| a == "--load") {
         let (Some(addr), Some(label)) = (args.get(at + 1), args.get(at + 2)) else {
             anyhow::bail!("usage: --load ADDR LABEL");
         };
-        let report = tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(load(addr.parse()?, label))?;
+        let report = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(load(addr.parse()?, label))?;
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
@@ -57,10 +63,18 @@ async fn bare_server() -> anyhow::Result<()> {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
             let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
-                let _body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                Ok::<_, Infallible>(Response::builder().status(StatusCode::ACCEPTED).body(Full::new(Bytes::from_static(b"{\"alerts\":[]}"))).unwrap())
+                let _body =
+                    request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .status(StatusCode::ACCEPTED)
+                        .body(Full::new(Bytes::from_static(b"{\"alerts\":[]}")))
+                        .unwrap(),
+                )
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -76,7 +90,8 @@ impl Process {
     /// Starts a process; every line it writes, on either stream, arrives on `lines`.
     fn spawn(command: &mut Command) -> anyhow::Result<Process> {
         use std::io::BufRead;
-        let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
         let (sender, lines) = mpsc::channel::<String>();
         let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
         let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr is piped"));
@@ -92,11 +107,20 @@ impl Process {
     }
 
     /// The first line for which `pick` finds something, within `within`.
-    fn find<T>(&self, within: Duration, mut pick: impl FnMut(&str) -> Option<T>) -> anyhow::Result<T> {
+    fn find<T>(
+        &self,
+        within: Duration,
+        mut pick: impl FnMut(&str) -> Option<T>,
+    ) -> anyhow::Result<T> {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).map_err(|_| anyhow::anyhow!("process {} said nothing expected within {within:?}", self.child.id()))?;
+            let line = self.lines.recv_timeout(left).map_err(|_| {
+                anyhow::anyhow!(
+                    "process {} said nothing expected within {within:?}",
+                    self.child.id()
+                )
+            })?;
             if let Some(found) = pick(&line) {
                 return Ok(found);
             }
@@ -114,7 +138,10 @@ impl Drop for Process {
 /// Peak resident memory of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// An alert of about 1.5 KB, like a CTP probe failure with its diagnostics.
@@ -149,13 +176,16 @@ async fn load(addr: SocketAddr, label: &str) -> anyhow::Result<Report> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CONNECTIONS {
-        let (key, next, measuring, stop, label) = (key.clone(), next.clone(), measuring.clone(), stop.clone(), label.to_owned());
+        let (key, next, measuring, stop, label) =
+            (key.clone(), next.clone(), measuring.clone(), stop.clone(), label.to_owned());
         tasks.spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(connection);
-            let (mut accepted, mut refused, mut acknowledged, mut latencies) = (0u64, 0u64, 0u64, Vec::with_capacity(100_000));
+            let (mut accepted, mut refused, mut acknowledged, mut latencies) =
+                (0u64, 0u64, 0u64, Vec::with_capacity(100_000));
             while !stop.load(Ordering::Relaxed) {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let body = alert_body(n);
@@ -166,7 +196,10 @@ async fn load(addr: SocketAddr, label: &str) -> anyhow::Result<Report> {
                     .header("content-type", "application/json")
                     .header("webhook-id", &id)
                     .header("webhook-timestamp", timestamp.to_string())
-                    .header("webhook-signature", sign_standard(&key, &id, timestamp, body.as_bytes()))
+                    .header(
+                        "webhook-signature",
+                        sign_standard(&key, &id, timestamp, body.as_bytes()),
+                    )
                     .body(Full::new(Bytes::from(body)))?;
                 let started = Instant::now();
                 let response = sender.send_request(request).await?;
@@ -221,8 +254,11 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 /// Loads one server from a load generator of its own and returns what that process reported.
 fn drive(addr: SocketAddr, label: &str) -> anyhow::Result<Report> {
-    let generator = Process::spawn(Command::new(std::env::current_exe()?).arg("--load").arg(addr.to_string()).arg(label))?;
-    let report = generator.find(WARM_UP + DURATION + GRACE, |line| serde_json::from_str::<Report>(line).ok())?;
+    let generator = Process::spawn(
+        Command::new(std::env::current_exe()?).arg("--load").arg(addr.to_string()).arg(label),
+    )?;
+    let report = generator
+        .find(WARM_UP + DURATION + GRACE, |line| serde_json::from_str::<Report>(line).ok())?;
     Ok(report)
 }
 
@@ -237,14 +273,23 @@ fn run() -> anyhow::Result<()> {
         ),
     )?;
     // Only intake is measured: with automation paused, every alert opens or joins an incident that waits queued.
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(healthset_responder::store::Store::open(&data_dir.path().join("data"))?.set_paused(Some("intake benchmark".into())))?;
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(
+        healthset_responder::store::Store::open(&data_dir.path().join("data"))?
+            .set_paused(Some("intake benchmark".into())),
+    )?;
 
-    let service = Process::spawn(Command::new(env!("CARGO_BIN_EXE_healthset-responder")).args(["serve", "--config"]).arg(&config).env("RUST_LOG", "info"))?;
-    let service_addr: SocketAddr =
-        service.find(GRACE, |line| line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|addr| addr.parse().ok()))?;
+    let service = Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_healthset-responder"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info"),
+    )?;
+    let service_addr: SocketAddr = service.find(GRACE, |line| {
+        line.split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+    })?;
     let bare = Process::spawn(Command::new(std::env::current_exe()?).arg("--bare"))?;
     let bare_addr: SocketAddr = bare.find(GRACE, |line| line.trim().parse().ok())?;
 
@@ -255,7 +300,9 @@ fn run() -> anyhow::Result<()> {
     // Killed, not stopped: what a 202 promised must be on disk whatever happens to the process afterwards.
     drop(service);
 
-    let db = rusqlite::Connection::open(data_dir.path().join("data").join(healthset_responder::store::DB_FILE))?;
+    let db = rusqlite::Connection::open(
+        data_dir.path().join("data").join(healthset_responder::store::DB_FILE),
+    )?;
     let rows: u64 = db.query_row("SELECT COUNT(*) FROM alerts", [], |row| row.get(0))?;
 
     println!(
@@ -263,13 +310,29 @@ fn run() -> anyhow::Result<()> {
         DURATION.as_secs(),
         WARM_UP.as_secs()
     );
-    println!("  {:<10} {:>12} {:>10} {:>10} {:>10}", "server", "requests/s", "p50 ms", "p99 ms", "refused");
+    println!(
+        "  {:<10} {:>12} {:>10} {:>10} {:>10}",
+        "server", "requests/s", "p50 ms", "p99 ms", "refused"
+    );
     for (name, result) in [("bare hyper", &bare_result), ("service", &service_result)] {
-        println!("  {:<10} {:>12.0} {:>10.2} {:>10.2} {:>10}", name, result.requests_per_s, result.p50_ms, result.p99_ms, result.refused);
+        println!(
+            "  {:<10} {:>12.0} {:>10.2} {:>10.2} {:>10}",
+            name, result.requests_per_s, result.p50_ms, result.p99_ms, result.refused
+        );
     }
-    println!("  ratio service/bare   {:.2}", service_result.requests_per_s / bare_result.requests_per_s);
+    println!(
+        "  ratio service/bare   {:.2}",
+        service_result.requests_per_s / bare_result.requests_per_s
+    );
     println!("  service peak memory  {} KiB", peak.map_or("n/a".into(), |k| k.to_string()));
-    println!("  alerts on disk       {rows} of {} acknowledged with 202 (warm-up included)", service_result.acknowledged);
-    anyhow::ensure!(rows >= service_result.acknowledged, "{} acknowledged alerts are not on disk", service_result.acknowledged - rows);
+    println!(
+        "  alerts on disk       {rows} of {} acknowledged with 202 (warm-up included)",
+        service_result.acknowledged
+    );
+    anyhow::ensure!(
+        rows >= service_result.acknowledged,
+        "{} acknowledged alerts are not on disk",
+        service_result.acknowledged - rows
+    );
     Ok(())
 }

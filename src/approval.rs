@@ -112,7 +112,9 @@ impl Via {
         match self {
             Via::Link => "through the link in the approval email",
             Via::Page => "on the operator's page",
-            Via::Api => "through the admin API (healthset-responder approve|deny, or a client of the API)",
+            Via::Api => {
+                "through the admin API (healthset-responder approve|deny, or a client of the API)"
+            }
         }
     }
 }
@@ -127,7 +129,10 @@ pub fn detail(via: Via, reason: Option<&str>) -> String {
 
 /// The journal's words for an approval nobody gave in time.
 pub fn expired_detail(timeout: Duration) -> String {
-    format!("because nobody decided within {} (approval.timeout)", humantime::format_duration(timeout))
+    format!(
+        "because nobody decided within {} (approval.timeout)",
+        humantime::format_duration(timeout)
+    )
 }
 
 /// The longest reason kept; a longer one is refused, naming the limit.
@@ -136,8 +141,12 @@ pub const MAX_REASON: usize = 1000;
 /// Checks a reason a person gave: `Err` names what is wrong.
 pub fn check_reason(reason: Option<&str>) -> Result<(), String> {
     match reason {
-        Some(reason) if reason.chars().count() > MAX_REASON => Err(format!("reason: longer than {MAX_REASON} characters")),
-        Some(reason) if reason.chars().any(|c| c.is_control() && c != '\n') => Err("reason: holds control characters".to_owned()),
+        Some(reason) if reason.chars().count() > MAX_REASON => {
+            Err(format!("reason: longer than {MAX_REASON} characters"))
+        }
+        Some(reason) if reason.chars().any(|c| c.is_control() && c != '\n') => {
+            Err("reason: holds control characters".to_owned())
+        }
         _ => Ok(()),
     }
 }
@@ -151,17 +160,31 @@ mod tests {
         let (a, b) = (Token::random(), Token::random());
         assert_ne!(a.as_str(), b.as_str());
         assert_eq!(a.as_str().len(), 43, "32 bytes, URL-safe base64 without padding");
-        assert!(a.as_str().bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'), "fits a URL path as is");
+        assert!(
+            a.as_str().bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
+            "fits a URL path as is"
+        );
         assert_eq!(Token::hash(a.as_str()), Token::hash(a.as_str()));
         assert_ne!(Token::hash(a.as_str()), Token::hash(b.as_str()));
     }
 
     #[test]
     fn a_decision_says_how_it_was_given_and_why() {
-        assert_eq!(detail(Via::Page, Some(" not during the backup window ")), "on the operator's page; reason: not during the backup window");
-        assert_eq!(detail(Via::Link, Some("")), "through the link in the approval email; no reason given");
-        assert_eq!(expired_detail(Duration::from_secs(1800)), "because nobody decided within 30m (approval.timeout)");
-        assert!(check_reason(Some(&"x".repeat(MAX_REASON + 1))).unwrap_err().contains("longer than 1000"));
+        assert_eq!(
+            detail(Via::Page, Some(" not during the backup window ")),
+            "on the operator's page; reason: not during the backup window"
+        );
+        assert_eq!(
+            detail(Via::Link, Some("")),
+            "through the link in the approval email; no reason given"
+        );
+        assert_eq!(
+            expired_detail(Duration::from_secs(1800)),
+            "because nobody decided within 30m (approval.timeout)"
+        );
+        assert!(check_reason(Some(&"x".repeat(MAX_REASON + 1)))
+            .unwrap_err()
+            .contains("longer than 1000"));
         assert!(check_reason(Some("a\u{7}b")).is_err());
         assert!(check_reason(Some("two\nlines")).is_ok());
     }

@@ -31,7 +31,9 @@ impl Secret {
     /// Reads a Standard Webhooks secret: `whsec_` followed by the base64 of the key bytes.
     pub fn parse_whsec(raw: &str) -> Result<Self, String> {
         let encoded = raw.strip_prefix("whsec_").ok_or("must start with \"whsec_\"")?;
-        let key = BASE64.decode(encoded).map_err(|_| "the part after \"whsec_\" is not base64".to_owned())?;
+        let key = BASE64
+            .decode(encoded)
+            .map_err(|_| "the part after \"whsec_\" is not base64".to_owned())?;
         if key.len() < 16 {
             return Err(format!("the key is {} bytes long; use at least 16", key.len()));
         }
@@ -113,11 +115,18 @@ impl AuthError {
 
 /// Finds the sender whose credentials this request carries. When several senders could match, the first configured
 /// sender that verifies wins; the error reported is the most specific one met.
-pub fn authenticate<'a>(senders: &'a [Sender], headers: &'a HeaderMap, body: &[u8], now_unix: i64) -> Result<Authenticated<'a>, AuthError> {
+pub fn authenticate<'a>(
+    senders: &'a [Sender],
+    headers: &'a HeaderMap,
+    body: &[u8],
+    now_unix: i64,
+) -> Result<Authenticated<'a>, AuthError> {
     let mut error = AuthError::Missing;
     for sender in senders {
         let result = match &sender.method {
-            Method::StandardWebhooks { keys, tolerance } => verify_standard(keys, *tolerance, headers, body, now_unix),
+            Method::StandardWebhooks { keys, tolerance } => {
+                verify_standard(keys, *tolerance, headers, body, now_unix)
+            }
             Method::HubSignature { keys } => verify_hub(keys, headers, body).map(|()| None),
             Method::Bearer { tokens } => verify_bearer(tokens, headers).map(|()| None),
         };
@@ -138,10 +147,18 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Aut
     }
 }
 
-fn verify_standard<'a>(keys: &[Secret], tolerance: Duration, headers: &'a HeaderMap, body: &[u8], now_unix: i64) -> Result<Option<&'a str>, AuthError> {
-    let (Some(id), Some(timestamp), Some(signatures)) =
-        (header(headers, "webhook-id")?, header(headers, "webhook-timestamp")?, header(headers, "webhook-signature")?)
-    else {
+fn verify_standard<'a>(
+    keys: &[Secret],
+    tolerance: Duration,
+    headers: &'a HeaderMap,
+    body: &[u8],
+    now_unix: i64,
+) -> Result<Option<&'a str>, AuthError> {
+    let (Some(id), Some(timestamp), Some(signatures)) = (
+        header(headers, "webhook-id")?,
+        header(headers, "webhook-timestamp")?,
+        header(headers, "webhook-signature")?,
+    ) else {
         return Err(AuthError::Missing);
     };
     if id.is_empty() || id.len() > 256 {
@@ -152,7 +169,8 @@ fn verify_standard<'a>(keys: &[Secret], tolerance: Duration, headers: &'a Header
         return Err(AuthError::Stale);
     }
     for key in keys {
-        let mut mac = HmacSha256::new_from_slice(key.expose()).expect("HMAC takes keys of any length");
+        let mut mac =
+            HmacSha256::new_from_slice(key.expose()).expect("HMAC takes keys of any length");
         mac.update(id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.as_bytes());
@@ -174,9 +192,13 @@ fn verify_hub(keys: &[Secret], headers: &HeaderMap, body: &[u8]) -> Result<(), A
     let Some(value) = header(headers, "x-hub-signature-256")? else {
         return Err(AuthError::Missing);
     };
-    let given = value.strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()).ok_or(AuthError::Malformed)?;
+    let given = value
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or(AuthError::Malformed)?;
     for key in keys {
-        let mut mac = HmacSha256::new_from_slice(key.expose()).expect("HMAC takes keys of any length");
+        let mut mac =
+            HmacSha256::new_from_slice(key.expose()).expect("HMAC takes keys of any length");
         mac.update(body);
         if mac.verify_slice(&given).is_ok() {
             return Ok(());
@@ -199,7 +221,11 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     match header(headers, "authorization")? {
         None => Ok(None),
         Some(value) => match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(Some(token.trim())),
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                Ok(Some(token.trim()))
+            }
             _ => Err(AuthError::Malformed),
         },
     }
@@ -207,7 +233,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
 
 /// Whether `given` is one of `tokens`, compared in constant time.
 pub fn token_matches(tokens: &[Secret], given: &str) -> bool {
-    tokens.iter().fold(false, |found, token| found | bool::from(token.expose().ct_eq(given.as_bytes())))
+    tokens
+        .iter()
+        .fold(false, |found, token| found | bool::from(token.expose().ct_eq(given.as_bytes())))
 }
 
 /// The `webhook-signature` value for a delivery, as a sender computes it.
@@ -240,7 +268,10 @@ mod tests {
     fn standard(secret: &str) -> Vec<Sender> {
         vec![Sender {
             name: "scom".into(),
-            method: Method::StandardWebhooks { keys: vec![Secret::parse_whsec(secret).unwrap()], tolerance: Duration::from_secs(300) },
+            method: Method::StandardWebhooks {
+                keys: vec![Secret::parse_whsec(secret).unwrap()],
+                tolerance: Duration::from_secs(300),
+            },
         }]
     }
 
@@ -254,10 +285,17 @@ mod tests {
     #[test]
     fn standard_webhooks_matches_the_specification_vector() {
         let key = Secret::parse_whsec(SPEC_SECRET).unwrap();
-        assert_eq!(sign_standard(&key, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY.as_bytes()), SPEC_SIGNATURE);
+        assert_eq!(
+            sign_standard(&key, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY.as_bytes()),
+            SPEC_SIGNATURE
+        );
         let senders = standard(SPEC_SECRET);
         let ts = SPEC_TIMESTAMP.to_string();
-        let good = headers(&[("webhook-id", SPEC_ID), ("webhook-timestamp", &ts), ("webhook-signature", SPEC_SIGNATURE)]);
+        let good = headers(&[
+            ("webhook-id", SPEC_ID),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", SPEC_SIGNATURE),
+        ]);
         let ok = authenticate(&senders, &good, SPEC_BODY.as_bytes(), SPEC_TIMESTAMP + 10).unwrap();
         assert_eq!(ok, Authenticated { sender: "scom", delivery_id: Some(SPEC_ID) });
     }
@@ -270,13 +308,72 @@ mod tests {
         let now = SPEC_TIMESTAMP;
         let several = format!("v1,bm90IGl0 v2,abc {SPEC_SIGNATURE}");
         let cases: &[(&[(&'static str, &str)], &[u8], i64, Result<(), AuthError>)] = &[
-            (&[("webhook-id", SPEC_ID), ("webhook-timestamp", &ts), ("webhook-signature", &several)], body, now, Ok(())),
-            (&[("webhook-id", SPEC_ID), ("webhook-timestamp", &ts), ("webhook-signature", SPEC_SIGNATURE)], b"{\"test\": 1}", now, Err(AuthError::Mismatch)),
-            (&[("webhook-id", "msg_other"), ("webhook-timestamp", &ts), ("webhook-signature", SPEC_SIGNATURE)], body, now, Err(AuthError::Mismatch)),
-            (&[("webhook-id", SPEC_ID), ("webhook-timestamp", &ts), ("webhook-signature", SPEC_SIGNATURE)], body, now + 301, Err(AuthError::Stale)),
-            (&[("webhook-id", SPEC_ID), ("webhook-timestamp", &ts), ("webhook-signature", SPEC_SIGNATURE)], body, now - 301, Err(AuthError::Stale)),
-            (&[("webhook-id", SPEC_ID), ("webhook-timestamp", "soon"), ("webhook-signature", SPEC_SIGNATURE)], body, now, Err(AuthError::Malformed)),
-            (&[("webhook-id", SPEC_ID), ("webhook-timestamp", &ts)], body, now, Err(AuthError::Missing)),
+            (
+                &[
+                    ("webhook-id", SPEC_ID),
+                    ("webhook-timestamp", &ts),
+                    ("webhook-signature", &several),
+                ],
+                body,
+                now,
+                Ok(()),
+            ),
+            (
+                &[
+                    ("webhook-id", SPEC_ID),
+                    ("webhook-timestamp", &ts),
+                    ("webhook-signature", SPEC_SIGNATURE),
+                ],
+                b"{\"test\": 1}",
+                now,
+                Err(AuthError::Mismatch),
+            ),
+            (
+                &[
+                    ("webhook-id", "msg_other"),
+                    ("webhook-timestamp", &ts),
+                    ("webhook-signature", SPEC_SIGNATURE),
+                ],
+                body,
+                now,
+                Err(AuthError::Mismatch),
+            ),
+            (
+                &[
+                    ("webhook-id", SPEC_ID),
+                    ("webhook-timestamp", &ts),
+                    ("webhook-signature", SPEC_SIGNATURE),
+                ],
+                body,
+                now + 301,
+                Err(AuthError::Stale),
+            ),
+            (
+                &[
+                    ("webhook-id", SPEC_ID),
+                    ("webhook-timestamp", &ts),
+                    ("webhook-signature", SPEC_SIGNATURE),
+                ],
+                body,
+                now - 301,
+                Err(AuthError::Stale),
+            ),
+            (
+                &[
+                    ("webhook-id", SPEC_ID),
+                    ("webhook-timestamp", "soon"),
+                    ("webhook-signature", SPEC_SIGNATURE),
+                ],
+                body,
+                now,
+                Err(AuthError::Malformed),
+            ),
+            (
+                &[("webhook-id", SPEC_ID), ("webhook-timestamp", &ts)],
+                body,
+                now,
+                Err(AuthError::Missing),
+            ),
             (&[], body, now, Err(AuthError::Missing)),
         ];
         for (pairs, body, now, expected) in cases {
@@ -291,11 +388,18 @@ mod tests {
         let new = Secret::new(b"a fresh key of more than sixteen bytes".to_vec());
         let senders = vec![Sender {
             name: "scom".into(),
-            method: Method::StandardWebhooks { keys: vec![new.clone(), old.clone()], tolerance: Duration::from_secs(300) },
+            method: Method::StandardWebhooks {
+                keys: vec![new.clone(), old.clone()],
+                tolerance: Duration::from_secs(300),
+            },
         }];
         for key in [&old, &new] {
             let signature = sign_standard(key, "msg_1", 1000, b"{}");
-            let map = headers(&[("webhook-id", "msg_1"), ("webhook-timestamp", "1000"), ("webhook-signature", &signature)]);
+            let map = headers(&[
+                ("webhook-id", "msg_1"),
+                ("webhook-timestamp", "1000"),
+                ("webhook-signature", &signature),
+            ]);
             assert!(authenticate(&senders, &map, b"{}", 1000).is_ok());
         }
     }
@@ -305,12 +409,22 @@ mod tests {
         let key = Secret::new(b"It's a Secret to Everybody".to_vec());
         let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         assert_eq!(sign_hub(&key, b"Hello, World!"), expected);
-        let senders = vec![Sender { name: "gh".into(), method: Method::HubSignature { keys: vec![key] } }];
-        assert!(authenticate(&senders, &headers(&[("x-hub-signature-256", expected)]), b"Hello, World!", 0).is_ok());
+        let senders =
+            vec![Sender { name: "gh".into(), method: Method::HubSignature { keys: vec![key] } }];
+        assert!(authenticate(
+            &senders,
+            &headers(&[("x-hub-signature-256", expected)]),
+            b"Hello, World!",
+            0
+        )
+        .is_ok());
         let wrong = headers(&[("x-hub-signature-256", expected)]);
         assert_eq!(authenticate(&senders, &wrong, b"Hello, World?", 0), Err(AuthError::Mismatch));
         let garbage = headers(&[("x-hub-signature-256", "md5=abc")]);
-        assert_eq!(authenticate(&senders, &garbage, b"Hello, World!", 0), Err(AuthError::Malformed));
+        assert_eq!(
+            authenticate(&senders, &garbage, b"Hello, World!", 0),
+            Err(AuthError::Malformed)
+        );
     }
 
     #[test]
@@ -319,29 +433,52 @@ mod tests {
             Sender { name: "scom".into(), method: standard(SPEC_SECRET).remove(0).method },
             Sender {
                 name: "alertmanager".into(),
-                method: Method::Bearer { tokens: vec![Secret::new(b"t0ken-one".to_vec()), Secret::new(b"t0ken-two".to_vec())] },
+                method: Method::Bearer {
+                    tokens: vec![
+                        Secret::new(b"t0ken-one".to_vec()),
+                        Secret::new(b"t0ken-two".to_vec()),
+                    ],
+                },
             },
         ];
         let map = headers(&[("authorization", "Bearer t0ken-two")]);
         let ok = authenticate(&senders, &map, b"{}", 0).unwrap();
         assert_eq!(ok.sender, "alertmanager");
-        assert_eq!(authenticate(&senders, &headers(&[("authorization", "Bearer nope")]), b"{}", 0), Err(AuthError::Mismatch));
-        assert_eq!(authenticate(&senders, &headers(&[("authorization", "Basic abc")]), b"{}", 0), Err(AuthError::Malformed));
+        assert_eq!(
+            authenticate(&senders, &headers(&[("authorization", "Bearer nope")]), b"{}", 0),
+            Err(AuthError::Mismatch)
+        );
+        assert_eq!(
+            authenticate(&senders, &headers(&[("authorization", "Basic abc")]), b"{}", 0),
+            Err(AuthError::Malformed)
+        );
     }
 
     #[test]
     fn secrets_never_print() {
         let key = Secret::parse_whsec(SPEC_SECRET).unwrap();
         assert_eq!(format!("{key:?}"), "Secret(***)");
-        assert!(Secret::parse_whsec("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap_err().contains("whsec_"));
+        assert!(Secret::parse_whsec("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap_err()
+            .contains("whsec_"));
         assert!(Secret::parse_whsec(&Secret::generate_whsec()).is_ok());
     }
 
     /// Every kind of sender at once, so that hostile headers meet every check.
     fn every_kind() -> Vec<Sender> {
         let mut senders = standard(SPEC_SECRET);
-        senders.push(Sender { name: "hub".into(), method: Method::HubSignature { keys: vec![Secret::new(b"hub-secret-0123456789".to_vec())] } });
-        senders.push(Sender { name: "bearer".into(), method: Method::Bearer { tokens: vec![Secret::new(b"bearer-token-0123456789".to_vec())] } });
+        senders.push(Sender {
+            name: "hub".into(),
+            method: Method::HubSignature {
+                keys: vec![Secret::new(b"hub-secret-0123456789".to_vec())],
+            },
+        });
+        senders.push(Sender {
+            name: "bearer".into(),
+            method: Method::Bearer {
+                tokens: vec![Secret::new(b"bearer-token-0123456789".to_vec())],
+            },
+        });
         senders
     }
 
@@ -350,10 +487,13 @@ mod tests {
         use proptest::prelude::*;
         prop_oneof![
             Just(None),
-            prop::collection::vec(any::<u8>(), 0..300).prop_map(|bytes| http::HeaderValue::from_bytes(&bytes).ok()),
-            "(v1,[A-Za-z0-9+/=]{0,60} ?){0,4}".prop_map(|text| http::HeaderValue::from_str(&text).ok()),
+            prop::collection::vec(any::<u8>(), 0..300)
+                .prop_map(|bytes| http::HeaderValue::from_bytes(&bytes).ok()),
+            "(v1,[A-Za-z0-9+/=]{0,60} ?){0,4}"
+                .prop_map(|text| http::HeaderValue::from_str(&text).ok()),
             "sha256=[0-9a-fA-F]{0,80}".prop_map(|text| http::HeaderValue::from_str(&text).ok()),
-            "(Bearer|bearer|BEARER|Basic) ?.{0,40}".prop_map(|text| http::HeaderValue::from_str(&text).ok()),
+            "(Bearer|bearer|BEARER|Basic) ?.{0,40}"
+                .prop_map(|text| http::HeaderValue::from_str(&text).ok()),
             "-?[0-9]{0,25}".prop_map(|text| http::HeaderValue::from_str(&text).ok()),
         ]
     }

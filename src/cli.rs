@@ -14,14 +14,19 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use self::args::{AlertsCommand, Cli, Command, Connection, DecisionArgs, IncidentsCommand, RunbooksCommand, SilencesCommand};
+use self::args::{
+    AlertsCommand, Cli, Command, Connection, DecisionArgs, IncidentsCommand, RunbooksCommand,
+    SilencesCommand,
+};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use self::render::Palette;
 
 use crate::client::{self, Client, ClientError, Signer, Target};
-use crate::config::{Config, ConfigError, Credentials, CredentialsError, LogFormat, Settings, Source};
+use crate::config::{
+    Config, ConfigError, Credentials, CredentialsError, LogFormat, Settings, Source,
+};
 use crate::incident::State;
 use crate::runbook;
 use crate::service::Service;
@@ -113,20 +118,42 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             match command {
                 None => {
                     // By health set, then monitor: every health set covered, each monitor with the page it follows.
-                    println!("{:<16} {:<42} {:<8} {:<10} source", "health set", "monitor", "role", "origin");
+                    println!(
+                        "{:<16} {:<42} {:<8} {:<10} source",
+                        "health set", "monitor", "role", "origin"
+                    );
                     let mut rows: Vec<_> = runbooks.iter().collect();
-                    rows.sort_by_key(|(r, _)| (r.health_set.as_str().to_ascii_lowercase(), r.monitor.as_str().to_ascii_lowercase()));
+                    rows.sort_by_key(|(r, _)| {
+                        (
+                            r.health_set.as_str().to_ascii_lowercase(),
+                            r.monitor.as_str().to_ascii_lowercase(),
+                        )
+                    });
                     for (runbook, origin) in rows {
-                        let role = runbook.typical_role.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
-                        let source = if runbook.source.is_empty() { "-" } else { runbook.source.as_str() };
-                        println!("{:<16} {:<42} {:<8} {:<10} {source}", runbook.health_set.as_str(), runbook.monitor.as_str(), role, origin.to_string());
+                        let role = runbook
+                            .typical_role
+                            .map(|r| r.to_string())
+                            .unwrap_or_else(|| "-".into());
+                        let source =
+                            if runbook.source.is_empty() { "-" } else { runbook.source.as_str() };
+                        println!(
+                            "{:<16} {:<42} {:<8} {:<10} {source}",
+                            runbook.health_set.as_str(),
+                            runbook.monitor.as_str(),
+                            role,
+                            origin.to_string()
+                        );
                     }
                 }
                 Some(RunbooksCommand::Show { monitor }) => {
                     let found = runbooks.for_monitor(&monitor);
                     if found.is_empty() {
-                        let known: Vec<&str> = runbooks.iter().map(|(r, _)| r.monitor.as_str()).collect();
-                        return Err(Failure::Usage(format!("no runbook for monitor {monitor:?}; runbooks in force: {}", known.join(", "))));
+                        let known: Vec<&str> =
+                            runbooks.iter().map(|(r, _)| r.monitor.as_str()).collect();
+                        return Err(Failure::Usage(format!(
+                            "no runbook for monitor {monitor:?}; runbooks in force: {}",
+                            known.join(", ")
+                        )));
                     }
                     // A monitor of several health sets (RequestsQueuedGt500Monitor) has a runbook in each.
                     for (runbook, origin) in found {
@@ -153,9 +180,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             if settings.executor.kind == crate::config::ExecutorKind::Powershell {
                 // What each server's Exchange steps will connect to; IIS and restart steps go to the server itself.
-                let shell = crate::executor::powershell::PowerShell::new(&settings.executor, settings.timing.restart_timeout.0)
-                    .map_err(ConfigError::from)?
-                    .with_inventory(&settings.inventory);
+                let shell = crate::executor::powershell::PowerShell::new(
+                    &settings.executor,
+                    settings.timing.restart_timeout.0,
+                )
+                .map_err(ConfigError::from)?
+                .with_inventory(&settings.inventory);
                 for server in settings.inventory.keys() {
                     println!("  {server}: Exchange steps connect to {}; IIS and restart steps to {server} over WinRM", shell.endpoint(server));
                 }
@@ -170,7 +200,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let signer = Signer::from_target(&target, token)?;
             let mut failed = 0;
             for file in &files {
-                let body = std::fs::read(file).map_err(|e| Failure::Usage(format!("{}: cannot read: {e}", file.display())))?;
+                let body = std::fs::read(file)
+                    .map_err(|e| Failure::Usage(format!("{}: cannot read: {e}", file.display())))?;
                 match client::post_alert(&target.url, format.into(), &signer, body).await {
                     Ok(answer) => println!("{}: {}", file.display(), answer),
                     Err(err @ ClientError::Unreachable { .. }) => return Err(err.into()),
@@ -182,7 +213,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             match failed {
                 0 => Ok(()),
-                n => Err(Failure::Failed(anyhow::anyhow!("{n} of {} file(s) refused", files.len()))),
+                n => {
+                    Err(Failure::Failed(anyhow::anyhow!("{n} of {} file(s) refused", files.len())))
+                }
             }
         }
         Command::Alerts { command, connection } => {
@@ -190,15 +223,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             match command {
                 AlertsCommand::List { limit, rejected: false } => {
                     let answer = client.get(&format!("/v1/alerts?limit={limit}")).await?;
-                    output.show(&answer, |palette| Ok(render::alerts(palette, &field::<Vec<AlertSummary>>(&answer, "alerts")?)))
+                    output.show(&answer, |palette| {
+                        Ok(render::alerts(palette, &field::<Vec<AlertSummary>>(&answer, "alerts")?))
+                    })
                 }
                 AlertsCommand::List { limit, rejected: true } => {
-                    let answer = client.get(&format!("/v1/alerts?limit={limit}&rejected=true")).await?;
-                    output.show(&answer, |palette| Ok(render::rejected(palette, &field::<Vec<RejectedDelivery>>(&answer, "rejected")?)))
+                    let answer =
+                        client.get(&format!("/v1/alerts?limit={limit}&rejected=true")).await?;
+                    output.show(&answer, |palette| {
+                        Ok(render::rejected(
+                            palette,
+                            &field::<Vec<RejectedDelivery>>(&answer, "rejected")?,
+                        ))
+                    })
                 }
                 AlertsCommand::Show { id } => {
                     let answer = client.get(&format!("/v1/alerts/{}", path_segment(&id)?)).await?;
-                    output.show(&answer, |palette| Ok(render::alert(palette, &parse_answer::<AlertDetail>(&answer)?)))
+                    output.show(&answer, |palette| {
+                        Ok(render::alert(palette, &parse_answer::<AlertDetail>(&answer)?))
+                    })
                 }
             }
         }
@@ -211,26 +254,47 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         Some(name) => match State::parse(name) {
                             Some(state) => format!("&state={state}"),
                             None => {
-                                let known: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
-                                return Err(Failure::Usage(format!("--state: {name:?} is not one of {}", known.join(", "))));
+                                let known: Vec<&str> =
+                                    State::ALL.iter().map(|s| s.as_str()).collect();
+                                return Err(Failure::Usage(format!(
+                                    "--state: {name:?} is not one of {}",
+                                    known.join(", ")
+                                )));
                             }
                         },
                     };
                     let answer = client.get(&format!("/v1/incidents?limit={limit}{state}")).await?;
-                    output.show(&answer, |palette| Ok(render::incidents(palette, &field::<Vec<IncidentView>>(&answer, "incidents")?)))
+                    output.show(&answer, |palette| {
+                        Ok(render::incidents(
+                            palette,
+                            &field::<Vec<IncidentView>>(&answer, "incidents")?,
+                        ))
+                    })
                 }
                 IncidentsCommand::Show { id } => {
-                    let answer = client.get(&format!("/v1/incidents/{}", path_segment(&id)?)).await?;
-                    output.show(&answer, |palette| Ok(render::incident(palette, &parse_answer::<IncidentView>(&answer)?)))
+                    let answer =
+                        client.get(&format!("/v1/incidents/{}", path_segment(&id)?)).await?;
+                    output.show(&answer, |palette| {
+                        Ok(render::incident(palette, &parse_answer::<IncidentView>(&answer)?))
+                    })
                 }
             }
         }
         Command::Replay { alert_id, dry_run, wait, connection } => {
             let (client, output) = connect(connection, config)?;
-            let answer = client.post(&format!("/v1/alerts/{}/replay", path_segment(&alert_id)?), &json!({ "dry_run": dry_run })).await?;
-            let incident_id = answer["incident_id"].as_str().ok_or_else(|| anyhow::anyhow!("the service's answer names no incident: {answer}"))?.to_owned();
+            let answer = client
+                .post(
+                    &format!("/v1/alerts/{}/replay", path_segment(&alert_id)?),
+                    &json!({ "dry_run": dry_run }),
+                )
+                .await?;
+            let incident_id = answer["incident_id"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("the service's answer names no incident: {answer}"))?
+                .to_owned();
             if !wait {
-                return output.show(&answer, |_| Ok(render::replayed(&alert_id, &incident_id, dry_run)));
+                return output
+                    .show(&answer, |_| Ok(render::replayed(&alert_id, &incident_id, dry_run)));
             }
             if let Output::Text(_) = output {
                 emit(&render::replayed(&alert_id, &incident_id, dry_run));
@@ -242,7 +306,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Pause { reason, connection } => {
             let (client, output) = connect(connection, config)?;
             let answer = client.post("/v1/automation/pause", &json!({ "reason": reason })).await?;
-            output.show(&answer, |_| Ok(format!("automation paused: {}\n", answer["reason"].as_str().unwrap_or(""))))
+            output.show(&answer, |_| {
+                Ok(format!("automation paused: {}\n", answer["reason"].as_str().unwrap_or("")))
+            })
         }
         Command::Resume { connection } => {
             let (client, output) = connect(connection, config)?;
@@ -251,22 +317,39 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Silences { command, connection } => {
             let (client, output) = connect(connection, config)?;
-            let line = |s: &Value| format!("{}  {}  until {}  {}\n", text(&s["id"]), text(&s["server"]), text(&s["until"]), text(&s["reason"]));
+            let line = |s: &Value| {
+                format!(
+                    "{}  {}  until {}  {}\n",
+                    text(&s["id"]),
+                    text(&s["server"]),
+                    text(&s["until"]),
+                    text(&s["reason"])
+                )
+            };
             match command {
                 SilencesCommand::List => {
                     let answer = client.get("/v1/silences").await?;
                     output.show(&answer, |_| {
-                        let rows = answer["silences"].as_array().map(|rows| rows.iter().map(line).collect::<String>()).unwrap_or_default();
+                        let rows = answer["silences"]
+                            .as_array()
+                            .map(|rows| rows.iter().map(line).collect::<String>())
+                            .unwrap_or_default();
                         Ok(if rows.is_empty() { "no silences in force\n".to_owned() } else { rows })
                     })
                 }
                 SilencesCommand::Add { server, until, reason } => {
                     let until = until_time(&until)?;
-                    let answer = client.post("/v1/silences", &json!({ "server": server, "until": until, "reason": reason })).await?;
+                    let answer = client
+                        .post(
+                            "/v1/silences",
+                            &json!({ "server": server, "until": until, "reason": reason }),
+                        )
+                        .await?;
                     output.show(&answer, |_| Ok(format!("silenced: {}", line(&answer))))
                 }
                 SilencesCommand::Delete { id } => {
-                    let answer = client.delete(&format!("/v1/silences/{}", path_segment(&id)?)).await?;
+                    let answer =
+                        client.delete(&format!("/v1/silences/{}", path_segment(&id)?)).await?;
                     output.show(&answer, |_| Ok(format!("silence {id} ended\n")))
                 }
             }
@@ -283,9 +366,14 @@ fn until_time(raw: &str) -> Result<String, Failure> {
     if chrono::DateTime::parse_from_rfc3339(raw).is_ok() {
         return Ok(raw.to_owned());
     }
-    let duration =
-        humantime::parse_duration(raw).map_err(|_| Failure::Usage(format!("--until: {raw:?} is neither an RFC 3339 time nor a duration like \"2h\"")))?;
-    let until = chrono::Utc::now() + chrono::Duration::from_std(duration).map_err(|_| Failure::Usage(format!("--until: {raw:?} is too far away")))?;
+    let duration = humantime::parse_duration(raw).map_err(|_| {
+        Failure::Usage(format!(
+            "--until: {raw:?} is neither an RFC 3339 time nor a duration like \"2h\""
+        ))
+    })?;
+    let until = chrono::Utc::now()
+        + chrono::Duration::from_std(duration)
+            .map_err(|_| Failure::Usage(format!("--until: {raw:?} is too far away")))?;
     Ok(until.to_rfc3339())
 }
 
@@ -300,7 +388,11 @@ async fn decide(args: DecisionArgs, verdict: &str, config: Option<&Path>) -> Res
         } else {
             "nothing runs; the incident ends blocked and escalates"
         };
-        Ok(format!("{} incident {}: {next}\n", answer["decision"].as_str().unwrap_or(verdict), render::clean(&args.incident_id)))
+        Ok(format!(
+            "{} incident {}: {next}\n",
+            answer["decision"].as_str().unwrap_or(verdict),
+            render::clean(&args.incident_id)
+        ))
     })
 }
 
@@ -316,7 +408,9 @@ async fn follow(client: &Client, output: &Output, incident_id: &str) -> Result<(
     loop {
         let answer = client.get(&path).await?;
         let incident: IncidentView = parse_answer(&answer)?;
-        let state = State::parse(&incident.state).ok_or_else(|| anyhow::anyhow!("the service reports an unknown state {:?}", incident.state))?;
+        let state = State::parse(&incident.state).ok_or_else(|| {
+            anyhow::anyhow!("the service reports an unknown state {:?}", incident.state)
+        })?;
         if let Output::Text(palette) = output {
             for step in incident.steps.iter().flatten() {
                 if step.seq > printed && (step.finished_at.is_some() || state.is_final()) {
@@ -354,7 +448,11 @@ enum Output {
 
 impl Output {
     /// Prints an answer: as JSON, or as the text `render` makes of it.
-    fn show(&self, answer: &Value, render: impl FnOnce(Palette) -> Result<String, Failure>) -> Result<(), Failure> {
+    fn show(
+        &self,
+        answer: &Value,
+        render: impl FnOnce(Palette) -> Result<String, Failure>,
+    ) -> Result<(), Failure> {
         match self {
             Output::Json => print_json(answer),
             Output::Text(palette) => emit(&render(*palette)?),
@@ -381,9 +479,16 @@ async fn test_email(settings: &Settings) -> Result<(), Failure> {
         MailError::Message(_) => Failure::Failed(err.into()),
     };
     let email = &settings.email;
-    let mailer = Mailer::new(email, settings.smtp_password.as_ref(), &settings.data_dir).map_err(mail_failure)?;
-    let message = mailer::compose_test(&email.from, &email.to, &mailer.describe()).map_err(mail_failure)?;
-    println!("sending a test email from {} to {} through {}", email.from, email.to.join(", "), mailer.describe());
+    let mailer = Mailer::new(email, settings.smtp_password.as_ref(), &settings.data_dir)
+        .map_err(mail_failure)?;
+    let message =
+        mailer::compose_test(&email.from, &email.to, &mailer.describe()).map_err(mail_failure)?;
+    println!(
+        "sending a test email from {} to {} through {}",
+        email.from,
+        email.to.join(", "),
+        mailer.describe()
+    );
     let conversation = mailer.converse(&email.from, &email.to, &message.formatted()).await;
     for step in &conversation.steps {
         println!("  {step}");
@@ -398,14 +503,17 @@ async fn test_email(settings: &Settings) -> Result<(), Failure> {
 }
 
 fn connect(connection: Connection, config: Option<&Path>) -> Result<(Client, Output), Failure> {
-    let client = Client::new(&Target::resolve(connection.url, connection.token, None, &data_dir(config)?));
+    let client =
+        Client::new(&Target::resolve(connection.url, connection.token, None, &data_dir(config)?));
     let output = if connection.json { Output::Json } else { Output::Text(palette()) };
     Ok((client, output))
 }
 
 /// Reads an answer into the API shape it should have.
 fn parse_answer<T: DeserializeOwned>(answer: &Value) -> Result<T, Failure> {
-    T::deserialize(answer).map_err(|err| Failure::Failed(anyhow::anyhow!("the service's answer has an unexpected shape: {err}")))
+    T::deserialize(answer).map_err(|err| {
+        Failure::Failed(anyhow::anyhow!("the service's answer has an unexpected shape: {err}"))
+    })
 }
 
 /// Reads one field of an answer (`{"incidents": [...]}`) into the API shape it should have.
@@ -467,9 +575,14 @@ fn credentials_failure(err: CredentialsError) -> Failure {
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| format!("{default_level},tower_http=warn").into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| format!("{default_level},tower_http=warn").into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -480,7 +593,9 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler installs");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

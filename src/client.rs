@@ -39,10 +39,19 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn resolve(url: Option<String>, admin_token: Option<String>, webhook_secret: Option<String>, data_dir: &Path) -> Target {
+    pub fn resolve(
+        url: Option<String>,
+        admin_token: Option<String>,
+        webhook_secret: Option<String>,
+        data_dir: &Path,
+    ) -> Target {
         let creds = Credentials::read(data_dir).unwrap_or_default();
         Target {
-            url: url.or(creds.url).unwrap_or_else(|| DEFAULT_URL.to_owned()).trim_end_matches('/').to_owned(),
+            url: url
+                .or(creds.url)
+                .unwrap_or_else(|| DEFAULT_URL.to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
             admin_token: admin_token.or(creds.admin_token),
             webhook_secret: webhook_secret.or(creds.webhook_secret),
         }
@@ -57,7 +66,10 @@ pub struct Client {
 
 impl Client {
     pub fn new(target: &Target) -> Client {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("an HTTP client builds");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("an HTTP client builds");
         Client { http, url: target.url.clone(), token: target.admin_token.clone() }
     }
 
@@ -75,7 +87,8 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        let request = self.http.post(format!("{}{path}", self.url)).bearer_auth(self.token()?).json(body);
+        let request =
+            self.http.post(format!("{}{path}", self.url)).bearer_auth(self.token()?).json(body);
         self.send(request).await
     }
 
@@ -85,7 +98,10 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        let response = request.send().await.map_err(|err| ClientError::Unreachable { url: self.url.clone(), detail: root_cause(&err) })?;
+        let response = request.send().await.map_err(|err| ClientError::Unreachable {
+            url: self.url.clone(),
+            detail: root_cause(&err),
+        })?;
         answer(response).await
     }
 }
@@ -94,12 +110,17 @@ impl Client {
 async fn answer(response: reqwest::Response) -> Result<Value, ClientError> {
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    let body: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    let body: Value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
     if status.is_success() {
         return Ok(body);
     }
     let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
-    let message = body["error"]["message"].as_str().map(str::to_owned).unwrap_or_else(|| body.to_string());
+    let message =
+        body["error"]["message"].as_str().map(str::to_owned).unwrap_or_else(|| body.to_string());
     Err(match status.as_u16() {
         401 => ClientError::Unauthorized(message),
         404 => ClientError::NotFound(message),
@@ -139,14 +160,26 @@ impl Signer {
         let secret = target.webhook_secret.as_deref().ok_or_else(|| {
             ClientError::Usage("no webhook secret: pass --secret or --token, set HSR_WEBHOOK_SECRET, or run `healthset-responder serve` once so that it writes data/credentials.toml".into())
         })?;
-        Secret::parse_whsec(secret).map(Signer::StandardWebhooks).map_err(|e| ClientError::Usage(format!("--secret: {e}")))
+        Secret::parse_whsec(secret)
+            .map(Signer::StandardWebhooks)
+            .map_err(|e| ClientError::Usage(format!("--secret: {e}")))
     }
 }
 
 /// Posts one alert body, signed, and returns the service's answer.
-pub async fn post_alert(url: &str, format: Format, signer: &Signer, body: Vec<u8>) -> Result<Value, ClientError> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("an HTTP client builds");
-    let mut request = http.post(format!("{}{}", url.trim_end_matches('/'), intake_path(format))).header("content-type", "application/json");
+pub async fn post_alert(
+    url: &str,
+    format: Format,
+    signer: &Signer,
+    body: Vec<u8>,
+) -> Result<Value, ClientError> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client builds");
+    let mut request = http
+        .post(format!("{}{}", url.trim_end_matches('/'), intake_path(format)))
+        .header("content-type", "application/json");
     match signer {
         Signer::StandardWebhooks(key) => {
             let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
@@ -158,6 +191,9 @@ pub async fn post_alert(url: &str, format: Format, signer: &Signer, body: Vec<u8
         }
         Signer::Bearer(token) => request = request.bearer_auth(token),
     }
-    let response = request.body(body).send().await.map_err(|err| ClientError::Unreachable { url: url.to_owned(), detail: root_cause(&err) })?;
+    let response = request.body(body).send().await.map_err(|err| ClientError::Unreachable {
+        url: url.to_owned(),
+        detail: root_cause(&err),
+    })?;
     answer(response).await
 }

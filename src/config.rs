@@ -24,7 +24,9 @@ use crate::domain::ServerName;
 pub use crate::executor::simulator::{Fault, SimServerConfig, SimulatorConfig, SimulatorSettings};
 pub use crate::executor::{ExecutorConfig, ExecutorKind};
 pub use crate::inventory::{Inventory, InventoryEntry, Role, ServerConfig};
-pub use crate::mailer::{EmailConfig, EmailRouteConfig, MailTransportKind, NotifyOn, SmtpConfig, SmtpTls};
+pub use crate::mailer::{
+    EmailConfig, EmailRouteConfig, MailTransportKind, NotifyOn, SmtpConfig, SmtpTls,
+};
 use crate::runbook::RunbookSet;
 pub use crate::safety::{SafetyConfig, Throttle};
 
@@ -203,8 +205,12 @@ impl Default for TimingConfig {
 
 /// The secrets and tokens `examples/healthset-responder.toml` ships with (the Standard Webhooks specification's own
 /// example secret among them); [`Config::refuse_placeholders`] refuses them.
-pub const EXAMPLE_PLACEHOLDERS: [&str; 4] =
-    ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "replace-with-a-long-random-token", "replace-with-another-long-random-token", "..."];
+pub const EXAMPLE_PLACEHOLDERS: [&str; 4] = [
+    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "replace-with-a-long-random-token",
+    "replace-with-another-long-random-token",
+    "...",
+];
 
 /// Where configuration came from, for messages.
 #[derive(Debug, Clone)]
@@ -227,9 +233,15 @@ impl Config {
         match path {
             None => Ok((Config::default(), Source::Defaults)),
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(&path).map_err(|err| ConfigError::new(path.display().to_string(), format!("cannot read the file: {err}")))?;
-                let config = Config::parse(&text).map_err(|err| ConfigError::new(format!("{}: {}", path.display(), err.key), err.message))?;
+                let text = std::fs::read_to_string(&path).map_err(|err| {
+                    ConfigError::new(
+                        path.display().to_string(),
+                        format!("cannot read the file: {err}"),
+                    )
+                })?;
+                let config = Config::parse(&text).map_err(|err| {
+                    ConfigError::new(format!("{}: {}", path.display(), err.key), err.message)
+                })?;
                 Ok((config, Source::File(path)))
             }
         }
@@ -245,7 +257,9 @@ impl Config {
     /// `check-config` ask this.
     pub fn refuse_placeholders(&self) -> Result<(), ConfigError> {
         let placeholder = |value: &str| EXAMPLE_PLACEHOLDERS.contains(&value.trim());
-        let refuse = |key: String| ConfigError::new(key, "is the placeholder from the example configuration; generate a secret of your own (see the README)");
+        let refuse = |key: String| {
+            ConfigError::new(key, "is the placeholder from the example configuration; generate a secret of your own (see the README)")
+        };
         for (i, sender) in self.senders.iter().enumerate() {
             for (field, values) in [("secrets", &sender.secrets), ("tokens", &sender.tokens)] {
                 if let Some(j) = values.iter().position(|v| placeholder(v)) {
@@ -264,8 +278,12 @@ impl Config {
 
     /// Checks every value and builds the settings the service runs on. `env` looks up environment variables.
     pub fn resolve(self, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-        let listen: SocketAddr =
-            self.listen.parse().map_err(|_| ConfigError::new("listen", format!("{:?} is not an address like \"127.0.0.1:8080\"", self.listen)))?;
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "listen",
+                format!("{:?} is not an address like \"127.0.0.1:8080\"", self.listen),
+            )
+        })?;
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::new("max_body_bytes", "must be at least 1024"));
         }
@@ -283,35 +301,55 @@ impl Config {
                 return Err(ConfigError::new(key("name"), "is empty"));
             }
             if senders.iter().any(|s: &auth::Sender| s.name == sender.name) {
-                return Err(ConfigError::new(key("name"), format!("{:?} names two senders", sender.name)));
+                return Err(ConfigError::new(
+                    key("name"),
+                    format!("{:?} names two senders", sender.name),
+                ));
             }
             let method = match sender.auth {
                 AuthKind::StandardWebhooks | AuthKind::HubSignature256 => {
                     if !sender.tokens.is_empty() {
-                        return Err(ConfigError::new(key("tokens"), "only bearer senders take tokens; signing senders take secrets"));
+                        return Err(ConfigError::new(
+                            key("tokens"),
+                            "only bearer senders take tokens; signing senders take secrets",
+                        ));
                     }
                     if sender.secrets.is_empty() {
-                        return Err(ConfigError::new(key("secrets"), "is empty; give at least one secret"));
+                        return Err(ConfigError::new(
+                            key("secrets"),
+                            "is empty; give at least one secret",
+                        ));
                     }
                     let keys = sender
                         .secrets
                         .iter()
                         .enumerate()
                         .map(|(j, s)| match sender.auth {
-                            AuthKind::StandardWebhooks => Secret::parse_whsec(s).map_err(|e| ConfigError::new(format!("senders[{i}].secrets[{j}]"), e)),
-                            _ if s.len() < 16 => Err(ConfigError::new(format!("senders[{i}].secrets[{j}]"), "is shorter than 16 characters")),
+                            AuthKind::StandardWebhooks => Secret::parse_whsec(s).map_err(|e| {
+                                ConfigError::new(format!("senders[{i}].secrets[{j}]"), e)
+                            }),
+                            _ if s.len() < 16 => Err(ConfigError::new(
+                                format!("senders[{i}].secrets[{j}]"),
+                                "is shorter than 16 characters",
+                            )),
                             _ => Ok(Secret::new(s.as_bytes().to_vec())),
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     if sender.auth == AuthKind::StandardWebhooks {
-                        auth::Method::StandardWebhooks { keys, tolerance: sender.tolerance.unwrap_or(Dur::minutes(5)).0 }
+                        auth::Method::StandardWebhooks {
+                            keys,
+                            tolerance: sender.tolerance.unwrap_or(Dur::minutes(5)).0,
+                        }
                     } else {
                         auth::Method::HubSignature { keys }
                     }
                 }
                 AuthKind::Bearer => {
                     if !sender.secrets.is_empty() {
-                        return Err(ConfigError::new(key("secrets"), "bearer senders take tokens, not secrets"));
+                        return Err(ConfigError::new(
+                            key("secrets"),
+                            "bearer senders take tokens, not secrets",
+                        ));
                     }
                     auth::Method::Bearer { tokens: tokens(&sender.tokens, &key("tokens"))? }
                 }
@@ -319,8 +357,15 @@ impl Config {
             senders.push(auth::Sender { name: sender.name.clone(), method });
         }
         if let Some(secret) = env("HSR_WEBHOOK_SECRET").filter(|s| !s.is_empty()) {
-            let key = Secret::parse_whsec(&secret).map_err(|e| ConfigError::new("HSR_WEBHOOK_SECRET", e))?;
-            senders.push(auth::Sender { name: "env".into(), method: auth::Method::StandardWebhooks { keys: vec![key], tolerance: Dur::minutes(5).0 } });
+            let key = Secret::parse_whsec(&secret)
+                .map_err(|e| ConfigError::new("HSR_WEBHOOK_SECRET", e))?;
+            senders.push(auth::Sender {
+                name: "env".into(),
+                method: auth::Method::StandardWebhooks {
+                    keys: vec![key],
+                    tolerance: Dur::minutes(5).0,
+                },
+            });
         }
         let mut admin_tokens = tokens(&self.admin.tokens, "admin.tokens")?;
         if let Some(token) = env("HSR_ADMIN_TOKEN").filter(|s| !s.is_empty()) {
@@ -331,17 +376,26 @@ impl Config {
         for (i, server) in self.servers.iter().enumerate() {
             let group = server.group.clone().unwrap_or_else(|| server.name.to_string());
             if let Some(uri) = &server.connection_uri {
-                crate::executor::powershell::check_connection_uri(uri).map_err(|e| ConfigError::new(format!("servers[{i}].connection_uri"), e))?;
+                crate::executor::powershell::check_connection_uri(uri)
+                    .map_err(|e| ConfigError::new(format!("servers[{i}].connection_uri"), e))?;
             }
-            let entry = InventoryEntry { role: server.role, group, connection_uri: server.connection_uri.clone() };
+            let entry = InventoryEntry {
+                role: server.role,
+                group,
+                connection_uri: server.connection_uri.clone(),
+            };
             if inventory.insert(server.name.clone(), entry).is_some() {
-                return Err(ConfigError::new(format!("servers[{i}].name"), format!("{} is listed twice", server.name)));
+                return Err(ConfigError::new(
+                    format!("servers[{i}].name"),
+                    format!("{} is listed twice", server.name),
+                ));
             }
         }
 
         let mut simulated = BTreeMap::new();
         for (name, server) in &self.simulator.servers {
-            let parsed = ServerName::parse(name).map_err(|e| ConfigError::new(format!("simulator.servers.{name:?}"), e))?;
+            let parsed = ServerName::parse(name)
+                .map_err(|e| ConfigError::new(format!("simulator.servers.{name:?}"), e))?;
             simulated.insert(parsed, server.clone());
         }
 
@@ -351,9 +405,14 @@ impl Config {
         for (i, name) in self.executor.pass_env.iter().enumerate() {
             let key = format!("executor.pass_env[{i}]");
             let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '(' || c == ')');
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '(' || c == ')');
             if !valid {
-                return Err(ConfigError::new(key, format!("{name:?} is not an environment variable name")));
+                return Err(ConfigError::new(
+                    key,
+                    format!("{name:?} is not an environment variable name"),
+                ));
             }
             if name.to_ascii_uppercase().starts_with("HSR_") {
                 return Err(ConfigError::new(key, format!("{name} is one of the service's own variables; HSR_* variables never reach the shell")));
@@ -361,10 +420,16 @@ impl Config {
         }
         if self.executor.kind == ExecutorKind::Powershell {
             // Checks the program, the endpoint and every script template, naming the key that is wrong.
-            crate::executor::powershell::PowerShell::new(&self.executor, self.timing.restart_timeout.0)?;
+            crate::executor::powershell::PowerShell::new(
+                &self.executor,
+                self.timing.restart_timeout.0,
+            )?;
         }
         if self.retention.0 < Duration::from_secs(24 * 3600) {
-            return Err(ConfigError::new("retention", "must be at least one day: throttles count the last day of the journal"));
+            return Err(ConfigError::new(
+                "retention",
+                "must be at least one day: throttles count the last day of the journal",
+            ));
         }
         if self.timing.poll_interval.0.is_zero() {
             return Err(ConfigError::new("timing.poll_interval", "must be more than zero"));
@@ -372,7 +437,10 @@ impl Config {
         if self.timing.failover_timeout.0 < self.timing.poll_interval.0 {
             return Err(ConfigError::new(
                 "timing.failover_timeout",
-                format!("must be at least timing.poll_interval ({})", humantime::format_duration(self.timing.poll_interval.0)),
+                format!(
+                    "must be at least timing.poll_interval ({})",
+                    humantime::format_duration(self.timing.poll_interval.0)
+                ),
             ));
         }
         if self.executor.read_attempts == 0 {
@@ -394,26 +462,47 @@ impl Config {
 
         let email = &self.email;
         for (j, to) in email.to.iter().enumerate() {
-            to.parse::<lettre::Address>().map_err(|e| ConfigError::new(format!("email.to[{j}]"), format!("{to:?} is not an email address ({e})")))?;
+            to.parse::<lettre::Address>().map_err(|e| {
+                ConfigError::new(
+                    format!("email.to[{j}]"),
+                    format!("{to:?} is not an email address ({e})"),
+                )
+            })?;
         }
         if email.to.is_empty() {
             return Err(ConfigError::new("email.to", "is empty; escalations need a recipient"));
         }
-        email.from.parse::<lettre::Address>().map_err(|e| ConfigError::new("email.from", format!("{:?} is not an email address ({e})", email.from)))?;
-        let smtp_password = env("HSR_SMTP_PASSWORD").filter(|s| !s.is_empty()).or_else(|| email.smtp.password.clone()).map(|p| Secret::new(p.into_bytes()));
+        email.from.parse::<lettre::Address>().map_err(|e| {
+            ConfigError::new(
+                "email.from",
+                format!("{:?} is not an email address ({e})", email.from),
+            )
+        })?;
+        let smtp_password = env("HSR_SMTP_PASSWORD")
+            .filter(|s| !s.is_empty())
+            .or_else(|| email.smtp.password.clone())
+            .map(|p| Secret::new(p.into_bytes()));
         if email.transport == MailTransportKind::Smtp && email.smtp.host.trim().is_empty() {
             return Err(ConfigError::new("email.smtp.host", "is empty"));
         }
         if email.smtp.username.is_some() != smtp_password.is_some() {
-            return Err(ConfigError::new("email.smtp.password", "username and password go together (the password may come from HSR_SMTP_PASSWORD)"));
+            return Err(ConfigError::new(
+                "email.smtp.password",
+                "username and password go together (the password may come from HSR_SMTP_PASSWORD)",
+            ));
         }
-        if email.smtp.tls == SmtpTls::None && email.smtp.username.is_some() && !email.smtp.allow_plaintext_login {
+        if email.smtp.tls == SmtpTls::None
+            && email.smtp.username.is_some()
+            && !email.smtp.allow_plaintext_login
+        {
             return Err(ConfigError::new(
                 "email.smtp.username",
                 "a login over tls = \"none\" sends the password in clear; use \"starttls\" or \"tls\", or set email.smtp.allow_plaintext_login = true if that is meant",
             ));
         }
-        if !(email.notify_on.contains(&NotifyOn::Escalated) && email.notify_on.contains(&NotifyOn::Blocked)) {
+        if !(email.notify_on.contains(&NotifyOn::Escalated)
+            && email.notify_on.contains(&NotifyOn::Blocked))
+        {
             return Err(ConfigError::new(
                 "email.notify_on",
                 "must keep \"escalated\" and \"blocked\" (escalations always go out); add \"recovered\" for recovery notices",
@@ -425,14 +514,21 @@ impl Config {
         if email.retry_max.0 < email.retry_initial.0 {
             return Err(ConfigError::new(
                 "email.retry_max",
-                format!("must be at least email.retry_initial ({})", humantime::format_duration(email.retry_initial.0)),
+                format!(
+                    "must be at least email.retry_initial ({})",
+                    humantime::format_duration(email.retry_initial.0)
+                ),
             ));
         }
         let email_routes = email_routes(&email.routes)?;
 
         let approval = approval_policy(self.approval)?;
-        let runbooks = RunbookSet::load(self.runbook_dir.as_deref())
-            .map_err(|e| ConfigError::new(format!("runbook_dir: {}", e.file), format!("{}: {}", e.field, e.message)))?;
+        let runbooks = RunbookSet::load(self.runbook_dir.as_deref()).map_err(|e| {
+            ConfigError::new(
+                format!("runbook_dir: {}", e.file),
+                format!("{}: {}", e.field, e.message),
+            )
+        })?;
 
         Ok(Settings {
             runbooks,
@@ -449,7 +545,10 @@ impl Config {
             admin_tokens,
             inventory,
             executor: self.executor,
-            simulator: SimulatorSettings { action_latency: self.simulator.action_latency.0, servers: simulated },
+            simulator: SimulatorSettings {
+                action_latency: self.simulator.action_latency.0,
+                servers: simulated,
+            },
             timing: self.timing,
             safety: self.safety,
             approval,
@@ -468,7 +567,10 @@ fn approval_policy(config: ApprovalConfig) -> Result<crate::approval::Policy, Co
         let mutating = || ActionKind::ALL.iter().copied().filter(|k| k.is_mutating());
         let kind = ActionKind::parse(name).filter(|k| k.is_mutating()).ok_or_else(|| {
             let known = mutating().map(ActionKind::as_str).collect::<Vec<_>>().join(", ");
-            ConfigError::new(format!("approval.actions[{i}]"), format!("{name:?} is not a mutating action; approvals are for {known}"))
+            ConfigError::new(
+                format!("approval.actions[{i}]"),
+                format!("{name:?} is not a mutating action; approvals are for {known}"),
+            )
         })?;
         if !actions.contains(&kind) {
             actions.push(kind);
@@ -478,7 +580,12 @@ fn approval_policy(config: ApprovalConfig) -> Result<crate::approval::Policy, Co
         return Err(ConfigError::new("approval.timeout", "must be more than zero"));
     }
     for (i, raw) in config.to.iter().enumerate() {
-        raw.parse::<lettre::Address>().map_err(|e| ConfigError::new(format!("approval.to[{i}]"), format!("{raw:?} is not an email address ({e})")))?;
+        raw.parse::<lettre::Address>().map_err(|e| {
+            ConfigError::new(
+                format!("approval.to[{i}]"),
+                format!("{raw:?} is not an email address ({e})"),
+            )
+        })?;
     }
     Ok(crate::approval::Policy { actions, timeout: config.timeout.0, to: config.to })
 }
@@ -486,12 +593,19 @@ fn approval_policy(config: ApprovalConfig) -> Result<crate::approval::Policy, Co
 /// Checks `public_url`: an http or https address with a host, and no query or fragment.
 fn public_url(raw: &str) -> Result<String, ConfigError> {
     let bad = |why: &str| ConfigError::new("public_url", format!("{raw:?} {why}"));
-    let url = reqwest::Url::parse(raw.trim()).map_err(|_| bad("is not an address like \"https://responder.contoso.com\""))?;
+    let url = reqwest::Url::parse(raw.trim())
+        .map_err(|_| bad("is not an address like \"https://responder.contoso.com\""))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("must start with https:// or http://"));
     }
-    if url.host_str().is_none_or(str::is_empty) || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err(bad("must be a plain address: a host (and a path), without credentials, query or fragment"));
+    if url.host_str().is_none_or(str::is_empty)
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(bad(
+            "must be a plain address: a host (and a path), without credentials, query or fragment",
+        ));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -503,7 +617,10 @@ fn tokens(raw: &[String], key: &str) -> Result<Vec<Secret>, ConfigError> {
             if t.len() < 16 {
                 Err(ConfigError::new(format!("{key}[{j}]"), "is shorter than 16 characters"))
             } else if t.bytes().any(|b| !b.is_ascii_graphic()) {
-                Err(ConfigError::new(format!("{key}[{j}]"), "may hold only visible ASCII characters"))
+                Err(ConfigError::new(
+                    format!("{key}[{j}]"),
+                    "may hold only visible ASCII characters",
+                ))
             } else {
                 Ok(Secret::new(t.as_bytes().to_vec()))
             }
@@ -516,14 +633,22 @@ fn email_routes(routes: &[EmailRouteConfig]) -> Result<Vec<crate::mailer::Route>
     use crate::mailer::{Pattern, Route, RouteError};
     let mut checked = Vec::new();
     for (i, route) in routes.iter().enumerate() {
-        let patterns = |field: &str, list: &Option<Vec<String>>| -> Result<Option<Vec<Pattern>>, ConfigError> {
+        let patterns = |field: &str,
+                        list: &Option<Vec<String>>|
+         -> Result<Option<Vec<Pattern>>, ConfigError> {
             let Some(list) = list else { return Ok(None) };
             if list.is_empty() {
-                return Err(ConfigError::new(format!("email.routes[{i}].{field}"), "is empty; leave the key out to match any name"));
+                return Err(ConfigError::new(
+                    format!("email.routes[{i}].{field}"),
+                    "is empty; leave the key out to match any name",
+                ));
             }
             list.iter()
                 .enumerate()
-                .map(|(j, raw)| Pattern::parse(raw).map_err(|e| ConfigError::new(format!("email.routes[{i}].{field}[{j}]"), e)))
+                .map(|(j, raw)| {
+                    Pattern::parse(raw)
+                        .map_err(|e| ConfigError::new(format!("email.routes[{i}].{field}[{j}]"), e))
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some)
         };
@@ -535,13 +660,19 @@ fn email_routes(routes: &[EmailRouteConfig]) -> Result<Vec<crate::mailer::Route>
             .iter()
             .enumerate()
             .map(|(j, raw)| {
-                raw.parse::<lettre::Address>()
-                    .map_err(|e| ConfigError::new(format!("email.routes[{i}].to[{j}]"), format!("{raw:?} is not an email address ({e})")))
+                raw.parse::<lettre::Address>().map_err(|e| {
+                    ConfigError::new(
+                        format!("email.routes[{i}].to[{j}]"),
+                        format!("{raw:?} is not an email address ({e})"),
+                    )
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let route = Route::new(health_sets, monitors, servers, to).map_err(|e| match e {
             RouteError::NoRecipient => ConfigError::new(format!("email.routes[{i}].to"), e),
-            RouteError::NoCondition | RouteError::EmptyCondition => ConfigError::new(format!("email.routes[{i}]"), e),
+            RouteError::NoCondition | RouteError::EmptyCondition => {
+                ConfigError::new(format!("email.routes[{i}]"), e)
+            }
         })?;
         checked.push(route);
     }
@@ -590,13 +721,20 @@ fn is_secret_key(path: &str) -> bool {
 
 /// Reads TOML into `T`; the error names the key (with its line) and, for a key that `secret` says holds a secret,
 /// says what was wrong without the value.
-fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, secret: impl Fn(&str) -> bool) -> Result<T, ConfigError> {
+fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    secret: impl Fn(&str) -> bool,
+) -> Result<T, ConfigError> {
     let deserializer = toml::Deserializer::new(text);
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let line = inner.span().map(|span| text[..span.start].lines().count().max(1));
-        let message = if secret(&path) { without_value(inner.message().trim()) } else { inner.message().trim().to_owned() };
+        let message = if secret(&path) {
+            without_value(inner.message().trim())
+        } else {
+            inner.message().trim().to_owned()
+        };
         let key = match (path.as_str(), line) {
             (".", Some(line)) => format!("line {line}"),
             (".", None) => "config".to_owned(),

@@ -22,38 +22,69 @@ const CONFIG: &str = include_str!("../examples/demo.toml");
 const SCENARIOS: &[(&str, &str)] = &[
     ("a transient alert", include_str!("../examples/alerts/activesync-ctp-transient.json")),
     ("recovery by app pool recycle", include_str!("../examples/alerts/activesync-selftest.json")),
-    ("a CTP alert fixed on the _Mbx: Mailbox server", include_str!("../examples/alerts/activesync-ctp-mailbox.json")),
-    ("a Mailbox restart with database failover and failback", include_str!("../examples/alerts/activesync-deeptest.json")),
-    ("RequestsQueuedGt500 recovered after a settle wait", include_str!("../examples/alerts/requests-queued.json")),
-    ("an escalation after every remedy", include_str!("../examples/alerts/activesync-ctp-escalation.json")),
-    ("no documented recovery: verify, then escalate", include_str!("../examples/alerts/activesync-proxytest.json")),
-    ("a server in maintenance is left alone", include_str!("../examples/alerts/activesync-deeptest-maintenance.json")),
+    (
+        "a CTP alert fixed on the _Mbx: Mailbox server",
+        include_str!("../examples/alerts/activesync-ctp-mailbox.json"),
+    ),
+    (
+        "a Mailbox restart with database failover and failback",
+        include_str!("../examples/alerts/activesync-deeptest.json"),
+    ),
+    (
+        "RequestsQueuedGt500 recovered after a settle wait",
+        include_str!("../examples/alerts/requests-queued.json"),
+    ),
+    (
+        "an escalation after every remedy",
+        include_str!("../examples/alerts/activesync-ctp-escalation.json"),
+    ),
+    (
+        "no documented recovery: verify, then escalate",
+        include_str!("../examples/alerts/activesync-proxytest.json"),
+    ),
+    (
+        "a server in maintenance is left alone",
+        include_str!("../examples/alerts/activesync-deeptest-maintenance.json"),
+    ),
 ];
 
 /// How long the demo waits for everything to finish before it gives up.
 const DEADLINE: Duration = Duration::from_secs(120);
 
 pub async fn run() -> anyhow::Result<()> {
-    let data_dir = std::env::temp_dir().join(format!("healthset-responder-demo-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")));
+    let data_dir = std::env::temp_dir().join(format!(
+        "healthset-responder-demo-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
+    ));
     let secret = Secret::generate_whsec();
     let admin_token = hex::encode(rand::random::<[u8; 24]>());
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n\n[[senders]]\nname = \"demo\"\nsecrets = [\"{secret}\"]\n\n[admin]\ntokens = [\"{admin_token}\"]\n\n{CONFIG}",
         data_dir.display().to_string()
     );
-    let settings = Config::parse(&config).and_then(|c| c.resolve(|_| None)).context("the demo configuration is invalid")?;
+    let settings = Config::parse(&config)
+        .and_then(|c| c.resolve(|_| None))
+        .context("the demo configuration is invalid")?;
     let service = Service::start(settings).await?;
     let url = format!("http://{}", service.addr);
     println!("healthset-responder demo: service on {url}, data in {}\n", data_dir.display());
 
-    let target = Target { url: url.clone(), admin_token: Some(admin_token), webhook_secret: Some(secret) };
+    let target =
+        Target { url: url.clone(), admin_token: Some(admin_token), webhook_secret: Some(secret) };
     let signer = Signer::from_target(&target, None)?;
     let mut incidents = Vec::new();
     for (what, body) in SCENARIOS {
-        let answer = client::post_alert(&url, Format::Native, &signer, body.as_bytes().to_vec()).await?;
+        let answer =
+            client::post_alert(&url, Format::Native, &signer, body.as_bytes().to_vec()).await?;
         let item = &answer["alerts"][0];
-        let incident = item["incident_id"].as_str().context("the demo alert opened no incident")?.to_owned();
-        println!("posted {:<52} -> {} {}", what, item["disposition"].as_str().unwrap_or("?"), incident);
+        let incident =
+            item["incident_id"].as_str().context("the demo alert opened no incident")?.to_owned();
+        println!(
+            "posted {:<52} -> {} {}",
+            what,
+            item["disposition"].as_str().unwrap_or("?"),
+            incident
+        );
         incidents.push((*what, incident));
     }
 
@@ -63,7 +94,8 @@ pub async fn run() -> anyhow::Result<()> {
     for (what, id) in &incidents {
         let incident = loop {
             let incident = admin.get(&format!("/v1/incidents/{id}")).await?;
-            if !["queued", "running", "waiting"].contains(&incident["state"].as_str().unwrap_or("")) {
+            if !["queued", "running", "waiting"].contains(&incident["state"].as_str().unwrap_or(""))
+            {
                 break incident;
             }
             if started.elapsed() > DEADLINE {
@@ -78,7 +110,11 @@ pub async fn run() -> anyhow::Result<()> {
     }
 
     let emails = wait_for_emails(&admin, &finished, &data_dir.join("outbox")).await?;
-    println!("\nescalation emails ({}), written to {}:", emails.len(), data_dir.join("outbox").display());
+    println!(
+        "\nescalation emails ({}), written to {}:",
+        emails.len(),
+        data_dir.join("outbox").display()
+    );
     for email in &emails {
         println!("  {}", email.display());
     }
@@ -87,18 +123,28 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 /// Waits until every escalation has been delivered to the outbox, and lists the files.
-async fn wait_for_emails(admin: &Client, incidents: &[(&str, Value)], outbox: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+async fn wait_for_emails(
+    admin: &Client,
+    incidents: &[(&str, Value)],
+    outbox: &std::path::Path,
+) -> anyhow::Result<Vec<PathBuf>> {
     let started = Instant::now();
     for (_, incident) in incidents {
         let id = incident["id"].as_str().unwrap_or_default();
         loop {
             let current = admin.get(&format!("/v1/incidents/{id}")).await?;
-            let pending = current["notifications"].as_array().map(|n| n.iter().any(|n| n["status"] != "sent")).unwrap_or(false);
+            let pending = current["notifications"]
+                .as_array()
+                .map(|n| n.iter().any(|n| n["status"] != "sent"))
+                .unwrap_or(false);
             if !pending {
                 break;
             }
             if started.elapsed() > DEADLINE {
-                bail!("the escalation for incident {id} was not delivered within {DEADLINE:?}: {}", current["notifications"]);
+                bail!(
+                    "the escalation for incident {id} was not delivered within {DEADLINE:?}: {}",
+                    current["notifications"]
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -125,7 +171,11 @@ fn print_timeline(what: &str, incident: &Value) {
     );
     println!("     #  time          server                action              outcome");
     for step in incident["steps"].as_array().into_iter().flatten() {
-        let time = step["finished_at"].as_str().or(step["started_at"].as_str()).and_then(|t| t.get(11..23)).unwrap_or("-");
+        let time = step["finished_at"]
+            .as_str()
+            .or(step["started_at"].as_str())
+            .and_then(|t| t.get(11..23))
+            .unwrap_or("-");
         println!(
             "   {:>3}  {:<12}  {:<20}  {:<18}  {}",
             step["seq"].as_i64().unwrap_or_default(),

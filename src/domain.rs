@@ -30,17 +30,26 @@ impl ServerName {
             return Err(InvalidName("is empty, expected a host name".into()));
         }
         if name.len() > 253 {
-            return Err(InvalidName(format!("is {} characters long, a host name has at most 253", name.len())));
+            return Err(InvalidName(format!(
+                "is {} characters long, a host name has at most 253",
+                name.len()
+            )));
         }
         for label in name.split('.') {
             if label.is_empty() || label.len() > 63 {
                 return Err(InvalidName(format!("{:?} is not a host name: each dot-separated label must have 1 to 63 characters", clip(raw))));
             }
             if label.starts_with('-') || label.ends_with('-') {
-                return Err(InvalidName(format!("{:?} is not a host name: a label cannot start or end with '-'", clip(raw))));
+                return Err(InvalidName(format!(
+                    "{:?} is not a host name: a label cannot start or end with '-'",
+                    clip(raw)
+                )));
             }
             if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                return Err(InvalidName(format!("{:?} is not a host name: only letters, digits, '-' and '.' are allowed", clip(raw))));
+                return Err(InvalidName(format!(
+                    "{:?} is not a host name: only letters, digits, '-' and '.' are allowed",
+                    clip(raw)
+                )));
             }
         }
         Ok(Self(name.to_ascii_lowercase()))
@@ -164,7 +173,9 @@ pub struct HealthSetPattern(String);
 impl HealthSetPattern {
     pub fn parse(raw: &str) -> Result<Self, InvalidName> {
         let name = raw.strip_suffix('*').unwrap_or(raw);
-        HealthSet::parse(name).map_err(|err| InvalidName(format!("{err} (a pattern is a health set name, optionally ending in '*')")))?;
+        HealthSet::parse(name).map_err(|err| {
+            InvalidName(format!("{err} (a pattern is a health set name, optionally ending in '*')"))
+        })?;
         Ok(Self(raw.to_owned()))
     }
 
@@ -179,7 +190,10 @@ impl HealthSetPattern {
     /// Whether a health set matches, case-insensitively, as `-like` does.
     pub fn matches(&self, health_set: &str) -> bool {
         match self.0.strip_suffix('*') {
-            Some(prefix) => health_set.len() >= prefix.len() && health_set[..prefix.len()].eq_ignore_ascii_case(prefix),
+            Some(prefix) => {
+                health_set.len() >= prefix.len()
+                    && health_set[..prefix.len()].eq_ignore_ascii_case(prefix)
+            }
             None => self.0.eq_ignore_ascii_case(health_set),
         }
     }
@@ -209,7 +223,10 @@ pub fn mailbox_hint(message: &str) -> Option<ServerName> {
     let mut from = 0;
     while let Some(offset) = find_ignore_case(&bytes[from..], TOKEN) {
         let start = from + offset + TOKEN.len();
-        let len = bytes[start..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'.').count();
+        let len = bytes[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'.')
+            .count();
         let candidate = message[start..start + len].trim_end_matches('.');
         if let Ok(server) = ServerName::parse(candidate) {
             if is_plausible_host(&server) {
@@ -224,7 +241,8 @@ pub fn mailbox_hint(message: &str) -> Option<ServerName> {
 /// The probe writes `UnkownMailboxServer` (sic) when it cannot name a Mailbox server; such placeholders are valid
 /// DNS labels but not servers.
 fn is_plausible_host(server: &ServerName) -> bool {
-    const PLACEHOLDERS: [&str; 3] = ["unkownmailboxserver", "unknownmailboxserver", "nodiagnosticsheaderreturned"];
+    const PLACEHOLDERS: [&str; 3] =
+        ["unkownmailboxserver", "unknownmailboxserver", "nodiagnosticsheaderreturned"];
     !PLACEHOLDERS.contains(&server.as_str())
 }
 
@@ -239,9 +257,11 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;
-        humantime::parse_duration(&raw)
-            .map(Dur)
-            .map_err(|err| serde::de::Error::custom(format!("{raw:?} is not a duration like \"30s\", \"10m\" or \"4h\" ({err})")))
+        humantime::parse_duration(&raw).map(Dur).map_err(|err| {
+            serde::de::Error::custom(format!(
+                "{raw:?} is not a duration like \"30s\", \"10m\" or \"4h\" ({err})"
+            ))
+        })
     }
 }
 
@@ -280,7 +300,9 @@ mod tests {
         for (input, expected) in cases {
             match (ServerName::parse(input), expected) {
                 (Ok(name), Ok(want)) => assert_eq!(name.as_str(), *want, "input {input:?}"),
-                (Err(err), Err(want)) => assert!(err.to_string().contains(want), "input {input:?}: {err}"),
+                (Err(err), Err(want)) => {
+                    assert!(err.to_string().contains(want), "input {input:?}: {err}")
+                }
                 (got, want) => panic!("input {input:?}: got {got:?}, want {want:?}"),
             }
         }
@@ -316,12 +338,22 @@ mod tests {
 
     #[test]
     fn health_sets_and_monitors_refuse_punctuation() {
-        assert_eq!(HealthSet::parse("ActiveSync.Protocol").unwrap().as_str(), "ActiveSync.Protocol");
-        assert!(HealthSet::parse("ActiveSync\\Probe").unwrap_err().to_string().contains("only letters"));
+        assert_eq!(
+            HealthSet::parse("ActiveSync.Protocol").unwrap().as_str(),
+            "ActiveSync.Protocol"
+        );
+        assert!(HealthSet::parse("ActiveSync\\Probe")
+            .unwrap_err()
+            .to_string()
+            .contains("only letters"));
         assert!(Monitor::parse("").unwrap_err().to_string().contains("is empty"));
         assert!(Monitor::parse("ActiveSyncCTPMonitor").unwrap().matches("activesyncctpmonitor"));
         let pattern = HealthSetPattern::parse("ActiveSync*").unwrap();
-        assert!(pattern.matches("ActiveSync.Protocol") && pattern.matches("activesync") && !pattern.matches("OWA"));
+        assert!(
+            pattern.matches("ActiveSync.Protocol")
+                && pattern.matches("activesync")
+                && !pattern.matches("OWA")
+        );
         assert!(HealthSetPattern::parse("Active*Sync").is_err());
     }
 }

@@ -33,7 +33,10 @@ use crate::mailer::{self, Escalation, Mailer};
 use crate::metrics::Metrics;
 use crate::runbook::plan::{self, Context, Decision, Limits, Proposal};
 use crate::shutdown::Signal;
-use crate::store::{now_ms, Decided, NewApproval, NewDecision, NewNotification, NewStep, Requested, Started, Store, Target};
+use crate::store::{
+    now_ms, Decided, NewApproval, NewDecision, NewNotification, NewStep, Requested, Started, Store,
+    Target,
+};
 
 mod approvals;
 mod steps;
@@ -143,7 +146,8 @@ impl Drop for Driving {
             let mut failures = lock(&shared.failures);
             let entry = failures.entry(self.id.clone()).or_insert((0, tokio::time::Instant::now()));
             entry.0 = entry.0.saturating_add(1);
-            let delay = RETRY_FIRST.saturating_mul(1 << entry.0.min(16).saturating_sub(1)).min(RETRY_MAX);
+            let delay =
+                RETRY_FIRST.saturating_mul(1 << entry.0.min(16).saturating_sub(1)).min(RETRY_MAX);
             entry.1 = tokio::time::Instant::now() + delay;
             delay
         };
@@ -168,16 +172,27 @@ impl Engine {
     /// Builds the executor and mailer; a bad mail setting fails here.
     /// `paused` is the pause switch as the store holds it at start; later changes arrive through the handle.
     /// `links` is the address approval links are built on: `public_url`, else the listener's own.
-    pub fn new(settings: Arc<Settings>, store: Store, metrics: Arc<Metrics>, paused: bool, links: String) -> anyhow::Result<(Engine, EngineHandle)> {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        paused: bool,
+        links: String,
+    ) -> anyhow::Result<(Engine, EngineHandle)> {
         let executor = match settings.executor.kind {
-            ExecutorKind::Simulator => Executor::Simulator(Simulator::new(&settings.simulator, &settings.inventory, settings.runbooks.health_sets())),
+            ExecutorKind::Simulator => Executor::Simulator(Simulator::new(
+                &settings.simulator,
+                &settings.inventory,
+                settings.runbooks.health_sets(),
+            )),
             ExecutorKind::Powershell => Executor::PowerShell(
                 PowerShell::new(&settings.executor, settings.timing.restart_timeout.0)?
                     .with_inventory(&settings.inventory)
                     .with_gauges(metrics.executor_gauges()),
             ),
         };
-        let mailer = Mailer::new(&settings.email, settings.smtp_password.as_ref(), &settings.data_dir)?;
+        let mailer =
+            Mailer::new(&settings.email, settings.smtp_password.as_ref(), &settings.data_dir)?;
         let (wake, wakes) = mpsc::unbounded_channel();
         let running = Arc::new(AtomicBool::new(false));
         let mail = Arc::new(Notify::new());
@@ -214,7 +229,13 @@ impl Engine {
     pub async fn run(mut self, stopping: Signal) {
         let shared = self.shared.clone();
         let mut drivers = JoinSet::new();
-        let notifier = tokio::spawn(crate::notifier::run(shared.store.clone(), self.mailer, shared.mail.clone(), stopping.clone(), shared.metrics.clone()));
+        let notifier = tokio::spawn(crate::notifier::run(
+            shared.store.clone(),
+            self.mailer,
+            shared.mail.clone(),
+            stopping.clone(),
+            shared.metrics.clone(),
+        ));
         self.running.store(true, Ordering::Relaxed);
         // Whether some incident is waiting for a server another incident holds: then a driver stopping is a reason
         // to look again.
@@ -259,17 +280,23 @@ impl Engine {
 /// are free: its own server, and every server it holds in the store from before (a pause, a restart). An incident
 /// whose own server another incident holds in the store waits for that one to end. Nothing starts while automation
 /// is paused. Returns whether an incident had to wait for a server.
-async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &Signal, only: Option<String>) -> bool {
+async fn dispatch(
+    shared: &Arc<Shared>,
+    drivers: &mut JoinSet<()>,
+    stopping: &Signal,
+    only: Option<String>,
+) -> bool {
     if stopping.is_raised() || shared.paused.load(Ordering::SeqCst) {
         return false;
     }
-    let (runnable, held) = match (shared.store.runnable(only).await, shared.store.server_locks().await) {
-        (Ok(runnable), Ok(held)) => (runnable, held),
-        (Err(err), _) | (_, Err(err)) => {
-            tracing::error!(error = %err, "cannot list incidents to run");
-            return false;
-        }
-    };
+    let (runnable, held) =
+        match (shared.store.runnable(only).await, shared.store.server_locks().await) {
+            (Ok(runnable), Ok(held)) => (runnable, held),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::error!(error = %err, "cannot list incidents to run");
+                return false;
+            }
+        };
     let mut deferred = false;
     let now = tokio::time::Instant::now();
     for incident in runnable {
@@ -280,15 +307,23 @@ async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &Si
         if lock(&shared.failures).get(&incident.id).is_some_and(|(_, due)| *due > now) {
             continue;
         }
-        if held.iter().any(|(server, holder)| server == &incident.server && holder != &incident.id) {
+        if held.iter().any(|(server, holder)| server == &incident.server && holder != &incident.id)
+        {
             deferred = true;
             continue;
         }
         let mut needed = vec![incident.server.clone()];
-        needed.extend(held.iter().filter(|(server, holder)| holder == &incident.id && server != &incident.server).map(|(server, _)| server.clone()));
+        needed.extend(
+            held.iter()
+                .filter(|(server, holder)| holder == &incident.id && server != &incident.server)
+                .map(|(server, _)| server.clone()),
+        );
         {
             let mut locks = lock(&shared.locks);
-            if needed.iter().any(|server| locks.get(server).is_some_and(|holder| holder != &incident.id)) {
+            if needed
+                .iter()
+                .any(|server| locks.get(server).is_some_and(|holder| holder != &incident.id))
+            {
                 deferred = true;
                 continue;
             }
@@ -299,7 +334,8 @@ async fn dispatch(shared: &Arc<Shared>, drivers: &mut JoinSet<()>, stopping: &Si
         let signal = Arc::new(Notify::new());
         lock(&shared.drivers).insert(incident.id.clone(), signal.clone());
         let span = tracing::info_span!("incident", id = %incident.id, server = %incident.server);
-        let mut driving = Driving { shared: shared.clone(), id: incident.id.clone(), succeeded: false };
+        let mut driving =
+            Driving { shared: shared.clone(), id: incident.id.clone(), succeeded: false };
         let stopping = stopping.clone();
         drivers.spawn(
             async move {
@@ -340,12 +376,19 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: Signal) -> 
             }
         }
         let unfinished = steps.last().filter(|s| !s.finished).cloned();
-        let journal: Vec<Done> = steps.iter().filter(|s| s.finished).map(|s| s.done.clone()).collect();
+        let journal: Vec<Done> =
+            steps.iter().filter(|s| s.finished).map(|s| s.done.clone()).collect();
         let dry_run = incident.dry_run || shared.settings.executor.dry_run;
         // A dry run changes nothing, so nobody is asked to approve it.
         let approval: &[ActionKind] = if dry_run { &[] } else { &shared.settings.approval.actions };
         let settings = &shared.settings;
-        let ctx = Context { facts: &incident.facts, runbooks: &settings.runbooks, inventory: &settings.inventory, limits: &shared.limits, approval };
+        let ctx = Context {
+            facts: &incident.facts,
+            runbooks: &settings.runbooks,
+            inventory: &settings.inventory,
+            limits: &shared.limits,
+            approval,
+        };
         let plan = plan::next(&ctx, &journal);
         if incident.facts.monitor.is_none() && !incident.monitor_found {
             if let Some(monitor) = plan.monitor {
@@ -389,7 +432,8 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: Signal) -> 
         if kind.is_mutating() {
             if shared.paused.load(Ordering::Relaxed) {
                 let asking = if proposal.is_some() { "asking to approve " } else { "" };
-                let reason = format!("automation paused before {asking}{kind} on {}", action.server());
+                let reason =
+                    format!("automation paused before {asking}{kind} on {}", action.server());
                 store.set_state(id.to_owned(), State::Queued, Some(reason)).await?;
                 tracing::info!(%kind, "automation paused; the incident waits queued");
                 return Ok(());
@@ -405,16 +449,31 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: Signal) -> 
                 continue;
             }
             if dry_run {
-                store.skip_step(id.to_owned(), action.clone(), command, Outcome::DryRun, "dry run: not run".into()).await?;
+                store
+                    .skip_step(
+                        id.to_owned(),
+                        action.clone(),
+                        command,
+                        Outcome::DryRun,
+                        "dry run: not run".into(),
+                    )
+                    .await?;
                 shared.metrics.action(kind, Outcome::DryRun);
                 continue;
             }
         }
         let safety = &shared.settings.safety;
         let group = shared.settings.inventory.get(action.server()).map(|e| e.group.clone());
-        let throttle = action.is_throttled().then(|| crate::safety::rule(safety, kind).cloned()).flatten();
+        let throttle =
+            action.is_throttled().then(|| crate::safety::rule(safety, kind).cloned()).flatten();
         let commits_to = commits_to(safety, &action);
-        let seq = match store.start_step(id.to_owned(), NewStep { action: &action, command, group, throttle, commits_to }).await? {
+        let seq = match store
+            .start_step(
+                id.to_owned(),
+                NewStep { action: &action, command, group, throttle, commits_to },
+            )
+            .await?
+        {
             Started::Run { seq } => seq,
             Started::Throttled(reason) => {
                 tracing::warn!(%kind, %reason, "step throttled");
@@ -444,7 +503,12 @@ enum Held {
 /// incident that is not final holds it), waiting (bounded) while another incident has it. The incident keeps it in
 /// the store until it ends. A Mailbox server's own incident never waits for a CAS, so only multi-role servers
 /// alerting about each other could wait on each other, and the bound ends that.
-async fn hold(shared: &Shared, server: &ServerName, id: &str, stopping: &Signal) -> anyhow::Result<Held> {
+async fn hold(
+    shared: &Shared,
+    server: &ServerName,
+    id: &str,
+    stopping: &Signal,
+) -> anyhow::Result<Held> {
     let deadline = tokio::time::Instant::now() + shared.settings.timing.restart_timeout.0;
     loop {
         let released = shared.released.notified();
@@ -462,7 +526,12 @@ async fn hold(shared: &Shared, server: &ServerName, id: &str, stopping: &Signal)
         };
         let holder = match running {
             Some(holder) => holder,
-            None => match shared.store.lock_server(id.to_owned(), server.clone()).await.context("cannot take the server lock")? {
+            None => match shared
+                .store
+                .lock_server(id.to_owned(), server.clone())
+                .await
+                .context("cannot take the server lock")?
+            {
                 None => return Ok(Held::Yes),
                 Some(holder) => {
                     // Held by an incident that is not running now (paused, or waiting to resume): give the memory
@@ -488,7 +557,9 @@ async fn hold(shared: &Shared, server: &ServerName, id: &str, stopping: &Signal)
 
 /// The silence covering a server now, as an ending's reason.
 async fn silenced(store: &Store, server: &ServerName) -> anyhow::Result<Option<String>> {
-    Ok(store.silenced(server.to_string()).await?.map(|silence| format!("a silence covers {} until {}: {}", silence.server, silence.until, silence.reason)))
+    Ok(store.silenced(server.to_string()).await?.map(|silence| {
+        format!("a silence covers {} until {}: {}", silence.server, silence.until, silence.reason)
+    }))
 }
 
 /// Ends an incident from outside the runbook (a busy server, a silence): the ending reads the journal, where a
@@ -499,7 +570,12 @@ async fn end(shared: &Shared, id: &str, state: State, reason: String) -> anyhow:
 }
 
 /// An ending as the journal stands now; the store reads a step without a result as `interrupted`.
-async fn ending_now(shared: &Shared, id: &str, state: State, reason: String) -> anyhow::Result<Ending> {
+async fn ending_now(
+    shared: &Shared,
+    id: &str,
+    state: State,
+    reason: String,
+) -> anyhow::Result<Ending> {
     let (_, steps) = shared.store.load(id.to_owned()).await?;
     let journal: Vec<Done> = steps.into_iter().map(|step| step.done).collect();
     Ok(Ending::from_journal(state, reason, &journal))
@@ -509,8 +585,13 @@ async fn ending_now(shared: &Shared, id: &str, state: State, reason: String) -> 
 /// recovery when `email.notify_on` asks for recovered notices. An ending that leaves database activation disabled
 /// always emails, whatever its state: someone must re-enable it.
 async fn finish(shared: &Shared, id: &str, ending: Ending) -> anyhow::Result<()> {
-    let notify = mailer::notifies(&shared.settings.email.notify_on, ending.state) || !ending.activation_disabled.is_empty();
-    let notification = if notify { Some(escalation(shared, id, ending.state.as_str(), &ending).await?) } else { None };
+    let notify = mailer::notifies(&shared.settings.email.notify_on, ending.state)
+        || !ending.activation_disabled.is_empty();
+    let notification = if notify {
+        Some(escalation(shared, id, ending.state.as_str(), &ending).await?)
+    } else {
+        None
+    };
     tracing::info!(state = %ending.state, reason = %ending.reason, "incident finished");
     let (queued, state) = (notification.as_ref().is_some_and(|n| !n.held), ending.state);
     shared.store.finish_incident(id.to_owned(), ending, notification).await?;
@@ -563,20 +644,33 @@ async fn notify_stalled(shared: &Shared) {
                 tracing::warn!(incident = %id, %reason, "incident makes no progress; on-call is told");
                 shared.mail.notify_one();
             }
-            Err(err) => tracing::warn!(incident = %id, error = %format!("{err:#}"), "cannot report an incident that makes no progress; trying again"),
+            Err(err) => {
+                tracing::warn!(incident = %id, error = %format!("{err:#}"), "cannot report an incident that makes no progress; trying again")
+            }
         }
     }
 }
 
 /// Who hears about an incident: the first `[[email.routes]]` that matches it, else `email.to`.
-fn recipients<'s>(shared: &'s Shared, incident: &crate::store::IncidentView, alerts: &[crate::store::AlertSummary]) -> &'s [String] {
-    let monitor = incident.monitor.as_deref().or_else(|| alerts.first().and_then(|a| a.monitor.as_deref()));
-    let names = mailer::Names { health_set: &incident.health_set, monitor, server: &incident.server };
+fn recipients<'s>(
+    shared: &'s Shared,
+    incident: &crate::store::IncidentView,
+    alerts: &[crate::store::AlertSummary],
+) -> &'s [String] {
+    let monitor =
+        incident.monitor.as_deref().or_else(|| alerts.first().and_then(|a| a.monitor.as_deref()));
+    let names =
+        mailer::Names { health_set: &incident.health_set, monitor, server: &incident.server };
     mailer::recipients(&shared.settings.email_routes, &shared.settings.email.to, &names)
 }
 
 /// The email for an incident: its ending, or (`word` "stalled") the notice that it makes no progress.
-async fn escalation(shared: &Shared, id: &str, word: &str, ending: &Ending) -> anyhow::Result<NewNotification> {
+async fn escalation(
+    shared: &Shared,
+    id: &str,
+    word: &str,
+    ending: &Ending,
+) -> anyhow::Result<NewNotification> {
     let mut incident = shared.store.incident(id.to_owned()).await?;
     incident.state = word.to_owned();
     incident.reason = Some(ending.reason.clone());
@@ -587,7 +681,8 @@ async fn escalation(shared: &Shared, id: &str, word: &str, ending: &Ending) -> a
     let history = shared.store.escalation_history(id.to_owned()).await?;
     let interval = shared.settings.safety.escalation_min_interval.0.as_millis() as i64;
     let is_escalation = word != State::Recovered.as_str();
-    let held = is_escalation && history.last_sent_at.is_some_and(|at| crate::store::now_ms() - at < interval);
+    let held = is_escalation
+        && history.last_sent_at.is_some_and(|at| crate::store::now_ms() - at < interval);
     let suppressed_escalations = if is_escalation { history.held_since } else { 0 };
     let escalation = Escalation {
         incident: &incident,
@@ -597,7 +692,8 @@ async fn escalation(shared: &Shared, id: &str, word: &str, ending: &Ending) -> a
         suppressed_escalations,
     };
     let to = recipients(shared, &incident, &alerts);
-    let message = mailer::compose_for(&escalation, &email.from, to, shared.settings.public_url.as_deref())?;
+    let message =
+        mailer::compose_for(&escalation, &email.from, to, shared.settings.public_url.as_deref())?;
     Ok(NewNotification {
         kind: mailer::kind(&escalation).into(),
         from: email.from.clone(),

@@ -134,13 +134,26 @@ pub enum Sense {
 impl Outcome {
     pub fn sense(self) -> Sense {
         match self {
-            Outcome::Succeeded | Outcome::Healthy | Outcome::Done | Outcome::NoActiveCopies | Outcome::Active | Outcome::NoneFound | Outcome::Approved => {
-                Sense::Good
-            }
-            Outcome::Failed | Outcome::Unhealthy | Outcome::Error | Outcome::ActiveCopies | Outcome::Inactive | Outcome::Denied | Outcome::Expired => {
-                Sense::Bad
-            }
-            Outcome::DryRun | Outcome::Throttled | Outcome::Interrupted | Outcome::Skipped | Outcome::Found | Outcome::Requested => Sense::Pending,
+            Outcome::Succeeded
+            | Outcome::Healthy
+            | Outcome::Done
+            | Outcome::NoActiveCopies
+            | Outcome::Active
+            | Outcome::NoneFound
+            | Outcome::Approved => Sense::Good,
+            Outcome::Failed
+            | Outcome::Unhealthy
+            | Outcome::Error
+            | Outcome::ActiveCopies
+            | Outcome::Inactive
+            | Outcome::Denied
+            | Outcome::Expired => Sense::Bad,
+            Outcome::DryRun
+            | Outcome::Throttled
+            | Outcome::Interrupted
+            | Outcome::Skipped
+            | Outcome::Found
+            | Outcome::Requested => Sense::Pending,
         }
     }
 }

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use crate::domain::{AppPool, HealthSet, HealthSetPattern, Monitor, ProbeName, ServerName, ServiceName};
+use crate::domain::{
+    AppPool, HealthSet, HealthSetPattern, Monitor, ProbeName, ServerName, ServiceName,
+};
 use crate::incident::{ActionKind, Outcome, State};
 use crate::ma::RecoveryAction;
 
@@ -30,7 +32,8 @@ pub struct ProbeRef {
 
 impl ProbeRef {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let (health_set, probe) = raw.split_once('\\').ok_or_else(|| format!("{raw:?} is not <health set>\\<probe>"))?;
+        let (health_set, probe) =
+            raw.split_once('\\').ok_or_else(|| format!("{raw:?} is not <health set>\\<probe>"))?;
         Ok(ProbeRef {
             health_set: HealthSet::parse(health_set).map_err(|e| format!("health set {e}"))?,
             probe: ProbeName::parse(probe).map_err(|e| format!("probe {e}"))?,
@@ -238,7 +241,14 @@ pub struct Report {
 
 impl Report {
     pub fn new(outcome: Outcome, detail: impl Into<String>) -> Self {
-        Report { outcome, detail: detail.into(), unhealthy: Vec::new(), command: None, already_in_place: false, ma_actions: Vec::new() }
+        Report {
+            outcome,
+            detail: detail.into(),
+            unhealthy: Vec::new(),
+            command: None,
+            already_in_place: false,
+            ma_actions: Vec::new(),
+        }
     }
 
     /// What `Get-MailboxDatabaseCopyStatus -Server <s> | Group Status` reported (each status with its count), read
@@ -247,13 +257,23 @@ impl Report {
         if groups.is_empty() {
             return Report::new(Outcome::NoActiveCopies, format!("no database copies on {server}"));
         }
-        let counts = groups.iter().map(|(status, count)| format!("{}: {count}", status.as_ref())).collect::<Vec<_>>().join(", ");
-        let not_passive: Vec<&str> =
-            groups.iter().filter(|(status, count)| *count > 0 && !is_passive_copy_status(status.as_ref())).map(|(status, _)| status.as_ref()).collect();
+        let counts = groups
+            .iter()
+            .map(|(status, count)| format!("{}: {count}", status.as_ref()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let not_passive: Vec<&str> = groups
+            .iter()
+            .filter(|(status, count)| *count > 0 && !is_passive_copy_status(status.as_ref()))
+            .map(|(status, _)| status.as_ref())
+            .collect();
         if not_passive.is_empty() {
             return Report::new(Outcome::NoActiveCopies, counts);
         }
-        Report::new(Outcome::ActiveCopies, format!("{counts}; not passive: {}", not_passive.join(", ")))
+        Report::new(
+            Outcome::ActiveCopies,
+            format!("{counts}; not passive: {}", not_passive.join(", ")),
+        )
     }
 
     /// What `disable_activation` did, given whether activation was disabled before it ran. On a failover's later
@@ -268,13 +288,20 @@ impl Report {
     }
 
     /// The report of an `ma_history` step: `found` with one line per action, or `none`.
-    pub fn ma_history(server: &ServerName, lookback: Duration, actions: Vec<RecoveryAction>) -> Report {
+    pub fn ma_history(
+        server: &ServerName,
+        lookback: Duration,
+        actions: Vec<RecoveryAction>,
+    ) -> Report {
         let window = humantime::format_duration(lookback);
         if actions.is_empty() {
             return Report::new(Outcome::NoneFound, format!("no finished Managed Availability recovery action on {server} in the last {window}"));
         }
         let lines: Vec<String> = actions.iter().map(RecoveryAction::describe).collect();
-        let detail = format!("Managed Availability's finished recovery actions on {server} in the last {window}: {}", lines.join("; "));
+        let detail = format!(
+            "Managed Availability's finished recovery actions on {server} in the last {window}: {}",
+            lines.join("; ")
+        );
         Report { ma_actions: actions, ..Report::new(Outcome::Found, detail) }
     }
 }
@@ -311,7 +338,12 @@ impl Ending {
     /// planner's decision, a forced stop (a busy server, a silence) or a crash. The one place that knows it.
     pub fn from_journal(state: State, reason: impl Into<String>, journal: &[Done]) -> Self {
         let activation = Activation::read(journal);
-        Ending { state, reason: reason.into(), activation_disabled: activation.left_disabled(), activation_left_as_found: activation.as_found }
+        Ending {
+            state,
+            reason: reason.into(),
+            activation_disabled: activation.left_disabled(),
+            activation_left_as_found: activation.as_found,
+        }
     }
 }
 
@@ -332,14 +364,22 @@ impl Activation {
         let mut activation = Activation::default();
         for done in journal {
             let server = &done.server;
-            let known = activation.by_us.contains(server) || activation.unknown.contains(server) || activation.as_found.contains(server);
+            let known = activation.by_us.contains(server)
+                || activation.unknown.contains(server)
+                || activation.as_found.contains(server);
             match (done.action, done.outcome) {
                 // Only the first disable of a failover tells how activation was before: later rounds find it
                 // disabled by the first.
                 (ActionKind::DisableActivation, _) if known => {}
-                (ActionKind::DisableActivation, Outcome::Done) if done.already_in_place => activation.as_found.push(server.clone()),
-                (ActionKind::DisableActivation, Outcome::Done) => activation.by_us.push(server.clone()),
-                (ActionKind::DisableActivation, Outcome::Interrupted | Outcome::Error) => activation.unknown.push(server.clone()),
+                (ActionKind::DisableActivation, Outcome::Done) if done.already_in_place => {
+                    activation.as_found.push(server.clone())
+                }
+                (ActionKind::DisableActivation, Outcome::Done) => {
+                    activation.by_us.push(server.clone())
+                }
+                (ActionKind::DisableActivation, Outcome::Interrupted | Outcome::Error) => {
+                    activation.unknown.push(server.clone())
+                }
                 (ActionKind::EnableActivation, Outcome::Done) => {
                     activation.by_us.retain(|s| s != server);
                     activation.unknown.retain(|s| s != server);

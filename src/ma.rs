@@ -39,13 +39,18 @@ pub struct RecoveryAction {
 impl RecoveryAction {
     /// Reads one event's fields (looked up by name); `Ok(None)` for an event of an action that has not finished (a
     /// start event carries a placeholder result and the expected end time, so only `Finished` ones count).
-    pub fn from_event<'a>(field: impl Fn(&str) -> Option<&'a str>) -> Result<Option<RecoveryAction>, String> {
+    pub fn from_event<'a>(
+        field: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<Option<RecoveryAction>, String> {
         let state = field("State").unwrap_or_default();
         if !state.eq_ignore_ascii_case("Finished") {
             return Ok(None);
         }
         let text = |name: &str| -> Result<String, String> {
-            let value = field(name).map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| format!("a finished recovery action without {name}"))?;
+            let value = field(name)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("a finished recovery action without {name}"))?;
             Ok(value.chars().take(MAX_FIELD_CHARS).collect())
         };
         let time = |name: &str| -> Result<DateTime<Utc>, String> {
@@ -54,11 +59,26 @@ impl RecoveryAction {
         };
         Ok(Some(RecoveryAction {
             id: text("Id")?,
-            resource: field("ResourceName").unwrap_or_default().trim().chars().take(MAX_FIELD_CHARS).collect(),
-            requestor: field("RequestorName").unwrap_or("an unnamed responder").trim().chars().take(MAX_FIELD_CHARS).collect(),
+            resource: field("ResourceName")
+                .unwrap_or_default()
+                .trim()
+                .chars()
+                .take(MAX_FIELD_CHARS)
+                .collect(),
+            requestor: field("RequestorName")
+                .unwrap_or("an unnamed responder")
+                .trim()
+                .chars()
+                .take(MAX_FIELD_CHARS)
+                .collect(),
             started_at: time("StartTime")?,
             ended_at: time("EndTime")?,
-            result: field("Result").unwrap_or_default().trim().chars().take(MAX_FIELD_CHARS).collect(),
+            result: field("Result")
+                .unwrap_or_default()
+                .trim()
+                .chars()
+                .take(MAX_FIELD_CHARS)
+                .collect(),
         }))
     }
 
@@ -77,9 +97,16 @@ impl RecoveryAction {
 
     /// One line for a person: what, on what, by whom, when, with what result.
     pub fn describe(&self) -> String {
-        let on = if self.resource.is_empty() { String::new() } else { format!(" {}", self.resource) };
-        let result = if self.result.is_empty() { String::new() } else { format!(" ({})", self.result) };
-        format!("{}{on} by {}, finished {}{result}", self.id, self.requestor, rfc3339(self.ended_at))
+        let on =
+            if self.resource.is_empty() { String::new() } else { format!(" {}", self.resource) };
+        let result =
+            if self.result.is_empty() { String::new() } else { format!(" ({})", self.result) };
+        format!(
+            "{}{on} by {}, finished {}{result}",
+            self.id,
+            self.requestor,
+            rfc3339(self.ended_at)
+        )
     }
 }
 
@@ -88,7 +115,10 @@ fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
     if let Ok(time) = DateTime::parse_from_rfc3339(raw) {
         return Some(time.with_timezone(&Utc));
     }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"].iter().find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok()).map(|t| t.and_utc())
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())
+        .map(|t| t.and_utc())
 }
 
 fn rfc3339(time: DateTime<Utc>) -> String {
@@ -97,7 +127,11 @@ fn rfc3339(time: DateTime<Utc>) -> String {
 
 /// The actions that ended within `lookback` before `now`, newest first. Nothing that ends after `now` is
 /// finished yet, whatever its event says.
-pub fn recent(mut actions: Vec<RecoveryAction>, lookback: Duration, now: DateTime<Utc>) -> Vec<RecoveryAction> {
+pub fn recent(
+    mut actions: Vec<RecoveryAction>,
+    lookback: Duration,
+    now: DateTime<Utc>,
+) -> Vec<RecoveryAction> {
     let since = now - chrono::Duration::from_std(lookback).unwrap_or(chrono::Duration::MAX);
     actions.retain(|a| a.ended_at >= since && a.ended_at <= now);
     actions.sort_by_key(|a| std::cmp::Reverse(a.ended_at));
@@ -116,8 +150,13 @@ pub enum Remedy<'a> {
 /// The latest of `actions` that already took `remedy` (a `ForceReboot` for a restart), if one did.
 pub fn took<'a>(actions: &'a [RecoveryAction], remedy: Remedy<'_>) -> Option<&'a RecoveryAction> {
     let matches = |a: &&RecoveryAction| match remedy {
-        Remedy::Recycle(pool) => a.id.eq_ignore_ascii_case("RecycleApplicationPool") && a.resource.eq_ignore_ascii_case(pool),
-        Remedy::RestartService(service) => a.id.eq_ignore_ascii_case("RestartService") && a.resource.eq_ignore_ascii_case(service),
+        Remedy::Recycle(pool) => {
+            a.id.eq_ignore_ascii_case("RecycleApplicationPool")
+                && a.resource.eq_ignore_ascii_case(pool)
+        }
+        Remedy::RestartService(service) => {
+            a.id.eq_ignore_ascii_case("RestartService") && a.resource.eq_ignore_ascii_case(service)
+        }
         Remedy::Restart => a.id.eq_ignore_ascii_case("ForceReboot"),
     };
     actions.iter().filter(matches).max_by_key(|a| a.ended_at)
@@ -194,7 +233,10 @@ mod tests {
         assert_eq!(event(&started).unwrap(), None, "a start event never counts");
         let mut local = RECYCLE;
         local[4] = ("EndTime", "2026-11-26 10:02:11");
-        assert_eq!(event(&local).unwrap().unwrap().ended_at, action.ended_at.with_nanosecond(0).unwrap());
+        assert_eq!(
+            event(&local).unwrap().unwrap().ended_at,
+            action.ended_at.with_nanosecond(0).unwrap()
+        );
         let mut bad = RECYCLE;
         bad[4] = ("EndTime", "yesterday");
         assert_eq!(event(&bad).unwrap_err(), "EndTime \"yesterday\" is not an ISO 8601 time");
@@ -218,7 +260,10 @@ mod tests {
         ];
         let recent = recent(log, Duration::from_secs(3600), now);
         assert_eq!(recent.len(), 2, "too old, and not yet ended, are left out: {recent:?}");
-        assert_eq!(took(&recent, Remedy::Recycle("MSExchangeSyncAppPool")).map(|a| a.ended_at), Some(base.ended_at));
+        assert_eq!(
+            took(&recent, Remedy::Recycle("MSExchangeSyncAppPool")).map(|a| a.ended_at),
+            Some(base.ended_at)
+        );
         assert!(took(&recent, Remedy::Recycle("MSExchangeOWAAppPool")).is_none());
         assert!(took(&recent, Remedy::RestartService("MSExchangeIMAP4BE")).is_some());
         assert!(took(&recent, Remedy::Restart).is_none());

@@ -26,7 +26,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Upper bounds of the intake latency buckets, in seconds. A delivery waits for its group commit (an fsync), so the
 /// answers that matter lie between half a millisecond and a second.
-const INTAKE_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0];
+const INTAKE_BUCKETS: [f64; 12] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeliveryLabels {
@@ -102,7 +103,11 @@ impl Metrics {
             deliveries.clone(),
         );
         let auth_failures = Family::default();
-        registry.register("hsr_auth_failures", "Deliveries refused with 401, by route and reason", auth_failures.clone());
+        registry.register(
+            "hsr_auth_failures",
+            "Deliveries refused with 401, by route and reason",
+            auth_failures.clone(),
+        );
         let intake_duration = Family::new_with_constructor(intake_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "hsr_intake_duration",
@@ -111,23 +116,64 @@ impl Metrics {
             intake_duration.clone(),
         );
         let incidents_finished = Family::default();
-        registry.register("hsr_incidents_finished", "Incidents that reached a final state, by that state", incidents_finished.clone());
+        registry.register(
+            "hsr_incidents_finished",
+            "Incidents that reached a final state, by that state",
+            incidents_finished.clone(),
+        );
         let actions = Family::default();
-        registry.register("hsr_actions", "Runbook steps that finished, by action and outcome", actions.clone());
+        registry.register(
+            "hsr_actions",
+            "Runbook steps that finished, by action and outcome",
+            actions.clone(),
+        );
         let emails = Family::default();
-        registry.register("hsr_emails", "Email delivery attempts, by result (sent or failed; a failed email is retried)", emails.clone());
+        registry.register(
+            "hsr_emails",
+            "Email delivery attempts, by result (sent or failed; a failed email is retried)",
+            emails.clone(),
+        );
         let open_incidents = Gauge::default();
-        registry.register("hsr_open_incidents", "Incidents that are not final (queued, running or waiting), read from the store", open_incidents.clone());
+        registry.register(
+            "hsr_open_incidents",
+            "Incidents that are not final (queued, running or waiting), read from the store",
+            open_incidents.clone(),
+        );
         let automation_paused = Gauge::default();
-        registry.register("hsr_automation_paused", "1 while automation is paused by the kill switch, else 0", automation_paused.clone());
+        registry.register(
+            "hsr_automation_paused",
+            "1 while automation is paused by the kill switch, else 0",
+            automation_paused.clone(),
+        );
         let executor = ExecutorGauges::default();
-        registry.register("hsr_executor_processes", "Executor processes (shells) running now; at most executor.max_parallel", executor.running.clone());
-        registry.register("hsr_executor_waiting", "Steps waiting for an executor process because executor.max_parallel are running", executor.waiting.clone());
-        let metrics =
-            Metrics { registry, deliveries, auth_failures, intake_duration, incidents_finished, actions, emails, open_incidents, automation_paused, executor };
+        registry.register(
+            "hsr_executor_processes",
+            "Executor processes (shells) running now; at most executor.max_parallel",
+            executor.running.clone(),
+        );
+        registry.register(
+            "hsr_executor_waiting",
+            "Steps waiting for an executor process because executor.max_parallel are running",
+            executor.waiting.clone(),
+        );
+        let metrics = Metrics {
+            registry,
+            deliveries,
+            auth_failures,
+            intake_duration,
+            incidents_finished,
+            actions,
+            emails,
+            open_incidents,
+            automation_paused,
+            executor,
+        };
         // Series whose labels are known up front start at zero, so that a rate over them exists before the first event.
         for state in State::ALL.iter().filter(|state| state.is_final()) {
-            metrics.incidents_finished.get_or_create(&StateLabels { state: state.as_str() }).inc_by(0);
+            metrics
+                .incidents_finished
+                .get_or_create(&StateLabels { state: state.as_str() })
+                .inc_by(0);
         }
         for result in ["sent", "failed"] {
             metrics.emails.get_or_create(&EmailLabels { result }).inc_by(0);
@@ -146,17 +192,27 @@ impl Metrics {
     }
 
     fn count_delivery(&self, route: Format, sender: &str, disposition: &'static str) {
-        self.deliveries.get_or_create(&DeliveryLabels { route: route.as_str(), sender: sender.to_owned(), disposition }).inc();
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                route: route.as_str(),
+                sender: sender.to_owned(),
+                disposition,
+            })
+            .inc();
     }
 
     /// A delivery refused with 401.
     pub fn auth_failure(&self, route: Format, error: AuthError) {
-        self.auth_failures.get_or_create(&AuthFailureLabels { route: route.as_str(), reason: error.reason() }).inc();
+        self.auth_failures
+            .get_or_create(&AuthFailureLabels { route: route.as_str(), reason: error.reason() })
+            .inc();
     }
 
     /// How long an intake request took to answer, whatever the answer.
     pub fn intake_duration(&self, route: Format, elapsed: Duration) {
-        self.intake_duration.get_or_create(&RouteLabels { route: route.as_str() }).observe(elapsed.as_secs_f64());
+        self.intake_duration
+            .get_or_create(&RouteLabels { route: route.as_str() })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// An incident reached a final state.
@@ -171,7 +227,9 @@ impl Metrics {
 
     /// A runbook step finished (or was journaled without running: dry run, throttled).
     pub fn action(&self, action: ActionKind, outcome: Outcome) {
-        self.actions.get_or_create(&ActionLabels { action: action.as_str(), outcome: outcome.as_str() }).inc();
+        self.actions
+            .get_or_create(&ActionLabels { action: action.as_str(), outcome: outcome.as_str() })
+            .inc();
     }
 
     /// The mail transport accepted an email.
@@ -189,7 +247,8 @@ impl Metrics {
         self.open_incidents.set(i64::try_from(store.open_incidents).unwrap_or(i64::MAX));
         self.automation_paused.set(i64::from(store.automation_paused));
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
         text
     }
 }

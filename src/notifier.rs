@@ -42,7 +42,13 @@ pub enum Outcome {
 }
 
 /// Runs until `stopping` turns true. `wake` is notified when a new notification is queued.
-pub async fn run(store: Store, mailer: Mailer, wake: Arc<Notify>, stopping: Signal, metrics: Arc<Metrics>) {
+pub async fn run(
+    store: Store,
+    mailer: Mailer,
+    wake: Arc<Notify>,
+    stopping: Signal,
+    metrics: Arc<Metrics>,
+) {
     let policy = mailer.retry_policy();
     tracing::info!(transport = %mailer.describe(), "notifier started");
     // Accepted by the transport, not yet recorded as sent: recorded again before anything else, never re-sent.
@@ -79,7 +85,10 @@ pub async fn run(store: Store, mailer: Mailer, wake: Arc<Notify>, stopping: Sign
                 Some(now_ms() + policy.delay(1).as_millis() as i64)
             }
         };
-        let sleep = next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)).unwrap_or(IDLE_POLL).min(IDLE_POLL);
+        let sleep = next
+            .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
+            .unwrap_or(IDLE_POLL)
+            .min(IDLE_POLL);
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = wake.notified() => {}
@@ -89,7 +98,13 @@ pub async fn run(store: Store, mailer: Mailer, wake: Arc<Notify>, stopping: Sign
 }
 
 /// One delivery attempt of one notification, recorded in the store.
-pub async fn attempt(store: &Store, mailer: &Mailer, policy: &RetryPolicy, metrics: &Metrics, row: &NotificationRow) -> Outcome {
+pub async fn attempt(
+    store: &Store,
+    mailer: &Mailer,
+    policy: &RetryPolicy,
+    metrics: &Metrics,
+    row: &NotificationRow,
+) -> Outcome {
     match mailer.deliver(&row.from, &row.to, &row.message).await {
         // Recorded before anything else happens: this is what keeps an accepted message from going out twice.
         Ok(accepted) => delivered(store, metrics, row, &accepted).await,
@@ -98,7 +113,12 @@ pub async fn attempt(store: &Store, mailer: &Mailer, policy: &RetryPolicy, metri
 }
 
 /// The transport accepted the message: count it and mark it sent.
-async fn delivered(store: &Store, metrics: &Metrics, row: &NotificationRow, accepted: &Accepted) -> Outcome {
+async fn delivered(
+    store: &Store,
+    metrics: &Metrics,
+    row: &NotificationRow,
+    accepted: &Accepted,
+) -> Outcome {
     metrics.email_sent();
     tracing::info!(notification = %row.id, incident = %row.incident_id, attempt = row.attempts + 1, reply = %accepted.reply, "notification delivered");
     match store.notification_sent(row.id.clone()).await {
@@ -112,7 +132,13 @@ async fn delivered(store: &Store, metrics: &Metrics, row: &NotificationRow, acce
 
 /// The attempt failed: record the error and when to try again. A permanent refusal (5xx) is retried on the same
 /// policy, since it usually means a relay setting that someone will fix; the error stays on the incident.
-async fn failed(store: &Store, policy: &RetryPolicy, metrics: &Metrics, row: &NotificationRow, err: &DeliveryError) -> Outcome {
+async fn failed(
+    store: &Store,
+    policy: &RetryPolicy,
+    metrics: &Metrics,
+    row: &NotificationRow,
+    err: &DeliveryError,
+) -> Outcome {
     metrics.email_failed();
     let failures = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
     let delay = policy.delay(failures);
@@ -126,7 +152,9 @@ async fn failed(store: &Store, policy: &RetryPolicy, metrics: &Metrics, row: &No
         "notification delivery failed"
     );
     let retry_at = now_ms() + delay.as_millis() as i64;
-    if let Err(store_err) = store.notification_failed(row.id.clone(), err.message.clone(), retry_at).await {
+    if let Err(store_err) =
+        store.notification_failed(row.id.clone(), err.message.clone(), retry_at).await
+    {
         tracing::error!(error = %store_err, notification = %row.id, "cannot record the failed delivery; it is tried again when next due");
     }
     Outcome::Failed { permanent: err.permanent, retry_at }

@@ -29,7 +29,12 @@ pub struct SafetyConfig {
 
 impl Default for SafetyConfig {
     fn default() -> Self {
-        let remedy = Throttle { server_min_interval: Dur::minutes(60), server_max_per_day: 1, group_min_interval: Dur::minutes(60), group_max_per_day: 4 };
+        let remedy = Throttle {
+            server_min_interval: Dur::minutes(60),
+            server_max_per_day: 1,
+            group_min_interval: Dur::minutes(60),
+            group_max_per_day: 4,
+        };
         SafetyConfig {
             escalation_min_interval: Dur::minutes(240),
             ma_lookback: Dur::minutes(60),
@@ -91,27 +96,60 @@ pub fn rule(safety: &SafetyConfig, kind: ActionKind) -> Option<&Throttle> {
 
 /// `Ok` when the action may run; else the reason, naming the limit as its configuration key, and saying when
 /// Managed Availability's own actions were among those counted.
-pub fn check(kind: ActionKind, rule: &Throttle, server: &str, group: &str, history: &History, now_ms: i64) -> Result<(), String> {
-    limit(kind, rule, server, group, history, now_ms).map_err(|reason| match history.managed_availability {
-        0 => reason,
-        n => format!("{reason} (counting {n} recovery action(s) Managed Availability took itself)"),
+pub fn check(
+    kind: ActionKind,
+    rule: &Throttle,
+    server: &str,
+    group: &str,
+    history: &History,
+    now_ms: i64,
+) -> Result<(), String> {
+    limit(kind, rule, server, group, history, now_ms).map_err(|reason| {
+        match history.managed_availability {
+            0 => reason,
+            n => format!(
+                "{reason} (counting {n} recovery action(s) Managed Availability took itself)"
+            ),
+        }
     })
 }
 
-fn limit(kind: ActionKind, rule: &Throttle, server: &str, group: &str, history: &History, now_ms: i64) -> Result<(), String> {
+fn limit(
+    kind: ActionKind,
+    rule: &Throttle,
+    server: &str,
+    group: &str,
+    history: &History,
+    now_ms: i64,
+) -> Result<(), String> {
     let key = format!("safety.{kind}");
-    let ago = |at: i64| humantime::format_duration(Duration::from_secs(((now_ms - at).max(0) / 1000) as u64)).to_string();
+    let ago = |at: i64| {
+        humantime::format_duration(Duration::from_secs(((now_ms - at).max(0) / 1000) as u64))
+            .to_string()
+    };
     let every = |d: Duration| humantime::format_duration(d).to_string();
     if kind == ActionKind::RestartServer && history.group_in_flight > 0 {
         return Err(format!("{key}: a server restart is already in flight in group {group}; one at a time per group"));
     }
-    if let Some(last) = history.server_last.filter(|&at| now_ms - at < rule.server_min_interval.0.as_millis() as i64) {
-        return Err(format!("{key}.server_min_interval: {kind} ran on {server} {} ago; at most once every {}", ago(last), every(rule.server_min_interval.0)));
+    if let Some(last) = history
+        .server_last
+        .filter(|&at| now_ms - at < rule.server_min_interval.0.as_millis() as i64)
+    {
+        return Err(format!(
+            "{key}.server_min_interval: {kind} ran on {server} {} ago; at most once every {}",
+            ago(last),
+            every(rule.server_min_interval.0)
+        ));
     }
     if history.server_today >= rule.server_max_per_day {
-        return Err(format!("{key}.server_max_per_day: {kind} already ran {} time(s) on {server} in the last 24h", history.server_today));
+        return Err(format!(
+            "{key}.server_max_per_day: {kind} already ran {} time(s) on {server} in the last 24h",
+            history.server_today
+        ));
     }
-    if let Some(last) = history.group_last.filter(|&at| now_ms - at < rule.group_min_interval.0.as_millis() as i64) {
+    if let Some(last) =
+        history.group_last.filter(|&at| now_ms - at < rule.group_min_interval.0.as_millis() as i64)
+    {
         return Err(format!(
             "{key}.group_min_interval: {kind} ran in group {group} {} ago; at most once every {}",
             ago(last),
@@ -169,7 +207,10 @@ mod tests {
             let got = check(*kind, rule, "mbx01", "dag1", history, now);
             match (got, expected) {
                 (Ok(()), Ok(())) => {}
-                (Err(reason), Err(want)) => assert!(reason.starts_with(want) || reason.contains(want), "{history:?}: {reason}"),
+                (Err(reason), Err(want)) => assert!(
+                    reason.starts_with(want) || reason.contains(want),
+                    "{history:?}: {reason}"
+                ),
                 (got, want) => panic!("{kind} {history:?}: got {got:?}, want {want:?}"),
             }
         }

@@ -27,7 +27,9 @@ async fn prune(store: Store, retention: Duration, stopping: Signal) {
     loop {
         let cutoff = crate::store::now_ms() - retention.as_millis() as i64;
         match store.prune(cutoff).await {
-            Ok(pruned) if pruned != crate::store::Pruned::default() => tracing::info!(?pruned, ?retention, "pruned old records"),
+            Ok(pruned) if pruned != crate::store::Pruned::default() => {
+                tracing::info!(?pruned, ?retention, "pruned old records")
+            }
             Ok(_) => {}
             Err(err) => tracing::error!(error = %err, "pruning failed; will try again"),
         }
@@ -51,8 +53,11 @@ impl Service {
     /// Opens the store, starts the engine and binds the listener.
     pub async fn start(settings: Settings) -> anyhow::Result<Service> {
         let settings = Arc::new(settings);
-        let store = Store::open(&settings.data_dir).with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
-        let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let store = Store::open(&settings.data_dir)
+            .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let (shutdown, stopping) = shutdown::channel();
         let metrics = Arc::new(Metrics::new());
@@ -62,17 +67,29 @@ impl Service {
         if settings.public_url.is_none() && !settings.approval.actions.is_empty() {
             tracing::warn!(%links, "public_url is not set: approval links are built on the listener's address, which people elsewhere may not reach");
         }
-        let (engine, handle) = Engine::new(settings.clone(), store.clone(), metrics.clone(), paused, links)?;
+        let (engine, handle) =
+            Engine::new(settings.clone(), store.clone(), metrics.clone(), paused, links)?;
         let engine = tokio::spawn(engine.run(stopping.clone()));
         tokio::spawn(prune(store.clone(), settings.retention, stopping.clone()));
-        let state = Arc::new(AppState { settings, store: store.clone(), engine: handle, metrics, guesses: Default::default() });
+        let state = Arc::new(AppState {
+            settings,
+            store: store.clone(),
+            engine: handle,
+            metrics,
+            guesses: Default::default(),
+        });
         let app = http::router(state.clone());
         let file_limit = http::listener::raise_file_limit();
         let limits = http::listener::Limits {
             header_timeout: state.settings.listener.header_timeout.0,
-            max_connections: http::listener::connection_cap(state.settings.listener.max_connections, file_limit),
+            max_connections: http::listener::connection_cap(
+                state.settings.listener.max_connections,
+                file_limit,
+            ),
         };
-        let http = tokio::spawn(http::listener::serve(listener, app, limits, async move { stopping.stopped().await }));
+        let http = tokio::spawn(http::listener::serve(listener, app, limits, async move {
+            stopping.stopped().await
+        }));
         tracing::info!(max_connections = limits.max_connections, header_timeout = ?limits.header_timeout, "accepting connections");
         Ok(Service { addr, store, shutdown, http, engine })
     }
@@ -86,7 +103,9 @@ impl Service {
             http
         };
         match tokio::time::timeout(SHUTDOWN_DEADLINE, finished).await {
-            Ok(result) => result.context("the HTTP task panicked")?.context("the HTTP server failed"),
+            Ok(result) => {
+                result.context("the HTTP task panicked")?.context("the HTTP server failed")
+            }
             Err(_) => {
                 tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, "shutdown deadline passed; stopping now");
                 Ok(())

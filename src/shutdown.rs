@@ -54,6 +54,9 @@ mod tests {
         let (trigger, signal) = channel();
         drop(trigger);
         signal.stopped().await;
-        assert!(!signal.is_raised(), "a dropped trigger ends the wait without claiming a shutdown was asked for");
+        assert!(
+            !signal.is_raised(),
+            "a dropped trigger ends the wait without claiming a shutdown was asked for"
+        );
     }
 }

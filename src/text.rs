@@ -32,7 +32,10 @@ mod tests {
 
     #[test]
     fn escaping_and_clipping() {
-        assert_eq!(escape_html(r#"<a href="x" onclick='y'>&</a>"#), "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&lt;/a&gt;");
+        assert_eq!(
+            escape_html(r#"<a href="x" onclick='y'>&</a>"#),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
+        );
         assert_eq!(clip("short"), "short");
         assert_eq!(clip(&"é".repeat(100)), format!("{}...", "é".repeat(80)));
     }

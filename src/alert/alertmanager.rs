@@ -104,12 +104,20 @@ pub fn parse_with(body: &[u8], runbooks: &RunbookSet) -> Result<Notification, Pa
         ParseError::Malformed(_) => err,
     })?;
     if webhook.version != "4" {
-        return Err(ParseError::invalid("version", format!("is {:?}, only version \"4\" is accepted", short(&webhook.version))));
+        return Err(ParseError::invalid(
+            "version",
+            format!("is {:?}, only version \"4\" is accepted", short(&webhook.version)),
+        ));
     }
     if webhook.alerts.is_empty() {
         return Err(ParseError::invalid("alerts", "is empty, expected at least one alert"));
     }
-    let alerts = webhook.alerts.into_iter().enumerate().map(|(index, alert)| alert.into_alert(index, runbooks)).collect::<Result<_, _>>()?;
+    let alerts = webhook
+        .alerts
+        .into_iter()
+        .enumerate()
+        .map(|(index, alert)| alert.into_alert(index, runbooks))
+        .collect::<Result<_, _>>()?;
     Ok(Notification { alerts, truncated_alerts: webhook.truncated_alerts })
 }
 
@@ -122,8 +130,14 @@ fn version_error(body: &[u8]) -> Option<ParseError> {
     let versioned: Versioned = serde_json::from_slice(body).ok()?;
     match versioned.version {
         Some(serde_json::Value::String(version)) if version == "4" => None,
-        Some(serde_json::Value::String(version)) => Some(ParseError::invalid("version", format!("is {:?}, only version \"4\" is accepted", short(&version)))),
-        Some(other) => Some(ParseError::invalid("version", format!("is {}, only the string \"4\" is accepted", short(&other.to_string())))),
+        Some(serde_json::Value::String(version)) => Some(ParseError::invalid(
+            "version",
+            format!("is {:?}, only version \"4\" is accepted", short(&version)),
+        )),
+        Some(other) => Some(ParseError::invalid(
+            "version",
+            format!("is {}, only the string \"4\" is accepted", short(&other.to_string())),
+        )),
         None => Some(ParseError::invalid("version", "is missing, expected \"4\"")),
     }
 }
@@ -131,31 +145,58 @@ fn version_error(body: &[u8]) -> Option<ParseError> {
 impl AlertmanagerAlert {
     fn into_alert(self, index: usize, runbooks: &RunbookSet) -> Result<Alert, ParseError> {
         let label_field = |name: &str| format!("alerts[{index}].labels.{name}");
-        let monitor = label(&self.labels, "monitor").map(|raw| field(&label_field("monitor"), raw, Monitor::parse)).transpose()?;
+        let monitor = label(&self.labels, "monitor")
+            .map(|raw| field(&label_field("monitor"), raw, Monitor::parse))
+            .transpose()?;
         // A known monitor is spelled as its runbook spells it.
         let known = monitor.as_ref().map(|m| runbooks.for_monitor(m.as_str())).unwrap_or_default();
         let monitor = known.first().map(|(runbook, _)| runbook.monitor.clone()).or(monitor);
         let health_set = match (label(&self.labels, "health_set"), known.as_slice()) {
             (Some(raw), _) => {
                 let health_set = field(&label_field("health_set"), raw, HealthSet::parse)?;
-                runbooks.health_set_names().into_iter().find(|known| known.matches(health_set.as_str())).cloned().unwrap_or(health_set)
+                runbooks
+                    .health_set_names()
+                    .into_iter()
+                    .find(|known| known.matches(health_set.as_str()))
+                    .cloned()
+                    .unwrap_or(health_set)
             }
             (None, [(runbook, _)]) => runbook.health_set.clone(),
-            (None, _) => return Err(ParseError::invalid(label_field("health_set"), "is missing: the alert rule must set a health_set label")),
+            (None, _) => {
+                return Err(ParseError::invalid(
+                    label_field("health_set"),
+                    "is missing: the alert rule must set a health_set label",
+                ))
+            }
         };
         let server = match (label(&self.labels, "server"), label(&self.labels, "instance")) {
             (Some(raw), _) => field(&label_field("server"), raw, ServerName::parse)?,
-            (None, Some(instance)) => field(&label_field("instance"), instance, server_of_instance)?,
-            (None, None) => return Err(ParseError::invalid(label_field("server"), "is missing, and there is no instance label either")),
+            (None, Some(instance)) => {
+                field(&label_field("instance"), instance, server_of_instance)?
+            }
+            (None, None) => {
+                return Err(ParseError::invalid(
+                    label_field("server"),
+                    "is missing, and there is no instance label either",
+                ))
+            }
         };
-        let message = ["message", "description", "summary"].into_iter().find_map(|name| label(&self.annotations, name)).unwrap_or_default().to_owned();
+        let message = ["message", "description", "summary"]
+            .into_iter()
+            .find_map(|name| label(&self.annotations, name))
+            .unwrap_or_default()
+            .to_owned();
         let starts_at = self.starts_at.to_rfc3339_opts(SecondsFormat::AutoSi, true);
         let fingerprint = self.fingerprint.filter(|fingerprint| !fingerprint.trim().is_empty());
         if fingerprint.as_ref().is_some_and(|fingerprint| fingerprint.len() > 256) {
-            return Err(ParseError::invalid(format!("alerts[{index}].fingerprint"), "is longer than 256 characters"));
+            return Err(ParseError::invalid(
+                format!("alerts[{index}].fingerprint"),
+                "is longer than 256 characters",
+            ));
         }
         Ok(Alert {
-            source_key: fingerprint.map(|fingerprint| format!("{fingerprint}/{starts_at}/{}", self.status.as_str())),
+            source_key: fingerprint
+                .map(|fingerprint| format!("{fingerprint}/{starts_at}/{}", self.status.as_str())),
             health_set,
             server,
             monitor,
@@ -175,10 +216,17 @@ fn label<'a>(map: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
 /// The server an `instance` label names: `cas01.contoso.com:9182` is `cas01.contoso.com`.
 fn server_of_instance(instance: &str) -> Result<ServerName, String> {
     if instance.starts_with('[') {
-        return Err(format!("{:?} is an IPv6 address, not a host name; give the alert a server label", short(instance)));
+        return Err(format!(
+            "{:?} is an IPv6 address, not a host name; give the alert a server label",
+            short(instance)
+        ));
     }
     let host = match instance.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit()) => host,
+        Some((host, port))
+            if !port.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit()) =>
+        {
+            host
+        }
         _ => instance,
     };
     ServerName::parse(host).map_err(|err| format!("{err}; give the alert a server label"))
@@ -200,15 +248,27 @@ mod tests {
     use super::*;
     use crate::alert::tests::{assert_actionable, damaged, with_text_replaced};
 
-    const SINGLE_FIRING: &str = include_str!("../../tests/fixtures/alertmanager/single-firing.json");
-    const GROUP_OF_THREE: &str = include_str!("../../tests/fixtures/alertmanager/group-of-three.json");
+    const SINGLE_FIRING: &str =
+        include_str!("../../tests/fixtures/alertmanager/single-firing.json");
+    const GROUP_OF_THREE: &str =
+        include_str!("../../tests/fixtures/alertmanager/group-of-three.json");
     const RESOLVED: &str = include_str!("../../tests/fixtures/alertmanager/resolved.json");
-    const INSTANCE_ONLY: &str = include_str!("../../tests/fixtures/alertmanager/instance-only.json");
+    const INSTANCE_ONLY: &str =
+        include_str!("../../tests/fixtures/alertmanager/instance-only.json");
     const TRUNCATED: &str = include_str!("../../tests/fixtures/alertmanager/truncated.json");
     const EXAMPLE: &str = include_str!("../../examples/alertmanager-alert.json");
 
     /// One expected alert: source key, health set, server, monitor, mailbox hint, message, status, raised at.
-    type Expected = (Option<&'static str>, &'static str, &'static str, Option<&'static str>, Option<&'static str>, &'static str, AlertStatus, &'static str);
+    type Expected = (
+        Option<&'static str>,
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+        AlertStatus,
+        &'static str,
+    );
 
     const CTP_MESSAGE: &str = "ActiveSyncCTPMonitor on CAS01.contoso.com is Unhealthy: ActiveSyncCTPProbe failed 5 consecutive times. Last error: Response: 401 Unauthorized; Diagnostics header:_Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_Dc:DC01.contoso.com_Proto:EAS";
 
@@ -339,7 +399,8 @@ mod tests {
     #[test]
     fn fixtures_normalise() {
         for (body, truncated_alerts, expected) in fixtures() {
-            let want = Notification { alerts: expected.iter().map(alert_of).collect(), truncated_alerts };
+            let want =
+                Notification { alerts: expected.iter().map(alert_of).collect(), truncated_alerts };
             assert_eq!(parse(body.as_bytes()).unwrap(), want, "fixture {}", &body[..200]);
         }
     }
@@ -349,7 +410,10 @@ mod tests {
         let notification = parse(EXAMPLE.as_bytes()).unwrap();
         assert_eq!(notification.alerts.len(), 1);
         assert_eq!(notification.alerts[0].health_set.as_str(), "ActiveSync");
-        assert_eq!(notification.alerts[0].mailbox_hint.as_ref().map(ServerName::as_str), Some("mbx02.contoso.com"));
+        assert_eq!(
+            notification.alerts[0].mailbox_hint.as_ref().map(ServerName::as_str),
+            Some("mbx02.contoso.com")
+        );
     }
 
     #[test]
@@ -361,7 +425,10 @@ mod tests {
             );
             parse(body.as_bytes()).unwrap().alerts.remove(0).source_key.unwrap()
         };
-        assert_eq!(with_start("2026-11-26T10:00:00.500Z"), with_start("2026-11-26T11:00:00.5+01:00"));
+        assert_eq!(
+            with_start("2026-11-26T10:00:00.500Z"),
+            with_start("2026-11-26T11:00:00.5+01:00")
+        );
         assert_eq!(with_start("2026-11-26T10:00:00Z"), "f1/2026-11-26T10:00:00Z/firing");
     }
 
@@ -444,14 +511,19 @@ mod tests {
             r#"{"status":"resolved","labels":{"health_set":"ActiveSync","server":"","instance":"MBX01.contoso.com:9182","monitor":""},"annotations":{"message":" ","description":"d _Mbx:mbx02.contoso.com","summary":"s"},"startsAt":"2026-11-26T10:00:00Z","fingerprint":""}"#,
         );
         assert_eq!(alert.server.as_str(), "mbx01.contoso.com");
-        assert_eq!((alert.monitor, alert.source_key, alert.status), (None, None, AlertStatus::Resolved));
+        assert_eq!(
+            (alert.monitor, alert.source_key, alert.status),
+            (None, None, AlertStatus::Resolved)
+        );
         assert_eq!(alert.message, "d _Mbx:mbx02.contoso.com");
         assert_eq!(alert.mailbox_hint.as_ref().map(ServerName::as_str), Some("mbx02.contoso.com"));
         let alert = one(
             r#"{"status":"firing","labels":{"health_set":"ActiveSync","instance":"10.0.4.21"},"annotations":{"summary":"s"},"startsAt":"2026-11-26T10:00:00Z","extra":1}"#,
         );
         assert_eq!((alert.server.as_str(), alert.message.as_str()), ("10.0.4.21", "s"));
-        let alert = one(r#"{"status":"firing","labels":{"health_set":"ActiveSync","server":"cas02"},"startsAt":"2026-11-26T10:00:00Z"}"#);
+        let alert = one(
+            r#"{"status":"firing","labels":{"health_set":"ActiveSync","server":"cas02"},"startsAt":"2026-11-26T10:00:00Z"}"#,
+        );
         assert_eq!(alert.message, "");
     }
 
@@ -459,13 +531,17 @@ mod tests {
     fn schema_describes_the_notification() {
         let schema = serde_json::to_value(schemars::schema_for!(AlertmanagerWebhook)).unwrap();
         assert_eq!(schema["required"], serde_json::json!(["alerts", "version"]));
-        assert!(schema["properties"]["externalURL"].is_object() && schema["properties"]["truncatedAlerts"].is_object());
+        assert!(
+            schema["properties"]["externalURL"].is_object()
+                && schema["properties"]["truncatedAlerts"].is_object()
+        );
         let alert = &schema["definitions"]["AlertmanagerAlert"];
         assert_eq!(alert["required"], serde_json::json!(["startsAt", "status"]));
         assert!(alert["properties"]["generatorURL"].is_object());
     }
 
-    static PAYLOADS: [&str; 6] = [SINGLE_FIRING, GROUP_OF_THREE, RESOLVED, INSTANCE_ONLY, TRUNCATED, EXAMPLE];
+    static PAYLOADS: [&str; 6] =
+        [SINGLE_FIRING, GROUP_OF_THREE, RESOLVED, INSTANCE_ONLY, TRUNCATED, EXAMPLE];
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]

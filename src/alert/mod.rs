@@ -32,12 +32,16 @@ impl Format {
     }
 
     pub fn parse_name(name: &str) -> Option<Self> {
-        [Format::Native, Format::Scom, Format::Alertmanager].into_iter().find(|f| f.as_str() == name)
+        [Format::Native, Format::Scom, Format::Alertmanager]
+            .into_iter()
+            .find(|f| f.as_str() == name)
     }
 }
 
 /// Whether the source says the problem is happening or is over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
     #[default]
@@ -94,10 +98,17 @@ pub(crate) fn from_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result
         let path = err.path().to_string();
         let inner = err.into_inner();
         match inner.classify() {
-            Category::Data if !body.trim_ascii_start().starts_with(b"{") => ParseError::invalid("body", "expected a JSON object"),
+            Category::Data if !body.trim_ascii_start().starts_with(b"{") => {
+                ParseError::invalid("body", "expected a JSON object")
+            }
             // An unknown key that is itself empty has an empty path: the body is what names it then.
-            Category::Data => ParseError::invalid(if path == "." || path.is_empty() { "body".to_owned() } else { path }, inner),
-            Category::Syntax | Category::Eof | Category::Io => ParseError::Malformed(inner.to_string()),
+            Category::Data => ParseError::invalid(
+                if path == "." || path.is_empty() { "body".to_owned() } else { path },
+                inner,
+            ),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ParseError::Malformed(inner.to_string())
+            }
         }
     })?;
     deserializer.end().map_err(|err| ParseError::Malformed(err.to_string()))?;
@@ -110,11 +121,19 @@ pub fn parse(format: Format, body: &[u8]) -> Result<Delivery, ParseError> {
 }
 
 /// Reads the alerts of one delivery; SCOM and Alertmanager alerts are recognised by the runbooks in force.
-pub fn parse_with(format: Format, body: &[u8], runbooks: &crate::runbook::RunbookSet) -> Result<Delivery, ParseError> {
+pub fn parse_with(
+    format: Format,
+    body: &[u8],
+    runbooks: &crate::runbook::RunbookSet,
+) -> Result<Delivery, ParseError> {
     match format {
-        Format::Native => native::parse(body).map(|alert| Delivery { alerts: vec![alert], truncated_alerts: 0 }),
-        Format::Scom => scom::parse_with(body, runbooks).map(|alert| Delivery { alerts: vec![alert], truncated_alerts: 0 }),
-        Format::Alertmanager => alertmanager::parse_with(body, runbooks).map(|n| Delivery { alerts: n.alerts, truncated_alerts: n.truncated_alerts }),
+        Format::Native => {
+            native::parse(body).map(|alert| Delivery { alerts: vec![alert], truncated_alerts: 0 })
+        }
+        Format::Scom => scom::parse_with(body, runbooks)
+            .map(|alert| Delivery { alerts: vec![alert], truncated_alerts: 0 }),
+        Format::Alertmanager => alertmanager::parse_with(body, runbooks)
+            .map(|n| Delivery { alerts: n.alerts, truncated_alerts: n.truncated_alerts }),
     }
 }
 
@@ -127,7 +146,11 @@ pub struct Delivery {
 }
 
 /// Parses a field with a name type, naming the field when it is wrong.
-pub(crate) fn field<T, E: std::fmt::Display>(name: &str, raw: &str, parse: impl FnOnce(&str) -> Result<T, E>) -> Result<T, ParseError> {
+pub(crate) fn field<T, E: std::fmt::Display>(
+    name: &str,
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, ParseError> {
     parse(raw).map_err(|err| ParseError::invalid(name, err))
 }
 
@@ -143,11 +166,16 @@ pub(crate) mod tests {
     /// Every refusal is one a sender can act on: a JSON syntax error, or a named field and what is wrong with it.
     pub(crate) fn assert_actionable(err: &ParseError) {
         match err {
-            ParseError::Malformed(message) => assert!(!message.is_empty(), "empty malformed message"),
+            ParseError::Malformed(message) => {
+                assert!(!message.is_empty(), "empty malformed message")
+            }
             ParseError::Invalid { field, message } => {
                 assert!(!field.is_empty(), "empty field in {err:?}");
                 assert!(!message.is_empty(), "empty message in {err:?}");
-                assert!(!message.starts_with(|c: char| c.is_ascii_uppercase()), "message starts upper-case: {err:?}");
+                assert!(
+                    !message.starts_with(|c: char| c.is_ascii_uppercase()),
+                    "message starts upper-case: {err:?}"
+                );
                 assert!(!message.ends_with('.'), "message ends with a period: {err:?}");
             }
         }
@@ -163,11 +191,15 @@ pub(crate) mod tests {
     }
 
     fn mutation() -> impl Strategy<Value = Mutation> {
-        const INSERTS: [&str; 16] = ["\"", "{", "}", "[", "]", ",", ":", "\\", "\\u", "0", "x", " ", "é", "\u{0}", "_Mbx:", "null"];
+        const INSERTS: [&str; 16] = [
+            "\"", "{", "}", "[", "]", ",", ":", "\\", "\\u", "0", "x", " ", "é", "\u{0}", "_Mbx:",
+            "null",
+        ];
         prop_oneof![
             (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
             any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-            (any::<usize>(), prop::sample::select(INSERTS.as_slice())).prop_map(|(at, text)| Mutation::Insert { at, text }),
+            (any::<usize>(), prop::sample::select(INSERTS.as_slice()))
+                .prop_map(|(at, text)| Mutation::Insert { at, text }),
             any::<usize>().prop_map(|at| Mutation::Delete { at }),
         ]
     }
@@ -191,30 +223,40 @@ pub(crate) mod tests {
 
     /// A real payload damaged in a few places: flipped bits, a cut, inserted or deleted characters.
     pub(crate) fn damaged(payloads: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
-        (prop::sample::select(payloads), prop::collection::vec(mutation(), 1..6))
-            .prop_map(|(payload, mutations)| mutations.iter().fold(payload.as_bytes().to_vec(), apply))
+        (prop::sample::select(payloads), prop::collection::vec(mutation(), 1..6)).prop_map(
+            |(payload, mutations)| mutations.iter().fold(payload.as_bytes().to_vec(), apply),
+        )
     }
 
     /// A real payload with one of its string values replaced by arbitrary text, which reaches the parsers' text
     /// scanning rather than stopping at the JSON syntax.
-    pub(crate) fn with_text_replaced(payloads: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
-        (prop::sample::select(payloads), any::<usize>(), any::<String>()).prop_map(|(payload, index, text)| {
-            let mut value: serde_json::Value = serde_json::from_str(payload).expect("fixtures are JSON");
-            let mut strings = Vec::new();
-            collect_strings(&mut value, &mut strings);
-            let count = strings.len();
-            if count > 0 {
-                *strings.swap_remove(index % count) = text;
-            }
-            serde_json::to_vec(&value).expect("a JSON value serialises")
-        })
+    pub(crate) fn with_text_replaced(
+        payloads: &'static [&'static str],
+    ) -> impl Strategy<Value = Vec<u8>> {
+        (prop::sample::select(payloads), any::<usize>(), any::<String>()).prop_map(
+            |(payload, index, text)| {
+                let mut value: serde_json::Value =
+                    serde_json::from_str(payload).expect("fixtures are JSON");
+                let mut strings = Vec::new();
+                collect_strings(&mut value, &mut strings);
+                let count = strings.len();
+                if count > 0 {
+                    *strings.swap_remove(index % count) = text;
+                }
+                serde_json::to_vec(&value).expect("a JSON value serialises")
+            },
+        )
     }
 
     fn collect_strings<'a>(value: &'a mut serde_json::Value, strings: &mut Vec<&'a mut String>) {
         match value {
             serde_json::Value::String(text) => strings.push(text),
-            serde_json::Value::Array(items) => items.iter_mut().for_each(|item| collect_strings(item, strings)),
-            serde_json::Value::Object(map) => map.values_mut().for_each(|item| collect_strings(item, strings)),
+            serde_json::Value::Array(items) => {
+                items.iter_mut().for_each(|item| collect_strings(item, strings))
+            }
+            serde_json::Value::Object(map) => {
+                map.values_mut().for_each(|item| collect_strings(item, strings))
+            }
             _ => {}
         }
     }
@@ -232,7 +274,8 @@ pub(crate) mod tests {
 
     #[test]
     fn an_empty_unknown_key_is_named_through_the_body() {
-        let err = parse(Format::Native, br#"{"health_set":"ActiveSync","server":"cas01","":1}"#).unwrap_err();
+        let err = parse(Format::Native, br#"{"health_set":"ActiveSync","server":"cas01","":1}"#)
+            .unwrap_err();
         assert!(err.to_string().starts_with("body: unknown field ``"), "{err}");
     }
 
@@ -244,8 +287,16 @@ pub(crate) mod tests {
         let alertmanager = r#"{"version":"4","alerts":[{"status":"firing","labels":{"health_set":"ActiveSync","instance":"cas01:9182"},"startsAt":"2026-11-26T10:00:00Z"},
             {"status":"resolved","labels":{"health_set":"ActiveSync","server":"cas02"},"startsAt":"2026-11-26T10:00:00Z"}]}"#;
         let alerts = parse(Format::Alertmanager, alertmanager.as_bytes()).unwrap().alerts;
-        assert_eq!(alerts.iter().map(|alert| alert.server.as_str()).collect::<Vec<_>>(), ["cas01", "cas02"]);
-        assert_eq!(parse(Format::Alertmanager, b"{\"version\":\"4\",\"alerts\":[]}").unwrap_err().to_string(), "alerts: is empty, expected at least one alert");
+        assert_eq!(
+            alerts.iter().map(|alert| alert.server.as_str()).collect::<Vec<_>>(),
+            ["cas01", "cas02"]
+        );
+        assert_eq!(
+            parse(Format::Alertmanager, b"{\"version\":\"4\",\"alerts\":[]}")
+                .unwrap_err()
+                .to_string(),
+            "alerts: is empty, expected at least one alert"
+        );
     }
 
     proptest! {

@@ -35,8 +35,12 @@ pub struct NativeAlert {
 pub fn parse(body: &[u8]) -> Result<Alert, ParseError> {
     let raw: NativeAlert = from_json(body)?;
     let id = match raw.id {
-        Some(id) if id.trim().is_empty() => return Err(ParseError::invalid("id", "is empty; leave it out instead")),
-        Some(id) if id.len() > 256 => return Err(ParseError::invalid("id", "is longer than 256 characters")),
+        Some(id) if id.trim().is_empty() => {
+            return Err(ParseError::invalid("id", "is empty; leave it out instead"))
+        }
+        Some(id) if id.len() > 256 => {
+            return Err(ParseError::invalid("id", "is longer than 256 characters"))
+        }
         other => other,
     };
     Ok(Alert {
@@ -72,14 +76,34 @@ mod tests {
     fn native_alerts() {
         check(
             r#"{"health_set":"ActiveSync","server":"CAS01.contoso.com","monitor":"ActiveSyncCTPMonitor","message":"x_Mbx:MBX01.contoso.com_Dc:dc"}"#,
-            Ok(("cas01.contoso.com", "ActiveSync", Some("ActiveSyncCTPMonitor"), Some("mbx01.contoso.com"))),
+            Ok((
+                "cas01.contoso.com",
+                "ActiveSync",
+                Some("ActiveSyncCTPMonitor"),
+                Some("mbx01.contoso.com"),
+            )),
         );
-        check(r#"{"health_set":"ActiveSync","server":"mbx01"}"#, Ok(("mbx01", "ActiveSync", None, None)));
-        check(r#"{"health_set":"ActiveSync","server":"cas01 contoso"}"#, Err("server: \"cas01 contoso\" is not a host name"));
+        check(
+            r#"{"health_set":"ActiveSync","server":"mbx01"}"#,
+            Ok(("mbx01", "ActiveSync", None, None)),
+        );
+        check(
+            r#"{"health_set":"ActiveSync","server":"cas01 contoso"}"#,
+            Err("server: \"cas01 contoso\" is not a host name"),
+        );
         check(r#"{"server":"cas01"}"#, Err("missing field `health_set`"));
-        check(r#"{"health_set":"ActiveSync","server":"cas01","monitr":"x"}"#, Err("unknown field `monitr`"));
-        check(r#"{"health_set":"ActiveSync","server":"cas01","status":"open"}"#, Err("unknown variant `open`"));
-        check(r#"{"health_set":"ActiveSync","server":"cas01","raised_at":"yesterday"}"#, Err("raised_at"));
+        check(
+            r#"{"health_set":"ActiveSync","server":"cas01","monitr":"x"}"#,
+            Err("unknown field `monitr`"),
+        );
+        check(
+            r#"{"health_set":"ActiveSync","server":"cas01","status":"open"}"#,
+            Err("unknown variant `open`"),
+        );
+        check(
+            r#"{"health_set":"ActiveSync","server":"cas01","raised_at":"yesterday"}"#,
+            Err("raised_at"),
+        );
         check(r#"{"health_set":"ActiveSync","server":"cas01","monitor":"a b"}"#, Err("monitor:"));
         check(r#"{"health_set":"ActiveSync","#, Err("malformed JSON"));
         check(r#"[1,2]"#, Err("body: expected a JSON object"));

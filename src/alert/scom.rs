@@ -110,7 +110,9 @@ impl ScomValue {
     pub fn present(&self) -> Option<&str> {
         // Older copies of the OpsGenie script default `mpElement` to `NotPresent`, without the space.
         let value = self.0.trim();
-        let absent = value.is_empty() || value.eq_ignore_ascii_case("Not Present") || value.eq_ignore_ascii_case("NotPresent");
+        let absent = value.is_empty()
+            || value.eq_ignore_ascii_case("Not Present")
+            || value.eq_ignore_ascii_case("NotPresent");
         (!absent).then_some(value)
     }
 }
@@ -193,7 +195,8 @@ const NOT_HEALTH_SETS: [&str; 19] = [
 ];
 
 /// SCOM's own words that end in "Monitor" without naming a Managed Availability monitor.
-const NOT_MONITORS: [&str; 4] = ["CreatedByMonitor", "UnitMonitor", "AggregateMonitor", "DependencyMonitor"];
+const NOT_MONITORS: [&str; 4] =
+    ["CreatedByMonitor", "UnitMonitor", "AggregateMonitor", "DependencyMonitor"];
 
 /// Reads a SCOM notification into one alert, recognising the health sets and monitors of the built-in runbooks.
 pub fn parse(body: &[u8]) -> Result<Alert, ParseError> {
@@ -211,40 +214,67 @@ pub fn parse_with(body: &[u8], runbooks: &RunbookSet) -> Result<Alert, ParseErro
 impl ScomAlert {
     fn into_alert(self, runbooks: &RunbookSet) -> Result<Alert, ParseError> {
         // Health set names recognised even where the text does not call them a health set; dotted ones first.
-        let known: Vec<&str> = runbooks.health_set_names().into_iter().map(HealthSet::as_str).collect();
+        let known: Vec<&str> =
+            runbooks.health_set_names().into_iter().map(HealthSet::as_str).collect();
         let monitor = self.texts().find_map(|text| monitor_in(text, runbooks));
-        let mentioned = |among: &[&str]| among.iter().find_map(|known| self.texts().find_map(|text| mentioned_health_set(text, known)));
+        let mentioned = |among: &[&str]| {
+            among
+                .iter()
+                .find_map(|known| self.texts().find_map(|text| mentioned_health_set(text, known)))
+        };
         // A health set the text states as one wins; else the health set of a known monitor (the one mentioned, for a
         // monitor of several health sets); else a known name that is merely mentioned, last because "ActiveSync" on
         // its own is also the product ("Exchange ActiveSync").
         let health_set = self
             .texts()
             .find_map(|text| stated_health_set(text, &known))
-            .or_else(|| monitor.as_ref().and_then(|monitor| inferred_health_set(monitor, runbooks, &mentioned)))
+            .or_else(|| {
+                monitor
+                    .as_ref()
+                    .and_then(|monitor| inferred_health_set(monitor, runbooks, &mentioned))
+            })
             .or_else(|| mentioned(&known));
         // A health set's or monitor's name can look like a host name; it is never the server.
-        let not_servers: Vec<&str> =
-            known.iter().copied().chain(health_set.as_ref().map(HealthSet::as_str)).chain(monitor.as_ref().map(Monitor::as_str)).collect();
+        let not_servers: Vec<&str> = known
+            .iter()
+            .copied()
+            .chain(health_set.as_ref().map(HealthSet::as_str))
+            .chain(monitor.as_ref().map(Monitor::as_str))
+            .collect();
         let server = present(&self.managed_entity_path)
             .and_then(|path| server_in(path, &not_servers))
-            .or_else(|| present(&self.managed_entity_source).and_then(|source| server_in(source, &not_servers)));
+            .or_else(|| {
+                present(&self.managed_entity_source)
+                    .and_then(|source| server_in(source, &not_servers))
+            });
 
         let Some(server) = server else {
             let message = match present(&self.managed_entity_path) {
-                Some(path) => format!("no server host name found in {:?} nor in managedEntitySource", clip(path)),
-                None => "is missing, and managedEntitySource names no server host name either".to_owned(),
+                Some(path) => format!(
+                    "no server host name found in {:?} nor in managedEntitySource",
+                    clip(path)
+                ),
+                None => "is missing, and managedEntitySource names no server host name either"
+                    .to_owned(),
             };
             return Err(ParseError::invalid("managedEntityPath", message));
         };
         let Some(health_set) = health_set else {
-            return Err(ParseError::invalid("alertName", "no health set name was found in alertName, alertDescription or customField1..10"));
+            return Err(ParseError::invalid(
+                "alertName",
+                "no health set name was found in alertName, alertDescription or customField1..10",
+            ));
         };
         let alert_id = match present(&self.alert_id) {
-            Some(id) if id.len() > 256 => return Err(ParseError::invalid("alertId", "is longer than 256 characters")),
+            Some(id) if id.len() > 256 => {
+                return Err(ParseError::invalid("alertId", "is longer than 256 characters"))
+            }
             other => other,
         };
         let status = match present(&self.resolution_state) {
-            Some(state) if state.eq_ignore_ascii_case("Closed") || state == "255" => AlertStatus::Resolved,
+            Some(state) if state.eq_ignore_ascii_case("Closed") || state == "255" => {
+                AlertStatus::Resolved
+            }
             _ => AlertStatus::Firing,
         };
         let message = present(&self.alert_description).unwrap_or_default().to_owned();
@@ -293,7 +323,9 @@ fn decode(body: &[u8]) -> Cow<'_, [u8]> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     match std::str::from_utf8(body) {
         Ok(_) => Cow::Borrowed(body),
-        Err(_) => Cow::Owned(body.iter().map(|&byte| char::from(byte)).collect::<String>().into_bytes()),
+        Err(_) => {
+            Cow::Owned(body.iter().map(|&byte| char::from(byte)).collect::<String>().into_bytes())
+        }
     }
 }
 
@@ -301,30 +333,46 @@ fn decode(body: &[u8]) -> Cow<'_, [u8]> {
 /// path (between `;`, `\`, `/`, `,` or `|`) that is a short host name. Management pack class names such as
 /// `Microsoft.Exchange.15.Server` are valid host names too, and are skipped.
 fn server_in(path: &str, not_servers: &[&str]) -> Option<ServerName> {
-    let is_candidate = |part: &&str| !is_class_name(part) && !not_servers.iter().any(|name| name.eq_ignore_ascii_case(part));
+    let is_candidate = |part: &&str| {
+        !is_class_name(part) && !not_servers.iter().any(|name| name.eq_ignore_ascii_case(part))
+    };
     let fully_qualified = path
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
         .map(|token| token.trim_matches(|c| c == '.' || c == '-'))
         .filter(|token| token.contains('.'))
         .filter(is_candidate)
         .find_map(|token| ServerName::parse(token).ok());
-    fully_qualified.or_else(|| path.split([';', '\\', '/', ',', '|']).map(str::trim).filter(is_candidate).find_map(|part| ServerName::parse(part).ok()))
+    fully_qualified.or_else(|| {
+        path.split([';', '\\', '/', ',', '|'])
+            .map(str::trim)
+            .filter(is_candidate)
+            .find_map(|part| ServerName::parse(part).ok())
+    })
 }
 
 fn is_class_name(token: &str) -> bool {
     let first_label = token.split('.').next().unwrap_or_default();
-    ["Microsoft", "System"].iter().any(|namespace| namespace.eq_ignore_ascii_case(first_label)) && token.contains('.')
+    ["Microsoft", "System"].iter().any(|namespace| namespace.eq_ignore_ascii_case(first_label))
+        && token.contains('.')
 }
 
 /// Reads `timeRaised`: RFC 3339, else the US-English text of a PowerShell date (`11/26/2026 9:58:12 AM`) or an ISO
 /// date without an offset, both taken as UTC because SCOM keeps alert times in UTC. An unreadable time is not worth
 /// refusing the alert for; it is left unknown.
 fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
-    const LOCAL_FORMATS: [&str; 4] = ["%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"];
+    const LOCAL_FORMATS: [&str; 4] = [
+        "%m/%d/%Y %I:%M:%S %p",
+        "%m/%d/%Y %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+    ];
     if let Ok(time) = DateTime::parse_from_rfc3339(raw) {
         return Some(time.with_timezone(&Utc));
     }
-    LOCAL_FORMATS.iter().find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok()).map(|time| time.and_utc())
+    LOCAL_FORMATS
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())
+        .map(|time| time.and_utc())
 }
 
 /// A run of characters that can belong to a Managed Availability name, as it stands in free text.
@@ -339,7 +387,8 @@ struct Word<'a> {
 
 /// Splits text into [`Word`]s.
 fn words(text: &str) -> Vec<Word<'_>> {
-    let is_name_byte = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_');
+    let is_name_byte =
+        |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_');
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
     let mut at = 0;
@@ -363,14 +412,21 @@ fn words(text: &str) -> Vec<Word<'_>> {
             let raw = &text[start..end];
             let is_trim = |c: char| matches!(c, '.' | '-' | '_');
             let gap_end = spans.get(index + 1).map_or(text.len(), |next| next.0);
-            Word { text: raw.trim_matches(is_trim), cut_at_end: raw.ends_with(is_trim), gap_after: &text[end..gap_end] }
+            Word {
+                text: raw.trim_matches(is_trim),
+                cut_at_end: raw.ends_with(is_trim),
+                gap_after: &text[end..gap_end],
+            }
         })
         .collect()
 }
 
 /// Blanks and quotes only: the words on either side belong to one phrase.
 fn is_plain_gap(gap: &str) -> bool {
-    gap.chars().all(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\u{2018}' | '\u{2019}' | '\u{201C}' | '\u{201D}'))
+    gap.chars().all(|c| {
+        c.is_whitespace()
+            || matches!(c, '"' | '\'' | '\u{2018}' | '\u{2019}' | '\u{201C}' | '\u{201D}')
+    })
 }
 
 /// A colon or an equals sign between blanks and quotes: the word before labels the word after.
@@ -392,10 +448,14 @@ fn stated_health_set(text: &str, known: &[&str]) -> Option<HealthSet> {
                 None => continue,
             }
         }
-        let before = start.checked_sub(1).map(|index| &words[index]).filter(|word| !word.cut_at_end && is_plain_gap(word.gap_after));
+        let before = start
+            .checked_sub(1)
+            .map(|index| &words[index])
+            .filter(|word| !word.cut_at_end && is_plain_gap(word.gap_after));
         let after = after.filter(|_| is_plain_gap(words[end].gap_after));
-        if let Some(health_set) =
-            before.and_then(|word| health_set_candidate(word.text, known)).or_else(|| after.and_then(|word| health_set_candidate(word, known)))
+        if let Some(health_set) = before
+            .and_then(|word| health_set_candidate(word.text, known))
+            .or_else(|| after.and_then(|word| health_set_candidate(word, known)))
         {
             return Some(health_set);
         }
@@ -405,10 +465,13 @@ fn stated_health_set(text: &str, known: &[&str]) -> Option<HealthSet> {
 
 /// The index of the last word of a "health set" phrase that begins at `start`, if one does.
 fn health_set_phrase(words: &[Word<'_>], start: usize) -> Option<usize> {
-    const ONE_WORD: [&str; 5] = ["HealthSet", "Health-Set", "Health_Set", "HealthSetName", "Health_Set_Name"];
+    const ONE_WORD: [&str; 5] =
+        ["HealthSet", "Health-Set", "Health_Set", "HealthSetName", "Health_Set_Name"];
     let first = &words[start];
     let followed_by = |index: usize, next: &str| {
-        !words[index].cut_at_end && is_plain_gap(words[index].gap_after) && words.get(index + 1).is_some_and(|word| word.text.eq_ignore_ascii_case(next))
+        !words[index].cut_at_end
+            && is_plain_gap(words[index].gap_after)
+            && words.get(index + 1).is_some_and(|word| word.text.eq_ignore_ascii_case(next))
     };
     let mut end = if ONE_WORD.iter().any(|phrase| phrase.eq_ignore_ascii_case(first.text)) {
         start
@@ -429,7 +492,8 @@ fn health_set_candidate(word: &str, known: &[&str]) -> Option<HealthSet> {
     }
     let capitalised = word.starts_with(|c: char| c.is_ascii_uppercase());
     let is_word = NOT_HEALTH_SETS.iter().any(|not| not.eq_ignore_ascii_case(word));
-    let is_workflow = ["Monitor", "Probe", "Responder"].iter().any(|suffix| ends_with_ignore_case(word, suffix));
+    let is_workflow =
+        ["Monitor", "Probe", "Responder"].iter().any(|suffix| ends_with_ignore_case(word, suffix));
     if !capitalised || is_word || is_workflow {
         return None;
     }
@@ -438,7 +502,11 @@ fn health_set_candidate(word: &str, known: &[&str]) -> Option<HealthSet> {
 
 /// Finds a known health set's name standing on its own in the text.
 fn mentioned_health_set(text: &str, known: &str) -> Option<HealthSet> {
-    words(text).iter().any(|word| word.text.eq_ignore_ascii_case(known)).then(|| HealthSet::parse(known).ok()).flatten()
+    words(text)
+        .iter()
+        .any(|word| word.text.eq_ignore_ascii_case(known))
+        .then(|| HealthSet::parse(known).ok())
+        .flatten()
 }
 
 /// Finds the first word that names a monitor: one that ends in `Monitor`, such as `ActiveSyncCTPMonitor`.
@@ -447,7 +515,9 @@ fn monitor_in(text: &str, runbooks: &RunbookSet) -> Option<Monitor> {
 }
 
 fn monitor_candidate(word: &str, runbooks: &RunbookSet) -> Option<Monitor> {
-    let named = word.len() > "Monitor".len() && ends_with_ignore_case(word, "Monitor") && word.starts_with(|c: char| c.is_ascii_alphabetic());
+    let named = word.len() > "Monitor".len()
+        && ends_with_ignore_case(word, "Monitor")
+        && word.starts_with(|c: char| c.is_ascii_alphabetic());
     if !named || NOT_MONITORS.iter().any(|not| not.eq_ignore_ascii_case(word)) {
         return None;
     }
@@ -461,8 +531,16 @@ fn monitor_candidate(word: &str, runbooks: &RunbookSet) -> Option<Monitor> {
 /// For alerts that name the monitor but not the health set: the health set the runbooks give the monitor (they
 /// follow the tables of Microsoft's troubleshooting pages). A monitor of several health sets
 /// (`RequestsQueuedGt500Monitor`: ActiveSync and IMAP) takes the one the text mentions, else the first.
-fn inferred_health_set(monitor: &Monitor, runbooks: &RunbookSet, mentioned: &dyn Fn(&[&str]) -> Option<HealthSet>) -> Option<HealthSet> {
-    let candidates: Vec<&str> = runbooks.for_monitor(monitor.as_str()).into_iter().map(|(runbook, _)| runbook.health_set.as_str()).collect();
+fn inferred_health_set(
+    monitor: &Monitor,
+    runbooks: &RunbookSet,
+    mentioned: &dyn Fn(&[&str]) -> Option<HealthSet>,
+) -> Option<HealthSet> {
+    let candidates: Vec<&str> = runbooks
+        .for_monitor(monitor.as_str())
+        .into_iter()
+        .map(|(runbook, _)| runbook.health_set.as_str())
+        .collect();
     match candidates.as_slice() {
         [] => None,
         [only] => HealthSet::parse(only).ok(),
@@ -471,7 +549,8 @@ fn inferred_health_set(monitor: &Monitor, runbooks: &RunbookSet, mentioned: &dyn
 }
 
 fn ends_with_ignore_case(word: &str, suffix: &str) -> bool {
-    word.len() >= suffix.len() && word.as_bytes()[word.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    word.len() >= suffix.len()
+        && word.as_bytes()[word.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 #[cfg(test)]

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::alert::Format;
 
 #[derive(Parser, Debug)]
-#[command(name = "healthset-responder", version, about = "Runs Microsoft's Exchange ActiveSync health set recovery runbooks when an alert arrives")]
+#[command(
+    name = "healthset-responder",
+    version,
+    about = "Runs Microsoft's Exchange ActiveSync health set recovery runbooks when an alert arrives"
+)]
 pub(super) struct Cli {
     /// The configuration file (default: $HSR_CONFIG, else ./healthset-responder.toml if present, else built-in defaults).
     #[arg(long, global = true, value_name = "FILE")]
@@ -54,7 +58,13 @@ pub(super) enum Command {
         #[arg(long, value_name = "URL")]
         url: Option<String>,
         /// A Standard Webhooks secret, whsec_... (default: $HSR_WEBHOOK_SECRET, else credentials.toml).
-        #[arg(long, env = "HSR_WEBHOOK_SECRET", hide_env_values = true, conflicts_with = "token", value_name = "S")]
+        #[arg(
+            long,
+            env = "HSR_WEBHOOK_SECRET",
+            hide_env_values = true,
+            conflicts_with = "token",
+            value_name = "S"
+        )]
         secret: Option<String>,
         /// Send a bearer token instead of signing.
         #[arg(long, value_name = "T")]

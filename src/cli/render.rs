@@ -9,7 +9,9 @@
 use std::fmt::Write as _;
 
 use crate::incident::{Outcome, Sense, State};
-use crate::store::{AlertDetail, AlertSummary, IncidentView, NotificationView, RejectedDelivery, StepView};
+use crate::store::{
+    AlertDetail, AlertSummary, IncidentView, NotificationView, RejectedDelivery, StepView,
+};
 
 /// Whether to colour: ANSI escape codes for a terminal, nothing for a pipe or a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +54,9 @@ fn state_tone(state: &str) -> Option<Tone> {
     match State::parse(state)? {
         State::Transient | State::Recovered => Some(Tone::Good),
         State::Escalated | State::Blocked => Some(Tone::Bad),
-        State::Queued | State::Running | State::Waiting | State::AwaitingApproval => Some(Tone::Busy),
+        State::Queued | State::Running | State::Waiting | State::AwaitingApproval => {
+            Some(Tone::Busy)
+        }
         State::Suppressed => Some(Tone::Quiet),
     }
 }
@@ -76,7 +80,15 @@ fn email_tone(status: &str) -> Option<Tone> {
 /// Text that came from outside, made safe for a terminal: control characters other than newline and tab are shown
 /// escaped (`\u{1b}`), never sent as they are.
 pub fn clean(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Text for one table cell: cleaned, on one line, and at most `max` characters.
@@ -130,7 +142,8 @@ impl Table {
         }
         let last = self.headers.len().saturating_sub(1);
         let mut out = String::new();
-        let header: Vec<(String, Option<Tone>)> = self.headers.iter().map(|h| (h.to_string(), Some(Tone::Quiet))).collect();
+        let header: Vec<(String, Option<Tone>)> =
+            self.headers.iter().map(|h| (h.to_string(), Some(Tone::Quiet))).collect();
         for row in std::iter::once(&header).chain(&self.rows) {
             out.push_str(indent);
             for (i, (text, tone)) in row.iter().enumerate() {
@@ -162,7 +175,11 @@ pub fn incidents(palette: Palette, incidents: &[IncidentView]) -> String {
     }
     let mut table = Table::new(&["id", "state", "opened", "server", "monitor", "reason"]);
     for incident in incidents {
-        let state = if incident.dry_run { format!("{} (dry run)", incident.state) } else { incident.state.clone() };
+        let state = if incident.dry_run {
+            format!("{} (dry run)", incident.state)
+        } else {
+            incident.state.clone()
+        };
         table.row(vec![
             plain(clean(&incident.id)),
             (cell(&state, 40), state_tone(&incident.state)),
@@ -178,14 +195,28 @@ pub fn incidents(palette: Palette, incidents: &[IncidentView]) -> String {
 /// `incidents show`: what happened, the timeline, and the emails.
 pub fn incident(palette: Palette, incident: &IncidentView) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "incident {}  {}", clean(&incident.id), palette.paint(state_tone(&incident.state), &incident.state.to_uppercase()));
+    let _ = writeln!(
+        out,
+        "incident {}  {}",
+        clean(&incident.id),
+        palette.paint(state_tone(&incident.state), &incident.state.to_uppercase())
+    );
     let _ = writeln!(out, "  {}", subject(incident));
     if let Some(reason) = &incident.reason {
         let _ = writeln!(out, "  {}", clean(reason));
     }
-    let _ = writeln!(out, "  opened {} UTC, updated {} UTC", date_time(&incident.created_at), date_time(&incident.updated_at));
+    let _ = writeln!(
+        out,
+        "  opened {} UTC, updated {} UTC",
+        date_time(&incident.created_at),
+        date_time(&incident.updated_at)
+    );
     if incident.dry_run {
-        let _ = writeln!(out, "  {}", palette.paint(Some(Tone::Busy), "dry run: mutating steps were journaled, not run"));
+        let _ = writeln!(
+            out,
+            "  {}",
+            palette.paint(Some(Tone::Busy), "dry run: mutating steps were journaled, not run")
+        );
     }
     if let Some(alert) = &incident.replay_of {
         let _ = writeln!(out, "  replay of alert {}", clean(alert));
@@ -194,7 +225,11 @@ pub fn incident(palette: Palette, incident: &IncidentView) -> String {
         let _ = writeln!(out, "  resolved notice received {} UTC", date_time(at));
     }
     let alerts: Vec<String> = incident.alert_ids.iter().map(|id| clean(id)).collect();
-    let _ = writeln!(out, "  alerts: {}", if alerts.is_empty() { "none".to_owned() } else { alerts.join(", ") });
+    let _ = writeln!(
+        out,
+        "  alerts: {}",
+        if alerts.is_empty() { "none".to_owned() } else { alerts.join(", ") }
+    );
 
     let steps = incident.steps.as_deref().unwrap_or_default();
     out.push('\n');
@@ -226,8 +261,17 @@ pub fn incident(palette: Palette, incident: &IncidentView) -> String {
 
 /// What an incident is about: `ActiveSync ActiveSyncCTPMonitor on cas01 (_Mbx: mbx01)`.
 fn subject(incident: &IncidentView) -> String {
-    let hint = incident.mailbox_hint.as_deref().map(|m| format!(" (_Mbx: {})", clean(m))).unwrap_or_default();
-    format!("{} {} on {}{hint}", clean(&incident.health_set), monitor(incident.monitor.as_deref()), clean(&incident.server))
+    let hint = incident
+        .mailbox_hint
+        .as_deref()
+        .map(|m| format!(" (_Mbx: {})", clean(m)))
+        .unwrap_or_default();
+    format!(
+        "{} {} on {}{hint}",
+        clean(&incident.health_set),
+        monitor(incident.monitor.as_deref()),
+        clean(&incident.server)
+    )
 }
 
 fn emails(palette: Palette, notifications: &[NotificationView]) -> String {
@@ -250,7 +294,16 @@ pub fn alerts(palette: Palette, alerts: &[AlertSummary]) -> String {
     if alerts.is_empty() {
         return "no alerts\n".to_owned();
     }
-    let mut table = Table::new(&["id", "received", "server", "health set", "monitor", "status", "disposition", "incident"]);
+    let mut table = Table::new(&[
+        "id",
+        "received",
+        "server",
+        "health set",
+        "monitor",
+        "status",
+        "disposition",
+        "incident",
+    ]);
     for alert in alerts {
         table.row(vec![
             plain(clean(&alert.id)),
@@ -288,17 +341,51 @@ pub fn rejected(palette: Palette, deliveries: &[RejectedDelivery]) -> String {
 pub fn alert(palette: Palette, alert: &AlertDetail) -> String {
     let summary = &alert.summary;
     let mut out = String::new();
-    let _ = writeln!(out, "alert {}  {}", clean(&summary.id), palette.paint(Some(Tone::Quiet), &format!("{} {}", summary.status, summary.disposition)));
-    let hint = summary.mailbox_hint.as_deref().map(|m| format!(" (_Mbx: {})", clean(m))).unwrap_or_default();
-    let _ = writeln!(out, "  {} {} on {}{hint}", clean(&summary.health_set), monitor(summary.monitor.as_deref()), clean(&summary.server));
-    let _ = writeln!(out, "  received {} UTC from sender {} ({})", date_time(&summary.received_at), clean(&summary.sender), clean(&summary.format));
+    let _ = writeln!(
+        out,
+        "alert {}  {}",
+        clean(&summary.id),
+        palette.paint(Some(Tone::Quiet), &format!("{} {}", summary.status, summary.disposition))
+    );
+    let hint = summary
+        .mailbox_hint
+        .as_deref()
+        .map(|m| format!(" (_Mbx: {})", clean(m)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  {} {} on {}{hint}",
+        clean(&summary.health_set),
+        monitor(summary.monitor.as_deref()),
+        clean(&summary.server)
+    );
+    let _ = writeln!(
+        out,
+        "  received {} UTC from sender {} ({})",
+        date_time(&summary.received_at),
+        clean(&summary.sender),
+        clean(&summary.format)
+    );
     if let Some(raised) = &summary.raised_at {
         let _ = writeln!(out, "  raised {} UTC", date_time(raised));
     }
     let incidents: Vec<String> = alert.incident_ids.iter().map(|id| clean(id)).collect();
-    let _ = writeln!(out, "  incidents: {}", if incidents.is_empty() { "none".to_owned() } else { incidents.join(", ") });
-    let webhook = alert.webhook_id.as_deref().map(|w| format!(", webhook-id {}", clean(w))).unwrap_or_default();
-    let _ = writeln!(out, "  delivery {} (alert {} of it){webhook}", clean(&alert.delivery_id), alert.position + 1);
+    let _ = writeln!(
+        out,
+        "  incidents: {}",
+        if incidents.is_empty() { "none".to_owned() } else { incidents.join(", ") }
+    );
+    let webhook = alert
+        .webhook_id
+        .as_deref()
+        .map(|w| format!(", webhook-id {}", clean(w)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  delivery {} (alert {} of it){webhook}",
+        clean(&alert.delivery_id),
+        alert.position + 1
+    );
     let _ = writeln!(out, "\nmessage:\n{}", indent(&clean(&summary.message)));
     let _ = writeln!(out, "\nraw body:\n{}", indent(&clean(&alert.raw_body)));
     out
@@ -310,12 +397,26 @@ fn indent(text: &str) -> String {
 
 /// `replay`: what was opened.
 pub fn replayed(alert_id: &str, incident_id: &str, dry_run: bool) -> String {
-    format!("replayed alert {} as incident {}{}\n", clean(alert_id), clean(incident_id), if dry_run { " (dry run requested)" } else { "" })
+    format!(
+        "replayed alert {} as incident {}{}\n",
+        clean(alert_id),
+        clean(incident_id),
+        if dry_run { " (dry run requested)" } else { "" }
+    )
 }
 
 /// The heading above the step lines of `replay --wait`, with the same columns as [`step`].
 pub fn step_heading(palette: Palette) -> String {
-    format!("{}\n", palette.paint(Some(Tone::Quiet), &format!("{:>3}  {:<12}  {:<24}  {:<18}  {:<16}  detail", "#", "time", "server", "action", "outcome")))
+    format!(
+        "{}\n",
+        palette.paint(
+            Some(Tone::Quiet),
+            &format!(
+                "{:>3}  {:<12}  {:<24}  {:<18}  {:<16}  detail",
+                "#", "time", "server", "action", "outcome"
+            )
+        )
+    )
 }
 
 /// One finished step of `replay --wait`, printed as it completes; the columns do not depend on later steps.
@@ -324,7 +425,11 @@ pub fn step(palette: Palette, step: &StepView) -> String {
     let outcome = cell(outcome, 32);
     let detail = match step.detail.trim() {
         "" => String::new(),
-        detail => format!("{}  {}", " ".repeat(16_usize.saturating_sub(outcome.chars().count())), palette.paint(Some(Tone::Quiet), &cell(detail, 100))),
+        detail => format!(
+            "{}  {}",
+            " ".repeat(16_usize.saturating_sub(outcome.chars().count())),
+            palette.paint(Some(Tone::Quiet), &cell(detail, 100))
+        ),
     };
     format!(
         "{:>3}  {:<12}  {:<24}  {:<18}  {}{detail}\n",
@@ -338,8 +443,13 @@ pub fn step(palette: Palette, step: &StepView) -> String {
 
 /// The last line of `replay --wait`: the state the incident ended in, and why.
 pub fn ending(palette: Palette, incident: &IncidentView) -> String {
-    let reason = incident.reason.as_deref().map(|r| format!(": {}", cell(r, 400))).unwrap_or_default();
-    format!("incident {} ended {}{reason}\n", clean(&incident.id), palette.paint(state_tone(&incident.state), &incident.state))
+    let reason =
+        incident.reason.as_deref().map(|r| format!(": {}", cell(r, 400))).unwrap_or_default();
+    format!(
+        "incident {} ended {}{reason}\n",
+        clean(&incident.id),
+        palette.paint(state_tone(&incident.state), &incident.state)
+    )
 }
 
 #[cfg(test)]
@@ -367,7 +477,10 @@ mod tests {
     fn plain_output_has_no_escape_codes_even_when_an_alert_carries_them() {
         let text = incident(Palette::Plain, &incident_view());
         assert!(!text.contains('\x1b'), "{text}");
-        assert!(text.contains("\\u{1b}[31mService Unavailable"), "the control character is shown escaped: {text}");
+        assert!(
+            text.contains("\\u{1b}[31mService Unavailable"),
+            "the control character is shown escaped: {text}"
+        );
         assert!(
             text.starts_with("incident 0193-incident  RECOVERED\n  ActiveSync ActiveSyncCTPMonitor on cas01.contoso.com (_Mbx: mbx01.contoso.com)\n"),
             "{text}"
@@ -397,7 +510,11 @@ mod tests {
                 .collect();
             assert_eq!(rows.len(), 2, "{text}");
             let column = |row: &str, word: &str| row.find(word).unwrap();
-            assert_eq!(column(&rows[0], "failed"), column(&rows[1], "done"), "{palette:?}: {rows:#?}");
+            assert_eq!(
+                column(&rows[0], "failed"),
+                column(&rows[1], "done"),
+                "{palette:?}: {rows:#?}"
+            );
         }
     }
 
@@ -409,8 +526,16 @@ mod tests {
         let second = step(Palette::Plain, &steps[1]);
         assert_eq!(first, "  1  10:00:00.200  cas01.contoso.com         probe               failed            503 \\u{1b}[31mService Unavailable\n");
         assert_eq!(first.find("failed"), second.find("done"));
-        let throttled = StepView { outcome: Some("throttled".into()), detail: "ran 0s ago".into(), ..steps[0].clone() };
-        assert_eq!(step(Palette::Plain, &throttled).find("ran 0s"), first.find("503"), "details line up whatever the outcome");
+        let throttled = StepView {
+            outcome: Some("throttled".into()),
+            detail: "ran 0s ago".into(),
+            ..steps[0].clone()
+        };
+        assert_eq!(
+            step(Palette::Plain, &throttled).find("ran 0s"),
+            first.find("503"),
+            "details line up whatever the outcome"
+        );
     }
 
     #[test]

@@ -50,7 +50,14 @@ impl Credentials {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(ConfigError::new(name, format!("cannot read the credentials file: {err}; fix it (serve never replaces it)"))),
+            Err(err) => {
+                return Err(ConfigError::new(
+                    name,
+                    format!(
+                        "cannot read the credentials file: {err}; fix it (serve never replaces it)"
+                    ),
+                ))
+            }
         };
         let creds: Credentials = parse_toml(&text, is_secret_key).map_err(|err| {
             ConfigError::new(
@@ -75,17 +82,26 @@ impl Credentials {
         let before = creds.clone();
         if settings.senders.is_empty() {
             let secret = creds.webhook_secret.get_or_insert_with(Secret::generate_whsec);
-            let key = Secret::parse_whsec(secret).map_err(|e| ConfigError::new(path.display().to_string(), format!("webhook_secret {e}")))?;
-            settings
-                .senders
-                .push(auth::Sender { name: "default".into(), method: auth::Method::StandardWebhooks { keys: vec![key], tolerance: Dur::minutes(5).0 } });
+            let key = Secret::parse_whsec(secret).map_err(|e| {
+                ConfigError::new(path.display().to_string(), format!("webhook_secret {e}"))
+            })?;
+            settings.senders.push(auth::Sender {
+                name: "default".into(),
+                method: auth::Method::StandardWebhooks {
+                    keys: vec![key],
+                    tolerance: Dur::minutes(5).0,
+                },
+            });
         }
         if settings.admin_tokens.is_empty() {
-            let token = creds.admin_token.get_or_insert_with(|| hex::encode(rand::random::<[u8; 24]>()));
+            let token =
+                creds.admin_token.get_or_insert_with(|| hex::encode(rand::random::<[u8; 24]>()));
             settings.admin_tokens.push(Secret::new(token.as_bytes().to_vec()));
         }
         if creds != before {
-            creds.write(&settings.data_dir).map_err(|source| CredentialsError::Write { path: path.clone(), source })?;
+            creds
+                .write(&settings.data_dir)
+                .map_err(|source| CredentialsError::Write { path: path.clone(), source })?;
         }
         Ok(Some(path))
     }
@@ -96,14 +112,20 @@ impl Credentials {
         let Some(mut creds) = Self::load(data_dir)? else { return Ok(()) };
         let mut addr = addr;
         if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
         }
         let url = format!("http://{addr}");
         if creds.url.as_deref() == Some(url.as_str()) {
             return Ok(());
         }
         creds.url = Some(url);
-        creds.write(data_dir).map_err(|source| CredentialsError::Write { path: Self::path(data_dir), source })
+        creds
+            .write(data_dir)
+            .map_err(|source| CredentialsError::Write { path: Self::path(data_dir), source })
     }
 
     fn write(&self, data_dir: &Path) -> std::io::Result<()> {

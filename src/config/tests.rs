@@ -63,7 +63,10 @@ fn errors_name_the_key() {
 fn email_routes_notices_and_retries_resolve() {
     let defaults = resolve("").unwrap();
     assert_eq!(defaults.email.notify_on, [NotifyOn::Escalated, NotifyOn::Blocked]);
-    assert_eq!((defaults.email.retry_initial.0, defaults.email.retry_max.0), (Duration::from_secs(5), Duration::from_secs(3600)));
+    assert_eq!(
+        (defaults.email.retry_initial.0, defaults.email.retry_max.0),
+        (Duration::from_secs(5), Duration::from_secs(3600))
+    );
     assert!(defaults.email_routes.is_empty());
 
     let text = "[email]\nnotify_on = [\"escalated\", \"blocked\", \"recovered\"]\nretry_initial = \"50ms\"\nretry_max = \"2s\"\n\n\
@@ -73,8 +76,15 @@ fn email_routes_notices_and_retries_resolve() {
     assert_eq!(settings.email.notify_on.last(), Some(&NotifyOn::Recovered));
     assert_eq!(settings.email.retry_initial.0, Duration::from_millis(50));
     assert_eq!(settings.email_routes.len(), 2);
-    let names = crate::mailer::Names { health_set: "ActiveSync", monitor: None, server: "mbx01.contoso.com" };
-    assert_eq!(crate::mailer::recipients(&settings.email_routes, &settings.email.to, &names), ["mailbox-team@contoso.com", "dba@contoso.com"]);
+    let names = crate::mailer::Names {
+        health_set: "ActiveSync",
+        monitor: None,
+        server: "mbx01.contoso.com",
+    };
+    assert_eq!(
+        crate::mailer::recipients(&settings.email_routes, &settings.email.to, &names),
+        ["mailbox-team@contoso.com", "dba@contoso.com"]
+    );
 }
 
 #[test]
@@ -98,9 +108,18 @@ fn an_invalid_credentials_file_stops_serve_and_is_never_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let path = Credentials::path(dir.path());
     let cases = [
-        ("webhook_secret = \"whsec_kept-secret-value\"\nadmin_tokn = \"x\"\n", "unknown field `admin_tokn`"),
-        ("webhook_secret = [\"whsec_kept-secret-value\"]\n", "webhook_secret (line 1): invalid type: sequence, expected a string"),
-        ("admin_token = \"kept-secret-value\"\nwebhook_secret = \"whsec_", "not a valid credentials file: line 2"),
+        (
+            "webhook_secret = \"whsec_kept-secret-value\"\nadmin_tokn = \"x\"\n",
+            "unknown field `admin_tokn`",
+        ),
+        (
+            "webhook_secret = [\"whsec_kept-secret-value\"]\n",
+            "webhook_secret (line 1): invalid type: sequence, expected a string",
+        ),
+        (
+            "admin_token = \"kept-secret-value\"\nwebhook_secret = \"whsec_",
+            "not a valid credentials file: line 2",
+        ),
         ("", "the credentials file is empty"),
         ("# only a comment\n", "the credentials file is empty"),
     ];
@@ -109,9 +128,15 @@ fn an_invalid_credentials_file_stops_serve_and_is_never_replaced() {
         let err = Credentials::ensure(&mut no_credentials(dir.path())).unwrap_err();
         let message = err.to_string();
         assert!(matches!(err, CredentialsError::Invalid(_)), "{text:?}: {message}");
-        assert!(message.starts_with(&path.display().to_string()), "{text:?}: the error names the file: {message}");
+        assert!(
+            message.starts_with(&path.display().to_string()),
+            "{text:?}: the error names the file: {message}"
+        );
         assert!(message.contains(want), "{text:?}: got {message:?}, want {want:?}");
-        assert!(!message.contains("kept-secret-value"), "{text:?}: the error shows a secret: {message}");
+        assert!(
+            !message.contains("kept-secret-value"),
+            "{text:?}: the error shows a secret: {message}"
+        );
         assert!(!message.contains('\n'), "{text:?}: one line: {message:?}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "the file is left as it was");
     }
@@ -140,11 +165,22 @@ fn credentials_are_rewritten_atomically_and_private() {
     Credentials::ensure(&mut settings).unwrap();
     Credentials::record_url(dir.path(), "0.0.0.0:8080".parse().unwrap()).unwrap();
     let creds = Credentials::read(dir.path()).unwrap();
-    assert_eq!(creds.admin_token.as_deref(), Some("an-old-token-0123456789"), "the token already there is kept");
+    assert_eq!(
+        creds.admin_token.as_deref(),
+        Some("an-old-token-0123456789"),
+        "the token already there is kept"
+    );
     assert!(creds.webhook_secret.is_some_and(|s| s.starts_with("whsec_")));
     assert_eq!(creds.url.as_deref(), Some("http://127.0.0.1:8080"));
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "rewritten 0600 whatever it was");
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "rewritten 0600 whatever it was"
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names, ["credentials.toml"], "no temporary file is left behind");
 }
 
@@ -152,12 +188,27 @@ fn credentials_are_rewritten_atomically_and_private() {
 fn configuration_errors_never_show_a_secret() {
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let cases = [
-        (format!("[[senders]]\nname = \"scom\"\nsecrets = \"{secret}\""), "senders[0].secrets (line 3): invalid type: string, expected a sequence"),
-        (format!("[[senders]]\nname = \"am\"\nauth = \"bearer\"\ntokens = \"{secret}\""), "senders[0].tokens (line 4): invalid type: string"),
+        (
+            format!("[[senders]]\nname = \"scom\"\nsecrets = \"{secret}\""),
+            "senders[0].secrets (line 3): invalid type: string, expected a sequence",
+        ),
+        (
+            format!("[[senders]]\nname = \"am\"\nauth = \"bearer\"\ntokens = \"{secret}\""),
+            "senders[0].tokens (line 4): invalid type: string",
+        ),
         (format!("[admin]\ntokens = \"{secret}\""), "admin.tokens (line 2): invalid type: string"),
-        (format!("[admin]\ntokens = [[\"{secret}\"]]"), "admin.tokens[0] (line 2): invalid type: sequence, expected a string"),
-        (format!("[email.smtp]\npassword = [\"{secret}\"]"), "email.smtp.password (line 2): invalid type: sequence"),
-        (format!("[email.smtp]\npassword = {{ value = \"{secret}\" }}"), "email.smtp.password (line 2): invalid type: map"),
+        (
+            format!("[admin]\ntokens = [[\"{secret}\"]]"),
+            "admin.tokens[0] (line 2): invalid type: sequence, expected a string",
+        ),
+        (
+            format!("[email.smtp]\npassword = [\"{secret}\"]"),
+            "email.smtp.password (line 2): invalid type: sequence",
+        ),
+        (
+            format!("[email.smtp]\npassword = {{ value = \"{secret}\" }}"),
+            "email.smtp.password (line 2): invalid type: map",
+        ),
     ];
     for (text, want) in cases {
         let err = resolve(&text).unwrap_err();
@@ -171,9 +222,18 @@ fn configuration_errors_never_show_a_secret() {
 #[test]
 fn the_shell_environment_and_plain_text_logins_are_checked() {
     let cases = [
-        ("[executor]\npass_env = [\"HTTPS_PROXY\", \"HSR_ADMIN_TOKEN\"]", "executor.pass_env[1]: HSR_ADMIN_TOKEN is one of the service's own variables"),
-        ("[executor]\npass_env = [\"hsr_webhook_secret\"]", "executor.pass_env[0]: hsr_webhook_secret is one of the service's own variables"),
-        ("[executor]\npass_env = [\"A=B\"]", "executor.pass_env[0]: \"A=B\" is not an environment variable name"),
+        (
+            "[executor]\npass_env = [\"HTTPS_PROXY\", \"HSR_ADMIN_TOKEN\"]",
+            "executor.pass_env[1]: HSR_ADMIN_TOKEN is one of the service's own variables",
+        ),
+        (
+            "[executor]\npass_env = [\"hsr_webhook_secret\"]",
+            "executor.pass_env[0]: hsr_webhook_secret is one of the service's own variables",
+        ),
+        (
+            "[executor]\npass_env = [\"A=B\"]",
+            "executor.pass_env[0]: \"A=B\" is not an environment variable name",
+        ),
         (
             "[email.smtp]\ntls = \"none\"\nusername = \"hsr\"\npassword = \"a-relay-password\"",
             "email.smtp.username: a login over tls = \"none\" sends the password in clear",
@@ -205,7 +265,10 @@ fn the_example_placeholders_are_refused_by_name() {
         let err = Config::parse(text).unwrap().refuse_placeholders().unwrap_err();
         assert_eq!(err.key, key, "{text:?}");
     }
-    assert!(Config::parse("[admin]\ntokens = [\"0123456789abcdef0123\"]").unwrap().refuse_placeholders().is_ok());
+    assert!(Config::parse("[admin]\ntokens = [\"0123456789abcdef0123\"]")
+        .unwrap()
+        .refuse_placeholders()
+        .is_ok());
 }
 
 #[test]
@@ -219,7 +282,9 @@ fn generated_credentials_are_private_and_reused() {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
-    let mut again = Config { data_dir: dir.path().to_path_buf(), ..Config::default() }.resolve(|_| None).unwrap();
+    let mut again = Config { data_dir: dir.path().to_path_buf(), ..Config::default() }
+        .resolve(|_| None)
+        .unwrap();
     Credentials::ensure(&mut again).unwrap();
     assert_eq!(Credentials::read(dir.path()).unwrap(), first);
     assert!(auth::token_matches(&again.admin_tokens, first.admin_token.as_deref().unwrap()));

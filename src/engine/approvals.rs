@@ -4,9 +4,14 @@ use super::*;
 
 /// The throttles of later steps that `action` commits to: a failover is started only when the restart it leads to
 /// would be allowed now.
-pub(super) fn commits_to(safety: &crate::safety::SafetyConfig, action: &Action) -> Vec<(ActionKind, crate::safety::Throttle)> {
+pub(super) fn commits_to(
+    safety: &crate::safety::SafetyConfig,
+    action: &Action,
+) -> Vec<(ActionKind, crate::safety::Throttle)> {
     match action {
-        Action::DisableActivation { attempt: 1, .. } => vec![(ActionKind::RestartServer, safety.restart_server.clone())],
+        Action::DisableActivation { attempt: 1, .. } => {
+            vec![(ActionKind::RestartServer, safety.restart_server.clone())]
+        }
         _ => Vec::new(),
     }
 }
@@ -20,8 +25,16 @@ pub(super) async fn ask(shared: &Shared, id: &str, proposal: Proposal) -> anyhow
     let (server, first) = (proposal.server.clone(), proposal.covers[0].kind());
     let mut rules = Vec::new();
     for action in &proposal.covers {
-        if let Some(rule) = action.is_throttled().then(|| crate::safety::rule(&settings.safety, action.kind())).flatten() {
-            rules.push((action.kind(), rule.clone(), "; nobody was asked to approve it".to_owned()));
+        if let Some(rule) = action
+            .is_throttled()
+            .then(|| crate::safety::rule(&settings.safety, action.kind()))
+            .flatten()
+        {
+            rules.push((
+                action.kind(),
+                rule.clone(),
+                "; nobody was asked to approve it".to_owned(),
+            ));
         }
         for (kind, rule) in commits_to(&settings.safety, action) {
             rules.push((
@@ -31,7 +44,8 @@ pub(super) async fn ask(shared: &Shared, id: &str, proposal: Proposal) -> anyhow
             ));
         }
     }
-    let commands: Vec<String> = proposal.covers.iter().map(|action| shared.executor.command(action)).collect();
+    let commands: Vec<String> =
+        proposal.covers.iter().map(|action| shared.executor.command(action)).collect();
     let command = commands.join("\n");
     let names: Vec<&str> = proposal.covers.iter().map(|action| action.kind().as_str()).collect();
     let what = match names.as_slice() {
@@ -42,9 +56,18 @@ pub(super) async fn ask(shared: &Shared, id: &str, proposal: Proposal) -> anyhow
     let expires_at = now_ms() + policy.timeout.as_millis() as i64;
     let deadline = crate::store::rfc3339(expires_at);
     let link = format!("{}/approvals/{}", shared.links, token.as_str());
-    let request = mailer::Request { proposal: &what, server: server.as_str(), commands: &command, deadline: &deadline, link: &link };
+    let request = mailer::Request {
+        proposal: &what,
+        server: server.as_str(),
+        commands: &command,
+        deadline: &deadline,
+        link: &link,
+    };
     let (notification, to) = approval_request(shared, id, &request).await?;
-    let detail = format!("asked {} to approve {what} on {server}; no decision by {deadline} counts as a denial", to.join(", "));
+    let detail = format!(
+        "asked {} to approve {what} on {server}; no decision by {deadline} counts as a denial",
+        to.join(", ")
+    );
     let approval = NewApproval {
         first_command: commands[0].clone(),
         command,
@@ -81,7 +104,12 @@ pub(super) async fn expire_approvals(shared: &Shared) {
     };
     for id in expired {
         let timeout = shared.settings.approval.timeout;
-        let decision = NewDecision { outcome: Outcome::Expired, via: None, reason: None, detail: crate::approval::expired_detail(timeout) };
+        let decision = NewDecision {
+            outcome: Outcome::Expired,
+            via: None,
+            reason: None,
+            detail: crate::approval::expired_detail(timeout),
+        };
         match shared.store.decide(Target::Incident(id.clone()), decision).await {
             Ok(Decided::Recorded { .. }) => {
                 tracing::warn!(incident = %id, "nobody decided on the approval in time; the incident ends blocked");
@@ -89,20 +117,52 @@ pub(super) async fn expire_approvals(shared: &Shared) {
                 let _ = shared.wake.send(Wake::Incident(id));
             }
             Ok(Decided::Nothing(_)) => {}
-            Err(err) => tracing::warn!(incident = %id, error = %err, "cannot record an expired approval; trying again"),
+            Err(err) => {
+                tracing::warn!(incident = %id, error = %err, "cannot record an expired approval; trying again")
+            }
         }
     }
 }
 
 /// The email asking for a decision on `request`, and who it goes to: `approval.to`, else the escalation recipients.
-async fn approval_request(shared: &Shared, id: &str, request: &mailer::Request<'_>) -> anyhow::Result<(NewNotification, Vec<String>)> {
+async fn approval_request(
+    shared: &Shared,
+    id: &str,
+    request: &mailer::Request<'_>,
+) -> anyhow::Result<(NewNotification, Vec<String>)> {
     let incident = shared.store.incident(id.to_owned()).await?;
     let alerts = shared.store.incident_alerts(id.to_owned()).await?;
-    let escalation = Escalation { incident: &incident, alerts: &alerts, activation_disabled: &[], activation_left_as_found: &[], suppressed_escalations: 0 };
+    let escalation = Escalation {
+        incident: &incident,
+        alerts: &alerts,
+        activation_disabled: &[],
+        activation_left_as_found: &[],
+        suppressed_escalations: 0,
+    };
     let policy = &shared.settings.approval;
-    let to = if policy.to.is_empty() { recipients(shared, &incident, &alerts).to_vec() } else { policy.to.clone() };
+    let to = if policy.to.is_empty() {
+        recipients(shared, &incident, &alerts).to_vec()
+    } else {
+        policy.to.clone()
+    };
     let from = &shared.settings.email.from;
-    let message = mailer::compose_request(&escalation, request, from, &to, shared.settings.public_url.as_deref())?;
+    let message = mailer::compose_request(
+        &escalation,
+        request,
+        from,
+        &to,
+        shared.settings.public_url.as_deref(),
+    )?;
     let subject = mailer::request_subject(&escalation, request);
-    Ok((NewNotification { kind: mailer::REQUEST_KIND.into(), from: from.clone(), to: to.clone(), subject, message: message.formatted(), held: false }, to))
+    Ok((
+        NewNotification {
+            kind: mailer::REQUEST_KIND.into(),
+            from: from.clone(),
+            to: to.clone(),
+            subject,
+            message: message.formatted(),
+            held: false,
+        },
+        to,
+    ))
 }

@@ -29,19 +29,35 @@ pub(super) async fn resume(
     };
     tracing::warn!(kind = %step.done.action, outcome = %report.outcome, "resumed a step the service was running when it stopped");
     shared.metrics.action(step.done.action, report.outcome);
-    shared.store.finish_step(incident.id.clone(), step.seq, report).await.context("cannot record the resumed step")
+    shared
+        .store
+        .finish_step(incident.id.clone(), step.seq, report)
+        .await
+        .context("cannot record the resumed step")
 }
 
 /// Runs one journaled step: a wait is kept here (a resumed one, journaled at `resumed` in store time, for the time
 /// it has left), a read is retried on executor errors, a change runs once. `None` when the service is stopping.
-pub(super) async fn perform(shared: &Shared, action: &Action, resumed: Option<i64>, signal: &Notify, stopping: &Signal) -> Option<Report> {
+pub(super) async fn perform(
+    shared: &Shared,
+    action: &Action,
+    resumed: Option<i64>,
+    signal: &Notify,
+    stopping: &Signal,
+) -> Option<Report> {
     let left = |duration: Duration| match resumed {
-        Some(started_at) => duration.saturating_sub(Duration::from_millis(u64::try_from(now_ms() - started_at).unwrap_or(0))),
+        Some(started_at) => duration.saturating_sub(Duration::from_millis(
+            u64::try_from(now_ms() - started_at).unwrap_or(0),
+        )),
         None => duration,
     };
     match action {
-        Action::Wait { duration, until: Until::Elapsed, .. } => settle(left(*duration), signal, stopping).await,
-        Action::Wait { server, duration, until: Until::Answering } => answering(shared, server, left(*duration), stopping).await,
+        Action::Wait { duration, until: Until::Elapsed, .. } => {
+            settle(left(*duration), signal, stopping).await
+        }
+        Action::Wait { server, duration, until: Until::Answering } => {
+            answering(shared, server, left(*duration), stopping).await
+        }
         action if action.is_read_only() => read(shared, action, stopping).await,
         action => Some(shared.executor.run(action).await),
     }
@@ -70,7 +86,11 @@ async fn read(shared: &Shared, action: &Action, stopping: &Signal) -> Option<Rep
         let attempt = failures.len() as u32 + 1;
         if report.outcome != Outcome::Error || attempt == attempts {
             if !failures.is_empty() {
-                report.detail = format!("{}; attempt {attempt} of {attempts}: {}", failures.join("; "), report.detail);
+                report.detail = format!(
+                    "{}; attempt {attempt} of {attempts}: {}",
+                    failures.join("; "),
+                    report.detail
+                );
             }
             return Some(report);
         }
@@ -87,7 +107,12 @@ async fn read(shared: &Shared, action: &Action, stopping: &Signal) -> Option<Rep
 /// Waits until a restarted server answers the Exchange Management Shell again (`component_state` succeeds),
 /// checking every `timing.poll_interval`, for at most `bound`. A server that does not answer in time is left to the
 /// verification that follows, whose own retries then decide.
-async fn answering(shared: &Shared, server: &ServerName, bound: Duration, stopping: &Signal) -> Option<Report> {
+async fn answering(
+    shared: &Shared,
+    server: &ServerName,
+    bound: Duration,
+    stopping: &Signal,
+) -> Option<Report> {
     let started = tokio::time::Instant::now();
     let check = Action::ComponentState { server: server.clone() };
     let mut checks = 0;
@@ -96,11 +121,17 @@ async fn answering(shared: &Shared, server: &ServerName, bound: Duration, stoppi
         checks += 1;
         let waited = humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()));
         if report.outcome != Outcome::Error {
-            return Some(Report::new(Outcome::Done, format!("{server} answered after {waited} ({checks} check(s))")));
+            return Some(Report::new(
+                Outcome::Done,
+                format!("{server} answered after {waited} ({checks} check(s))"),
+            ));
         }
         let left = bound.saturating_sub(started.elapsed());
         if left.is_zero() {
-            return Some(Report::new(Outcome::Done, format!("{server} did not answer within {waited}: {}", report.detail)));
+            return Some(Report::new(
+                Outcome::Done,
+                format!("{server} did not answer within {waited}: {}", report.detail),
+            ));
         }
         tokio::select! {
             _ = tokio::time::sleep(shared.settings.timing.poll_interval.0.min(left)) => {}

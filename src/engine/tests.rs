@@ -7,9 +7,21 @@ fn name(s: &str) -> ServerName {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_driver_releases_its_servers_and_is_driven_again_after_a_backoff() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = crate::config::Config { data_dir: dir.path().to_path_buf(), ..crate::config::Config::default() }.resolve(|_| None).unwrap();
+    let settings = crate::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..crate::config::Config::default()
+    }
+    .resolve(|_| None)
+    .unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let (mut engine, _handle) = Engine::new(Arc::new(settings), store, Arc::new(Metrics::new()), false, "http://127.0.0.1:8080".into()).unwrap();
+    let (mut engine, _handle) = Engine::new(
+        Arc::new(settings),
+        store,
+        Arc::new(Metrics::new()),
+        false,
+        "http://127.0.0.1:8080".into(),
+    )
+    .unwrap();
     let shared = engine.shared.clone();
     lock(&shared.locks).insert(name("cas01"), "incident-1".into());
     lock(&shared.locks).insert(name("mbx01"), "incident-1".into());
@@ -23,9 +35,16 @@ async fn a_panicking_driver_releases_its_servers_and_is_driven_again_after_a_bac
     })
     .await;
     assert!(panicked.unwrap_err().is_panic());
-    assert_eq!(lock(&shared.locks).keys().cloned().collect::<Vec<_>>(), [name("cas02")], "only the other incident's server stays held");
+    assert_eq!(
+        lock(&shared.locks).keys().cloned().collect::<Vec<_>>(),
+        [name("cas02")],
+        "only the other incident's server stays held"
+    );
     assert!(lock(&shared.drivers).is_empty());
-    assert!(matches!(engine.wakes.recv().await, Some(Wake::Stopped)), "the engine hears that servers were freed");
+    assert!(
+        matches!(engine.wakes.recv().await, Some(Wake::Stopped)),
+        "the engine hears that servers were freed"
+    );
 
     let started = tokio::time::Instant::now();
     match engine.wakes.recv().await {

@@ -34,7 +34,9 @@ impl Default for ExecutorConfig {
             kind: ExecutorKind::Simulator,
             dry_run: false,
             program: "pwsh".into(),
-            args: ["-NoLogo", "-NoProfile", "-NonInteractive", "-Command", "-"].map(String::from).to_vec(),
+            args: ["-NoLogo", "-NoProfile", "-NonInteractive", "-Command", "-"]
+                .map(String::from)
+                .to_vec(),
             connection_uri: "http://{server}/PowerShell/".into(),
             authentication: "Kerberos".into(),
             timeout: Dur::minutes(10),

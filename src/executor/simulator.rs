@@ -96,13 +96,19 @@ impl SimServer {
 
     /// Whether restarting `service` clears this server's `service` fault.
     fn fixed_by_service(&self, service: &str) -> bool {
-        self.config.fault == Fault::Service && self.config.service.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(service))
+        self.config.fault == Fault::Service
+            && self.config.service.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(service))
     }
 
     /// What Managed Availability did before the simulator started: its log, and the effect of what succeeded.
-    fn replay_ma_log(&mut self, entries: &[SimRecoveryAction], started: chrono::DateTime<chrono::Utc>) {
+    fn replay_ma_log(
+        &mut self,
+        entries: &[SimRecoveryAction],
+        started: chrono::DateTime<chrono::Utc>,
+    ) {
         for entry in entries.iter().filter(|e| e.finished) {
-            let ended_at = started - chrono::Duration::from_std(entry.ago.0).unwrap_or(chrono::Duration::zero());
+            let ended_at = started
+                - chrono::Duration::from_std(entry.ago.0).unwrap_or(chrono::Duration::zero());
             let action = RecoveryAction {
                 id: entry.action.clone(),
                 resource: entry.resource.clone(),
@@ -134,12 +140,19 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    pub fn new(settings: &SimulatorSettings, inventory: &Inventory, health_sets: HashMap<String, Vec<String>>) -> Simulator {
+    pub fn new(
+        settings: &SimulatorSettings,
+        inventory: &Inventory,
+        health_sets: HashMap<String, Vec<String>>,
+    ) -> Simulator {
         let servers = settings
             .servers
             .iter()
             .map(|(name, config)| {
-                let hosts_databases = inventory.get(name).map(|e| e.role.hosts_databases()).unwrap_or(config.fault != Fault::Mailbox);
+                let hosts_databases = inventory
+                    .get(name)
+                    .map(|e| e.role.hosts_databases())
+                    .unwrap_or(config.fault != Fault::Mailbox);
                 let server = SimServer {
                     config: config.clone(),
                     fixed: false,
@@ -163,7 +176,10 @@ impl Simulator {
         Simulator {
             latency: settings.action_latency,
             servers: Mutex::new(servers),
-            health_sets: health_sets.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
+            health_sets: health_sets
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
         }
     }
 
@@ -177,7 +193,9 @@ impl Simulator {
     fn apply(&self, action: &Action) -> Report {
         let mut servers = self.servers.lock().expect("simulator lock");
         let now = Instant::now();
-        if let Some(error) = servers.get_mut(action.server()).and_then(|s| s.unreachable(action, now)) {
+        if let Some(error) =
+            servers.get_mut(action.server()).and_then(|s| s.unreachable(action, now))
+        {
             return Report::new(Outcome::Error, error);
         }
         // A CAS with a `mailbox` fault fails while the Mailbox server behind its probe is faulted; without a hint,
@@ -197,7 +215,9 @@ impl Simulator {
                 Some(s) => s.faulted(),
             }
         };
-        let cold = |server: &ServerName| servers.get(server).and_then(|s| s.cold_until).is_some_and(|until| until > now);
+        let cold = |server: &ServerName| {
+            servers.get(server).and_then(|s| s.cold_until).is_some_and(|until| until > now)
+        };
         match action {
             Action::Probe { server, probe, .. } => {
                 if cold(server) && !failing(server) {
@@ -206,7 +226,8 @@ impl Simulator {
                         format!("{probe}: ResultType Failed; Error occurred: Response: 500 Internal Server Error (the application is still starting)"),
                     )
                 } else if failing(server) {
-                    let mut report = Report::new(Outcome::Failed, format!("{probe}: ResultType Failed"));
+                    let mut report =
+                        Report::new(Outcome::Failed, format!("{probe}: ResultType Failed"));
                     report
                         .detail
                         .push_str(&format!("; Error occurred: Response: 503 Service Unavailable; Diagnostics header:_Cas:{server}_FAIL/HTTP:503/EASStatus:0"));
@@ -221,7 +242,11 @@ impl Simulator {
                         .config
                         .unhealthy_monitors
                         .iter()
-                        .filter(|m| self.health_sets.get(&m.to_ascii_lowercase()).is_none_or(|sets| sets.iter().any(|hs| health_sets.matches(hs))))
+                        .filter(|m| {
+                            self.health_sets
+                                .get(&m.to_ascii_lowercase())
+                                .is_none_or(|sets| sets.iter().any(|hs| health_sets.matches(hs)))
+                        })
                         .filter_map(|m| Monitor::parse(m).ok())
                         .collect(),
                     _ => Vec::new(),
@@ -229,9 +254,13 @@ impl Simulator {
                 let detail = if unhealthy.is_empty() {
                     format!("all {health_sets} monitors Healthy")
                 } else {
-                    format!("Unhealthy: {}", unhealthy.iter().map(Monitor::as_str).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "Unhealthy: {}",
+                        unhealthy.iter().map(Monitor::as_str).collect::<Vec<_>>().join(", ")
+                    )
                 };
-                let outcome = if unhealthy.is_empty() { Outcome::Healthy } else { Outcome::Unhealthy };
+                let outcome =
+                    if unhealthy.is_empty() { Outcome::Healthy } else { Outcome::Unhealthy };
                 Report { unhealthy, ..Report::new(outcome, detail) }
             }
             Action::RecycleAppPool { server, app_pools } => {
@@ -242,10 +271,16 @@ impl Simulator {
                 let names: Vec<&str> = app_pools.iter().map(|p| p.as_str()).collect();
                 Report::new(Outcome::Done, format!("{} recycled", names.join(", ")))
             }
-            Action::RestartService { server, service } => restart_service(&mut servers, server, service, now),
+            Action::RestartService { server, service } => {
+                restart_service(&mut servers, server, service, now)
+            }
             Action::MaHistory { server, lookback } => {
                 let log = servers.get(server).map(|s| s.ma_log.clone()).unwrap_or_default();
-                Report::ma_history(server, *lookback, ma::recent(log, *lookback, chrono::Utc::now()))
+                Report::ma_history(
+                    server,
+                    *lookback,
+                    ma::recent(log, *lookback, chrono::Utc::now()),
+                )
             }
             Action::IisReset { server, .. } => {
                 fix(&mut servers, server, Fault::IisReset);
@@ -281,26 +316,39 @@ impl Simulator {
                 Report::activation_disabled(server, *attempt, already)
             }
             Action::CopyStatus { server } => {
-                let groups: Vec<(String, u64)> = match servers.get_mut(server).filter(|s| s.hosts_databases) {
-                    Some(s) => {
-                        let arrived = s.moving.iter().filter(|at| **at <= now).count() as u32;
-                        s.moving.retain(|at| *at > now);
-                        s.moved += arrived;
-                        let others = s.config.copy_states.iter().map(|(status, count)| (status.clone(), u64::from(*count)));
-                        [("Mounted".to_owned(), u64::from(s.mounted(now))), ("Healthy".to_owned(), u64::from(PASSIVE_COPIES + s.moved))]
+                let groups: Vec<(String, u64)> =
+                    match servers.get_mut(server).filter(|s| s.hosts_databases) {
+                        Some(s) => {
+                            let arrived = s.moving.iter().filter(|at| **at <= now).count() as u32;
+                            s.moving.retain(|at| *at > now);
+                            s.moved += arrived;
+                            let others = s
+                                .config
+                                .copy_states
+                                .iter()
+                                .map(|(status, count)| (status.clone(), u64::from(*count)));
+                            [
+                                ("Mounted".to_owned(), u64::from(s.mounted(now))),
+                                ("Healthy".to_owned(), u64::from(PASSIVE_COPIES + s.moved)),
+                            ]
                             .into_iter()
                             .chain(others)
                             .collect()
-                    }
-                    None => Vec::new(),
-                };
+                        }
+                        None => Vec::new(),
+                    };
                 Report::copy_status(server, &groups)
             }
             Action::ComponentState { server } => match servers.get(server) {
-                Some(s) if s.config.maintenance => {
-                    Report::new(Outcome::Inactive, format!("ServerWideOffline is Inactive on {server}: the server is in maintenance"))
+                Some(s) if s.config.maintenance => Report::new(
+                    Outcome::Inactive,
+                    format!(
+                        "ServerWideOffline is Inactive on {server}: the server is in maintenance"
+                    ),
+                ),
+                _ => {
+                    Report::new(Outcome::Active, format!("ServerWideOffline is Active on {server}"))
                 }
-                _ => Report::new(Outcome::Active, format!("ServerWideOffline is Active on {server}")),
             },
             Action::EnableActivation { server } => {
                 if let Some(s) = servers.get_mut(server) {
@@ -308,13 +356,21 @@ impl Simulator {
                 }
                 Report::new(Outcome::Done, "DatabaseCopyActivationDisabledAndMoveNow set to False")
             }
-            Action::Wait { duration, .. } => Report::new(Outcome::Done, format!("waited {}", humantime::format_duration(*duration))),
+            Action::Wait { duration, .. } => Report::new(
+                Outcome::Done,
+                format!("waited {}", humantime::format_duration(*duration)),
+            ),
         }
     }
 }
 
 /// `Restart-Service`: the service stops and starts; the server answers slowly while it warms up.
-fn restart_service(servers: &mut HashMap<ServerName, SimServer>, server: &ServerName, service: &ServiceName, now: Instant) -> Report {
+fn restart_service(
+    servers: &mut HashMap<ServerName, SimServer>,
+    server: &ServerName,
+    service: &ServiceName,
+    now: Instant,
+) -> Report {
     if let Some(s) = servers.get_mut(server) {
         s.fixed |= s.fixed_by_service(service.as_str());
         s.remedied(now, Duration::ZERO);
@@ -345,7 +401,8 @@ mod tests {
     }
 
     fn simulator(servers: &[(&str, Fault, Role)]) -> Simulator {
-        let mut settings = SimulatorSettings { action_latency: Duration::ZERO, servers: BTreeMap::new() };
+        let mut settings =
+            SimulatorSettings { action_latency: Duration::ZERO, servers: BTreeMap::new() };
         let mut inventory = BTreeMap::new();
         for (server, fault, role) in servers {
             settings.servers.insert(
@@ -358,22 +415,44 @@ mod tests {
                     ..SimServerConfig::default()
                 },
             );
-            inventory.insert(name(server), InventoryEntry { role: *role, group: "g".into(), connection_uri: None });
+            inventory.insert(
+                name(server),
+                InventoryEntry { role: *role, group: "g".into(), connection_uri: None },
+            );
         }
-        Simulator::new(&settings, &inventory, HashMap::from([("ActiveSyncDeepTestMonitor".to_owned(), vec!["ActiveSync".to_owned()])]))
+        Simulator::new(
+            &settings,
+            &inventory,
+            HashMap::from([(
+                "ActiveSyncDeepTestMonitor".to_owned(),
+                vec!["ActiveSync".to_owned()],
+            )]),
+        )
     }
 
     fn probe(sim: &Simulator, server: &str) -> Outcome {
         let probe = ProbeRef::parse("ActiveSync\\ActiveSyncCTPProbe").unwrap();
-        sim.apply(&Action::Probe { server: name(server), probe, backend: Some(name("mbx01")) }).outcome
+        sim.apply(&Action::Probe { server: name(server), probe, backend: Some(name("mbx01")) })
+            .outcome
     }
 
     #[test]
     fn faults_clear_only_by_their_named_action() {
-        let sim = simulator(&[("cas01", Fault::IisReset, Role::Cas), ("cas02", Fault::Never, Role::Cas), ("cas03", Fault::None, Role::Cas)]);
+        let sim = simulator(&[
+            ("cas01", Fault::IisReset, Role::Cas),
+            ("cas02", Fault::Never, Role::Cas),
+            ("cas03", Fault::None, Role::Cas),
+        ]);
         assert_eq!(probe(&sim, "cas01"), Outcome::Failed);
-        sim.apply(&Action::RecycleAppPool { server: name("cas01"), app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap()] });
-        assert_eq!(probe(&sim, "cas01"), Outcome::Failed, "a recycle does not clear an iis_reset fault");
+        sim.apply(&Action::RecycleAppPool {
+            server: name("cas01"),
+            app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap()],
+        });
+        assert_eq!(
+            probe(&sim, "cas01"),
+            Outcome::Failed,
+            "a recycle does not clear an iis_reset fault"
+        );
         sim.apply(&Action::IisReset { server: name("cas01"), noforce: false });
         assert_eq!(probe(&sim, "cas01"), Outcome::Succeeded);
         sim.apply(&Action::RestartServer { server: name("cas02") });
@@ -384,19 +463,34 @@ mod tests {
 
     #[test]
     fn a_mailbox_fault_follows_the_mailbox_server_and_copies_move_only_when_asked() {
-        let sim = simulator(&[("cas01", Fault::Mailbox, Role::Cas), ("mbx01", Fault::Restart, Role::Mailbox)]);
+        let sim = simulator(&[
+            ("cas01", Fault::Mailbox, Role::Cas),
+            ("mbx01", Fault::Restart, Role::Mailbox),
+        ]);
         assert_eq!(probe(&sim, "cas01"), Outcome::Failed);
         let copies = || sim.apply(&Action::CopyStatus { server: name("mbx01") });
         sim.apply(&Action::DisableActivation { server: name("mbx01"), attempt: 1 });
-        assert_eq!(copies().detail, "Mounted: 3, Healthy: 5; not passive: Mounted", "5 copies, 2 moved by the activation change");
+        assert_eq!(
+            copies().detail,
+            "Mounted: 3, Healthy: 5; not passive: Mounted",
+            "5 copies, 2 moved by the activation change"
+        );
         assert_eq!(copies().outcome, Outcome::ActiveCopies, "the others do not move by themselves");
         sim.apply(&Action::DisableActivation { server: name("mbx01"), attempt: 2 });
-        assert_eq!(copies().detail, "Mounted: 1, Healthy: 7; not passive: Mounted", "each round moves two more");
+        assert_eq!(
+            copies().detail,
+            "Mounted: 1, Healthy: 7; not passive: Mounted",
+            "each round moves two more"
+        );
         sim.apply(&Action::DisableActivation { server: name("mbx01"), attempt: 3 });
         assert_eq!(copies().outcome, Outcome::NoActiveCopies);
         sim.apply(&Action::RestartServer { server: name("mbx01") });
         assert_eq!(probe(&sim, "mbx01"), Outcome::Succeeded);
-        assert_eq!(probe(&sim, "cas01"), Outcome::Succeeded, "the CAS recovers with its Mailbox server");
+        assert_eq!(
+            probe(&sim, "cas01"),
+            Outcome::Succeeded,
+            "the CAS recovers with its Mailbox server"
+        );
     }
 
     #[test]
@@ -413,23 +507,39 @@ mod tests {
             boot_time: ms(150),
             ..SimServerConfig::default()
         };
-        let settings = SimulatorSettings { action_latency: Duration::ZERO, servers: BTreeMap::from([(name("mbx01"), config)]) };
-        let inventory = BTreeMap::from([(name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "g".into(), connection_uri: None })]);
+        let settings = SimulatorSettings {
+            action_latency: Duration::ZERO,
+            servers: BTreeMap::from([(name("mbx01"), config)]),
+        };
+        let inventory = BTreeMap::from([(
+            name("mbx01"),
+            InventoryEntry { role: Role::Mailbox, group: "g".into(), connection_uri: None },
+        )]);
         let sim = Simulator::new(&settings, &inventory, HashMap::new());
         let pause = || std::thread::sleep(Duration::from_millis(200));
         let state = || sim.apply(&Action::ComponentState { server: name("mbx01") });
 
         assert_eq!(state().outcome, Outcome::Error, "one WinRM hiccup");
         assert_eq!(state().outcome, Outcome::Active);
-        sim.apply(&Action::RecycleAppPool { server: name("mbx01"), app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap()] });
+        sim.apply(&Action::RecycleAppPool {
+            server: name("mbx01"),
+            app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap()],
+        });
         assert_eq!(probe(&sim, "mbx01"), Outcome::Failed, "a fresh pool warms up");
         pause();
         assert_eq!(probe(&sim, "mbx01"), Outcome::Succeeded);
 
         sim.apply(&Action::DisableActivation { server: name("mbx01"), attempt: 1 });
-        assert_eq!(sim.apply(&Action::CopyStatus { server: name("mbx01") }).outcome, Outcome::ActiveCopies, "moves take time");
+        assert_eq!(
+            sim.apply(&Action::CopyStatus { server: name("mbx01") }).outcome,
+            Outcome::ActiveCopies,
+            "moves take time"
+        );
         pause();
-        assert_eq!(sim.apply(&Action::CopyStatus { server: name("mbx01") }).outcome, Outcome::NoActiveCopies);
+        assert_eq!(
+            sim.apply(&Action::CopyStatus { server: name("mbx01") }).outcome,
+            Outcome::NoActiveCopies
+        );
 
         sim.apply(&Action::IisReset { server: name("mbx01"), noforce: true });
         assert!(state().detail.contains("503"), "the endpoint is down while IIS resets");

@@ -45,7 +45,9 @@ impl Guesses {
         let by_address = self.by_address.lock().expect("guesses lock");
         match by_address.get(&address) {
             Some(failures) if failures.count >= MAX_FAILURES && now < failures.since + WINDOW => {
-                Err(Locked { retry_after: (failures.since + WINDOW - now).max(Duration::from_secs(1)) })
+                Err(Locked {
+                    retry_after: (failures.since + WINDOW - now).max(Duration::from_secs(1)),
+                })
             }
             _ => Ok(()),
         }
@@ -77,17 +79,25 @@ mod tests {
     #[test]
     fn an_address_is_locked_after_too_many_failures_until_its_window_ends() {
         let guesses = Guesses::default();
-        let (attacker, operator): (IpAddr, IpAddr) = ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
+        let (attacker, operator): (IpAddr, IpAddr) =
+            ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
         let start = Instant::now();
         for n in 0..MAX_FAILURES {
             assert_eq!(guesses.check(attacker, start), Ok(()), "attempt {n}");
             guesses.failed(attacker, "login", start);
         }
         let later = start + Duration::from_secs(60);
-        assert_eq!(guesses.check(attacker, later), Err(Locked { retry_after: WINDOW - Duration::from_secs(60) }));
+        assert_eq!(
+            guesses.check(attacker, later),
+            Err(Locked { retry_after: WINDOW - Duration::from_secs(60) })
+        );
         assert_eq!(guesses.check(operator, later), Ok(()), "other addresses are not affected");
         assert_eq!(guesses.check(attacker, start + WINDOW), Ok(()), "the window ends");
         guesses.failed(attacker, "login", start + WINDOW);
-        assert_eq!(guesses.check(attacker, start + WINDOW), Ok(()), "a new window starts from nothing");
+        assert_eq!(
+            guesses.check(attacker, start + WINDOW),
+            Ok(()),
+            "a new window starts from nothing"
+        );
     }
 }

@@ -42,18 +42,30 @@ async fn intake(state: &AppState, format: Format, request: Request) -> Result<Re
     let (parts, body) = request.into_parts();
     let body = read_body(&parts.headers, body, state.settings.max_body_bytes).await?;
     let now = chrono::Utc::now().timestamp();
-    let who = auth::authenticate(&state.settings.senders, &parts.headers, &body, now).map_err(|err| {
-        tracing::warn!(reason = err.reason(), route = format.as_str(), "delivery refused");
-        state.metrics.auth_failure(format, err);
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
-    })?;
-    let delivery = NewDelivery { sender: who.sender.to_owned(), format, webhook_id: who.delivery_id.map(str::to_owned), body: body.clone() };
+    let who =
+        auth::authenticate(&state.settings.senders, &parts.headers, &body, now).map_err(|err| {
+            tracing::warn!(reason = err.reason(), route = format.as_str(), "delivery refused");
+            state.metrics.auth_failure(format, err);
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
+        })?;
+    let delivery = NewDelivery {
+        sender: who.sender.to_owned(),
+        format,
+        webhook_id: who.delivery_id.map(str::to_owned),
+        body: body.clone(),
+    };
     if !is_json(&parts.headers) {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the alert as Content-Type: application/json"));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the alert as Content-Type: application/json",
+        ));
     }
     let parsed = match alert::parse_with(format, &body, &state.settings.runbooks) {
         Ok(parsed) => parsed,
-        Err(ParseError::Malformed(message)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", message)),
+        Err(ParseError::Malformed(message)) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", message))
+        }
         Err(err @ ParseError::Invalid { .. }) => {
             let message = err.to_string();
             let id = state.store.reject(delivery, message.clone()).await?;
@@ -69,7 +81,15 @@ async fn intake(state: &AppState, format: Format, request: Request) -> Result<Re
             "the sender left alerts out of this notification (Alertmanager max_alerts); set max_alerts: 0 to receive them all"
         );
     }
-    let answer = state.store.accept(delivery, parsed.alerts, state.settings.executor.dry_run, state.settings.duplicate_window).await?;
+    let answer = state
+        .store
+        .accept(
+            delivery,
+            parsed.alerts,
+            state.settings.executor.dry_run,
+            state.settings.duplicate_window,
+        )
+        .await?;
     for item in &answer.alerts {
         state.metrics.delivery(format, who.sender, item.disposition);
     }
@@ -77,7 +97,9 @@ async fn intake(state: &AppState, format: Format, request: Request) -> Result<Re
     for item in &answer.alerts {
         match (item.disposition, &item.incident_id) {
             (Disposition::Resolved, Some(incident)) => state.engine.resolved(incident),
-            (Disposition::NewIncident | Disposition::Attached, Some(incident)) => state.engine.wake(incident),
+            (Disposition::NewIncident | Disposition::Attached, Some(incident)) => {
+                state.engine.wake(incident)
+            }
             _ => {}
         }
     }
@@ -86,8 +108,17 @@ async fn intake(state: &AppState, format: Format, request: Request) -> Result<Re
 
 /// Reads the whole body, refusing it (413) as soon as it passes the limit.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body is larger than {limit} bytes"));
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large());
     }
@@ -103,5 +134,6 @@ fn is_json(headers: &HeaderMap) -> bool {
         return false;
     };
     let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

@@ -62,7 +62,11 @@ pub fn raise_file_limit() -> Option<u64> {
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                     limit = raised;
                 } else {
-                    tracing::warn!(soft = limit.rlim_cur, hard = limit.rlim_max, "cannot raise the open file limit; keeping the soft limit");
+                    tracing::warn!(
+                        soft = limit.rlim_cur,
+                        hard = limit.rlim_max,
+                        "cannot raise the open file limit; keeping the soft limit"
+                    );
                 }
             }
         }
@@ -75,16 +79,27 @@ pub fn raise_file_limit() -> Option<u64> {
 /// The connection cap in force: the configured one, lowered where needed to stay below the file limit.
 pub fn connection_cap(configured: usize, file_limit: Option<u64>) -> usize {
     let Some(limit) = file_limit else { return configured.max(1) };
-    let room = if limit > 2 * RESERVED_DESCRIPTORS { limit - RESERVED_DESCRIPTORS } else { limit / 2 };
+    let room =
+        if limit > 2 * RESERVED_DESCRIPTORS { limit - RESERVED_DESCRIPTORS } else { limit / 2 };
     let cap = (configured as u64).min(room).max(1) as usize;
     if cap < configured {
-        tracing::warn!(configured, cap, file_limit = limit, "listener.max_connections lowered to stay below the open file limit");
+        tracing::warn!(
+            configured,
+            cap,
+            file_limit = limit,
+            "listener.max_connections lowered to stay below the open file limit"
+        );
     }
     cap
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then closes idle connections and waits for the others.
-pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -36,7 +36,8 @@ pub struct AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let admin = admin::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_token));
+    let admin = admin::routes()
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_token));
     Router::new()
         .route("/v1/alerts", post(intake::native))
         .route("/v1/alerts/scom", post(intake::scom))
@@ -52,35 +53,61 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     // A write as large as the largest delivery must commit now; while commits fail (a full disk, an I/O error), the
     // service is not ready, and it is again as soon as they succeed.
     if let Err(err) = state.store.check_writable(state.settings.max_body_bytes).await {
         tracing::error!(error = %err, "readiness check: the store cannot commit");
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_not_writable", "the store cannot commit a write (the log says why)"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_not_writable",
+            "the store cannot commit a write (the log says why)",
+        ));
     }
     if !state.engine.is_running() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped", "the runbook engine is not running"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "engine_stopped",
+            "the runbook engine is not running",
+        ));
     }
     let paused = state.store.paused().await?;
-    Ok(Json(json!({"status": "ready", "store": "writable", "engine": "running", "paused": paused.is_some(), "pause_reason": paused})))
+    Ok(Json(
+        json!({"status": "ready", "store": "writable", "engine": "running", "paused": paused.is_some(), "pause_reason": paused}),
+    ))
 }
 
 /// The metrics in the OpenMetrics text format; the store's gauges are read now.
-async fn prometheus(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let gauges = StoreGauges { open_incidents: state.store.runnable(None).await?.len(), automation_paused: state.store.paused().await?.is_some() };
-    Ok(([(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.encode(gauges)).into_response())
+async fn prometheus(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> Result<Response, ApiError> {
+    let gauges = StoreGauges {
+        open_incidents: state.store.runnable(None).await?.len(),
+        automation_paused: state.store.paused().await?.is_some(),
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.encode(gauges))
+        .into_response())
 }
 
 /// The answer to an address that guessed wrong too often: `429` with `Retry-After`, in the shape `shape` makes of
 /// the message (JSON for the API, a page for a browser).
-fn too_many_guesses(locked: guesses::Locked, shape: impl FnOnce(StatusCode, &str) -> Response) -> Response {
+fn too_many_guesses(
+    locked: guesses::Locked,
+    shape: impl FnOnce(StatusCode, &str) -> Response,
+) -> Response {
     let seconds = locked.retry_after.as_secs().max(1);
     let mut response = shape(
         StatusCode::TOO_MANY_REQUESTS,
-        &format!("too many wrong admin tokens from this address; try again in {}", humantime::format_duration(Duration::from_secs(seconds))),
+        &format!(
+            "too many wrong admin tokens from this address; try again in {}",
+            humantime::format_duration(Duration::from_secs(seconds))
+        ),
     );
-    response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
     response
 }
 
@@ -104,7 +131,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}})))
+            .into_response()
     }
 }
 
@@ -113,13 +141,23 @@ impl From<StoreError> for ApiError {
         match err {
             err @ StoreError::Damaged { .. } => {
                 tracing::error!(error = %err, "store damaged");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable; retry later")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store is unavailable; retry later",
+                )
             }
             StoreError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "store unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable; retry later")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store is unavailable; retry later",
+                )
             }
-            StoreError::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} does not exist")),
+            StoreError::NotFound(what) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} does not exist"))
+            }
             StoreError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, "conflict", what),
             StoreError::Sql(err) => {
                 tracing::error!(error = %err, "store error");

@@ -27,7 +27,9 @@ use crate::store::{AlertSummary, IncidentView};
 pub use content::Request;
 pub use retry::RetryPolicy;
 pub use routing::{notifies, recipients, Names, Pattern, Route, RouteError};
-pub use settings::{EmailConfig, EmailRouteConfig, MailTransportKind, NotifyOn, SmtpConfig, SmtpTls};
+pub use settings::{
+    EmailConfig, EmailRouteConfig, MailTransportKind, NotifyOn, SmtpConfig, SmtpTls,
+};
 pub use transport::{Accepted, Conversation, Mailer};
 
 /// The name every subject starts with, so that mail rules can sort escalations.
@@ -96,12 +98,19 @@ pub fn kind(escalation: &Escalation) -> &'static str {
 /// the state for a dry-run incident. Built from validated names, and still stripped of anything but one line.
 pub fn subject(escalation: &Escalation) -> String {
     let incident = escalation.incident;
-    let word = |text: &str| content::line(text).chars().filter(|c| !c.is_whitespace()).take(128).collect::<String>();
+    let word = |text: &str| {
+        content::line(text).chars().filter(|c| !c.is_whitespace()).take(128).collect::<String>()
+    };
     let state = match word(&incident.state).to_ascii_uppercase() {
         state if state.is_empty() => "ENDED".to_owned(),
         state => state,
     };
-    let monitor = incident.monitor.as_deref().or(escalation.alerts.first().and_then(|a| a.monitor.as_deref())).map(word).filter(|m| !m.is_empty());
+    let monitor = incident
+        .monitor
+        .as_deref()
+        .or(escalation.alerts.first().and_then(|a| a.monitor.as_deref()))
+        .map(word)
+        .filter(|m| !m.is_empty());
     let what = match monitor {
         Some(monitor) => format!("{} {monitor}", word(&incident.health_set)),
         None => word(&incident.health_set),
@@ -120,14 +129,25 @@ pub fn compose(escalation: &Escalation, from: &str, to: &[String]) -> Result<Mes
 
 /// Like [`compose`], for a service people reach at `public_url` (the `public_url` setting): the email links the
 /// incident's page there, and its commands carry `--url` so that they work from any machine.
-pub fn compose_for(escalation: &Escalation, from: &str, to: &[String], public_url: Option<&str>) -> Result<Message, MailError> {
+pub fn compose_for(
+    escalation: &Escalation,
+    from: &str,
+    to: &[String],
+    public_url: Option<&str>,
+) -> Result<Message, MailError> {
     let content = content::Content::new(escalation, public_url);
     build(escalation, subject(escalation), kind(escalation) == "escalation", content, from, to)
 }
 
 /// The email that asks for a decision on `request`: the proposal, its exact commands, why (the timeline, the latest
 /// probe), the deadline, and the approval page's links. Sent to `approval.to` through the same outbox.
-pub fn compose_request(escalation: &Escalation, request: &Request, from: &str, to: &[String], public_url: Option<&str>) -> Result<Message, MailError> {
+pub fn compose_request(
+    escalation: &Escalation,
+    request: &Request,
+    from: &str,
+    to: &[String],
+    public_url: Option<&str>,
+) -> Result<Message, MailError> {
     let content = content::Content::new(escalation, public_url).ask(request);
     build(escalation, request_subject(escalation, request), true, content, from, to)
 }
@@ -141,11 +161,24 @@ pub fn request_subject(escalation: &Escalation, request: &Request) -> String {
     let about = what.split_once(": ").map_or(what.as_str(), |(_, about)| about);
     let action = content::line(request.proposal).split(' ').next().unwrap_or_default().to_owned();
     let dry_run = if escalation.incident.dry_run { "DRY RUN " } else { "" };
-    format!("{SUBJECT_PREFIX} {dry_run}APPROVAL NEEDED: {action} on {} ({})", content::line(request.server), about.replacen(" on ", " alert on ", 1))
+    format!(
+        "{SUBJECT_PREFIX} {dry_run}APPROVAL NEEDED: {action} on {} ({})",
+        content::line(request.server),
+        about.replacen(" on ", " alert on ", 1)
+    )
 }
 
-fn build(escalation: &Escalation, subject: String, important: bool, content: content::Content, from: &str, to: &[String]) -> Result<Message, MailError> {
-    let mut sender: Mailbox = from.trim().parse().map_err(|e| MailError::config("email.from", format!("{from:?} is not an email address ({e})")))?;
+fn build(
+    escalation: &Escalation,
+    subject: String,
+    important: bool,
+    content: content::Content,
+    from: &str,
+    to: &[String],
+) -> Result<Message, MailError> {
+    let mut sender: Mailbox = from.trim().parse().map_err(|e| {
+        MailError::config("email.from", format!("{from:?} is not an email address ({e})"))
+    })?;
     if sender.name.is_none() {
         sender.name = Some("healthset-responder".to_owned());
     }
@@ -153,31 +186,58 @@ fn build(escalation: &Escalation, subject: String, important: bool, content: con
         return Err(MailError::config("email.to", "is empty; escalations need a recipient"));
     }
     let domain = sender.email.domain().to_owned();
-    let mut builder =
-        Message::builder().from(sender).subject(subject.clone()).message_id(Some(format!("<{}@{}>", uuid::Uuid::now_v7().simple(), domain))).date_now();
+    let mut builder = Message::builder()
+        .from(sender)
+        .subject(subject.clone())
+        .message_id(Some(format!("<{}@{}>", uuid::Uuid::now_v7().simple(), domain)))
+        .date_now();
     for (i, recipient) in to.iter().enumerate() {
-        let mailbox: Mailbox =
-            recipient.trim().parse().map_err(|e| MailError::config(format!("email.to[{i}]"), format!("{recipient:?} is not an email address ({e})")))?;
+        let mailbox: Mailbox = recipient.trim().parse().map_err(|e| {
+            MailError::config(
+                format!("email.to[{i}]"),
+                format!("{recipient:?} is not an email address ({e})"),
+            )
+        })?;
         builder = builder.to(mailbox);
     }
     // RFC 3834: an automatic message; Exchange's own header keeps out-of-office replies away from the sender.
-    builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".to_owned()));
-    builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"), "All".to_owned()));
+    builder = builder.raw_header(HeaderValue::new(
+        HeaderName::new_from_ascii_str("Auto-Submitted"),
+        "auto-generated".to_owned(),
+    ));
+    builder = builder.raw_header(HeaderValue::new(
+        HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
+        "All".to_owned(),
+    ));
     if important {
-        builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Importance"), "high".to_owned()));
+        builder = builder.raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Importance"),
+            "high".to_owned(),
+        ));
     }
-    builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Healthset-Responder-Incident"), content::line(&escalation.incident.id)));
+    builder = builder.raw_header(HeaderValue::new(
+        HeaderName::new_from_ascii_str("X-Healthset-Responder-Incident"),
+        content::line(&escalation.incident.id),
+    ));
 
-    let part = |content_type: ContentType, body: String| SinglePart::builder().header(content_type).header(ContentTransferEncoding::QuotedPrintable).body(body);
-    let body =
-        MultiPart::alternative().singlepart(part(ContentType::TEXT_PLAIN, content.text())).singlepart(part(ContentType::TEXT_HTML, content.html(&subject)));
+    let part = |content_type: ContentType, body: String| {
+        SinglePart::builder()
+            .header(content_type)
+            .header(ContentTransferEncoding::QuotedPrintable)
+            .body(body)
+    };
+    let body = MultiPart::alternative()
+        .singlepart(part(ContentType::TEXT_PLAIN, content.text()))
+        .singlepart(part(ContentType::TEXT_HTML, content.html(&subject)));
     builder.multipart(body).map_err(|e| MailError::Message(e.to_string().to_lowercase()))
 }
 
 /// The message `check-config --send-test-email` sends: plain text saying where it came from and through which
 /// transport, so that whoever receives it knows escalations will reach them the same way.
 pub fn compose_test(from: &str, to: &[String], transport: &str) -> Result<Message, MailError> {
-    let sender: Mailbox = from.trim().parse().map_err(|e| MailError::config("email.from", format!("{from:?} is not an email address ({e})")))?;
+    let sender: Mailbox = from.trim().parse().map_err(|e| {
+        MailError::config("email.from", format!("{from:?} is not an email address ({e})"))
+    })?;
     if to.is_empty() {
         return Err(MailError::config("email.to", "is empty; escalations need a recipient"));
     }
@@ -189,11 +249,21 @@ pub fn compose_test(from: &str, to: &[String], transport: &str) -> Result<Messag
         .subject(format!("{SUBJECT_PREFIX} TEST: escalation email from {host}"))
         .message_id(Some(format!("<{}@{}>", uuid::Uuid::now_v7().simple(), domain)))
         .date_now()
-        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".to_owned()))
-        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"), "All".to_owned()));
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-generated".to_owned(),
+        ))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
+            "All".to_owned(),
+        ));
     for (i, recipient) in to.iter().enumerate() {
-        let mailbox: Mailbox =
-            recipient.trim().parse().map_err(|e| MailError::config(format!("email.to[{i}]"), format!("{recipient:?} is not an email address ({e})")))?;
+        let mailbox: Mailbox = recipient.trim().parse().map_err(|e| {
+            MailError::config(
+                format!("email.to[{i}]"),
+                format!("{recipient:?} is not an email address ({e})"),
+            )
+        })?;
         builder = builder.to(mailbox);
     }
     let body = format!(
@@ -204,7 +274,12 @@ pub fn compose_test(from: &str, to: &[String], transport: &str) -> Result<Messag
          Nothing needs doing.\n"
     );
     builder
-        .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).header(ContentTransferEncoding::QuotedPrintable).body(body))
+        .singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .header(ContentTransferEncoding::QuotedPrintable)
+                .body(body),
+        )
         .map_err(|e| MailError::Message(e.to_string().to_lowercase()))
 }
 
@@ -222,14 +297,18 @@ fn hostname() -> String {
 /// The envelope of a delivery; a bad address can never succeed, so it is a permanent failure.
 fn envelope(from: &str, to: &[String]) -> Result<lettre::address::Envelope, DeliveryError> {
     // Accept "Name <address>" as well as a bare address.
-    let parse =
-        |text: &str| text.trim().parse::<Mailbox>().map(|m| m.email).map_err(|e| DeliveryError::permanent(format!("{text:?} is not an email address ({e})")));
+    let parse = |text: &str| {
+        text.trim().parse::<Mailbox>().map(|m| m.email).map_err(|e| {
+            DeliveryError::permanent(format!("{text:?} is not an email address ({e})"))
+        })
+    };
     let from = parse(from)?;
     if to.is_empty() {
         return Err(DeliveryError::permanent("no recipient"));
     }
     let to = to.iter().map(|t| parse(t)).collect::<Result<Vec<_>, _>>()?;
-    lettre::address::Envelope::new(Some(from), to).map_err(|e| DeliveryError::permanent(format!("bad envelope: {e}")))
+    lettre::address::Envelope::new(Some(from), to)
+        .map_err(|e| DeliveryError::permanent(format!("bad envelope: {e}")))
 }
 
 #[cfg(test)]

@@ -47,16 +47,38 @@ impl ServerCertVerifier for PinnedCertificate {
         if end_entity.as_ref() == self.pinned.as_ref() {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General("the relay's certificate is not the one email.smtp.pin_certificate names".into()))
+            Err(rustls::Error::General(
+                "the relay's certificate is not the one email.smtp.pin_certificate names".into(),
+            ))
         }
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -78,8 +100,10 @@ impl fmt::Debug for PinnedRelay {
 
 impl PinnedRelay {
     pub(super) fn read(path: &Path) -> Result<PinnedRelay, String> {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let pinned = CertificateDer::from_pem_slice(&pem).map_err(|e| format!("{} holds no PEM certificate ({e})", path.display()))?;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let pinned = CertificateDer::from_pem_slice(&pem)
+            .map_err(|e| format!("{} holds no PEM certificate ({e})", path.display()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -98,14 +122,21 @@ impl PinnedRelay {
 
     /// STARTTLS: reads the greeting, says EHLO and STARTTLS in plain text, then the handshake. The stream starts
     /// with the greeting again, so that lettre's connection, which expects one, reads it and says EHLO over TLS.
-    pub(super) async fn starttls(&self, host: &str, hello: &str, tcp: TcpStream) -> io::Result<PinnedStream> {
+    pub(super) async fn starttls(
+        &self,
+        host: &str,
+        hello: &str,
+        tcp: TcpStream,
+    ) -> io::Result<PinnedStream> {
         let mut plain = BufReader::new(tcp);
         let greeting = reply(&mut plain).await?;
         expect(&greeting, "220", "the greeting")?;
         plain.get_mut().write_all(format!("EHLO {hello}\r\n").as_bytes()).await?;
         let ehlo = reply(&mut plain).await?;
         expect(&ehlo, "250", "EHLO")?;
-        if !ehlo.lines().any(|line| line.get(4..).is_some_and(|word| word.trim().eq_ignore_ascii_case("STARTTLS"))) {
+        if !ehlo.lines().any(|line| {
+            line.get(4..).is_some_and(|word| word.trim().eq_ignore_ascii_case("STARTTLS"))
+        }) {
             return Err(io::Error::other("the server does not offer STARTTLS"));
         }
         plain.get_mut().write_all(b"STARTTLS\r\n").await?;
@@ -118,7 +149,8 @@ impl PinnedRelay {
     }
 
     async fn handshake(&self, host: &str, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
-        let name = ServerName::try_from(host.to_owned()).map_err(|e| io::Error::other(format!("{host:?} is not a server name ({e})")))?;
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| io::Error::other(format!("{host:?} is not a server name ({e})")))?;
         tokio_rustls::TlsConnector::from(self.config.clone()).connect(name, tcp).await
     }
 }
@@ -143,7 +175,10 @@ fn expect(reply: &str, code: &str, step: &str) -> io::Result<()> {
     if reply.starts_with(code) {
         Ok(())
     } else {
-        Err(io::Error::other(format!("{step}: {}", reply.lines().next().unwrap_or_default().trim())))
+        Err(io::Error::other(format!(
+            "{step}: {}",
+            reply.lines().next().unwrap_or_default().trim()
+        )))
     }
 }
 
@@ -160,7 +195,11 @@ impl fmt::Debug for PinnedStream {
 }
 
 impl AsyncRead for PinnedStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.replay.is_empty() {
             let n = self.replay.len().min(buf.remaining());
             buf.put_slice(&self.replay[..n]);
@@ -172,7 +211,11 @@ impl AsyncRead for PinnedStream {
 }
 
 impl AsyncWrite for PinnedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.tls).poll_write(cx, data)
     }
 

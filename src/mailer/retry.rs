@@ -36,10 +36,14 @@ mod tests {
     fn the_delay_doubles_with_jitter_and_is_capped() {
         let policy = RetryPolicy::new(Duration::from_secs(5), Duration::from_secs(3600));
         for failures in 1..=10u32 {
-            let base = Duration::from_secs(5 * 2u64.pow(failures - 1)).min(Duration::from_secs(3600));
+            let base =
+                Duration::from_secs(5 * 2u64.pow(failures - 1)).min(Duration::from_secs(3600));
             for _ in 0..20 {
                 let got = policy.delay(failures);
-                assert!(got <= base && got >= base.mul_f64(1.0 - JITTER), "failure {failures}: {got:?} against {base:?}");
+                assert!(
+                    got <= base && got >= base.mul_f64(1.0 - JITTER),
+                    "failure {failures}: {got:?} against {base:?}"
+                );
             }
         }
         for failures in [11, 40, u32::MAX] {
@@ -54,6 +58,9 @@ mod tests {
         assert!(policy.delay(1) <= Duration::from_millis(20));
         assert!(policy.delay(100) <= Duration::from_millis(100));
         let raised = RetryPolicy::new(Duration::from_secs(10), Duration::from_secs(1)).delay(5);
-        assert!(raised <= Duration::from_secs(10) && raised >= Duration::from_secs(8), "{raised:?}");
+        assert!(
+            raised <= Duration::from_secs(10) && raised >= Duration::from_secs(8),
+            "{raised:?}"
+        );
     }
 }

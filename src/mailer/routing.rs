@@ -84,7 +84,12 @@ impl Route {
         if to.is_empty() {
             return Err(RouteError::NoRecipient);
         }
-        Ok(Route { health_sets, monitors, servers, to: to.iter().map(ToString::to_string).collect() })
+        Ok(Route {
+            health_sets,
+            monitors,
+            servers,
+            to: to.iter().map(ToString::to_string).collect(),
+        })
     }
 }
 
@@ -105,13 +110,19 @@ impl Route {
             (Some(patterns), Some(name)) => patterns.iter().any(|p| p.matches(name)),
             (Some(_), None) => false,
         };
-        holds(&self.health_sets, Some(names.health_set)) && holds(&self.monitors, names.monitor) && holds(&self.servers, Some(names.server))
+        holds(&self.health_sets, Some(names.health_set))
+            && holds(&self.monitors, names.monitor)
+            && holds(&self.servers, Some(names.server))
     }
 }
 
 /// The recipients of an incident's email: those of the first route that matches, else `fallback` (`email.to`).
 pub fn recipients<'a>(routes: &'a [Route], fallback: &'a [String], names: &Names) -> &'a [String] {
-    routes.iter().find(|route| route.matches(names)).map(|route| route.to.as_slice()).unwrap_or(fallback)
+    routes
+        .iter()
+        .find(|route| route.matches(names))
+        .map(|route| route.to.as_slice())
+        .unwrap_or(fallback)
 }
 
 /// Whether an incident that ended in `state` sends an email under `email.notify_on`.
@@ -135,7 +146,8 @@ mod tests {
 
     fn route(health_sets: &[&str], monitors: &[&str], servers: &[&str], to: &str) -> Route {
         let some = |list: &[&str]| if list.is_empty() { None } else { patterns(list) };
-        Route::new(some(health_sets), some(monitors), some(servers), vec![to.parse().unwrap()]).unwrap()
+        Route::new(some(health_sets), some(monitors), some(servers), vec![to.parse().unwrap()])
+            .unwrap()
     }
 
     #[test]
@@ -143,45 +155,118 @@ mod tests {
         let routes = [
             route(&[], &[], &["mbx*"], "mailbox-team@contoso.com"),
             route(&["ActiveSync.Proxy"], &[], &[], "proxy@contoso.com"),
-            route(&["ActiveSync*"], &["ActiveSyncCTPMonitor"], &["cas01.contoso.com", "cas02*"], "cas-ctp@contoso.com"),
+            route(
+                &["ActiveSync*"],
+                &["ActiveSyncCTPMonitor"],
+                &["cas01.contoso.com", "cas02*"],
+                "cas-ctp@contoso.com",
+            ),
             route(&["activesync"], &["*"], &[], "any-monitor@contoso.com"),
         ];
         let fallback = vec!["oncall@contoso.com".to_owned()];
         // (health set, monitor, server) -> the one recipient expected.
         let cases: &[(&str, Option<&str>, &str, &str)] = &[
-            ("ActiveSync", Some("ActiveSyncCTPMonitor"), "MBX01.contoso.com", "mailbox-team@contoso.com"),
-            ("ActiveSync.Proxy", Some("ActiveSyncCTPMonitor"), "mbx02.contoso.com", "mailbox-team@contoso.com"),
-            ("ActiveSync.Proxy", Some("ActiveSyncProxyTestMonitor"), "cas01.contoso.com", "proxy@contoso.com"),
-            ("ActiveSync", Some("activesyncctpmonitor"), "cas01.contoso.com", "cas-ctp@contoso.com"),
-            ("ActiveSync.Protocol", Some("ActiveSyncCTPMonitor"), "CAS02b.contoso.com", "cas-ctp@contoso.com"),
+            (
+                "ActiveSync",
+                Some("ActiveSyncCTPMonitor"),
+                "MBX01.contoso.com",
+                "mailbox-team@contoso.com",
+            ),
+            (
+                "ActiveSync.Proxy",
+                Some("ActiveSyncCTPMonitor"),
+                "mbx02.contoso.com",
+                "mailbox-team@contoso.com",
+            ),
+            (
+                "ActiveSync.Proxy",
+                Some("ActiveSyncProxyTestMonitor"),
+                "cas01.contoso.com",
+                "proxy@contoso.com",
+            ),
+            (
+                "ActiveSync",
+                Some("activesyncctpmonitor"),
+                "cas01.contoso.com",
+                "cas-ctp@contoso.com",
+            ),
+            (
+                "ActiveSync.Protocol",
+                Some("ActiveSyncCTPMonitor"),
+                "CAS02b.contoso.com",
+                "cas-ctp@contoso.com",
+            ),
             // An exact server pattern is not a prefix.
-            ("ActiveSync", Some("ActiveSyncCTPMonitor"), "cas01.contoso.com.au", "any-monitor@contoso.com"),
-            ("ActiveSync", Some("RequestsQueuedGt500Monitor"), "cas01.contoso.com", "any-monitor@contoso.com"),
+            (
+                "ActiveSync",
+                Some("ActiveSyncCTPMonitor"),
+                "cas01.contoso.com.au",
+                "any-monitor@contoso.com",
+            ),
+            (
+                "ActiveSync",
+                Some("RequestsQueuedGt500Monitor"),
+                "cas01.contoso.com",
+                "any-monitor@contoso.com",
+            ),
             // A route with monitors needs a monitor, even "*".
             ("ActiveSync", None, "cas01.contoso.com", "oncall@contoso.com"),
-            ("ActiveSync.Protocol", Some("ActiveSyncSelfTestMonitor"), "cas03.contoso.com", "oncall@contoso.com"),
+            (
+                "ActiveSync.Protocol",
+                Some("ActiveSyncSelfTestMonitor"),
+                "cas03.contoso.com",
+                "oncall@contoso.com",
+            ),
             ("OWA", Some("OWACTPMonitor"), "cas01.contoso.com", "oncall@contoso.com"),
         ];
         for &(health_set, monitor, server, want) in cases {
             let names = Names { health_set, monitor, server };
             assert_eq!(recipients(&routes, &fallback, &names), [want.to_owned()], "{names:?}");
         }
-        assert_eq!(recipients(&[], &fallback, &Names { health_set: "ActiveSync", monitor: None, server: "cas01" }), fallback);
+        assert_eq!(
+            recipients(
+                &[],
+                &fallback,
+                &Names { health_set: "ActiveSync", monitor: None, server: "cas01" }
+            ),
+            fallback
+        );
     }
 
     #[test]
     fn a_route_needs_a_condition_and_a_recipient() {
         let to = || vec!["oncall@contoso.com".parse().unwrap()];
         assert_eq!(Route::new(None, None, None, to()), Err(RouteError::NoCondition));
-        assert_eq!(Route::new(patterns(&["ActiveSync"]), Some(Vec::new()), None, to()), Err(RouteError::EmptyCondition));
-        assert_eq!(Route::new(None, None, patterns(&["cas*"]), Vec::new()), Err(RouteError::NoRecipient));
+        assert_eq!(
+            Route::new(patterns(&["ActiveSync"]), Some(Vec::new()), None, to()),
+            Err(RouteError::EmptyCondition)
+        );
+        assert_eq!(
+            Route::new(None, None, patterns(&["cas*"]), Vec::new()),
+            Err(RouteError::NoRecipient)
+        );
     }
 
     #[test]
     fn patterns_are_exact_or_a_trailing_prefix() {
         let cases: &[(&str, Result<&[(&str, bool)], &str>)] = &[
-            ("cas01.contoso.com", Ok(&[("CAS01.contoso.com", true), ("cas01.contoso.com.au", false), ("cas01", false)])),
-            ("cas*", Ok(&[("cas01.contoso.com", true), ("CASARRAY", true), ("cas", true), ("mbx01", false)])),
+            (
+                "cas01.contoso.com",
+                Ok(&[
+                    ("CAS01.contoso.com", true),
+                    ("cas01.contoso.com.au", false),
+                    ("cas01", false),
+                ]),
+            ),
+            (
+                "cas*",
+                Ok(&[
+                    ("cas01.contoso.com", true),
+                    ("CASARRAY", true),
+                    ("cas", true),
+                    ("mbx01", false),
+                ]),
+            ),
             ("*", Ok(&[("anything", true), ("", true)])),
             ("", Err("is empty")),
             ("cas 01", Err("white space")),
@@ -195,7 +280,9 @@ mod tests {
                         assert_eq!(pattern.matches(name), *matches, "{raw:?} against {name:?}");
                     }
                 }
-                (Err(err), Err(want)) => assert!(err.contains(want), "{raw:?}: {err:?} lacks {want:?}"),
+                (Err(err), Err(want)) => {
+                    assert!(err.contains(want), "{raw:?}: {err:?} lacks {want:?}")
+                }
                 (got, want) => panic!("{raw:?}: got {got:?}, want {want:?}"),
             }
         }

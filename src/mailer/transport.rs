@@ -86,7 +86,11 @@ impl fmt::Debug for Mailer {
 impl Mailer {
     /// Checks the `[email]` settings and prepares the transport. Reads `email.smtp.ca_file` when one is set; touches
     /// nothing else on disk (the outbox directory is made on the first delivery).
-    pub fn new(email: &EmailConfig, smtp_password: Option<&Secret>, data_dir: &Path) -> Result<Mailer, MailError> {
+    pub fn new(
+        email: &EmailConfig,
+        smtp_password: Option<&Secret>,
+        data_dir: &Path,
+    ) -> Result<Mailer, MailError> {
         let transport = match email.transport {
             MailTransportKind::Outbox => Transport::Outbox { dir: data_dir.join("outbox") },
             MailTransportKind::Smtp => Transport::Smtp(Box::new(smtp(email, smtp_password)?)),
@@ -97,7 +101,12 @@ impl Mailer {
     /// Sends an already formatted message (the bytes of `Message::formatted()`) to the given envelope. Returns as
     /// soon as the server has accepted the message: the polite `QUIT` that follows is sent in the background, so
     /// the caller can record the delivery at once.
-    pub async fn deliver(&self, from: &str, to: &[String], raw: &[u8]) -> Result<Accepted, DeliveryError> {
+    pub async fn deliver(
+        &self,
+        from: &str,
+        to: &[String],
+        raw: &[u8],
+    ) -> Result<Accepted, DeliveryError> {
         self.deliver_logged(from, to, raw, &mut Vec::new()).await
     }
 
@@ -108,7 +117,13 @@ impl Mailer {
         Conversation { steps, result }
     }
 
-    async fn deliver_logged(&self, from: &str, to: &[String], raw: &[u8], steps: &mut Vec<String>) -> Result<Accepted, DeliveryError> {
+    async fn deliver_logged(
+        &self,
+        from: &str,
+        to: &[String],
+        raw: &[u8],
+        steps: &mut Vec<String>,
+    ) -> Result<Accepted, DeliveryError> {
         let envelope = envelope(from, to)?;
         match &self.transport {
             Transport::Outbox { dir } => {
@@ -165,26 +180,55 @@ impl Smtp {
     }
 
     /// Runs one step under the step timeout; a failure names the target and the step, and quotes the server.
-    async fn step<T>(&self, step: &str, work: impl Future<Output = Result<T, lettre::transport::smtp::Error>>) -> Result<T, DeliveryError> {
+    async fn step<T>(
+        &self,
+        step: &str,
+        work: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
+    ) -> Result<T, DeliveryError> {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) if err.is_permanent() => Err(DeliveryError::permanent(format!("{}: {step}: {err}", self.target()))),
-            Ok(Err(err)) => Err(DeliveryError::transient(format!("{}: {step}: {err}", self.target()))),
-            Err(_) => Err(DeliveryError::transient(format!("{}: {step}: no answer within {}", self.target(), humantime::format_duration(self.timeout)))),
+            Ok(Err(err)) if err.is_permanent() => {
+                Err(DeliveryError::permanent(format!("{}: {step}: {err}", self.target())))
+            }
+            Ok(Err(err)) => {
+                Err(DeliveryError::transient(format!("{}: {step}: {err}", self.target())))
+            }
+            Err(_) => Err(DeliveryError::transient(format!(
+                "{}: {step}: no answer within {}",
+                self.target(),
+                humantime::format_duration(self.timeout)
+            ))),
         }
     }
 
-    async fn deliver(&self, envelope: &Envelope, raw: &[u8], steps: &mut Vec<String>) -> Result<Accepted, DeliveryError> {
+    async fn deliver(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        steps: &mut Vec<String>,
+    ) -> Result<Accepted, DeliveryError> {
         let hello = ClientId::default();
         let wrapper = match &self.security {
             Security::Wrapper(params) => Some(params.clone()),
-            Security::None | Security::StartTls(_) | Security::PinnedStartTls(_) | Security::PinnedWrapper(_) => None,
+            Security::None
+            | Security::StartTls(_)
+            | Security::PinnedStartTls(_)
+            | Security::PinnedWrapper(_) => None,
         };
         let mut conn = match &self.security {
             Security::PinnedStartTls(pin) | Security::PinnedWrapper(pin) => {
                 let stream = self.pinned(pin, &hello).await?;
-                let conn = self.step("connect", AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)).await?;
-                let how = if matches!(self.security, Security::PinnedStartTls(_)) { "STARTTLS" } else { "TLS" };
+                let conn = self
+                    .step(
+                        "connect",
+                        AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello),
+                    )
+                    .await?;
+                let how = if matches!(self.security, Security::PinnedStartTls(_)) {
+                    "STARTTLS"
+                } else {
+                    "TLS"
+                };
                 steps.push(format!(
                     "connected to {} over {how}: the relay presented the pinned certificate; it (EHLO name {:?}) offers {}",
                     self.target(),
@@ -194,17 +238,32 @@ impl Smtp {
                 conn
             }
             _ => {
-                let connect = AsyncSmtpConnection::connect_tokio1((self.host.as_str(), self.port), Some(self.timeout), &hello, wrapper, None);
+                let connect = AsyncSmtpConnection::connect_tokio1(
+                    (self.host.as_str(), self.port),
+                    Some(self.timeout),
+                    &hello,
+                    wrapper,
+                    None,
+                );
                 let conn = self.step("connect", connect).await?;
                 let tls = if conn.is_encrypted() { " over TLS" } else { "" };
-                steps.push(format!("connected to {}{tls}: the server (EHLO name {:?}) offers {}", self.target(), conn.server_info().name(), offers(&conn)));
+                steps.push(format!(
+                    "connected to {}{tls}: the server (EHLO name {:?}) offers {}",
+                    self.target(),
+                    conn.server_info().name(),
+                    offers(&conn)
+                ));
                 conn
             }
         };
         if let Security::StartTls(params) = &self.security {
             // A failed upgrade leaves lettre's stream unusable (not even for QUIT), so the connection is only dropped.
             self.step("STARTTLS", conn.starttls(params.clone(), &hello)).await?;
-            steps.push(format!("STARTTLS: encrypted, the certificate is valid for {}; the server now offers {}", self.host, offers(&conn)));
+            steps.push(format!(
+                "STARTTLS: encrypted, the certificate is valid for {}; the server now offers {}",
+                self.host,
+                offers(&conn)
+            ));
         }
 
         match self.transaction(&mut conn, envelope, raw, steps).await {
@@ -225,23 +284,50 @@ impl Smtp {
 
     /// The encrypted stream to a pinned relay: TCP, then (after the plain-text STARTTLS lines where they apply) the
     /// handshake that accepts only the pinned certificate, each under the step timeout.
-    async fn pinned(&self, pin: &PinnedRelay, hello: &ClientId) -> Result<PinnedStream, DeliveryError> {
-        let failed = |step: &str, err: std::io::Error| DeliveryError::transient(format!("{}: {step}: {err}", self.target()));
-        let timed_out =
-            |step: &str| DeliveryError::transient(format!("{}: {step}: no answer within {}", self.target(), humantime::format_duration(self.timeout)));
-        let tcp = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect((self.host.as_str(), self.port)))
-            .await
-            .map_err(|_| timed_out("connect"))?
-            .map_err(|e| failed("connect", e))?;
+    async fn pinned(
+        &self,
+        pin: &PinnedRelay,
+        hello: &ClientId,
+    ) -> Result<PinnedStream, DeliveryError> {
+        let failed = |step: &str, err: std::io::Error| {
+            DeliveryError::transient(format!("{}: {step}: {err}", self.target()))
+        };
+        let timed_out = |step: &str| {
+            DeliveryError::transient(format!(
+                "{}: {step}: no answer within {}",
+                self.target(),
+                humantime::format_duration(self.timeout)
+            ))
+        };
+        let tcp = tokio::time::timeout(
+            self.timeout,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| timed_out("connect"))?
+        .map_err(|e| failed("connect", e))?;
         let (step, secured) = match &self.security {
-            Security::PinnedStartTls(_) => ("STARTTLS", tokio::time::timeout(self.timeout, pin.starttls(&self.host, &hello.to_string(), tcp)).await),
+            Security::PinnedStartTls(_) => (
+                "STARTTLS",
+                tokio::time::timeout(
+                    self.timeout,
+                    pin.starttls(&self.host, &hello.to_string(), tcp),
+                )
+                .await,
+            ),
             _ => ("TLS", tokio::time::timeout(self.timeout, pin.wrap(&self.host, tcp)).await),
         };
         secured.map_err(|_| timed_out(step))?.map_err(|e| failed(step, e))
     }
 
     /// Everything after the connection is secured: AUTH, the envelope, the message.
-    async fn transaction(&self, conn: &mut AsyncSmtpConnection, envelope: &Envelope, raw: &[u8], steps: &mut Vec<String>) -> Result<Accepted, DeliveryError> {
+    async fn transaction(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        envelope: &Envelope,
+        raw: &[u8],
+        steps: &mut Vec<String>,
+    ) -> Result<Accepted, DeliveryError> {
         if let Some((user, credentials)) = &self.login {
             let response = self.step("AUTH", conn.auth(DEFAULT_MECHANISMS, credentials)).await?;
             steps.push(format!("AUTH as {user}: {}", reply(&response)));
@@ -249,25 +335,34 @@ impl Smtp {
 
         let info = conn.server_info();
         let mut parameters = Vec::new();
-        if envelope.to().iter().chain(envelope.from()).any(|a| !AsRef::<str>::as_ref(a).is_ascii()) {
+        if envelope.to().iter().chain(envelope.from()).any(|a| !AsRef::<str>::as_ref(a).is_ascii())
+        {
             if !info.supports_feature(Extension::SmtpUtfEight) {
-                return Err(DeliveryError::permanent(format!("{}: an address is not ASCII and the server does not offer SMTPUTF8", self.target())));
+                return Err(DeliveryError::permanent(format!(
+                    "{}: an address is not ASCII and the server does not offer SMTPUTF8",
+                    self.target()
+                )));
             }
             parameters.push(MailParameter::SmtpUtfEight);
         }
         if !raw.is_ascii() {
             if !info.supports_feature(Extension::EightBitMime) {
-                return Err(DeliveryError::permanent(format!("{}: the message is not ASCII and the server does not offer 8BITMIME", self.target())));
+                return Err(DeliveryError::permanent(format!(
+                    "{}: the message is not ASCII and the server does not offer 8BITMIME",
+                    self.target()
+                )));
             }
             parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
         let from = envelope.from().map(ToString::to_string).unwrap_or_default();
         let step = format!("MAIL FROM:<{from}>");
-        let response = self.step(&step, conn.command(Mail::new(envelope.from().cloned(), parameters))).await?;
+        let response =
+            self.step(&step, conn.command(Mail::new(envelope.from().cloned(), parameters))).await?;
         steps.push(format!("{step}: {}", reply(&response)));
         for recipient in envelope.to() {
             let step = format!("RCPT TO:<{recipient}>");
-            let response = self.step(&step, conn.command(Rcpt::new(recipient.clone(), Vec::new()))).await?;
+            let response =
+                self.step(&step, conn.command(Rcpt::new(recipient.clone(), Vec::new()))).await?;
             steps.push(format!("{step}: {}", reply(&response)));
         }
         let response = self.step("DATA", conn.command(Data)).await?;
@@ -288,13 +383,17 @@ fn reply(response: &Response) -> String {
 /// The extensions that matter here, as the server announced them.
 fn offers(conn: &AsyncSmtpConnection) -> String {
     let info = conn.server_info();
-    let mut offered: Vec<String> = [Extension::StartTls, Extension::EightBitMime, Extension::SmtpUtfEight]
+    let mut offered: Vec<String> =
+        [Extension::StartTls, Extension::EightBitMime, Extension::SmtpUtfEight]
+            .into_iter()
+            .filter(|e| info.supports_feature(*e))
+            .map(|e| e.to_string())
+            .collect();
+    let mechanisms: Vec<String> = [Mechanism::Plain, Mechanism::Login, Mechanism::Xoauth2]
         .into_iter()
-        .filter(|e| info.supports_feature(*e))
-        .map(|e| e.to_string())
+        .filter(|m| info.supports_auth_mechanism(*m))
+        .map(|m| m.to_string())
         .collect();
-    let mechanisms: Vec<String> =
-        [Mechanism::Plain, Mechanism::Login, Mechanism::Xoauth2].into_iter().filter(|m| info.supports_auth_mechanism(*m)).map(|m| m.to_string()).collect();
     if !mechanisms.is_empty() {
         offered.push(format!("AUTH {}", mechanisms.join(" ")));
     }
@@ -328,7 +427,10 @@ fn smtp(email: &EmailConfig, smtp_password: Option<&Secret>) -> Result<Smtp, Mai
             params = params.add_root_certificate(certificate(path)?);
         }
         params.build().map_err(|e| match ca {
-            Some(path) => MailError::config("email.smtp.ca_file", format!("{}: cannot set up TLS with it ({e})", path.display())),
+            Some(path) => MailError::config(
+                "email.smtp.ca_file",
+                format!("{}: cannot set up TLS with it ({e})", path.display()),
+            ),
             None => MailError::config("email.smtp.tls", format!("cannot set up TLS ({e})")),
         })
     };
@@ -361,27 +463,50 @@ fn smtp(email: &EmailConfig, smtp_password: Option<&Secret>) -> Result<Smtp, Mai
     let username = config.username.as_deref().map(str::trim).filter(|u| !u.is_empty());
     let login = match (username, smtp_password) {
         (Some(user), Some(password)) => {
-            let password = String::from_utf8(password.expose().to_vec()).map_err(|_| MailError::config("email.smtp.password", "is not valid UTF-8"))?;
+            let password = String::from_utf8(password.expose().to_vec())
+                .map_err(|_| MailError::config("email.smtp.password", "is not valid UTF-8"))?;
             Some((user.to_owned(), Credentials::new(user.to_owned(), password)))
         }
         (Some(_), None) => {
-            return Err(MailError::config("email.smtp.password", "is missing; a username needs a password (or set HSR_SMTP_PASSWORD)"));
+            return Err(MailError::config(
+                "email.smtp.password",
+                "is missing; a username needs a password (or set HSR_SMTP_PASSWORD)",
+            ));
         }
-        (None, Some(_)) => return Err(MailError::config("email.smtp.username", "is missing; a password needs a username")),
+        (None, Some(_)) => {
+            return Err(MailError::config(
+                "email.smtp.username",
+                "is missing; a password needs a username",
+            ))
+        }
         (None, None) => None,
     };
 
-    Ok(Smtp { host, port: config.port, security, login, ca_file: config.ca_file.clone(), pin_certificate: config.pin_certificate.clone(), timeout })
+    Ok(Smtp {
+        host,
+        port: config.port,
+        security,
+        login,
+        ca_file: config.ca_file.clone(),
+        pin_certificate: config.pin_certificate.clone(),
+        timeout,
+    })
 }
 
 /// Reads the extra trusted CA: a PEM file holding at least one certificate.
 fn certificate(path: &Path) -> Result<Certificate, MailError> {
     let key = "email.smtp.ca_file";
-    let pem = std::fs::read(path).map_err(|e| MailError::config(key, format!("cannot read {}: {e}", path.display())))?;
+    let pem = std::fs::read(path)
+        .map_err(|e| MailError::config(key, format!("cannot read {}: {e}", path.display())))?;
     if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-        return Err(MailError::config(key, format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())));
+        return Err(MailError::config(
+            key,
+            format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display()),
+        ));
     }
-    Certificate::from_pem(&pem).map_err(|e| MailError::config(key, format!("{} is not a valid PEM certificate ({e})", path.display())))
+    Certificate::from_pem(&pem).map_err(|e| {
+        MailError::config(key, format!("{} is not a valid PEM certificate ({e})", path.display()))
+    })
 }
 
 /// Writes one message as `<dir>/<UTC time>-<random>.eml`: to a hidden temporary file first, synced, then renamed,
@@ -389,12 +514,18 @@ fn certificate(path: &Path) -> Result<Certificate, MailError> {
 async fn write_outbox(dir: &Path, raw: &[u8]) -> Result<PathBuf, DeliveryError> {
     let dir = dir.to_path_buf();
     let raw = raw.to_vec();
-    let fail = |dir: &Path, e: std::io::Error| DeliveryError::transient(format!("outbox {}: {e}", dir.display()));
+    let fail = |dir: &Path, e: std::io::Error| {
+        DeliveryError::transient(format!("outbox {}: {e}", dir.display()))
+    };
     tokio::task::spawn_blocking(move || {
         // The outbox is as private as the rest of the data directory: 0700, and each email 0600, written whole or
         // not at all.
         crate::private_files::private_dir(&dir).map_err(|e| fail(&dir, e))?;
-        let name = format!("{}-{:08x}.eml", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), rand::random::<u32>());
+        let name = format!(
+            "{}-{:08x}.eml",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+            rand::random::<u32>()
+        );
         let path = dir.join(&name);
         crate::private_files::write_private(&path, &raw).map_err(|e| fail(&dir, e))?;
         Ok(path)
@@ -409,7 +540,8 @@ mod tests {
     use crate::domain::Dur;
 
     fn smtp_config(tls: SmtpTls, ca_file: Option<PathBuf>) -> EmailConfig {
-        let mut email = EmailConfig { transport: MailTransportKind::Smtp, ..EmailConfig::default() };
+        let mut email =
+            EmailConfig { transport: MailTransportKind::Smtp, ..EmailConfig::default() };
         email.smtp.host = "smtp.contoso.com".into();
         email.smtp.tls = tls;
         email.smtp.ca_file = ca_file;
@@ -420,7 +552,10 @@ mod tests {
     fn a_missing_ca_file_names_the_key() {
         let email = smtp_config(SmtpTls::Starttls, Some("/nonexistent/internal-ca.pem".into()));
         let err = Mailer::new(&email, None, Path::new("data")).unwrap_err().to_string();
-        assert!(err.starts_with("email.smtp.ca_file: cannot read /nonexistent/internal-ca.pem"), "{err}");
+        assert!(
+            err.starts_with("email.smtp.ca_file: cannot read /nonexistent/internal-ca.pem"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -428,10 +563,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate\n").unwrap();
-        let err = Mailer::new(&smtp_config(SmtpTls::Tls, Some(path)), None, dir.path()).unwrap_err().to_string();
-        assert!(err.starts_with("email.smtp.ca_file: ") && err.contains("holds no PEM certificate"), "{err}");
-        let err = Mailer::new(&smtp_config(SmtpTls::None, Some("ca.pem".into())), None, dir.path()).unwrap_err().to_string();
-        assert!(err.starts_with("email.smtp.ca_file: is set but email.smtp.tls is \"none\""), "{err}");
+        let err = Mailer::new(&smtp_config(SmtpTls::Tls, Some(path)), None, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("email.smtp.ca_file: ") && err.contains("holds no PEM certificate"),
+            "{err}"
+        );
+        let err = Mailer::new(&smtp_config(SmtpTls::None, Some("ca.pem".into())), None, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("email.smtp.ca_file: is set but email.smtp.tls is \"none\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -439,8 +584,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("internal-ca.pem");
         std::fs::write(&path, TEST_CA).unwrap();
-        let mailer = Mailer::new(&smtp_config(SmtpTls::Starttls, Some(path.clone())), None, dir.path()).unwrap();
-        assert_eq!(mailer.describe(), format!("smtp smtp.contoso.com:587 (starttls, extra CA {})", path.display()));
+        let mailer =
+            Mailer::new(&smtp_config(SmtpTls::Starttls, Some(path.clone())), None, dir.path())
+                .unwrap();
+        assert_eq!(
+            mailer.describe(),
+            format!("smtp smtp.contoso.com:587 (starttls, extra CA {})", path.display())
+        );
     }
 
     #[test]
@@ -453,13 +603,25 @@ mod tests {
             email.smtp.pin_certificate = Some(pin.to_path_buf());
             Mailer::new(&email, None, dir.path()).map(|m| m.describe()).map_err(|e| e.to_string())
         };
-        assert_eq!(pinned(SmtpTls::Starttls, None, &pem).unwrap(), format!("smtp smtp.contoso.com:587 (starttls, pinned certificate {})", pem.display()));
+        assert_eq!(
+            pinned(SmtpTls::Starttls, None, &pem).unwrap(),
+            format!("smtp smtp.contoso.com:587 (starttls, pinned certificate {})", pem.display())
+        );
         let err = pinned(SmtpTls::Starttls, Some(pem.clone()), &pem).unwrap_err();
-        assert!(err.starts_with("email.smtp.pin_certificate: and email.smtp.ca_file are both set"), "{err}");
+        assert!(
+            err.starts_with("email.smtp.pin_certificate: and email.smtp.ca_file are both set"),
+            "{err}"
+        );
         let err = pinned(SmtpTls::None, None, &pem).unwrap_err();
-        assert!(err.starts_with("email.smtp.pin_certificate: is set but email.smtp.tls is \"none\""), "{err}");
+        assert!(
+            err.starts_with("email.smtp.pin_certificate: is set but email.smtp.tls is \"none\""),
+            "{err}"
+        );
         let err = pinned(SmtpTls::Tls, None, Path::new("/nonexistent/relay.pem")).unwrap_err();
-        assert!(err.starts_with("email.smtp.pin_certificate: cannot read /nonexistent/relay.pem"), "{err}");
+        assert!(
+            err.starts_with("email.smtp.pin_certificate: cannot read /nonexistent/relay.pem"),
+            "{err}"
+        );
         std::fs::write(&pem, "not a certificate").unwrap();
         let err = pinned(SmtpTls::Tls, None, &pem).unwrap_err();
         assert!(err.contains("holds no PEM certificate"), "{err}");
@@ -477,7 +639,8 @@ mod tests {
         let smtp = Mailer::new(&email, Some(&secret), Path::new("data")).unwrap();
         assert_eq!(smtp.describe(), "smtp smtp.contoso.com:465 (tls, login as healthset)");
         assert!(!format!("{smtp:?}").contains("p4ssw0rd"));
-        let plain = Mailer::new(&smtp_config(SmtpTls::None, None), None, Path::new("data")).unwrap();
+        let plain =
+            Mailer::new(&smtp_config(SmtpTls::None, None), None, Path::new("data")).unwrap();
         assert_eq!(plain.describe(), "smtp smtp.contoso.com:587 (none)");
     }
 
@@ -488,7 +651,9 @@ mod tests {
         let err = Mailer::new(&email, None, Path::new("data")).unwrap_err().to_string();
         assert!(err.starts_with("email.smtp.password: "), "{err}");
         email.smtp.username = None;
-        let err = Mailer::new(&email, Some(&Secret::new(b"x".to_vec())), Path::new("data")).unwrap_err().to_string();
+        let err = Mailer::new(&email, Some(&Secret::new(b"x".to_vec())), Path::new("data"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("email.smtp.username: "), "{err}");
     }
 
@@ -496,7 +661,10 @@ mod tests {
     async fn a_bad_envelope_is_a_permanent_failure() {
         let dir = tempfile::tempdir().unwrap();
         let mailer = Mailer::new(&EmailConfig::default(), None, dir.path()).unwrap();
-        let err = mailer.deliver("not an address", &["oncall@contoso.com".into()], b"x").await.unwrap_err();
+        let err = mailer
+            .deliver("not an address", &["oncall@contoso.com".into()], b"x")
+            .await
+            .unwrap_err();
         assert!(err.permanent, "{err}");
         let err = mailer.deliver("hsr@contoso.com", &[], b"x").await.unwrap_err();
         assert!(err.permanent, "{err}");
@@ -512,7 +680,10 @@ mod tests {
         email.smtp.port = port;
         email.smtp.timeout = Dur(Duration::from_secs(5));
         let mailer = Mailer::new(&email, None, Path::new("data")).unwrap();
-        let err = mailer.deliver("hsr@contoso.com", &["oncall@contoso.com".into()], b"Subject: x\r\n\r\nx\r\n").await.unwrap_err();
+        let err = mailer
+            .deliver("hsr@contoso.com", &["oncall@contoso.com".into()], b"Subject: x\r\n\r\nx\r\n")
+            .await
+            .unwrap_err();
         assert!(!err.permanent, "{err}");
         assert!(err.message.starts_with(&format!("smtp 127.0.0.1:{port}: ")), "{err}");
     }

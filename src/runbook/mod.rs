@@ -151,7 +151,9 @@ impl Remedy {
     /// The application pools a recycle names, in order.
     pub fn app_pools(&self) -> Vec<AppPool> {
         match self {
-            Remedy::RecycleAppPool { app_pool, app_pools, .. } => app_pool.iter().chain(app_pools).cloned().collect(),
+            Remedy::RecycleAppPool { app_pool, app_pools, .. } => {
+                app_pool.iter().chain(app_pools).cloned().collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -159,7 +161,9 @@ impl Remedy {
     /// Which server the remedy runs on.
     pub fn target(&self) -> Target {
         match self {
-            Remedy::RecycleAppPool { on, .. } | Remedy::IisReset { on, .. } | Remedy::RestartService { on, .. } => *on,
+            Remedy::RecycleAppPool { on, .. }
+            | Remedy::IisReset { on, .. }
+            | Remedy::RestartService { on, .. } => *on,
             Remedy::CheckMailbox { .. } | Remedy::RestartServer { .. } => Target::AlertServer,
         }
     }
@@ -209,25 +213,49 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("ActiveSyncCTPMonitor.toml", include_str!("builtin/ActiveSyncCTPMonitor.toml")),
     ("RequestsQueuedGt500Monitor.toml", include_str!("builtin/RequestsQueuedGt500Monitor.toml")),
     ("ActiveSyncProxyTestMonitor.toml", include_str!("builtin/ActiveSyncProxyTestMonitor.toml")),
-    ("autodiscover/AutodiscoverCtpMonitor.toml", include_str!("builtin/autodiscover/AutodiscoverCtpMonitor.toml")),
+    (
+        "autodiscover/AutodiscoverCtpMonitor.toml",
+        include_str!("builtin/autodiscover/AutodiscoverCtpMonitor.toml"),
+    ),
     ("ecp/EacDeepTestMonitor.toml", include_str!("builtin/ecp/EacDeepTestMonitor.toml")),
     ("ecp/EacSelfTestMonitor.toml", include_str!("builtin/ecp/EacSelfTestMonitor.toml")),
     ("ews/EWSDeepTestMonitor.toml", include_str!("builtin/ews/EWSDeepTestMonitor.toml")),
     ("ews/EWSSelfTestMonitor.toml", include_str!("builtin/ews/EWSSelfTestMonitor.toml")),
     ("ews/EwsCtpMonitor.toml", include_str!("builtin/ews/EwsCtpMonitor.toml")),
-    ("imap/AverageCommandProcessingTimeGt60sMonitor.toml", include_str!("builtin/imap/AverageCommandProcessingTimeGt60sMonitor.toml")),
+    (
+        "imap/AverageCommandProcessingTimeGt60sMonitor.toml",
+        include_str!("builtin/imap/AverageCommandProcessingTimeGt60sMonitor.toml"),
+    ),
     ("imap/ImapCTPMonitor.toml", include_str!("builtin/imap/ImapCTPMonitor.toml")),
     ("imap/ImapProxyTestMonitor.toml", include_str!("builtin/imap/ImapProxyTestMonitor.toml")),
     ("imap/ImapSelfTestMonitor.toml", include_str!("builtin/imap/ImapSelfTestMonitor.toml")),
     ("imap/ImapTestDeepMonitor.toml", include_str!("builtin/imap/ImapTestDeepMonitor.toml")),
-    ("imap/RequestsQueuedGt500Monitor.toml", include_str!("builtin/imap/RequestsQueuedGt500Monitor.toml")),
-    ("outlook/OutlookProxyTestMonitor.toml", include_str!("builtin/outlook/OutlookProxyTestMonitor.toml")),
-    ("outlook/OutlookRpcCtpMonitor.toml", include_str!("builtin/outlook/OutlookRpcCtpMonitor.toml")),
-    ("outlook/OutlookRpcDeepTestMonitor.toml", include_str!("builtin/outlook/OutlookRpcDeepTestMonitor.toml")),
-    ("outlook/OutlookRpcSelfTestMonitor.toml", include_str!("builtin/outlook/OutlookRpcSelfTestMonitor.toml")),
+    (
+        "imap/RequestsQueuedGt500Monitor.toml",
+        include_str!("builtin/imap/RequestsQueuedGt500Monitor.toml"),
+    ),
+    (
+        "outlook/OutlookProxyTestMonitor.toml",
+        include_str!("builtin/outlook/OutlookProxyTestMonitor.toml"),
+    ),
+    (
+        "outlook/OutlookRpcCtpMonitor.toml",
+        include_str!("builtin/outlook/OutlookRpcCtpMonitor.toml"),
+    ),
+    (
+        "outlook/OutlookRpcDeepTestMonitor.toml",
+        include_str!("builtin/outlook/OutlookRpcDeepTestMonitor.toml"),
+    ),
+    (
+        "outlook/OutlookRpcSelfTestMonitor.toml",
+        include_str!("builtin/outlook/OutlookRpcSelfTestMonitor.toml"),
+    ),
     ("owa/OWAProxyTestMonitor.toml", include_str!("builtin/owa/OWAProxyTestMonitor.toml")),
     ("owa/OwaCtpMonitor.toml", include_str!("builtin/owa/OwaCtpMonitor.toml")),
-    ("pop/AverageCommandProcessingTimeGt60sMonitor.toml", include_str!("builtin/pop/AverageCommandProcessingTimeGt60sMonitor.toml")),
+    (
+        "pop/AverageCommandProcessingTimeGt60sMonitor.toml",
+        include_str!("builtin/pop/AverageCommandProcessingTimeGt60sMonitor.toml"),
+    ),
     ("pop/PopCTPMonitor.toml", include_str!("builtin/pop/PopCTPMonitor.toml")),
     ("pop/PopProxyTestMonitor.toml", include_str!("builtin/pop/PopProxyTestMonitor.toml")),
     ("pop/PopSelfTestMonitor.toml", include_str!("builtin/pop/PopSelfTestMonitor.toml")),
@@ -269,7 +297,11 @@ impl RunbookSet {
         if !dir.exists() {
             return Ok(set);
         }
-        let io_error = |e: std::io::Error| RunbookError { file: dir.display().to_string(), field: "runbook_dir".into(), message: e.to_string() };
+        let io_error = |e: std::io::Error| RunbookError {
+            file: dir.display().to_string(),
+            field: "runbook_dir".into(),
+            message: e.to_string(),
+        };
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io_error)?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -279,13 +311,24 @@ impl RunbookSet {
         let mut from_files: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
         for path in files {
             let file = path.display().to_string();
-            let text = std::fs::read_to_string(&path).map_err(|e| RunbookError { file: file.clone(), field: "file".into(), message: e.to_string() })?;
+            let text = std::fs::read_to_string(&path).map_err(|e| RunbookError {
+                file: file.clone(),
+                field: "file".into(),
+                message: e.to_string(),
+            })?;
             let runbook = parse(&text, &file)?;
-            if let Some(other) = from_files.insert(key(runbook.health_set.as_str(), runbook.monitor.as_str()), path.clone()) {
+            if let Some(other) = from_files
+                .insert(key(runbook.health_set.as_str(), runbook.monitor.as_str()), path.clone())
+            {
                 return Err(RunbookError {
                     file,
                     field: "monitor".into(),
-                    message: format!("{} ({}) is also the monitor of {}", runbook.monitor, runbook.health_set, other.display()),
+                    message: format!(
+                        "{} ({}) is also the monitor of {}",
+                        runbook.monitor,
+                        runbook.health_set,
+                        other.display()
+                    ),
                 });
             }
             set.insert(runbook, Origin::File(path));
@@ -294,7 +337,8 @@ impl RunbookSet {
     }
 
     fn insert(&mut self, runbook: Runbook, origin: Origin) {
-        self.by_key.insert(key(runbook.health_set.as_str(), runbook.monitor.as_str()), (runbook, origin));
+        self.by_key
+            .insert(key(runbook.health_set.as_str(), runbook.monitor.as_str()), (runbook, origin));
     }
 
     /// Every runbook for a monitor, in whichever health set.
@@ -308,7 +352,8 @@ impl RunbookSet {
         if let Some((runbook, _)) = self.by_key.get(&key(health_set.as_str(), monitor.as_str())) {
             return Some(runbook);
         }
-        let candidates: Vec<&Runbook> = self.for_monitor(monitor.as_str()).into_iter().map(|(r, _)| r).collect();
+        let candidates: Vec<&Runbook> =
+            self.for_monitor(monitor.as_str()).into_iter().map(|(r, _)| r).collect();
         candidates
             .iter()
             .find(|r| family(r.health_set.as_str()) == family(health_set.as_str()))
@@ -318,8 +363,13 @@ impl RunbookSet {
 
     /// The runbook for a monitor `Get-ServerHealth` reported Unhealthy when asked about `pattern`.
     pub fn get_in(&self, pattern: &HealthSetPattern, monitor: &Monitor) -> Option<&Runbook> {
-        let candidates: Vec<&Runbook> = self.for_monitor(monitor.as_str()).into_iter().map(|(r, _)| r).collect();
-        candidates.iter().find(|r| pattern.matches(r.health_set.as_str())).or(candidates.first().filter(|_| candidates.len() == 1)).copied()
+        let candidates: Vec<&Runbook> =
+            self.for_monitor(monitor.as_str()).into_iter().map(|(r, _)| r).collect();
+        candidates
+            .iter()
+            .find(|r| pattern.matches(r.health_set.as_str()))
+            .or(candidates.first().filter(|_| candidates.len() == 1))
+            .copied()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &(Runbook, Origin)> {
@@ -328,9 +378,12 @@ impl RunbookSet {
 
     /// Which health sets each monitor belongs to.
     pub fn health_sets(&self) -> std::collections::HashMap<String, Vec<String>> {
-        let mut map: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        let mut map: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
         for (runbook, _) in self.iter() {
-            map.entry(runbook.monitor.to_string()).or_default().push(runbook.health_set.to_string());
+            map.entry(runbook.monitor.to_string())
+                .or_default()
+                .push(runbook.health_set.to_string());
         }
         map
     }
@@ -351,18 +404,25 @@ impl RunbookSet {
 
 /// Reads one runbook; the error names the file and the field.
 pub fn parse(text: &str, file: &str) -> Result<Runbook, RunbookError> {
-    let runbook: Runbook = serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|err| {
-        let field = err.path().to_string();
-        RunbookError {
-            file: file.to_owned(),
-            field: if field == "." { "runbook".into() } else { field },
-            message: err.into_inner().message().trim().to_owned(),
-        }
-    })?;
+    let runbook: Runbook = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+        .map_err(|err| {
+            let field = err.path().to_string();
+            RunbookError {
+                file: file.to_owned(),
+                field: if field == "." { "runbook".into() } else { field },
+                message: err.into_inner().message().trim().to_owned(),
+            }
+        })?;
     let verify = &runbook.verify;
-    let invalid = |field: &str, message: &str| RunbookError { file: file.to_owned(), field: field.to_owned(), message: message.to_owned() };
+    let invalid = |field: &str, message: &str| RunbookError {
+        file: file.to_owned(),
+        field: field.to_owned(),
+        message: message.to_owned(),
+    };
     match (&verify.probe, &verify.server_health) {
-        (Some(_), Some(_)) => return Err(invalid("verify", "give either probe or server_health, not both")),
+        (Some(_), Some(_)) => {
+            return Err(invalid("verify", "give either probe or server_health, not both"))
+        }
         (None, None) => return Err(invalid("verify", "give probe or server_health")),
         _ => {}
     }
@@ -370,11 +430,21 @@ pub fn parse(text: &str, file: &str) -> Result<Runbook, RunbookError> {
         let field = format!("remedies[{index}]");
         if let Remedy::RecycleAppPool { app_pool, app_pools, .. } = remedy {
             if app_pool.is_some() != app_pools.is_empty() {
-                return Err(invalid(&field, "give app_pool (one pool) or app_pools (several), not both and not neither"));
+                return Err(invalid(
+                    &field,
+                    "give app_pool (one pool) or app_pools (several), not both and not neither",
+                ));
             }
             let pools = remedy.app_pools();
-            if let Some(twice) = pools.iter().enumerate().find(|(i, p)| pools[..*i].iter().any(|q| q.matches(p.as_str()))) {
-                return Err(invalid(&format!("{field}.app_pools"), &format!("{} is named twice", twice.1)));
+            if let Some(twice) = pools
+                .iter()
+                .enumerate()
+                .find(|(i, p)| pools[..*i].iter().any(|q| q.matches(p.as_str())))
+            {
+                return Err(invalid(
+                    &format!("{field}.app_pools"),
+                    &format!("{} is named twice", twice.1),
+                ));
             }
         }
     }
@@ -418,12 +488,22 @@ roles = ["cas", "multi"]
     fn files_add_runbooks_and_replace_built_in_ones_by_monitor() {
         let replacement =
             "monitor = \"activesyncctpmonitor\"\nhealth_set = \"ActiveSync\"\nverify = { probe = 'ActiveSync\\ActiveSyncCTPProbe' }\nremedies = []\n";
-        let dir = dir_with(&[("owa.toml", OWA), ("ctp.toml", replacement), ("notes.txt", "not a runbook")]);
+        let dir = dir_with(&[
+            ("owa.toml", OWA),
+            ("ctp.toml", replacement),
+            ("notes.txt", "not a runbook"),
+        ]);
         let set = RunbookSet::load(Some(dir.path())).unwrap();
         let (owa, origin) = set.for_monitor("OWACTPMonitor")[0];
-        assert_eq!(origin, &Origin::File(dir.path().join("owa.toml")), "the file replaced the built-in OwaCtpMonitor runbook");
+        assert_eq!(
+            origin,
+            &Origin::File(dir.path().join("owa.toml")),
+            "the file replaced the built-in OwaCtpMonitor runbook"
+        );
         assert_eq!(owa.remedies.len(), 2);
-        assert!(!owa.remedies[1].applies_to(Role::Mailbox) && owa.remedies[1].applies_to(Role::Cas));
+        assert!(
+            !owa.remedies[1].applies_to(Role::Mailbox) && owa.remedies[1].applies_to(Role::Cas)
+        );
         let (ctp, origin) = set.for_monitor("ActiveSyncCTPMonitor")[0];
         assert!(ctp.remedies.is_empty(), "the file replaced the built-in CTP runbook");
         assert_eq!(origin, &Origin::File(dir.path().join("ctp.toml")));
@@ -436,11 +516,18 @@ roles = ["cas", "multi"]
         let hs = |name: &str| HealthSet::parse(name).unwrap();
         let queued = Monitor::parse("RequestsQueuedGt500Monitor").unwrap();
         assert_eq!(set.for_monitor("requestsqueuedgt500monitor").len(), 2);
-        assert_eq!(set.get(&hs("IMAP"), &queued).unwrap().verify.server_health.as_ref().unwrap().as_str(), "IMAP*");
+        assert_eq!(
+            set.get(&hs("IMAP"), &queued).unwrap().verify.server_health.as_ref().unwrap().as_str(),
+            "IMAP*"
+        );
         assert_eq!(set.get(&hs("activesync"), &queued).unwrap().health_set.as_str(), "ActiveSync");
         assert!(set.get(&hs("Exchange"), &queued).is_none(), "ambiguous without the health set");
         let deep = Monitor::parse("ImapTestDeepMonitor").unwrap();
-        assert_eq!(set.get(&hs("IMAP"), &deep).unwrap().health_set.as_str(), "IMAP.Protocol", "IMAP is IMAP.Protocol's family");
+        assert_eq!(
+            set.get(&hs("IMAP"), &deep).unwrap().health_set.as_str(),
+            "IMAP.Protocol",
+            "IMAP is IMAP.Protocol's family"
+        );
         let pattern = HealthSetPattern::parse("IMAP*").unwrap();
         assert_eq!(set.get_in(&pattern, &queued).unwrap().health_set.as_str(), "IMAP");
     }
@@ -448,38 +535,117 @@ roles = ["cas", "multi"]
     #[test]
     fn every_built_in_runbook_names_its_page_and_a_probe_of_its_own_health_set_family() {
         for (runbook, _) in built_in().iter() {
-            assert!(runbook.source.starts_with("Troubleshooting "), "{}: {}", runbook.monitor, runbook.source);
+            assert!(
+                runbook.source.starts_with("Troubleshooting "),
+                "{}: {}",
+                runbook.monitor,
+                runbook.source
+            );
             if let Some(probe) = &runbook.verify.probe {
-                assert_eq!(family(probe.health_set.as_str()), family(runbook.health_set.as_str()), "{}", runbook.monitor);
+                assert_eq!(
+                    family(probe.health_set.as_str()),
+                    family(runbook.health_set.as_str()),
+                    "{}",
+                    runbook.monitor
+                );
             }
         }
-        let names: Vec<&str> = built_in().health_set_names().into_iter().map(HealthSet::as_str).collect();
-        for health_set in ["OWA", "OWA.Proxy", "ECP", "EWS", "EWS.Protocol", "Outlook", "Outlook.Protocol", "Outlook.Proxy", "IMAP", "POP", "Autodiscover"] {
+        let names: Vec<&str> =
+            built_in().health_set_names().into_iter().map(HealthSet::as_str).collect();
+        for health_set in [
+            "OWA",
+            "OWA.Proxy",
+            "ECP",
+            "EWS",
+            "EWS.Protocol",
+            "Outlook",
+            "Outlook.Protocol",
+            "Outlook.Proxy",
+            "IMAP",
+            "POP",
+            "Autodiscover",
+        ] {
             assert!(names.contains(&health_set), "{health_set} in {names:?}");
         }
-        assert!(names.iter().position(|n| *n == "ActiveSync") > names.iter().position(|n| *n == "ActiveSync.Protocol"), "dotted names first");
+        assert!(
+            names.iter().position(|n| *n == "ActiveSync")
+                > names.iter().position(|n| *n == "ActiveSync.Protocol"),
+            "dotted names first"
+        );
     }
 
     #[test]
     fn a_bad_runbook_file_is_refused_naming_the_file_and_the_field() {
         let cases = [
-            (OWA.replace("recycle_app_pool", "reboot"), "remedies[0].action", "unknown variant `reboot`"),
-            (OWA.replace("MSExchangeOWAAppPool", "MSExchange OWA"), "remedies[0]", "\"MSExchange OWA\" is not an application pool name"),
-            (OWA.replace("verify = { probe = 'OWA\\OWACTPProbe' }", "verify = { probe = 'OWACTPProbe' }"), "verify.probe", "not <health set>"),
-            (OWA.replace("verify = { probe = 'OWA\\OWACTPProbe' }", "verify = { probe = 'OWA\\OWACTPProbe', server_health = 'OWA*' }"), "verify", "not both"),
-            (OWA.replace("typical_role = \"cas\"", "typical_role = \"edge\""), "typical_role", "unknown variant"),
-            (OWA.replace("summary", "sumary"), "sumary", "unknown field `sumary`"),
-            (OWA.replace("app_pool = \"MSExchangeOWAAppPool\"", "app_pool = \"A\"\napp_pools = [\"B\"]"), "remedies[0]", "or app_pools (several), not both"),
-            (OWA.replace("app_pool = \"MSExchangeOWAAppPool\"", ""), "remedies[0]", "not neither"),
-            (OWA.replace("app_pool = \"MSExchangeOWAAppPool\"", "app_pools = [\"A\", \"a\"]"), "remedies[0].app_pools", "a is named twice"),
-            (OWA.replace("roles = [\"cas\", \"multi\"]", "noforce = \"yes\""), "remedies[1]", "invalid type: string \"yes\", expected a boolean"),
-            (OWA.replace("roles = [\"cas\", \"multi\"]", "on = \"mbx01\""), "remedies[1]", "`mbx01`, expected `alert_server` or `mailbox_hint`"),
             (
-                OWA.replace("action = \"iis_reset\"", "action = \"restart_service\"\nservice = \"MSExchange IMAP4\""),
+                OWA.replace("recycle_app_pool", "reboot"),
+                "remedies[0].action",
+                "unknown variant `reboot`",
+            ),
+            (
+                OWA.replace("MSExchangeOWAAppPool", "MSExchange OWA"),
+                "remedies[0]",
+                "\"MSExchange OWA\" is not an application pool name",
+            ),
+            (
+                OWA.replace(
+                    "verify = { probe = 'OWA\\OWACTPProbe' }",
+                    "verify = { probe = 'OWACTPProbe' }",
+                ),
+                "verify.probe",
+                "not <health set>",
+            ),
+            (
+                OWA.replace(
+                    "verify = { probe = 'OWA\\OWACTPProbe' }",
+                    "verify = { probe = 'OWA\\OWACTPProbe', server_health = 'OWA*' }",
+                ),
+                "verify",
+                "not both",
+            ),
+            (
+                OWA.replace("typical_role = \"cas\"", "typical_role = \"edge\""),
+                "typical_role",
+                "unknown variant",
+            ),
+            (OWA.replace("summary", "sumary"), "sumary", "unknown field `sumary`"),
+            (
+                OWA.replace(
+                    "app_pool = \"MSExchangeOWAAppPool\"",
+                    "app_pool = \"A\"\napp_pools = [\"B\"]",
+                ),
+                "remedies[0]",
+                "or app_pools (several), not both",
+            ),
+            (OWA.replace("app_pool = \"MSExchangeOWAAppPool\"", ""), "remedies[0]", "not neither"),
+            (
+                OWA.replace("app_pool = \"MSExchangeOWAAppPool\"", "app_pools = [\"A\", \"a\"]"),
+                "remedies[0].app_pools",
+                "a is named twice",
+            ),
+            (
+                OWA.replace("roles = [\"cas\", \"multi\"]", "noforce = \"yes\""),
+                "remedies[1]",
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                OWA.replace("roles = [\"cas\", \"multi\"]", "on = \"mbx01\""),
+                "remedies[1]",
+                "`mbx01`, expected `alert_server` or `mailbox_hint`",
+            ),
+            (
+                OWA.replace(
+                    "action = \"iis_reset\"",
+                    "action = \"restart_service\"\nservice = \"MSExchange IMAP4\"",
+                ),
                 "remedies[1]",
                 "\"MSExchange IMAP4\" is not a Windows service name",
             ),
-            (OWA.replace("action = \"iis_reset\"", "action = \"restart_service\""), "remedies[1]", "missing field `service`"),
+            (
+                OWA.replace("action = \"iis_reset\"", "action = \"restart_service\""),
+                "remedies[1]",
+                "missing field `service`",
+            ),
         ];
         for (text, field, message) in cases {
             let dir = dir_with(&[("owa.toml", &text)]);
@@ -490,6 +656,9 @@ roles = ["cas", "multi"]
         }
         let dir = dir_with(&[("a.toml", OWA), ("b.toml", OWA)]);
         let err = RunbookSet::load(Some(dir.path())).unwrap_err();
-        assert!(err.to_string().contains("b.toml: monitor: OWACTPMonitor (OWA) is also the monitor of"), "{err}");
+        assert!(
+            err.to_string().contains("b.toml: monitor: OWACTPMonitor (OWA) is also the monitor of"),
+            "{err}"
+        );
     }
 }

@@ -80,7 +80,14 @@ pub struct Plan {
 
 /// Decides the next step of an incident from its journal. Every step in `journal` must be finished.
 pub fn next(ctx: &Context, journal: &[Done]) -> Plan {
-    let mut replay = Replay { journal, pos: 0, monitor: ctx.facts.monitor.clone(), in_service: Vec::new(), ran: Vec::new(), ma_read: Vec::new() };
+    let mut replay = Replay {
+        journal,
+        pos: 0,
+        monitor: ctx.facts.monitor.clone(),
+        in_service: Vec::new(),
+        ran: Vec::new(),
+        ma_read: Vec::new(),
+    };
     let decision = match replay.incident(ctx) {
         Ok(ending) => Decision::Finish(ending),
         Err(decision) => decision,
@@ -158,7 +165,14 @@ impl<'a> Replay<'a> {
     /// its first step, `throttled`, instead of asking). A denial or silence ends the incident `blocked`. After an
     /// approval the problem is verified again, and the steps run only if it persists; the server's maintenance
     /// state is checked again before they change it, however long the decision took.
-    fn approved(&mut self, ctx: &Context, runbook: &Runbook, checked: &ServerName, monitor: &Monitor, proposal: Proposal) -> Step<()> {
+    fn approved(
+        &mut self,
+        ctx: &Context,
+        runbook: &Runbook,
+        checked: &ServerName,
+        monitor: &Monitor,
+        proposal: Proposal,
+    ) -> Step<()> {
         if !proposal.covers.iter().any(|action| ctx.approval.contains(&action.kind())) {
             return Ok(());
         }
@@ -170,7 +184,11 @@ impl<'a> Replay<'a> {
         let journal: &'a [Done] = self.journal;
         let requested = match journal.get(self.pos) {
             None => return Err(Decision::Ask(proposal)),
-            Some(done) if done.action == first && done.server == server && done.outcome == Outcome::Throttled => {
+            Some(done)
+                if done.action == first
+                    && done.server == server
+                    && done.outcome == Outcome::Throttled =>
+            {
                 self.pos += 1;
                 return Err(self.stop(State::Blocked, format!("throttled: {}", done.detail)));
             }
@@ -184,21 +202,44 @@ impl<'a> Replay<'a> {
             Some(done) => return Err(self.mismatch(done, ActionKind::Approval, &server)),
         };
         self.pos += 1;
-        let proposed = proposal.covers.iter().map(|action| action.kind().as_str()).collect::<Vec<_>>().join(", ");
+        let proposed = proposal
+            .covers
+            .iter()
+            .map(|action| action.kind().as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         match decision.outcome {
             Outcome::Approved => {}
             Outcome::Denied | Outcome::Expired => {
-                let why = format!("approval {} {}; {proposed} on {server} was not run", decision.outcome, decision.detail);
+                let why = format!(
+                    "approval {} {}; {proposed} on {server} was not run",
+                    decision.outcome, decision.detail
+                );
                 return Err(self.stop(State::Blocked, why));
             }
-            _ => return Err(self.stop(State::Blocked, format!("the approval asked for in step {} has no decision ({})", self.pos - 1, requested.outcome))),
+            _ => {
+                return Err(self.stop(
+                    State::Blocked,
+                    format!(
+                        "the approval asked for in step {} has no decision ({})",
+                        self.pos - 1,
+                        requested.outcome
+                    ),
+                ))
+            }
         }
         // The decision may have taken an hour: what the server was then says little now.
         self.in_service.clear();
         if self.verify(ctx, runbook, checked, monitor, false)? {
-            let changed = self.journal[..self.pos].iter().any(|d| d.action.is_mutating() && matches!(d.outcome, Outcome::Done | Outcome::Interrupted));
+            let changed = self.journal[..self.pos].iter().any(|d| {
+                d.action.is_mutating() && matches!(d.outcome, Outcome::Done | Outcome::Interrupted)
+            });
             let state = if changed { State::Recovered } else { State::Transient };
-            let since = if changed { "an earlier remedy took effect" } else { "the problem went away by itself" };
+            let since = if changed {
+                "an earlier remedy took effect"
+            } else {
+                "the problem went away by itself"
+            };
             return Err(self
                 .stop(state, format!("{} when checked again after the approval: {since}, and {proposed} on {server} was not run", passed(runbook, monitor))));
         }
@@ -209,7 +250,13 @@ impl<'a> Replay<'a> {
     fn read(&mut self, action: Action) -> Step<&'a Done> {
         let done = self.run(action)?;
         match done.outcome {
-            Outcome::Error => Err(self.stop(State::Blocked, format!("executor failure: {} on {} failed: {}", done.action, done.server, done.detail))),
+            Outcome::Error => Err(self.stop(
+                State::Blocked,
+                format!(
+                    "executor failure: {} on {} failed: {}",
+                    done.action, done.server, done.detail
+                ),
+            )),
             _ => Ok(done),
         }
     }
@@ -235,8 +282,16 @@ impl<'a> Replay<'a> {
         }
         let done = self.run(action)?;
         match done.outcome {
-            Outcome::Error => Err(self.stop(State::Blocked, format!("executor failure: {} on {} failed: {}", done.action, done.server, done.detail))),
-            Outcome::Throttled => Err(self.stop(State::Blocked, format!("throttled: {}", done.detail))),
+            Outcome::Error => Err(self.stop(
+                State::Blocked,
+                format!(
+                    "executor failure: {} on {} failed: {}",
+                    done.action, done.server, done.detail
+                ),
+            )),
+            Outcome::Throttled => {
+                Err(self.stop(State::Blocked, format!("throttled: {}", done.detail)))
+            }
             _ => Ok(done),
         }
     }
@@ -250,8 +305,15 @@ impl<'a> Replay<'a> {
         let monitor = match self.monitor.clone() {
             Some(monitor) => monitor,
             None => {
-                let health = self.read(Action::ServerHealth { server: server.clone(), health_sets: HealthSetPattern::exact(&facts.health_set) })?;
-                let found = health.unhealthy.iter().find(|m| ctx.runbooks.get(&facts.health_set, m).is_some()).or(health.unhealthy.first());
+                let health = self.read(Action::ServerHealth {
+                    server: server.clone(),
+                    health_sets: HealthSetPattern::exact(&facts.health_set),
+                })?;
+                let found = health
+                    .unhealthy
+                    .iter()
+                    .find(|m| ctx.runbooks.get(&facts.health_set, m).is_some())
+                    .or(health.unhealthy.first());
                 let Some(monitor) = found else {
                     return Ok(self.ending(
                         State::Transient,
@@ -263,10 +325,21 @@ impl<'a> Replay<'a> {
             }
         };
         let Some(runbook) = ctx.runbooks.get(&facts.health_set, &monitor) else {
-            return Ok(self.ending(State::Blocked, format!("unknown monitor {monitor}: no runbook answers it (add one to runbook_dir)")));
+            return Ok(self.ending(
+                State::Blocked,
+                format!(
+                    "unknown monitor {monitor}: no runbook answers it (add one to runbook_dir)"
+                ),
+            ));
         };
         if self.verify(ctx, runbook, server, &monitor, false)? {
-            return Ok(self.ending(State::Transient, format!("{} at once: the problem no longer exists and nothing was done", passed(runbook, &monitor))));
+            return Ok(self.ending(
+                State::Transient,
+                format!(
+                    "{} at once: the problem no longer exists and nothing was done",
+                    passed(runbook, &monitor)
+                ),
+            ));
         }
         Ok(match self.remedies(ctx, runbook, server, &monitor, entry.role, true)? {
             Remedied::Recovered(how) => self.ending(State::Recovered, how),
@@ -276,12 +349,22 @@ impl<'a> Replay<'a> {
 
     /// Runs a runbook's remedies on `server`, verifying after each, skipping any this incident already ran there.
     /// `top` is false for a Mailbox server's runbook run from a CAS incident, which does not check a mailbox again.
-    fn remedies(&mut self, ctx: &Context, runbook: &Runbook, server: &ServerName, monitor: &Monitor, role: Role, top: bool) -> Step<Remedied> {
+    fn remedies(
+        &mut self,
+        ctx: &Context,
+        runbook: &Runbook,
+        server: &ServerName,
+        monitor: &Monitor,
+        role: Role,
+        top: bool,
+    ) -> Step<Remedied> {
         let mut tried = false;
         for remedy in runbook.remedies.iter().filter(|r| r.applies_to(role)) {
             tried = true;
             match remedy {
-                Remedy::RecycleAppPool { .. } | Remedy::IisReset { .. } | Remedy::RestartService { .. } => {
+                Remedy::RecycleAppPool { .. }
+                | Remedy::IisReset { .. }
+                | Remedy::RestartService { .. } => {
                     if let Some(result) = self.remedy(ctx, runbook, server, monitor, remedy)? {
                         return Ok(result);
                     }
@@ -299,7 +382,9 @@ impl<'a> Replay<'a> {
                     }
                 }
                 Remedy::CheckMailbox { health_sets, .. } if top => {
-                    if let Some(result) = self.check_mailbox(ctx, runbook, server, monitor, health_sets)? {
+                    if let Some(result) =
+                        self.check_mailbox(ctx, runbook, server, monitor, health_sets)?
+                    {
                         return Ok(result);
                     }
                 }
@@ -347,7 +432,10 @@ impl<'a> Replay<'a> {
         let mut addressed: Vec<&Monitor> = Vec::new();
         let mut fixed: Vec<String> = Vec::new();
         loop {
-            let health = self.read(Action::ServerHealth { server: mailbox.clone(), health_sets: health_sets.clone() })?;
+            let health = self.read(Action::ServerHealth {
+                server: mailbox.clone(),
+                health_sets: health_sets.clone(),
+            })?;
             if health.unhealthy.is_empty() {
                 return Ok(None);
             }
@@ -358,12 +446,23 @@ impl<'a> Replay<'a> {
                 .find_map(|m| ctx.runbooks.get_in(health_sets, m).map(|r| (m, r)));
             let Some((sub_monitor, sub_runbook)) = next else {
                 let names: Vec<&str> = health.unhealthy.iter().map(Monitor::as_str).collect();
-                let why = if addressed.is_empty() { "no runbook answers them" } else { "their runbooks were already run in this incident" };
-                return Ok(Some(Remedied::Exhausted(format!("the Mailbox server {mailbox} reports {} Unhealthy and {why}", names.join(", ")))));
+                let why = if addressed.is_empty() {
+                    "no runbook answers them"
+                } else {
+                    "their runbooks were already run in this incident"
+                };
+                return Ok(Some(Remedied::Exhausted(format!(
+                    "the Mailbox server {mailbox} reports {} Unhealthy and {why}",
+                    names.join(", ")
+                ))));
             };
             addressed.push(sub_monitor);
             match self.remedies(ctx, sub_runbook, mailbox, sub_monitor, entry.role, false)? {
-                Remedied::Exhausted(why) => return Ok(Some(Remedied::Exhausted(format!("the Mailbox server {mailbox} could not be recovered: {why}")))),
+                Remedied::Exhausted(why) => {
+                    return Ok(Some(Remedied::Exhausted(format!(
+                        "the Mailbox server {mailbox} could not be recovered: {why}"
+                    ))))
+                }
                 Remedied::Recovered(how) => {
                     fixed.push(format!("{sub_monitor} on the Mailbox server {mailbox}: {how}"));
                     // The Mailbox server warmed up before its own check; the CAS was not changed.
@@ -378,7 +477,14 @@ impl<'a> Replay<'a> {
     /// Restarts a server; a Mailbox server fails its databases over first and back once verification passes.
     /// The server's maintenance state is checked again before the procedure and before the restart itself.
     /// `None` means the restart did not help and the runbook goes on.
-    fn restart(&mut self, ctx: &Context, runbook: &Runbook, server: &ServerName, monitor: &Monitor, role: Role) -> Step<Option<Remedied>> {
+    fn restart(
+        &mut self,
+        ctx: &Context,
+        runbook: &Runbook,
+        server: &ServerName,
+        monitor: &Monitor,
+        role: Role,
+    ) -> Step<Option<Remedied>> {
         // One approval covers the whole procedure, asked before its failover starts.
         let restart = Action::RestartServer { server: server.clone() };
         let covers = match role.hosts_databases() {
@@ -400,12 +506,25 @@ impl<'a> Replay<'a> {
         }
         let restarted = self.run(Action::RestartServer { server: server.clone() })?;
         match restarted.outcome {
-            Outcome::Error => return Err(self.stop(State::Blocked, format!("executor failure: restart_server on {server} failed: {}", restarted.detail))),
+            Outcome::Error => {
+                return Err(self.stop(
+                    State::Blocked,
+                    format!(
+                        "executor failure: restart_server on {server} failed: {}",
+                        restarted.detail
+                    ),
+                ))
+            }
             Outcome::Throttled => {
                 // Refused after all (the throttles changed since the failover began): undo the failover.
                 let reason = format!("throttled: {}", restarted.detail);
                 if self.reenable(server)? {
-                    return Err(self.stop(State::Blocked, format!("{reason}; the failover was undone (activation re-enabled on {server})")));
+                    return Err(self.stop(
+                        State::Blocked,
+                        format!(
+                            "{reason}; the failover was undone (activation re-enabled on {server})"
+                        ),
+                    ));
                 }
                 return Err(self.stop(State::Blocked, reason));
             }
@@ -414,7 +533,11 @@ impl<'a> Replay<'a> {
         // Windows answers before Exchange does, and a responder that restarted meanwhile finds the restart
         // interrupted: either way, first wait (bounded) until the server answers again.
         if changed(restarted) {
-            self.run(Action::Wait { server: server.clone(), duration: ctx.limits.restart_timeout, until: Until::Answering })?;
+            self.run(Action::Wait {
+                server: server.clone(),
+                duration: ctx.limits.restart_timeout,
+                until: Until::Answering,
+            })?;
         }
         if !self.verify(ctx, runbook, server, monitor, changed(restarted))? {
             return Ok(None);
@@ -430,7 +553,10 @@ impl<'a> Replay<'a> {
                 }
                 // The result of re-enabling was lost: verify again before repeating it.
                 if !self.verify(ctx, runbook, server, monitor, false)? {
-                    return Ok(Some(Remedied::Exhausted(format!("{} again before activation could be re-enabled on {server}", failing(runbook, monitor)))));
+                    return Ok(Some(Remedied::Exhausted(format!(
+                        "{} again before activation could be re-enabled on {server}",
+                        failing(runbook, monitor)
+                    ))));
                 }
             }
         }
@@ -443,7 +569,9 @@ impl<'a> Replay<'a> {
     /// end the runbook here, with the reason: the server is not restarted.
     fn fail_over(&mut self, ctx: &Context, server: &ServerName) -> Step<Option<String>> {
         // Refused (changing nothing) when the restart that must follow it would be.
-        let dry_run = self.mutate(Action::DisableActivation { server: server.clone(), attempt: 1 })?.outcome == Outcome::DryRun;
+        let dry_run =
+            self.mutate(Action::DisableActivation { server: server.clone(), attempt: 1 })?.outcome
+                == Outcome::DryRun;
         let polls = ctx.limits.polls();
         let push_after = polls / 2;
         let mut copies = self.read(Action::CopyStatus { server: server.clone() })?;
@@ -463,7 +591,11 @@ impl<'a> Replay<'a> {
             if checks == push_after && push_after > 0 {
                 self.mutate(Action::DisableActivation { server: server.clone(), attempt: 2 })?;
             }
-            self.run(Action::Wait { server: server.clone(), duration: ctx.limits.poll_interval, until: Until::Elapsed })?;
+            self.run(Action::Wait {
+                server: server.clone(),
+                duration: ctx.limits.poll_interval,
+                until: Until::Elapsed,
+            })?;
             checks += 1;
             copies = self.read(Action::CopyStatus { server: server.clone() })?;
         }
@@ -481,19 +613,36 @@ impl<'a> Replay<'a> {
 
     /// Whether the problem is gone: the probe succeeds, or `Get-ServerHealth` no longer reports the monitor. Right
     /// after a remedy on `server` it first waits: the settle wait for runbooks that settle, else the warm-up.
-    fn verify(&mut self, ctx: &Context, runbook: &Runbook, server: &ServerName, monitor: &Monitor, after_remedy: bool) -> Step<bool> {
+    fn verify(
+        &mut self,
+        ctx: &Context,
+        runbook: &Runbook,
+        server: &ServerName,
+        monitor: &Monitor,
+        after_remedy: bool,
+    ) -> Step<bool> {
         let pause = if runbook.verify.settle { ctx.limits.settle_wait } else { ctx.limits.warm_up };
         if after_remedy && !pause.is_zero() {
-            self.run(Action::Wait { server: server.clone(), duration: pause, until: Until::Elapsed })?;
+            self.run(Action::Wait {
+                server: server.clone(),
+                duration: pause,
+                until: Until::Elapsed,
+            })?;
         }
         if let Some(probe) = &runbook.verify.probe {
             let backend = ctx.facts.mailbox_hint.clone().filter(|_| server == &ctx.facts.server);
-            return Ok(self.read(Action::Probe { server: server.clone(), probe: probe.clone(), backend })?.outcome == Outcome::Succeeded);
+            return Ok(self
+                .read(Action::Probe { server: server.clone(), probe: probe.clone(), backend })?
+                .outcome
+                == Outcome::Succeeded);
         }
         let Some(health_sets) = &runbook.verify.server_health else {
             return Ok(false);
         };
-        let health = self.read(Action::ServerHealth { server: server.clone(), health_sets: health_sets.clone() })?;
+        let health = self.read(Action::ServerHealth {
+            server: server.clone(),
+            health_sets: health_sets.clone(),
+        })?;
         Ok(!health.unhealthy.iter().any(|m| m.matches(monitor.as_str())))
     }
 }

@@ -195,7 +195,10 @@ impl Store {
     }
 
     /// The incident and its approval behind a link's token, while that approval can still be decided.
-    pub async fn approval_for_token(&self, token_sha256: [u8; 32]) -> Result<Option<(IncidentView, ApprovalView)>> {
+    pub async fn approval_for_token(
+        &self,
+        token_sha256: [u8; 32],
+    ) -> Result<Option<(IncidentView, ApprovalView)>> {
         self.read(move |conn| {
             let incident_id: Option<String> = conn
                 .prepare_cached(
@@ -238,7 +241,14 @@ struct Pending {
 fn pending(tx: &Transaction, target: &Target) -> Result<Option<Pending>> {
     const COLUMNS: &str = "SELECT a.id, a.incident_id, i.state, a.server, a.command, a.expires_at FROM approvals a JOIN incidents i ON i.id = a.incident_id";
     let row = |r: &rusqlite::Row| {
-        Ok(Pending { id: r.get(0)?, incident_id: r.get(1)?, state: r.get(2)?, server: r.get(3)?, command: r.get(4)?, expires_at: r.get(5)? })
+        Ok(Pending {
+            id: r.get(0)?,
+            incident_id: r.get(1)?,
+            state: r.get(2)?,
+            server: r.get(3)?,
+            command: r.get(4)?,
+            expires_at: r.get(5)?,
+        })
     };
     let found = match target {
         Target::Incident(id) => tx
@@ -250,6 +260,7 @@ fn pending(tx: &Transaction, target: &Target) -> Result<Option<Pending>> {
 }
 
 fn set_state(tx: &Transaction, id: &str, state: State, now: i64) -> Result<()> {
-    tx.prepare_cached("UPDATE incidents SET state = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![id, state.as_str(), now])?;
+    tx.prepare_cached("UPDATE incidents SET state = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![id, state.as_str(), now])?;
     Ok(())
 }

@@ -101,7 +101,9 @@ macro_rules! open_states {
 }
 
 fn parse_server(raw: String) -> rusqlite::Result<ServerName> {
-    ServerName::parse(&raw).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    ServerName::parse(&raw).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 impl Store {
@@ -178,12 +180,10 @@ impl Store {
 
     pub async fn set_state(&self, id: String, state: State, reason: Option<String>) -> Result<()> {
         self.write(move |tx| {
-            tx.prepare_cached("UPDATE incidents SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1")?.execute(params![
-                id,
-                state.as_str(),
-                reason,
-                now_ms()
-            ])?;
+            tx.prepare_cached(
+                "UPDATE incidents SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, state.as_str(), reason, now_ms()])?;
             Ok(())
         })
         .await
@@ -211,30 +211,54 @@ impl Store {
     /// The throttle history is read in the same transaction, so concurrent incidents cannot both pass one limit.
     pub async fn start_step(&self, id: String, step: NewStep<'_>) -> Result<Started> {
         let action = step.action.clone();
-        let (command, group, throttle, commits_to) = (step.command, step.group, step.throttle, step.commits_to);
+        let (command, group, throttle, commits_to) =
+            (step.command, step.group, step.throttle, step.commits_to);
         self.write(move |tx| {
             let now = now_ms();
             let counted = throttle.is_some();
             let rules = throttle.iter().map(|rule| (action.kind(), rule, String::new())).chain(
-                commits_to
-                    .iter()
-                    .map(|(kind, rule)| (*kind, rule, format!("; {} was not started, since the {kind} it leads to would be refused", action.kind()))),
+                commits_to.iter().map(|(kind, rule)| {
+                    (
+                        *kind,
+                        rule,
+                        format!(
+                            "; {} was not started, since the {kind} it leads to would be refused",
+                            action.kind()
+                        ),
+                    )
+                }),
             );
             if let Some(reason) = refusal(tx, &id, action.server(), group.as_deref(), rules, now)? {
                 record_throttled(tx, &id, &action, &command, group.as_deref(), &reason, now)?;
                 return Ok(Started::Throttled(reason));
             }
-            let seq = insert_step(tx, &id, (action.kind(), action.server()), &command, group.as_deref(), counted, now)?;
+            let seq = insert_step(
+                tx,
+                &id,
+                (action.kind(), action.server()),
+                &command,
+                group.as_deref(),
+                counted,
+                now,
+            )?;
             Ok(Started::Run { seq })
         })
         .await
     }
 
     /// Journals a step that did not run (dry run), finished at once.
-    pub async fn skip_step(&self, id: String, action: Action, command: String, outcome: Outcome, detail: String) -> Result<()> {
+    pub async fn skip_step(
+        &self,
+        id: String,
+        action: Action,
+        command: String,
+        outcome: Outcome,
+        detail: String,
+    ) -> Result<()> {
         self.write(move |tx| {
             let now = now_ms();
-            let seq = insert_step(tx, &id, (action.kind(), action.server()), &command, None, false, now)?;
+            let seq =
+                insert_step(tx, &id, (action.kind(), action.server()), &command, None, false, now)?;
             finish_at_once(tx, &id, seq, outcome, &detail, now)
         })
         .await
@@ -257,7 +281,12 @@ impl Store {
 
     /// Ends an incident, frees its key for new incidents and its servers, and queues its notification in the same
     /// transaction. A step still unfinished (the ending was forced while it ran) is recorded `interrupted` first.
-    pub async fn finish_incident(&self, id: String, ending: Ending, notification: Option<NewNotification>) -> Result<()> {
+    pub async fn finish_incident(
+        &self,
+        id: String,
+        ending: Ending,
+        notification: Option<NewNotification>,
+    ) -> Result<()> {
         self.write(move |tx| {
             let now = now_ms();
             tx.prepare_cached("UPDATE steps SET finished_at = ?2, outcome = 'interrupted', detail = ?3 WHERE incident_id = ?1 AND finished_at IS NULL")?
@@ -311,7 +340,11 @@ impl Store {
     /// Queues the notice that an incident makes no progress, and marks it reported, in one transaction.
     pub async fn notify_stalled(&self, id: String, notification: NewNotification) -> Result<()> {
         self.write(move |tx| {
-            let changed = tx.prepare_cached("UPDATE incidents SET stall_notified = 1 WHERE id = ?1 AND stall_notified = 0")?.execute([&id])?;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE incidents SET stall_notified = 1 WHERE id = ?1 AND stall_notified = 0",
+                )?
+                .execute([&id])?;
             if changed == 1 {
                 queue_notification(tx, &id, notification, now_ms())?;
             }
@@ -335,7 +368,11 @@ impl Store {
 
     /// Takes `server` for `incident` until the incident ends, unless another incident that is not final holds it:
     /// then its id. Holding it already is taking it.
-    pub async fn lock_server(&self, incident: String, server: ServerName) -> Result<Option<String>> {
+    pub async fn lock_server(
+        &self,
+        incident: String,
+        server: ServerName,
+    ) -> Result<Option<String>> {
         self.write(move |tx| {
             let holder: Option<String> = tx
                 .prepare_cached(
@@ -402,7 +439,12 @@ impl Store {
     }
 
     /// Records a failed attempt, its error (as the transport put it, with the server's answer), and when to try next.
-    pub async fn notification_failed(&self, id: String, error: String, next_attempt_at: i64) -> Result<()> {
+    pub async fn notification_failed(
+        &self,
+        id: String,
+        error: String,
+        next_attempt_at: i64,
+    ) -> Result<()> {
         self.write(move |tx| {
             tx.prepare_cached("UPDATE notifications SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1 AND status = 'pending'")?
                 .execute(params![id, bounded(&error), next_attempt_at])?;
@@ -412,7 +454,12 @@ impl Store {
     }
 }
 
-pub(super) fn queue_notification(tx: &Transaction, incident: &str, n: NewNotification, now: i64) -> Result<()> {
+pub(super) fn queue_notification(
+    tx: &Transaction,
+    incident: &str,
+    n: NewNotification,
+    now: i64,
+) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO notifications (id, incident_id, kind, recipients, subject, message, status, next_attempt_at, created_at, mail_from)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, ?7, ?8)",
@@ -432,10 +479,13 @@ pub(super) fn queue_notification(tx: &Transaction, incident: &str, n: NewNotific
 }
 
 /// The detail of a step that was still running when its incident was ended from outside the runbook.
-const INTERRUPTED_BY_ENDING: &str = "the incident ended while this step ran; its result was not recorded";
+const INTERRUPTED_BY_ENDING: &str =
+    "the incident ended while this step ran; its result was not recorded";
 
 fn next_seq(tx: &Transaction, id: &str) -> Result<i64> {
-    Ok(tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE incident_id = ?1")?.query_row([id], |r| r.get(0))?)
+    Ok(tx
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE incident_id = ?1")?
+        .query_row([id], |r| r.get(0))?)
 }
 
 /// Journals a step as started (`kind` on `server`) and moves the incident to `running` (`waiting` for a wait).
@@ -455,26 +505,43 @@ pub(super) fn insert_step(
     )?
     .execute(params![id, seq, kind.as_str(), server.as_str(), group, command, counted, now])?;
     let state = if kind == ActionKind::Wait { State::Waiting } else { State::Running };
-    tx.prepare_cached("UPDATE incidents SET state = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![id, state.as_str(), now])?;
+    tx.prepare_cached("UPDATE incidents SET state = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![id, state.as_str(), now])?;
     Ok(seq)
 }
 
 /// Keeps what an `ma_history` step found: on the step, and once each for the throttles.
-fn record_ma_actions(tx: &Transaction, id: &str, seq: i64, actions: &[RecoveryAction]) -> Result<()> {
-    tx.prepare_cached("UPDATE steps SET ma_actions = ?3 WHERE incident_id = ?1 AND seq = ?2")?.execute(params![
-        id,
-        seq,
-        serde_json::to_string(actions).expect("recovery actions serialise")
-    ])?;
+fn record_ma_actions(
+    tx: &Transaction,
+    id: &str,
+    seq: i64,
+    actions: &[RecoveryAction],
+) -> Result<()> {
+    tx.prepare_cached("UPDATE steps SET ma_actions = ?3 WHERE incident_id = ?1 AND seq = ?2")?
+        .execute(params![
+            id,
+            seq,
+            serde_json::to_string(actions).expect("recovery actions serialise")
+        ])?;
     let (server, group): (String, Option<String>) = tx
-        .prepare_cached("SELECT server, server_group FROM steps WHERE incident_id = ?1 AND seq = ?2")?
+        .prepare_cached(
+            "SELECT server, server_group FROM steps WHERE incident_id = ?1 AND seq = ?2",
+        )?
         .query_row(params![id, seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO ma_actions (server, server_group, kind, action_id, resource, requestor, ended_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for action in actions {
         if let Some(kind) = action.counts_as() {
-            insert.execute(params![server, group, kind.as_str(), action.id, action.resource, action.requestor, action.ended_at.timestamp_millis()])?;
+            insert.execute(params![
+                server,
+                group,
+                kind.as_str(),
+                action.id,
+                action.resource,
+                action.requestor,
+                action.ended_at.timestamp_millis()
+            ])?;
         }
     }
     Ok(())
@@ -482,11 +549,19 @@ fn record_ma_actions(tx: &Transaction, id: &str, seq: i64, actions: &[RecoveryAc
 
 /// The last time and the count since `since` of runs of `kind`: the responder's own, then Managed Availability's,
 /// on one server (`column` = `server`) or in one group (`server_group`).
-fn counted(tx: &Transaction, column: &str, kind: ActionKind, value: &str, since: i64) -> Result<(Option<i64>, u32, u32)> {
+fn counted(
+    tx: &Transaction,
+    column: &str,
+    kind: ActionKind,
+    value: &str,
+    since: i64,
+) -> Result<(Option<i64>, u32, u32)> {
     let own = format!("SELECT MAX(started_at), COUNT(*) FROM steps WHERE counted = 1 AND action = ?1 AND {column} = ?2 AND started_at > ?3");
     let theirs = format!("SELECT MAX(ended_at), COUNT(*) FROM ma_actions WHERE kind = ?1 AND {column} = ?2 AND ended_at > ?3");
     let read = |sql: &str| -> Result<(Option<i64>, u32)> {
-        Ok(tx.prepare_cached(sql)?.query_row(params![kind.as_str(), value, since], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?)))?)
+        Ok(tx.prepare_cached(sql)?.query_row(params![kind.as_str(), value, since], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?))
+        })?)
     };
     let ((own_last, own_count), (their_last, their_count)) = (read(&own)?, read(&theirs)?);
     Ok((own_last.max(their_last), own_count + their_count, their_count))
@@ -505,7 +580,14 @@ pub(super) fn refusal<'r>(
 ) -> Result<Option<String>> {
     for (kind, rule, consequence) in rules {
         let history = history(tx, incident, kind, server, group, now)?;
-        if let Err(reason) = safety::check(kind, rule, server.as_str(), group.unwrap_or(server.as_str()), &history, now) {
+        if let Err(reason) = safety::check(
+            kind,
+            rule,
+            server.as_str(),
+            group.unwrap_or(server.as_str()),
+            &history,
+            now,
+        ) {
             return Ok(Some(reason + &consequence));
         }
     }
@@ -513,13 +595,28 @@ pub(super) fn refusal<'r>(
 }
 
 /// Journals a step a throttle refused: finished at once, `throttled`, not counted.
-pub(super) fn record_throttled(tx: &Transaction, id: &str, action: &Action, command: &str, group: Option<&str>, reason: &str, now: i64) -> Result<()> {
+pub(super) fn record_throttled(
+    tx: &Transaction,
+    id: &str,
+    action: &Action,
+    command: &str,
+    group: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> Result<()> {
     let seq = insert_step(tx, id, (action.kind(), action.server()), command, group, false, now)?;
     finish_at_once(tx, id, seq, Outcome::Throttled, reason, now)
 }
 
 /// Records the result of a step that took no time (one that did not run, a request, a decision).
-pub(super) fn finish_at_once(tx: &Transaction, id: &str, seq: i64, outcome: Outcome, detail: &str, now: i64) -> Result<()> {
+pub(super) fn finish_at_once(
+    tx: &Transaction,
+    id: &str,
+    seq: i64,
+    outcome: Outcome,
+    detail: &str,
+    now: i64,
+) -> Result<()> {
     tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5 WHERE incident_id = ?1 AND seq = ?2")?.execute(params![
         id,
         seq,
@@ -530,10 +627,18 @@ pub(super) fn finish_at_once(tx: &Transaction, id: &str, seq: i64, outcome: Outc
     Ok(())
 }
 
-fn history(tx: &Transaction, incident: &str, kind: ActionKind, server: &ServerName, group: Option<&str>, now: i64) -> Result<History> {
+fn history(
+    tx: &Transaction,
+    incident: &str,
+    kind: ActionKind,
+    server: &ServerName,
+    group: Option<&str>,
+    now: i64,
+) -> Result<History> {
     let since = safety::window_start(now);
     let (server_last, server_today, by_ma) = counted(tx, "server", kind, server.as_str(), since)?;
-    let mut history = History { server_last, server_today, managed_availability: by_ma, ..History::default() };
+    let mut history =
+        History { server_last, server_today, managed_availability: by_ma, ..History::default() };
     if let Some(group) = group {
         let (group_last, group_today, by_ma) = counted(tx, "server_group", kind, group, since)?;
         (history.group_last, history.group_today) = (group_last, group_today);

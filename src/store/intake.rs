@@ -58,7 +58,11 @@ pub struct Answer {
 }
 
 /// The key that groups alerts into one open incident: server, health set and monitor, case-insensitively.
-pub(super) fn open_key(server: &ServerName, health_set: &HealthSet, monitor: Option<&Monitor>) -> String {
+pub(super) fn open_key(
+    server: &ServerName,
+    health_set: &HealthSet,
+    monitor: Option<&Monitor>,
+) -> String {
     let monitor = monitor.map(|m| m.as_str().to_ascii_lowercase()).unwrap_or_default();
     format!("{}|{}|{}", server, health_set.as_str().to_ascii_lowercase(), monitor)
 }
@@ -66,11 +70,21 @@ pub(super) fn open_key(server: &ServerName, health_set: &HealthSet, monitor: Opt
 impl Store {
     /// Commits a delivery and its alerts, grouping each into an incident. `dry_run` marks new incidents; the same
     /// body from the same sender within `duplicate_window` is a duplicate (zero: never).
-    pub async fn accept(&self, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: bool, duplicate_window: std::time::Duration) -> Result<Answer> {
+    pub async fn accept(
+        &self,
+        delivery: NewDelivery,
+        alerts: Vec<Alert>,
+        dry_run: bool,
+        duplicate_window: std::time::Duration,
+    ) -> Result<Answer> {
         // What follows from the bytes alone is worked out here, off the writer that every delivery waits on.
-        let body_sha256 = delivery.webhook_id.is_none().then(|| <sha2::Sha256 as sha2::Digest>::digest(&delivery.body).into());
+        let body_sha256 = delivery
+            .webhook_id
+            .is_none()
+            .then(|| <sha2::Sha256 as sha2::Digest>::digest(&delivery.body).into());
         let found = messages_in_body(&delivery.body, &alerts);
-        let delivery = Prepared { delivery, body_sha256, alerts: alerts.into_iter().zip(found).collect() };
+        let delivery =
+            Prepared { delivery, body_sha256, alerts: alerts.into_iter().zip(found).collect() };
         self.write_repeatable(move |tx| accept(tx, &delivery, dry_run, duplicate_window)).await
     }
 
@@ -151,14 +165,20 @@ fn find(body: &[u8], message: &[u8]) -> Option<usize> {
 
 /// The original answer to a delivery seen before, marked `duplicate` throughout.
 pub(super) fn duplicate_of(original: &str) -> Result<Answer> {
-    let mut answer: Answer = serde_json::from_str(original).map_err(|e| StoreError::Unavailable(format!("stored answer unreadable: {e}")))?;
+    let mut answer: Answer = serde_json::from_str(original)
+        .map_err(|e| StoreError::Unavailable(format!("stored answer unreadable: {e}")))?;
     answer.alerts.iter_mut().for_each(|item| item.disposition = Disposition::Duplicate);
     Ok(answer)
 }
 
 /// Runs as often as the writer needs (see [`Store::write_repeatable`]): it reads what it is given and changes only
 /// the store.
-fn accept(tx: &Transaction, prepared: &Prepared, dry_run: bool, duplicate_window: std::time::Duration) -> Result<Answer> {
+fn accept(
+    tx: &Transaction,
+    prepared: &Prepared,
+    dry_run: bool,
+    duplicate_window: std::time::Duration,
+) -> Result<Answer> {
     let Prepared { delivery, body_sha256, alerts } = prepared;
     let now = now_ms();
     if let Some(webhook_id) = &delivery.webhook_id {
@@ -200,7 +220,11 @@ fn accept(tx: &Transaction, prepared: &Prepared, dry_run: bool, duplicate_window
                 })
                 .optional()?;
             if let Some((alert_id, incident_id)) = original {
-                answer.alerts.push(AnswerItem { alert_id, incident_id, disposition: Disposition::Duplicate });
+                answer.alerts.push(AnswerItem {
+                    alert_id,
+                    incident_id,
+                    disposition: Disposition::Duplicate,
+                });
                 continue;
             }
         }
@@ -210,7 +234,10 @@ fn accept(tx: &Transaction, prepared: &Prepared, dry_run: bool, duplicate_window
         } else if alert.status == AlertStatus::Resolved {
             let open = open_incident(tx, &key)?;
             if let Some(id) = &open {
-                tx.prepare_cached("UPDATE incidents SET resolved_at = ?2, updated_at = ?2 WHERE id = ?1")?.execute(params![id, now])?;
+                tx.prepare_cached(
+                    "UPDATE incidents SET resolved_at = ?2, updated_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, now])?;
             }
             (open, Disposition::Resolved)
         } else if let Some(open) = open_incident(tx, &key)? {
@@ -278,7 +305,10 @@ fn accept(tx: &Transaction, prepared: &Prepared, dry_run: bool, duplicate_window
 }
 
 fn open_incident(tx: &Transaction, key: &str) -> Result<Option<String>> {
-    Ok(tx.prepare_cached("SELECT id FROM incidents WHERE open_key = ?1")?.query_row([key], |row| row.get(0)).optional()?)
+    Ok(tx
+        .prepare_cached("SELECT id FROM incidents WHERE open_key = ?1")?
+        .query_row([key], |row| row.get(0))
+        .optional()?)
 }
 
 fn silenced(tx: &Transaction, server: &ServerName, now: i64) -> Result<bool> {
@@ -287,7 +317,13 @@ fn silenced(tx: &Transaction, server: &ServerName, now: i64) -> Result<bool> {
         .query_row(params![server.as_str(), now], |row| row.get(0))?)
 }
 
-fn create_incident(tx: &Transaction, alert: &Alert, key: &str, dry_run: bool, replay_of: Option<&str>) -> Result<String> {
+fn create_incident(
+    tx: &Transaction,
+    alert: &Alert,
+    key: &str,
+    dry_run: bool,
+    replay_of: Option<&str>,
+) -> Result<String> {
     let id = new_id();
     let now = now_ms();
     tx.prepare_cached(
@@ -329,14 +365,32 @@ mod tests {
     fn deliveries() -> Vec<(Format, Vec<u8>)> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut found = Vec::new();
-        for (dir, format) in [("tests/fixtures/scom", Format::Scom), ("tests/fixtures/alertmanager", Format::Alertmanager), ("examples/alerts", Format::Native)]
-        {
-            let mut files: Vec<_> = std::fs::read_dir(root.join(dir)).unwrap().map(|entry| entry.unwrap().path()).collect();
+        for (dir, format) in [
+            ("tests/fixtures/scom", Format::Scom),
+            ("tests/fixtures/alertmanager", Format::Alertmanager),
+            ("examples/alerts", Format::Native),
+        ] {
+            let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .collect();
             files.sort();
-            found.extend(files.into_iter().filter(|path| path.extension().is_some_and(|ext| ext == "json")).map(|path| (format, std::fs::read(path).unwrap())));
+            found.extend(
+                files
+                    .into_iter()
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+                    .map(|path| (format, std::fs::read(path).unwrap())),
+            );
         }
         let long = "Error occurred: User: HealthMailbox7b3c4a1e@contoso.com _Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_Dc:DC01.contoso.com_";
-        for message in ["", "short", long, &format!("{long} \"quoted\"\tand\nnew line"), &format!("{long} Z\u{fc}rich \u{2713} \u{1F600}"), &long.repeat(100)] {
+        for message in [
+            "",
+            "short",
+            long,
+            &format!("{long} \"quoted\"\tand\nnew line"),
+            &format!("{long} Z\u{fc}rich \u{2713} \u{1F600}"),
+            &long.repeat(100),
+        ] {
             let body = serde_json::json!({"health_set": "ActiveSync", "server": "cas01.contoso.com", "monitor": "ActiveSyncCTPMonitor", "message": message});
             found.push((Format::Native, body.to_string().into_bytes()));
         }
@@ -354,8 +408,16 @@ mod tests {
         for (n, (format, body)) in deliveries().into_iter().enumerate() {
             let Ok(parsed) = crate::alert::parse(format, &body) else { continue };
             referred += messages_in_body(&body, &parsed.alerts).iter().flatten().count();
-            let delivery = NewDelivery { sender: "scom".into(), format, webhook_id: Some(format!("msg_{n}")), body: body.into() };
-            let answer = store.accept(delivery, parsed.alerts.clone(), false, Duration::from_secs(600)).await.unwrap();
+            let delivery = NewDelivery {
+                sender: "scom".into(),
+                format,
+                webhook_id: Some(format!("msg_{n}")),
+                body: body.into(),
+            };
+            let answer = store
+                .accept(delivery, parsed.alerts.clone(), false, Duration::from_secs(600))
+                .await
+                .unwrap();
             for (item, alert) in answer.alerts.iter().zip(&parsed.alerts) {
                 if item.disposition == Disposition::Duplicate {
                     continue;
@@ -363,10 +425,18 @@ mod tests {
                 let detail = store.alert(item.alert_id.clone()).await.unwrap();
                 assert_eq!(detail.summary.message, alert.message, "{n}: {format:?}");
                 let listed = store.list_alerts(1000, None).await.unwrap();
-                assert_eq!(listed.iter().find(|a| a.id == item.alert_id).map(|a| a.message.as_str()), Some(alert.message.as_str()), "{n}");
+                assert_eq!(
+                    listed.iter().find(|a| a.id == item.alert_id).map(|a| a.message.as_str()),
+                    Some(alert.message.as_str()),
+                    "{n}"
+                );
                 if let Some(incident) = &item.incident_id {
                     let linked = store.incident_alerts(incident.clone()).await.unwrap();
-                    assert_eq!(linked.iter().find(|a| a.id == item.alert_id).map(|a| a.message.as_str()), Some(alert.message.as_str()), "{n}");
+                    assert_eq!(
+                        linked.iter().find(|a| a.id == item.alert_id).map(|a| a.message.as_str()),
+                        Some(alert.message.as_str()),
+                        "{n}"
+                    );
                 }
             }
         }
@@ -375,7 +445,11 @@ mod tests {
 
     #[test]
     fn a_message_is_found_past_false_starts_and_a_repeated_byte_is_given_up_on() {
-        let message = format!("{}{}", "probe failed ".repeat(3), "_Mbx:mbx01.contoso.com and more text to reach sixty-four bytes");
+        let message = format!(
+            "{}{}",
+            "probe failed ".repeat(3),
+            "_Mbx:mbx01.contoso.com and more text to reach sixty-four bytes"
+        );
         let body = format!(r#"{{"note":"{}","message":"{message}"}}"#, &message[..40]);
         assert_eq!(find(body.as_bytes(), message.as_bytes()), body.find(&message));
         // Compared at every position, this would take billions of comparisons.
@@ -390,15 +464,32 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let body = br#"{"health_set":"ActiveSync","server":"cas01.contoso.com","monitor":"ActiveSyncCTPMonitor","message":"m"}"#;
         let post = |webhook_id: Option<&str>| {
-            let delivery = NewDelivery { sender: "scom".into(), format: Format::Native, webhook_id: webhook_id.map(str::to_owned), body: body[..].into() };
-            store.accept(delivery, crate::alert::parse(Format::Native, body).unwrap().alerts, false, Duration::from_secs(600))
+            let delivery = NewDelivery {
+                sender: "scom".into(),
+                format: Format::Native,
+                webhook_id: webhook_id.map(str::to_owned),
+                body: body[..].into(),
+            };
+            store.accept(
+                delivery,
+                crate::alert::parse(Format::Native, body).unwrap().alerts,
+                false,
+                Duration::from_secs(600),
+            )
         };
         let first = post(None).await.unwrap();
         assert_eq!(first.alerts[0].disposition, Disposition::NewIncident);
         let again = post(None).await.unwrap();
-        assert_eq!((again.alerts[0].disposition, &again.alerts[0].alert_id), (Disposition::Duplicate, &first.alerts[0].alert_id));
+        assert_eq!(
+            (again.alerts[0].disposition, &again.alerts[0].alert_id),
+            (Disposition::Duplicate, &first.alerts[0].alert_id)
+        );
         for id in ["msg_1", "msg_2"] {
-            assert_eq!(post(Some(id)).await.unwrap().alerts[0].disposition, Disposition::Attached, "{id}");
+            assert_eq!(
+                post(Some(id)).await.unwrap().alerts[0].disposition,
+                Disposition::Attached,
+                "{id}"
+            );
         }
     }
 }

@@ -32,10 +32,15 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 use tokio::sync::oneshot;
 
 pub use approvals::{ApprovalView, Decided, NewApproval, NewDecision, Requested, Target};
-pub use engine::{EscalationHistory, IncidentRecord, NewNotification, NewStep, NotificationRow, Runnable, Started, StepRecord};
+pub use engine::{
+    EscalationHistory, IncidentRecord, NewNotification, NewStep, NotificationRow, Runnable,
+    Started, StepRecord,
+};
 pub use intake::{Answer, AnswerItem, Disposition, NewDelivery};
 pub use retention::Pruned;
-pub use views::{AlertDetail, AlertSummary, IncidentView, NotificationView, RejectedDelivery, Silence, StepView};
+pub use views::{
+    AlertDetail, AlertSummary, IncidentView, NotificationView, RejectedDelivery, Silence, StepView,
+};
 
 /// The name of the database file inside the data directory.
 pub const DB_FILE: &str = "healthset-responder.sqlite3";
@@ -80,7 +85,11 @@ trait Job: Send {
 /// Runs `work` in a savepoint of its own, rolled back when it fails. The savepoint statements run for every write,
 /// so they are prepared once, like the writes themselves.
 fn in_savepoint<T>(tx: &Transaction, work: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
-    let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map_err(StoreError::Sql);
+    let run = |sql: &str| {
+        tx.prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map_err(StoreError::Sql)
+    };
     run("SAVEPOINT job").and_then(|_| {
         let result = work(tx);
         if result.is_err() {
@@ -92,7 +101,11 @@ fn in_savepoint<T>(tx: &Transaction, work: impl FnOnce(&Transaction) -> Result<T
 }
 
 /// Answers a write's caller once its batch has committed, or failed to.
-fn answer<T>(reply: oneshot::Sender<Result<T>>, result: Option<Result<T>>, committed: std::result::Result<(), String>) {
+fn answer<T>(
+    reply: oneshot::Sender<Result<T>>,
+    result: Option<Result<T>>,
+    committed: std::result::Result<(), String>,
+) {
     let result = match committed {
         Ok(()) => result.expect("a job is applied before it completes"),
         Err(err) => Err(StoreError::Unavailable(err)),
@@ -184,7 +197,9 @@ const MAX_BATCH: usize = 1024;
 impl Store {
     /// Opens (creating if needed) the database in `data_dir`, applies migrations and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Store> {
-        crate::private_files::private_dir(data_dir).map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display())))?;
+        crate::private_files::private_dir(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
         let path = data_dir.join(DB_FILE);
         // SQLite creates the WAL and shared-memory files with the database file's mode, so a private database file
         // makes all three private; files from before this was enforced are made private too.
@@ -199,9 +214,14 @@ impl Store {
         };
         for suffix in ["", "-wal", "-shm"] {
             let file = PathBuf::from(format!("{}{suffix}", path.display()));
-            private(&file).map_err(|e| StoreError::Unavailable(format!("cannot make {} private: {e}", file.display())))?;
+            private(&file).map_err(|e| {
+                StoreError::Unavailable(format!("cannot make {} private: {e}", file.display()))
+            })?;
         }
-        let damaged = |err: rusqlite::Error| StoreError::Damaged { path: path.clone(), detail: err.to_string() };
+        let damaged = |err: rusqlite::Error| StoreError::Damaged {
+            path: path.clone(),
+            detail: err.to_string(),
+        };
         let mut conn = Connection::open(&path)?;
         // FULL: a commit is on disk when it returns, which is what a 202 promises. A larger page cache keeps the
         // indexes that intake searches in memory.
@@ -232,8 +252,15 @@ impl Store {
         std::thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || checkpointer(checkpoints, stopped))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Store { writes, readers: Arc::new(Mutex::new(Vec::new())), path: Arc::new(path), health })
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}"))
+            })?;
+        Ok(Store {
+            writes,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path: Arc::new(path),
+            health,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -247,7 +274,11 @@ impl Store {
         F: FnOnce(&Transaction) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.submit(Box::new(Pending { work: Some(work), result: None, reply, probe: false }), answer).await
+        self.submit(
+            Box::new(Pending { work: Some(work), result: None, reply, probe: false }),
+            answer,
+        )
+        .await
     }
 
     /// Like [`Store::write`], for a write that may run more than once, only its last run counting: writes of this
@@ -262,16 +293,24 @@ impl Store {
         self.submit(Box::new(Repeatable { work, result: None, reply }), answer).await
     }
 
-    async fn submit<T>(&self, job: Box<dyn Job>, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
+    async fn submit<T>(
+        &self,
+        job: Box<dyn Job>,
+        answer: oneshot::Receiver<Result<T>>,
+    ) -> Result<T> {
         let writes = self.writes.clone();
         // The queue is bounded: when the disk falls behind, callers wait here instead of piling up in memory.
         match writes.try_send(job) {
             Ok(()) => {}
-            Err(mpsc::TrySendError::Full(job)) => tokio::task::spawn_blocking(move || writes.send(job))
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?
-                .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?,
-            Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Unavailable("the writer has stopped".into())),
+            Err(mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || writes.send(job))
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?
+                    .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                return Err(StoreError::Unavailable("the writer has stopped".into()))
+            }
         }
         answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
     }
@@ -289,7 +328,10 @@ impl Store {
             let conn = match pooled {
                 Some(conn) => conn,
                 None => {
-                    let conn = Connection::open_with_flags(path.as_path(), OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+                    let conn = Connection::open_with_flags(
+                        path.as_path(),
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
                     conn.busy_timeout(std::time::Duration::from_secs(5))?;
                     conn
                 }
@@ -312,7 +354,9 @@ impl Store {
             if let Some((failed_at, error)) = &health.last_failure {
                 let recovered = health.last_success.is_some_and(|success| success > *failed_at);
                 if !recovered && failed_at.elapsed() < FAILURE_HOLDS_FOR {
-                    return Err(StoreError::Unavailable(format!("the latest commit failed: {error}")));
+                    return Err(StoreError::Unavailable(format!(
+                        "the latest commit failed: {error}"
+                    )));
                 }
             }
         }
@@ -322,14 +366,21 @@ impl Store {
             Ok(())
         };
         let (reply, answer) = oneshot::channel();
-        self.submit(Box::new(Pending { work: Some(work), result: None, reply, probe: true }), answer).await
+        self.submit(
+            Box::new(Pending { work: Some(work), result: None, reply, probe: true }),
+            answer,
+        )
+        .await
     }
 }
 
 /// `PRAGMA quick_check`: `Err` with SQLite's first findings when the file is damaged.
 fn integrity(conn: &Connection) -> std::result::Result<(), String> {
     let mut statement = conn.prepare("PRAGMA quick_check").map_err(|e| e.to_string())?;
-    let findings: Vec<String> = statement.query_map([], |row| row.get(0)).and_then(|rows| rows.collect()).map_err(|e| e.to_string())?;
+    let findings: Vec<String> = statement
+        .query_map([], |row| row.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| e.to_string())?;
     match findings.as_slice() {
         [ok] if ok == "ok" => Ok(()),
         [] => Err("the integrity check returned nothing".into()),
@@ -358,10 +409,11 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, health: &Mu
         batch.push(first);
         // IMMEDIATE takes the write lock up front, where the busy timeout applies, instead of upgrading a read
         // transaction later, which fails at once if the checkpointer has moved the WAL on meanwhile.
-        let committed = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(tx) => apply_all(tx, &queue, &mut batch),
-            Err(err) => Err(err.to_string()),
-        };
+        let committed =
+            match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+                Ok(tx) => apply_all(tx, &queue, &mut batch),
+                Err(err) => Err(err.to_string()),
+            };
         {
             let mut health = health.lock().expect("commit health lock");
             match &committed {
@@ -369,7 +421,9 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, health: &Mu
                     tracing::error!(error = %err, writes = batch.len(), "group commit failed");
                     health.last_failure = Some((std::time::Instant::now(), err.clone()));
                 }
-                Ok(()) if batch.iter().any(|job| !job.is_probe()) => health.last_success = Some(std::time::Instant::now()),
+                Ok(()) if batch.iter().any(|job| !job.is_probe()) => {
+                    health.last_success = Some(std::time::Instant::now())
+                }
                 Ok(()) => {}
             }
         }
@@ -383,7 +437,11 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, health: &Mu
 /// and so on until none is waiting or the batch is full. When SQLite rolled the transaction back under a write (a
 /// full disk or an I/O error does that), the writes before it are gone and the ones after it would each commit on
 /// their own, outside the batch: so none of the rest is run, and the whole batch fails alike.
-fn apply_all(tx: Transaction, queue: &mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) -> std::result::Result<(), String> {
+fn apply_all(
+    tx: Transaction,
+    queue: &mpsc::Receiver<Box<dyn Job>>,
+    batch: &mut Vec<Box<dyn Job>>,
+) -> std::result::Result<(), String> {
     let mut applied = 0;
     loop {
         batch.extend(std::iter::from_fn(|| queue.try_recv().ok()).take(MAX_BATCH - batch.len()));
@@ -393,7 +451,8 @@ fn apply_all(tx: Transaction, queue: &mpsc::Receiver<Box<dyn Job>>, batch: &mut 
         }
         while applied < taken {
             // Repeatable writes next to each other share a savepoint; any other write takes one of its own.
-            let run = batch[applied..taken].iter().take_while(|job| job.repeatable()).count().max(1);
+            let run =
+                batch[applied..taken].iter().take_while(|job| job.repeatable()).count().max(1);
             let jobs = &mut batch[applied..applied + run];
             let kept = if run > 1 { apply_shared(&tx, jobs) } else { apply_each(&tx, jobs) };
             kept.map_err(|failure| match failure {
@@ -438,7 +497,9 @@ fn apply_shared(tx: &Transaction, jobs: &mut [Box<dyn Job>]) -> std::result::Res
             return Err(Failure::RolledBack(at));
         }
         if !succeeded {
-            run("ROLLBACK TO writes").and_then(|_| run("RELEASE writes")).map_err(Failure::Savepoint)?;
+            run("ROLLBACK TO writes")
+                .and_then(|_| run("RELEASE writes"))
+                .map_err(Failure::Savepoint)?;
             return apply_each(tx, jobs);
         }
     }
@@ -457,7 +518,9 @@ pub fn new_id() -> String {
 
 /// RFC 3339 text for a store time.
 pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]
@@ -469,7 +532,11 @@ mod tests {
     fn settings_keys(path: &Path) -> Vec<String> {
         let conn = Connection::open(path).unwrap();
         let mut statement = conn.prepare("SELECT key FROM settings ORDER BY key").unwrap();
-        let keys = statement.query_map([], |row| row.get(0)).unwrap().collect::<rusqlite::Result<Vec<String>>>().unwrap();
+        let keys = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .unwrap();
         keys
     }
 
@@ -478,7 +545,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(DB_FILE), vec![0x5a; 64 * 1024]).unwrap();
         let err = Store::open(dir.path()).err().expect("a damaged store is refused").to_string();
-        assert!(err.starts_with(&format!("the store {} is damaged", dir.path().join(DB_FILE).display())), "{err}");
+        assert!(
+            err.starts_with(&format!(
+                "the store {} is damaged",
+                dir.path().join(DB_FILE).display()
+            )),
+            "{err}"
+        );
         assert!(err.contains("restore it from a backup"), "{err}");
     }
 
@@ -490,7 +563,8 @@ mod tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch("CREATE TABLE filler (id INTEGER PRIMARY KEY, text TEXT); CREATE INDEX filler_text ON filler(text);").unwrap();
             for i in 0..400 {
-                conn.execute("INSERT INTO filler (text) VALUES (?1)", [format!("{i:0>200}")]).unwrap();
+                conn.execute("INSERT INTO filler (text) VALUES (?1)", [format!("{i:0>200}")])
+                    .unwrap();
             }
         }
         // Overwrite the third page (a b-tree page of the table or its index) with junk, as a bad sector would.
@@ -513,7 +587,9 @@ mod tests {
         let mut answers = Vec::new();
         let mut submit = |work: Box<dyn FnOnce(&Transaction) -> Result<()> + Send>| {
             let (reply, answer) = oneshot::channel();
-            writes.send(Box::new(Pending { work: Some(work), result: None, reply, probe: false })).unwrap();
+            writes
+                .send(Box::new(Pending { work: Some(work), result: None, reply, probe: false }))
+                .unwrap();
             answers.push(answer);
         };
         let insert = |key: &'static str| -> Box<dyn FnOnce(&Transaction) -> Result<()> + Send> {
@@ -533,9 +609,15 @@ mod tests {
         writer(conn, queue, &Mutex::default());
         for answer in answers {
             let result = answer.blocking_recv().unwrap();
-            assert!(matches!(result, Err(StoreError::Unavailable(_))), "every write of the batch fails: {result:?}");
+            assert!(
+                matches!(result, Err(StoreError::Unavailable(_))),
+                "every write of the batch fails: {result:?}"
+            );
         }
-        assert!(settings_keys(&path).is_empty(), "no write of the batch was kept, not even the one after the rollback");
+        assert!(
+            settings_keys(&path).is_empty(),
+            "no write of the batch was kept, not even the one after the rollback"
+        );
     }
 
     #[test]
@@ -552,12 +634,15 @@ mod tests {
                 tx.execute("INSERT INTO settings (key, value) VALUES (?1, 'x')", [key])?;
                 Ok(())
             };
-            writes.send(Box::new(Pending { work: Some(work), result: None, reply, probe: false })).unwrap();
+            writes
+                .send(Box::new(Pending { work: Some(work), result: None, reply, probe: false }))
+                .unwrap();
             answers.push(answer);
         }
         drop(writes);
         writer(conn, queue, &Mutex::default());
-        let results: Vec<bool> = answers.into_iter().map(|a| a.blocking_recv().unwrap().is_ok()).collect();
+        let results: Vec<bool> =
+            answers.into_iter().map(|a| a.blocking_recv().unwrap().is_ok()).collect();
         assert_eq!(results, [true, false, true], "the duplicate key fails alone");
         assert_eq!(settings_keys(&path), ["a", "b"]);
     }
@@ -576,7 +661,11 @@ mod tests {
     }
 
     /// A write that inserts a settings key (`rollback` rolls the whole transaction back instead), counting its runs.
-    fn insert(key: &'static str, repeatable: bool, runs: &Arc<AtomicUsize>) -> (Box<dyn Job>, oneshot::Receiver<Result<()>>) {
+    fn insert(
+        key: &'static str,
+        repeatable: bool,
+        runs: &Arc<AtomicUsize>,
+    ) -> (Box<dyn Job>, oneshot::Receiver<Result<()>>) {
         let (reply, answer) = oneshot::channel();
         let runs = runs.clone();
         let work = move |tx: &Transaction| -> Result<()> {
@@ -597,11 +686,15 @@ mod tests {
     #[test]
     fn a_transaction_rolled_back_under_a_shared_savepoint_fails_every_write_of_its_batch() {
         let runs = Arc::new(AtomicUsize::new(0));
-        let (jobs, answers): (Vec<_>, Vec<_>) = ["before", "rollback", "after"].into_iter().map(|key| insert(key, true, &runs)).unzip();
+        let (jobs, answers): (Vec<_>, Vec<_>) =
+            ["before", "rollback", "after"].into_iter().map(|key| insert(key, true, &runs)).unzip();
         assert!(kept_after(jobs).is_empty(), "no write of the batch was kept");
         for answer in answers {
             let result = answer.blocking_recv().unwrap();
-            assert!(matches!(result, Err(StoreError::Unavailable(_))), "every write of the batch fails: {result:?}");
+            assert!(
+                matches!(result, Err(StoreError::Unavailable(_))),
+                "every write of the batch fails: {result:?}"
+            );
         }
         assert_eq!(runs.load(Ordering::Relaxed), 2, "nothing runs after the rollback");
     }
@@ -611,10 +704,16 @@ mod tests {
         let runs = Arc::new(AtomicUsize::new(0));
         // Two repeatable writes, a duplicate key among them, one that runs once, and one more repeatable one.
         let writes = [("a", true), ("b", true), ("a", true), ("c", false), ("d", true)];
-        let (jobs, answers): (Vec<_>, Vec<_>) = writes.into_iter().map(|(key, repeatable)| insert(key, repeatable, &runs)).unzip();
+        let (jobs, answers): (Vec<_>, Vec<_>) =
+            writes.into_iter().map(|(key, repeatable)| insert(key, repeatable, &runs)).unzip();
         assert_eq!(kept_after(jobs), ["a", "b", "c", "d"]);
-        let results: Vec<bool> = answers.into_iter().map(|a| a.blocking_recv().unwrap().is_ok()).collect();
+        let results: Vec<bool> =
+            answers.into_iter().map(|a| a.blocking_recv().unwrap().is_ok()).collect();
         assert_eq!(results, [true, true, false, true, true], "the duplicate key fails alone");
-        assert_eq!(runs.load(Ordering::Relaxed), 3 + 3 + 1 + 1, "the first three ran together, then each again on its own");
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            3 + 3 + 1 + 1,
+            "the first three ran together, then each again on its own"
+        );
     }
 }

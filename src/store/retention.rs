@@ -49,7 +49,12 @@ mod tests {
     use super::*;
 
     /// An incident with one alert (and its delivery) and, when given, one email in that status; all a year old.
-    fn incident(tx: &rusqlite::Transaction, id: &str, state: &str, email: Option<&str>) -> rusqlite::Result<()> {
+    fn incident(
+        tx: &rusqlite::Transaction,
+        id: &str,
+        state: &str,
+        email: Option<&str>,
+    ) -> rusqlite::Result<()> {
         let old = now_ms() - 365 * 24 * 3600 * 1000;
         tx.execute(
             "INSERT INTO deliveries (id, received_at, sender, format, body, response) VALUES (?1, ?2, 'scom', 'native', x'7b7d', '{}')",
@@ -64,7 +69,10 @@ mod tests {
              VALUES (?1, ?2, 0, ?3, 'scom', 'native', 'ActiveSync', 'cas01.contoso.com', 'm', 'firing', ?4, 'new_incident')",
             params![format!("a-{id}"), format!("d-{id}"), old, id],
         )?;
-        tx.execute("INSERT INTO incident_alerts (incident_id, alert_id, linked_at) VALUES (?1, ?2, ?3)", params![id, format!("a-{id}"), old])?;
+        tx.execute(
+            "INSERT INTO incident_alerts (incident_id, alert_id, linked_at) VALUES (?1, ?2, ?3)",
+            params![id, format!("a-{id}"), old],
+        )?;
         if let Some(status) = email {
             tx.execute(
                 "INSERT INTO notifications (id, incident_id, kind, mail_from, recipients, subject, message, status, next_attempt_at, created_at)
@@ -94,7 +102,9 @@ mod tests {
         assert_eq!(pruned, Pruned { incidents: 2, alerts: 2, deliveries: 2 });
         let left = store
             .read(|conn| {
-                let ids = |sql: &str| -> rusqlite::Result<Vec<String>> { conn.prepare(sql)?.query_map([], |row| row.get(0))?.collect() };
+                let ids = |sql: &str| -> rusqlite::Result<Vec<String>> {
+                    conn.prepare(sql)?.query_map([], |row| row.get(0))?.collect()
+                };
                 Ok((
                     ids("SELECT id FROM incidents ORDER BY id")?,
                     ids("SELECT incident_id FROM alerts ORDER BY incident_id")?,

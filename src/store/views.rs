@@ -160,15 +160,23 @@ fn incident_row(row: &Row) -> rusqlite::Result<IncidentView> {
 }
 
 fn alert_ids(conn: &Connection, incident_id: &str) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT alert_id FROM incident_alerts WHERE incident_id = ?1 ORDER BY linked_at, alert_id")?;
-    let ids = stmt.query_map([incident_id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT alert_id FROM incident_alerts WHERE incident_id = ?1 ORDER BY linked_at, alert_id",
+    )?;
+    let ids = stmt
+        .query_map([incident_id], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(ids)
 }
 
 /// Reads one incident with its alerts, timeline and notifications.
 pub(crate) fn incident(conn: &Connection, id: &str) -> Result<IncidentView> {
     let mut view = conn
-        .query_row(&format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1"), [id], incident_row)
+        .query_row(
+            &format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1"),
+            [id],
+            incident_row,
+        )
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
     view.alert_ids = alert_ids(conn, id)?;
@@ -187,7 +195,10 @@ pub(crate) fn incident(conn: &Connection, id: &str) -> Result<IncidentView> {
                 finished_at: row.get::<_, Option<i64>>(5)?.map(rfc3339),
                 outcome: row.get(6)?,
                 detail: row.get(7)?,
-                managed_availability: row.get::<_, Option<String>>(8)?.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default(),
+                managed_availability: row
+                    .get::<_, Option<String>>(8)?
+                    .and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or_default(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -216,7 +227,11 @@ pub(crate) fn incident(conn: &Connection, id: &str) -> Result<IncidentView> {
 
 impl Store {
     /// Alerts newest first; `before` is an alert id to page from.
-    pub async fn list_alerts(&self, limit: u32, before: Option<String>) -> Result<Vec<AlertSummary>> {
+    pub async fn list_alerts(
+        &self,
+        limit: u32,
+        before: Option<String>,
+    ) -> Result<Vec<AlertSummary>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE (?1 IS NULL OR a.id < ?1) ORDER BY a.id DESC LIMIT ?2"))?;
             let rows = stmt.query_map(params![before, limit], alert_summary)?.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -242,7 +257,11 @@ impl Store {
         .await
     }
 
-    pub async fn list_rejected(&self, limit: u32, before: Option<String>) -> Result<Vec<RejectedDelivery>> {
+    pub async fn list_rejected(
+        &self,
+        limit: u32,
+        before: Option<String>,
+    ) -> Result<Vec<RejectedDelivery>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, received_at, sender, format, webhook_id, error, body FROM deliveries
@@ -267,7 +286,12 @@ impl Store {
     }
 
     /// Incidents newest first, optionally in one state.
-    pub async fn list_incidents(&self, state: Option<State>, limit: u32, before: Option<String>) -> Result<Vec<IncidentView>> {
+    pub async fn list_incidents(
+        &self,
+        state: Option<State>,
+        limit: u32,
+        before: Option<String>,
+    ) -> Result<Vec<IncidentView>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
@@ -316,7 +340,12 @@ impl Store {
 
     /// The pause switch: `Some(reason)` while automation is paused.
     pub async fn paused(&self) -> Result<Option<String>> {
-        self.read(|conn| Ok(conn.query_row("SELECT value FROM settings WHERE key = 'paused'", [], |row| row.get(0)).optional()?)).await
+        self.read(|conn| {
+            Ok(conn
+                .query_row("SELECT value FROM settings WHERE key = 'paused'", [], |row| row.get(0))
+                .optional()?)
+        })
+        .await
     }
 
     pub async fn set_paused(&self, reason: Option<String>) -> Result<()> {
@@ -332,7 +361,12 @@ impl Store {
         .await
     }
 
-    pub async fn add_silence(&self, server: String, until_ms: i64, reason: String) -> Result<Silence> {
+    pub async fn add_silence(
+        &self,
+        server: String,
+        until_ms: i64,
+        reason: String,
+    ) -> Result<Silence> {
         self.write(move |tx| {
             let id = new_id();
             let now = now_ms();

@@ -51,11 +51,19 @@ async fn requests(app: &TestApp, count: usize) -> Vec<Parsed> {
 async fn mails(app: &TestApp, subject: &str, count: usize) -> Vec<Parsed> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let found: Vec<Parsed> = outbox(app).iter().map(|file| parse(&std::fs::read(file).unwrap())).filter(|mail| mail.subject.contains(subject)).collect();
+        let found: Vec<Parsed> = outbox(app)
+            .iter()
+            .map(|file| parse(&std::fs::read(file).unwrap()))
+            .filter(|mail| mail.subject.contains(subject))
+            .collect();
         if found.len() >= count {
             return found;
         }
-        assert!(Instant::now() < deadline, "{count} email(s) about {subject:?} expected in the outbox, found {}", found.len());
+        assert!(
+            Instant::now() < deadline,
+            "{count} email(s) about {subject:?} expected in the outbox, found {}",
+            found.len()
+        );
         // The service runs on this test's runtime: wait without blocking it.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -63,7 +71,12 @@ async fn mails(app: &TestApp, subject: &str, count: usize) -> Vec<Parsed> {
 
 /// The token of the approval link in a request email.
 fn token(mail: &Parsed) -> String {
-    let line = mail.text.lines().map(str::trim).find(|l| l.contains("/approvals/") && l.ends_with("?decision=approve")).expect("an approve link");
+    let line = mail
+        .text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("/approvals/") && l.ends_with("?decision=approve"))
+        .expect("an approve link");
     line.split("/approvals/").nth(1).unwrap().trim_end_matches("?decision=approve").to_owned()
 }
 
@@ -73,7 +86,10 @@ fn approvals(incident: &Value) -> Vec<String> {
 
 fn step_detail(incident: &Value, outcome: &str) -> String {
     let steps = incident["steps"].as_array().unwrap();
-    steps.iter().find(|s| s["action"] == "approval" && s["outcome"] == outcome).unwrap_or_else(|| panic!("no approval {outcome}: {incident:#}"))["detail"]
+    steps
+        .iter()
+        .find(|s| s["action"] == "approval" && s["outcome"] == outcome)
+        .unwrap_or_else(|| panic!("no approval {outcome}: {incident:#}"))["detail"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -81,7 +97,9 @@ fn step_detail(incident: &Value, outcome: &str) -> String {
 
 #[tokio::test]
 async fn a_person_approves_from_the_email_link_in_a_real_browser() {
-    let app = spawn_app_with(&approving(&["iis_reset"], "30m", &needs_iis_reset("mbx01.contoso.com"))).await;
+    let app =
+        spawn_app_with(&approving(&["iis_reset"], "30m", &needs_iis_reset("mbx01.contoso.com")))
+            .await;
     let id = app.open(&deep_test("mbx01.contoso.com")).await;
     let waiting = wait_state(&app, &id, "awaiting_approval").await;
     assert_eq!(
@@ -106,25 +124,53 @@ async fn a_person_approves_from_the_email_link_in_a_real_browser() {
         "[healthset-responder] APPROVAL NEEDED: iis_reset on mbx01.contoso.com (ActiveSync ActiveSyncDeepTestMonitor alert on mbx01.contoso.com)"
     );
     assert_eq!(mail.to, ["oncall@localhost"]);
-    for fact in ["Automation wants to run iis_reset on mbx01.contoso.com", "iisreset", "LATEST PROBE", "ActiveSyncDeepTestProbe", "?decision=deny"] {
+    for fact in [
+        "Automation wants to run iis_reset on mbx01.contoso.com",
+        "iisreset",
+        "LATEST PROBE",
+        "ActiveSyncDeepTestProbe",
+        "?decision=deny",
+    ] {
         assert!(mail.text.contains(fact), "{fact:?} in\n{}", mail.text);
     }
-    assert!(mail.html.contains("decision=approve") && mail.html.contains(">Approve</a>"), "{}", mail.html);
+    assert!(
+        mail.html.contains("decision=approve") && mail.html.contains(">Approve</a>"),
+        "{}",
+        mail.html
+    );
     let token = token(mail);
     let link = format!("{}/approvals/{token}", app.url);
 
     // The store keeps the token's hash only, and drops the delivered email's body that carries it.
-    let db = rusqlite::Connection::open(app.data_dir.path().join("healthset-responder.sqlite3")).unwrap();
+    let db = rusqlite::Connection::open(app.data_dir.path().join("healthset-responder.sqlite3"))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while app.admin_get(&format!("/v1/incidents/{id}")).await.1["notifications"][0]["status"] != "sent" {
+    while app.admin_get(&format!("/v1/incidents/{id}")).await.1["notifications"][0]["status"]
+        != "sent"
+    {
         assert!(Instant::now() < deadline, "the request was not delivered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let hash = sha2::Sha256::digest(token.as_bytes()).to_vec();
-    let count = |sql: &str, param: &dyn rusqlite::ToSql| db.query_row(sql, [param], |r| r.get::<_, i64>(0)).unwrap();
+    let count = |sql: &str, param: &dyn rusqlite::ToSql| {
+        db.query_row(sql, [param], |r| r.get::<_, i64>(0)).unwrap()
+    };
     assert_eq!(count("SELECT COUNT(*) FROM approvals WHERE token_sha256 = ?1", &hash), 1);
-    assert_eq!(count("SELECT COUNT(*) FROM notifications WHERE instr(CAST(message AS TEXT), ?1) > 0", &token), 0, "no stored email holds the token");
-    assert_eq!(count("SELECT COUNT(*) FROM approvals WHERE instr(CAST(token_sha256 AS TEXT), ?1) > 0", &token), 0);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM notifications WHERE instr(CAST(message AS TEXT), ?1) > 0",
+            &token
+        ),
+        0,
+        "no stored email holds the token"
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM approvals WHERE instr(CAST(token_sha256 AS TEXT), ?1) > 0",
+            &token
+        ),
+        0
+    );
 
     // A mail scanner opening the links changes nothing.
     for _ in 0..2 {
@@ -132,7 +178,10 @@ async fn a_person_approves_from_the_email_link_in_a_real_browser() {
         assert_eq!(scanned.status(), 200);
     }
     let (_, unchanged) = app.admin_get(&format!("/v1/incidents/{id}")).await;
-    assert_eq!((unchanged["state"].clone(), steps(&unchanged)), (json!("awaiting_approval"), steps(&waiting)));
+    assert_eq!(
+        (unchanged["state"].clone(), steps(&unchanged)),
+        (json!("awaiting_approval"), steps(&waiting))
+    );
 
     let page = link.clone();
     in_browser(1000, move |c| async move {
@@ -140,8 +189,18 @@ async fn a_person_approves_from_the_email_link_in_a_real_browser() {
         let heading = read(&c, Locator::Css("h1"), Read::Text).await;
         assert_eq!(heading, ["Approve or deny: iis_reset on mbx01.contoso.com"]);
         let text = read(&c, Locator::Css("main"), Read::Text).await.join("\n");
-        assert!(text.contains("No login is needed here") && text.contains("iisreset") && text.contains("Timeline so far"), "{text}");
-        c.find(Locator::Css("#reason")).await.unwrap().send_keys("checked the pool myself").await.unwrap();
+        assert!(
+            text.contains("No login is needed here")
+                && text.contains("iisreset")
+                && text.contains("Timeline so far"),
+            "{text}"
+        );
+        c.find(Locator::Css("#reason"))
+            .await
+            .unwrap()
+            .send_keys("checked the pool myself")
+            .await
+            .unwrap();
         save_screenshot(&c, "approval-page.png", 1000).await;
         click(&c, Locator::Css("button[value=approve]")).await;
         let done = read(&c, Locator::Css("main"), Read::Text).await.join("\n");
@@ -167,32 +226,62 @@ async fn a_person_approves_from_the_email_link_in_a_real_browser() {
         ],
         "verified again, maintenance checked again, then the approved step: {incident:#}"
     );
-    assert_eq!(step_detail(&incident, "approved"), "through the link in the approval email; reason: checked the pool myself");
+    assert_eq!(
+        step_detail(&incident, "approved"),
+        "through the link in the approval email; reason: checked the pool myself"
+    );
     assert_eq!(incident["approval"]["decided_via"], "link");
     for method in ["GET", "POST"] {
         let request = app.http.request(method.parse().unwrap(), &link);
-        let response = if method == "POST" { request.form(&[("decision", "deny")]).send().await } else { request.send().await }.unwrap();
+        let response = if method == "POST" {
+            request.form(&[("decision", "deny")]).send().await
+        } else {
+            request.send().await
+        }
+        .unwrap();
         assert_eq!(response.status(), 410, "{method} on a used link");
     }
-    assert_eq!(app.admin_post(&format!("/v1/incidents/{id}/deny"), json!({})).await.0, 409, "nothing left to decide");
+    assert_eq!(
+        app.admin_post(&format!("/v1/incidents/{id}/deny"), json!({})).await.0,
+        409,
+        "nothing left to decide"
+    );
 }
 
 #[tokio::test]
 async fn a_denial_through_the_api_blocks_and_escalates_saying_who_and_why() {
-    let app = spawn_app_with(&approving(&["iis_reset"], "30m", &needs_iis_reset("mbx01.contoso.com"))).await;
+    let app =
+        spawn_app_with(&approving(&["iis_reset"], "30m", &needs_iis_reset("mbx01.contoso.com")))
+            .await;
     let id = app.open(&deep_test("mbx01.contoso.com")).await;
     wait_state(&app, &id, "awaiting_approval").await;
 
-    let bad = app.admin_post(&format!("/v1/incidents/{id}/deny"), json!({"reason": "x".repeat(1001)})).await;
+    let bad = app
+        .admin_post(&format!("/v1/incidents/{id}/deny"), json!({"reason": "x".repeat(1001)}))
+        .await;
     assert_eq!(bad.0, 400, "{}", bad.1);
-    assert!(bad.1["error"]["message"].as_str().unwrap().contains("reason: longer than 1000 characters"), "{}", bad.1);
+    assert!(
+        bad.1["error"]["message"].as_str().unwrap().contains("reason: longer than 1000 characters"),
+        "{}",
+        bad.1
+    );
     let unknown = app.admin_post(&format!("/v1/incidents/{id}/deny"), json!({"why": "typo"})).await;
     assert_eq!(unknown.0, 400, "an unknown field is refused: {}", unknown.1);
-    assert_eq!(wait_state(&app, &id, "awaiting_approval").await["steps"].as_array().unwrap().len(), 6, "a refused request changed nothing");
+    assert_eq!(
+        wait_state(&app, &id, "awaiting_approval").await["steps"].as_array().unwrap().len(),
+        6,
+        "a refused request changed nothing"
+    );
 
-    let (status, answer) = app.admin_post(&format!("/v1/incidents/{id}/deny"), json!({"reason": "change freeze until Monday"})).await;
+    let (status, answer) = app
+        .admin_post(
+            &format!("/v1/incidents/{id}/deny"),
+            json!({"reason": "change freeze until Monday"}),
+        )
+        .await;
     assert_eq!((status, answer), (200, json!({"incident_id": id, "decision": "denied"})));
-    let (second, conflict) = app.admin_post(&format!("/v1/incidents/{id}/approve"), json!({})).await;
+    let (second, conflict) =
+        app.admin_post(&format!("/v1/incidents/{id}/approve"), json!({})).await;
     assert_eq!(second, 409, "the first decision wins: {conflict}");
     let incident = app.wait_final(&id).await;
     assert_eq!(incident["state"], "blocked");
@@ -204,23 +293,44 @@ async fn a_denial_through_the_api_blocks_and_escalates_saying_who_and_why() {
     assert!(!steps(&incident).iter().any(|s| s.starts_with("iis_reset")), "{incident:#}");
 
     let escalation = mails(&app, "BLOCKED", 1).await.remove(0);
-    assert!(escalation.text.contains("change freeze until Monday") && escalation.text.contains("approval denied"), "{}", escalation.text);
+    assert!(
+        escalation.text.contains("change freeze until Monday")
+            && escalation.text.contains("approval denied"),
+        "{}",
+        escalation.text
+    );
     assert_eq!(app.admin_post("/v1/incidents/no-such-incident/approve", json!({})).await.0, 404);
 }
 
 #[tokio::test]
 async fn an_approval_nobody_gives_expires_blocked_with_an_escalation() {
-    let app = spawn_app_with(&approving(&["iis_reset"], "1s", &needs_iis_reset("mbx01.contoso.com"))).await;
+    let app =
+        spawn_app_with(&approving(&["iis_reset"], "1s", &needs_iis_reset("mbx01.contoso.com")))
+            .await;
     let id = app.open(&deep_test("mbx01.contoso.com")).await;
     wait_state(&app, &id, "awaiting_approval").await;
     let token = token(&requests(&app, 1).await[0]);
     let incident = app.wait_final(&id).await;
     assert_eq!(incident["state"], "blocked", "{incident:#}");
-    assert_eq!(approvals(&incident), ["approval mbx01.contoso.com requested", "approval mbx01.contoso.com expired"]);
+    assert_eq!(
+        approvals(&incident),
+        ["approval mbx01.contoso.com requested", "approval mbx01.contoso.com expired"]
+    );
     assert_eq!(incident["reason"], "approval expired because nobody decided within 1s (approval.timeout); iis_reset on mbx01.contoso.com was not run");
-    let kinds: Vec<&str> = incident["notifications"].as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = incident["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["approval_request", "escalation"]);
-    let gone = app.http.post(format!("{}/approvals/{token}", app.url)).form(&[("decision", "approve")]).send().await.unwrap();
+    let gone = app
+        .http
+        .post(format!("{}/approvals/{token}", app.url))
+        .form(&[("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(gone.status(), 410, "an expired approval's link is void");
 }
 
@@ -233,31 +343,67 @@ async fn an_approval_given_after_the_problem_went_away_runs_nothing() {
     let id = app.open(&deep_test("mbx01.contoso.com")).await;
     wait_state(&app, &id, "awaiting_approval").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(app.admin_post(&format!("/v1/incidents/{id}/approve"), json!({"reason": "go ahead"})).await.0, 200);
+    assert_eq!(
+        app.admin_post(&format!("/v1/incidents/{id}/approve"), json!({"reason": "go ahead"}))
+            .await
+            .0,
+        200
+    );
     let incident = app.wait_final(&id).await;
     assert_eq!(incident["state"], "recovered", "{incident:#}");
     assert_eq!(steps(&incident).last().unwrap(), "probe mbx01.contoso.com succeeded");
-    assert!(!steps(&incident).iter().any(|s| s.starts_with("iis_reset")), "the approved step did not run: {incident:#}");
-    assert!(incident["reason"].as_str().unwrap().contains("an earlier remedy took effect, and iis_reset on mbx01.contoso.com was not run"), "{incident:#}");
+    assert!(
+        !steps(&incident).iter().any(|s| s.starts_with("iis_reset")),
+        "the approved step did not run: {incident:#}"
+    );
+    assert!(
+        incident["reason"].as_str().unwrap().contains(
+            "an earlier remedy took effect, and iis_reset on mbx01.contoso.com was not run"
+        ),
+        "{incident:#}"
+    );
 }
 
 #[tokio::test]
 async fn a_mailbox_restart_is_asked_about_once_for_the_whole_procedure() {
     let simulator = "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"restart\"\nactive_copies = 2\ncopies_moved_per_failover = 2\n";
-    let app = spawn_app_with(&approving(&["disable_activation", "restart_server", "enable_activation"], "30m", simulator)).await;
+    let app = spawn_app_with(&approving(
+        &["disable_activation", "restart_server", "enable_activation"],
+        "30m",
+        simulator,
+    ))
+    .await;
     let id = app.open(&deep_test("mbx01.contoso.com")).await;
     let waiting = wait_state(&app, &id, "awaiting_approval").await;
-    assert!(!steps(&waiting).iter().any(|s| s.starts_with("disable_activation")), "asked before the failover: {waiting:#}");
-    assert_eq!(waiting["approval"]["actions"], json!(["disable_activation", "copy_status", "restart_server", "enable_activation"]));
+    assert!(
+        !steps(&waiting).iter().any(|s| s.starts_with("disable_activation")),
+        "asked before the failover: {waiting:#}"
+    );
+    assert_eq!(
+        waiting["approval"]["actions"],
+        json!(["disable_activation", "copy_status", "restart_server", "enable_activation"])
+    );
     let mail = &requests(&app, 1).await[0];
-    for command in ["-DatabaseCopyActivationDisabledAndMoveNow $true", "Get-MailboxDatabaseCopyStatus", "-DatabaseCopyActivationDisabledAndMoveNow $false"] {
+    for command in [
+        "-DatabaseCopyActivationDisabledAndMoveNow $true",
+        "Get-MailboxDatabaseCopyStatus",
+        "-DatabaseCopyActivationDisabledAndMoveNow $false",
+    ] {
         assert!(mail.text.contains(command), "the request shows {command:?}:\n{}", mail.text);
     }
     assert_eq!(app.admin_post(&format!("/v1/incidents/{id}/approve"), json!({})).await.0, 200);
     let incident = app.wait_final(&id).await;
     assert_eq!(incident["state"], "recovered", "{incident:#}");
-    assert_eq!(approvals(&incident), ["approval mbx01.contoso.com requested", "approval mbx01.contoso.com approved"], "one question: {incident:#}");
-    for step in ["disable_activation mbx01.contoso.com done", "restart_server mbx01.contoso.com done", "enable_activation mbx01.contoso.com done"] {
+    assert_eq!(
+        approvals(&incident),
+        ["approval mbx01.contoso.com requested", "approval mbx01.contoso.com approved"],
+        "one question: {incident:#}"
+    );
+    for step in [
+        "disable_activation mbx01.contoso.com done",
+        "restart_server mbx01.contoso.com done",
+        "enable_activation mbx01.contoso.com done",
+    ] {
         assert!(steps(&incident).contains(&step.to_owned()), "{step}: {incident:#}");
     }
     assert_eq!(requests(&app, 1).await.len(), 1, "one request email");
@@ -265,8 +411,14 @@ async fn a_mailbox_restart_is_asked_about_once_for_the_whole_procedure() {
 
 #[tokio::test]
 async fn a_token_decides_its_own_approval_once_and_nothing_else() {
-    let simulator = format!("[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"restart\"\nactive_copies = 1\n{}", needs_iis_reset("mbx02.contoso.com"));
-    let app = spawn_app_with(&(approving(&["iis_reset", "restart_server"], "30m", &simulator) + &relaxed_throttles())).await;
+    let simulator = format!(
+        "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"restart\"\nactive_copies = 1\n{}",
+        needs_iis_reset("mbx02.contoso.com")
+    );
+    let app = spawn_app_with(
+        &(approving(&["iis_reset", "restart_server"], "30m", &simulator) + &relaxed_throttles()),
+    )
+    .await;
     let first = app.open(&deep_test("mbx01.contoso.com")).await;
     wait_state(&app, &first, "awaiting_approval").await;
     let token_first = token(&requests(&app, 1).await[0]);
@@ -276,9 +428,15 @@ async fn a_token_decides_its_own_approval_once_and_nothing_else() {
     let decide = |token: String, decision: &'static str| {
         let http = app.http.clone();
         let url = format!("{}/approvals/{token}", app.url);
-        async move { http.post(url).form(&[("decision", decision)]).send().await.unwrap().status().as_u16() }
+        async move {
+            http.post(url).form(&[("decision", decision)]).send().await.unwrap().status().as_u16()
+        }
     };
-    assert_eq!(decide(format!("{token_first}x"), "approve").await, 410, "a token that was never issued");
+    assert_eq!(
+        decide(format!("{token_first}x"), "approve").await,
+        410,
+        "a token that was never issued"
+    );
     assert_eq!(decide(token_first.clone(), "maybe").await, 400, "a decision that is neither");
 
     // The first incident's token approves its IISReset, which does not help: it asks again, about the restart.
@@ -286,12 +444,24 @@ async fn a_token_decides_its_own_approval_once_and_nothing_else() {
     let asking_again = wait_state(&app, &first, "awaiting_approval").await;
     assert_eq!(approvals(&asking_again).len(), 3, "{asking_again:#}");
     let (_, untouched) = app.admin_get(&format!("/v1/incidents/{second}")).await;
-    assert_eq!((untouched["state"].clone(), steps(&untouched)), (json!("awaiting_approval"), steps(&before)), "the other incident is untouched");
-    assert_eq!(decide(token_first.clone(), "approve").await, 410, "used once, it stays void while its incident asks again");
+    assert_eq!(
+        (untouched["state"].clone(), steps(&untouched)),
+        (json!("awaiting_approval"), steps(&before)),
+        "the other incident is untouched"
+    );
+    assert_eq!(
+        decide(token_first.clone(), "approve").await,
+        410,
+        "used once, it stays void while its incident asks again"
+    );
 
     assert_eq!(decide(token_second, "deny").await, 200);
     assert_eq!(app.wait_final(&second).await["state"], "blocked");
-    assert_eq!(wait_state(&app, &first, "awaiting_approval").await["state"], "awaiting_approval", "a denial of the other changed nothing here");
+    assert_eq!(
+        wait_state(&app, &first, "awaiting_approval").await["state"],
+        "awaiting_approval",
+        "a denial of the other changed nothing here"
+    );
     let token_restart = token(&requests(&app, 3).await[2]);
     assert_eq!(decide(token_restart, "approve").await, 200);
     assert_eq!(app.wait_final(&first).await["state"], "recovered");
@@ -302,14 +472,20 @@ async fn a_crash_while_awaiting_loses_nothing_and_a_decision_made_while_paused_w
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     let body = approving(&["iis_reset"], "30m", &needs_iis_reset("mbx01.contoso.com"));
-    std::fs::write(&config, format!("{}\n{}", base_config(&dir.path().join("data")), with_test_timing(&body))).unwrap();
+    std::fs::write(
+        &config,
+        format!("{}\n{}", base_config(&dir.path().join("data")), with_test_timing(&body)),
+    )
+    .unwrap();
     let mut process = ServiceProcess::start(&config, None);
     let app = TestApp::attached(&process.url);
     let id = app.open(&deep_test("mbx01.contoso.com")).await;
     let waiting = wait_state(&app, &id, "awaiting_approval").await;
     // Killed once the request email is out (a kill between writing it and recording that would send it again).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while app.admin_get(&format!("/v1/incidents/{id}")).await.1["notifications"][0]["status"] != "sent" {
+    while app.admin_get(&format!("/v1/incidents/{id}")).await.1["notifications"][0]["status"]
+        != "sent"
+    {
         assert!(Instant::now() < deadline, "the request email was not delivered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -322,18 +498,35 @@ async fn a_crash_while_awaiting_loses_nothing_and_a_decision_made_while_paused_w
     assert_eq!(steps(&after_crash), steps(&waiting), "the request survived the kill as it was");
     let outbox = dir.path().join("data").join("outbox");
     let emails = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&outbox).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect()
+        std::fs::read_dir(&outbox)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect()
     };
     let token = token(&parse(&std::fs::read(&emails()[0]).unwrap()));
 
     // Paused, the approval is recorded but nothing runs.
-    assert_eq!(app.admin_post("/v1/automation/pause", json!({"reason": "change window"})).await.0, 200);
-    let approved = app.http.post(format!("{}/approvals/{token}", app.url)).form(&[("decision", "approve"), ("reason", "fine")]).send().await.unwrap();
+    assert_eq!(
+        app.admin_post("/v1/automation/pause", json!({"reason": "change window"})).await.0,
+        200
+    );
+    let approved = app
+        .http
+        .post(format!("{}/approvals/{token}", app.url))
+        .form(&[("decision", "approve"), ("reason", "fine")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(approved.status(), 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, paused) = app.admin_get(&format!("/v1/incidents/{id}")).await;
     assert_eq!(paused["state"], "queued", "{paused:#}");
-    assert_eq!(steps(&paused).last().unwrap(), "approval mbx01.contoso.com approved", "pause wins: nothing ran after the approval");
+    assert_eq!(
+        steps(&paused).last().unwrap(),
+        "approval mbx01.contoso.com approved",
+        "pause wins: nothing ran after the approval"
+    );
 
     // The decision survives a restart, and counts once automation resumes.
     assert!(process.terminate().success());
@@ -344,9 +537,18 @@ async fn a_crash_while_awaiting_loses_nothing_and_a_decision_made_while_paused_w
     assert_eq!(app.admin_post("/v1/automation/resume", json!({})).await.0, 200);
     let incident = app.wait_final(&id).await;
     assert_eq!(incident["state"], "recovered", "{incident:#}");
-    assert_eq!(approvals(&incident).len(), 2, "one request and one decision across a kill and a restart: {incident:#}");
-    let subjects: Vec<String> = emails().iter().map(|f| parse(&std::fs::read(f).unwrap()).subject).collect();
-    assert_eq!(subjects.iter().filter(|s| s.contains("APPROVAL NEEDED")).count(), 1, "one request email, none again after the kill: {subjects:?}");
+    assert_eq!(
+        approvals(&incident).len(),
+        2,
+        "one request and one decision across a kill and a restart: {incident:#}"
+    );
+    let subjects: Vec<String> =
+        emails().iter().map(|f| parse(&std::fs::read(f).unwrap()).subject).collect();
+    assert_eq!(
+        subjects.iter().filter(|s| s.contains("APPROVAL NEEDED")).count(),
+        1,
+        "one request email, none again after the kill: {subjects:?}"
+    );
     process.child.kill().unwrap();
     process.child.wait().unwrap();
 }

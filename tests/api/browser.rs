@@ -23,7 +23,11 @@ const SCENARIO: Duration = Duration::from_secs(180);
 
 /// An alert whose text would be markup if the page did not escape it.
 fn hostile_alert() -> String {
-    native("cas02.contoso.com", "ActiveSyncDeepTestMonitor", "<b id=\"injected\">Response</b> & \"quoted\" <script>document.title='owned'</script>")
+    native(
+        "cas02.contoso.com",
+        "ActiveSyncDeepTestMonitor",
+        "<b id=\"injected\">Response</b> & \"quoted\" <script>document.title='owned'</script>",
+    )
 }
 
 #[tokio::test]
@@ -31,11 +35,18 @@ async fn the_operator_page_works_in_a_real_browser() {
     let app =
         spawn_app_with(&format!("{INVENTORY}\n[simulator]\naction_latency = \"150ms\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n")).await;
     // An incident that escalates after every remedy (with its email delivered), and one whose alert text is hostile.
-    let incident_id = app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
+    let incident_id =
+        app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
     app.wait_final(&incident_id).await;
     let deadline = Instant::now() + WAIT;
-    while app.admin_get(&format!("/v1/incidents/{incident_id}")).await.1["notifications"][0]["status"] != "sent" {
-        assert!(Instant::now() < deadline, "the escalation email was not delivered within {WAIT:?}");
+    while app.admin_get(&format!("/v1/incidents/{incident_id}")).await.1["notifications"][0]
+        ["status"]
+        != "sent"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the escalation email was not delivered within {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let hostile_id = app.open(&hostile_alert()).await;
@@ -53,7 +64,8 @@ async fn the_operator_page_works_in_a_real_browser() {
 async fn scenario(c: Client, url: String, incident_id: String, hostile_id: String) {
     let http = reqwest::Client::new();
     let paused = || async {
-        let ready: Value = http.get(format!("{url}/readyz")).send().await.unwrap().json().await.unwrap();
+        let ready: Value =
+            http.get(format!("{url}/readyz")).send().await.unwrap().json().await.unwrap();
         ready["paused"].as_bool().unwrap()
     };
 
@@ -62,7 +74,12 @@ async fn scenario(c: Client, url: String, incident_id: String, hostile_id: Strin
     assert_eq!(c.current_url().await.unwrap().path(), "/login");
 
     // A wrong token is refused with a message; the right one leads to the incident list.
-    c.find(Locator::Css("input[name=token]")).await.unwrap().send_keys("not-the-token").await.unwrap();
+    c.find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap()
+        .send_keys("not-the-token")
+        .await
+        .unwrap();
     c.find(Locator::Css("form[action='/login'] button")).await.unwrap().click().await.unwrap();
     let error = c.wait().at_most(WAIT).for_element(Locator::Css("p.error")).await.unwrap();
     assert_eq!(error.text().await.unwrap(), "that is not an admin token");
@@ -75,18 +92,34 @@ async fn scenario(c: Client, url: String, incident_id: String, hostile_id: Strin
     let rows = read(&c, Locator::Css("table.list tbody tr"), Read::Text).await;
     assert_eq!(rows.len(), 2);
     let row_text = &rows[1];
-    for expected in ["escalated", "cas01.contoso.com", "ActiveSyncCTPMonitor", "probe still failing after all remedies"] {
+    for expected in [
+        "escalated",
+        "cas01.contoso.com",
+        "ActiveSyncCTPMonitor",
+        "probe still failing after all remedies",
+    ] {
         assert!(row_text.contains(expected), "{expected:?} in the incident row: {row_text:?}");
     }
 
     // The incident page: its timeline, its alert and email, and the pause switch.
     click(&c, Locator::Css(&format!("table.list a[href='/incidents/{incident_id}']"))).await;
-    c.wait().at_most(WAIT).for_url(&format!("{url}/incidents/{incident_id}").parse().unwrap()).await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_url(&format!("{url}/incidents/{incident_id}").parse().unwrap())
+        .await
+        .unwrap();
     let mut timeline = Vec::new();
     for step in c.find_all(Locator::Css("tr.step")).await.unwrap() {
         let mut cells = Vec::new();
         for label in ["server", "action", "outcome"] {
-            cells.push(step.find(Locator::Css(&format!("td[data-label={label}]"))).await.unwrap().text().await.unwrap());
+            cells.push(
+                step.find(Locator::Css(&format!("td[data-label={label}]")))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
+            );
         }
         timeline.push(cells.join(" "));
     }
@@ -109,40 +142,89 @@ async fn scenario(c: Client, url: String, incident_id: String, hostile_id: Strin
     );
     let command = c.find(Locator::Css("tr.step code.command")).await.unwrap().text().await.unwrap();
     assert!(command.starts_with("Invoke-MonitoringProbe"), "{command}");
-    let email = c.find(Locator::XPath("//h2[.='Emails']/following-sibling::table[1]//tbody/tr")).await.unwrap().text().await.unwrap();
-    assert!(email.contains("escalation") && email.contains("oncall@localhost") && email.contains("sent"), "{email}");
-    assert_eq!(c.find(Locator::Css(".switch span")).await.unwrap().text().await.unwrap(), "Automation running");
+    let email = c
+        .find(Locator::XPath("//h2[.='Emails']/following-sibling::table[1]//tbody/tr"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        email.contains("escalation")
+            && email.contains("oncall@localhost")
+            && email.contains("sent"),
+        "{email}"
+    );
+    assert_eq!(
+        c.find(Locator::Css(".switch span")).await.unwrap().text().await.unwrap(),
+        "Automation running"
+    );
     save_screenshot(&c, "incident-page.png", 1280).await;
     save_screenshot(&c, "incident-page-phone.png", 390).await;
 
     // Alert text is shown as text, never interpreted: on the incident page and, raw, on the alert's page.
     c.goto(&format!("{url}/incidents/{hostile_id}")).await.unwrap();
-    let message = c.find(Locator::Css("td[data-label=message]")).await.unwrap().text().await.unwrap();
-    assert_eq!(message, "<b id=\"injected\">Response</b> & \"quoted\" <script>document.title='owned'</script>");
-    assert!(c.find_all(Locator::Id("injected")).await.unwrap().is_empty(), "the alert's markup did not become an element");
+    let message =
+        c.find(Locator::Css("td[data-label=message]")).await.unwrap().text().await.unwrap();
+    assert_eq!(
+        message,
+        "<b id=\"injected\">Response</b> & \"quoted\" <script>document.title='owned'</script>"
+    );
+    assert!(
+        c.find_all(Locator::Id("injected")).await.unwrap().is_empty(),
+        "the alert's markup did not become an element"
+    );
     assert!(!c.title().await.unwrap().contains("owned"), "the alert's script did not run");
     c.find(Locator::Css("td[data-label=received] a")).await.unwrap().click().await.unwrap();
-    let raw = c.wait().at_most(WAIT).for_element(Locator::XPath("//h2[starts-with(., 'Raw body')]/following-sibling::pre[1]")).await.unwrap();
+    let raw = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath("//h2[starts-with(., 'Raw body')]/following-sibling::pre[1]"))
+        .await
+        .unwrap();
     let raw = raw.text().await.unwrap();
-    assert!(raw.starts_with(r#"{"health_set":"ActiveSync""#) && raw.contains(r#"<b id=\"injected\">Response</b>"#), "the raw body byte for byte: {raw}");
+    assert!(
+        raw.starts_with(r#"{"health_set":"ActiveSync""#)
+            && raw.contains(r#"<b id=\"injected\">Response</b>"#),
+        "the raw body byte for byte: {raw}"
+    );
     assert!(c.find_all(Locator::Id("injected")).await.unwrap().is_empty());
     c.goto(&format!("{url}/incidents/{incident_id}")).await.unwrap();
 
     // A form whose CSRF token has been taken out is refused, and nothing changes.
-    c.execute("document.querySelector(\"form[action='/automation/pause'] input[name=csrf]\").remove()", vec![]).await.unwrap();
+    c.execute(
+        "document.querySelector(\"form[action='/automation/pause'] input[name=csrf]\").remove()",
+        vec![],
+    )
+    .await
+    .unwrap();
     c.find(Locator::Css("button[name=pause]")).await.unwrap().click().await.unwrap();
     let refused = c.wait().at_most(WAIT).for_element(Locator::Css("p.error")).await.unwrap();
-    assert!(refused.text().await.unwrap().contains("security token is missing or stale"), "{}", refused.text().await.unwrap());
+    assert!(
+        refused.text().await.unwrap().contains("security token is missing or stale"),
+        "{}",
+        refused.text().await.unwrap()
+    );
     assert_eq!(c.find(Locator::Css("main h1")).await.unwrap().text().await.unwrap(), "Refused");
     assert!(!paused().await, "the refused form paused nothing");
 
     // Pausing and resuming from the page work, and say so.
     c.goto(&format!("{url}/incidents/{incident_id}")).await.unwrap();
-    c.find(Locator::Css("input[name=reason]")).await.unwrap().send_keys("patching cas01").await.unwrap();
+    c.find(Locator::Css("input[name=reason]"))
+        .await
+        .unwrap()
+        .send_keys("patching cas01")
+        .await
+        .unwrap();
     c.find(Locator::Css("button[name=pause]")).await.unwrap().click().await.unwrap();
-    let banner = c.wait().at_most(WAIT).for_element(Locator::Css(".switch.paused span")).await.unwrap();
+    let banner =
+        c.wait().at_most(WAIT).for_element(Locator::Css(".switch.paused span")).await.unwrap();
     assert_eq!(banner.text().await.unwrap(), "Automation paused: patching cas01");
-    assert_eq!(c.current_url().await.unwrap().path(), format!("/incidents/{incident_id}"), "the form comes back to the page it was sent from");
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        format!("/incidents/{incident_id}"),
+        "the form comes back to the page it was sent from"
+    );
     assert!(paused().await);
     c.find(Locator::Css("button[name=resume]")).await.unwrap().click().await.unwrap();
     c.wait().at_most(WAIT).for_element(Locator::Css("button[name=pause]")).await.unwrap();
@@ -157,7 +239,10 @@ async fn scenario(c: Client, url: String, incident_id: String, hostile_id: Strin
         if path.starts_with("/incidents/") && path != format!("/incidents/{incident_id}") {
             break path;
         }
-        assert!(Instant::now() < deadline, "the replay did not lead to a new incident page; at {path}");
+        assert!(
+            Instant::now() < deadline,
+            "the replay did not lead to a new incident page; at {path}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // The page refreshes itself while the incident runs; wait (bounded) until it shows a final state.
@@ -175,7 +260,10 @@ async fn scenario(c: Client, url: String, incident_id: String, hostile_id: Strin
     }
     let facts = c.find(Locator::Css("dl.facts")).await.unwrap().text().await.unwrap();
     assert!(facts.contains("replay of") && facts.contains("dry run"), "{facts}");
-    assert!(!c.source().await.unwrap().contains("http-equiv=\"refresh\""), "a final incident's page stops refreshing");
+    assert!(
+        !c.source().await.unwrap().contains("http-equiv=\"refresh\""),
+        "a final incident's page stops refreshing"
+    );
 
     // The new incident is listed first on the front page.
     c.find(Locator::Css("header a.brand")).await.unwrap().click().await.unwrap();
@@ -219,10 +307,13 @@ where
     };
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     // Starting Chromium is the slow part, slower still while other tests load the machine: bounded, generously.
-    let browser = tokio::time::timeout(SESSION_WAIT, ClientBuilder::new(connector).capabilities(capabilities).connect(&driver.url))
-        .await
-        .unwrap_or_else(|_| panic!("no WebDriver session within {SESSION_WAIT:?}\n{}", driver.log()))
-        .unwrap_or_else(|err| panic!("chromedriver refused a session: {err}\n{}", driver.log()));
+    let browser = tokio::time::timeout(
+        SESSION_WAIT,
+        ClientBuilder::new(connector).capabilities(capabilities).connect(&driver.url),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no WebDriver session within {SESSION_WAIT:?}\n{}", driver.log()))
+    .unwrap_or_else(|err| panic!("chromedriver refused a session: {err}\n{}", driver.log()));
     let outcome = tokio::spawn(tokio::time::timeout(SCENARIO, scenario(browser.clone()))).await;
     let _ = tokio::time::timeout(WAIT, browser.close()).await;
     driver.stop().await;
@@ -235,7 +326,10 @@ where
 
 /// Where the test saves what it saw, for a person to look at: `target/test-artifacts/`.
 pub fn artifacts() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("the target directory").join("test-artifacts");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .join("test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -244,7 +338,12 @@ pub fn artifacts() -> PathBuf {
 pub async fn save_screenshot(c: &Client, name: &str, width: u32) {
     let (old_width, old_height) = c.get_window_size().await.unwrap();
     c.set_window_size(width, old_height as u32).await.unwrap();
-    let height = c.execute("return document.documentElement.scrollHeight", vec![]).await.unwrap().as_u64().unwrap_or(1000);
+    let height = c
+        .execute("return document.documentElement.scrollHeight", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap_or(1000);
     c.set_window_size(width, height as u32 + 100).await.unwrap();
     let png = c.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
@@ -296,7 +395,11 @@ impl Chromedriver {
             if let Ok(Some(status)) = driver.child.try_wait() {
                 panic!("chromedriver exited ({status}) before it listened\n{}", driver.log());
             }
-            assert!(Instant::now() < deadline, "chromedriver did not listen on port {port} within {WAIT:?}\n{}", driver.log());
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on port {port} within {WAIT:?}\n{}",
+                driver.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         driver
@@ -304,7 +407,8 @@ impl Chromedriver {
 
     fn log(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> =
+            text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
         format!("chromedriver log ({}), last lines:\n{}", self.log.display(), tail.join("\n"))
     }
 

@@ -27,7 +27,10 @@ async fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (name, value) in env {
         command.env(name, value);
     }
-    tokio::time::timeout(Duration::from_secs(60), command.output()).await.expect("the command finishes within 60 s").expect("the binary runs")
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the command finishes within 60 s")
+        .expect("the binary runs")
 }
 
 /// Runs a client command against the test service with the test's admin token.
@@ -51,8 +54,11 @@ fn code(output: &Output) -> i32 {
 
 #[tokio::test]
 async fn replay_wait_follows_a_recovering_incident_and_exits_0() {
-    let app = spawn_app_with(&format!("{}\n[simulator]\naction_latency = \"100ms\"\n", app_pool_fault())).await;
-    let alert_id = held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
+    let app =
+        spawn_app_with(&format!("{}\n[simulator]\naction_latency = \"100ms\"\n", app_pool_fault()))
+            .await;
+    let alert_id =
+        held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
 
     let output = client(&app, &["replay", &alert_id, "--wait"]).await;
     let text = stdout(&output);
@@ -61,9 +67,13 @@ async fn replay_wait_follows_a_recovering_incident_and_exits_0() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with(&format!("replayed alert {alert_id} as incident ")), "{text}");
     let incident_id = lines[0].rsplit(' ').next().unwrap();
-    let steps: Vec<Vec<&str>> =
-        lines.iter().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).map(|l| l.split_whitespace().collect()).collect();
-    let columns: Vec<(&str, &str, &str, &str)> = steps.iter().map(|s| (s[0], s[2], s[3], s[4])).collect();
+    let steps: Vec<Vec<&str>> = lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let columns: Vec<(&str, &str, &str, &str)> =
+        steps.iter().map(|s| (s[0], s[2], s[3], s[4])).collect();
     assert_eq!(
         columns,
         [
@@ -76,7 +86,10 @@ async fn replay_wait_follows_a_recovering_incident_and_exits_0() {
         "{text}"
     );
     for step in &steps {
-        assert!(chrono::NaiveTime::parse_from_str(step[1], "%H:%M:%S%.3f").is_ok(), "a time of day: {step:?}");
+        assert!(
+            chrono::NaiveTime::parse_from_str(step[1], "%H:%M:%S%.3f").is_ok(),
+            "a time of day: {step:?}"
+        );
     }
     assert_eq!(lines.last().unwrap(), &format!("incident {incident_id} ended recovered: recycling MSExchangeSyncAppPool on cas01.contoso.com fixed it"));
     let incident = app.wait_final(incident_id).await;
@@ -85,21 +98,37 @@ async fn replay_wait_follows_a_recovering_incident_and_exits_0() {
 
 #[tokio::test]
 async fn replay_wait_exits_1_when_the_incident_escalates() {
-    let app = spawn_app_with(&format!("{INVENTORY}\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n")).await;
-    let alert_id = &held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
+    let app = spawn_app_with(&format!(
+        "{INVENTORY}\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n"
+    ))
+    .await;
+    let alert_id =
+        &held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
 
     let output = client(&app, &["replay", alert_id, "--wait"]).await;
     let text = stdout(&output);
     assert_eq!(code(&output), 1, "stdout:\n{text}\nstderr:\n{}", stderr(&output));
     assert!(text.contains(" restart_server "), "each step is printed: {text}");
     let last = text.lines().last().unwrap();
-    assert!(last.starts_with("incident ") && last.ends_with(" ended escalated: probe still failing after all remedies"), "{text}");
+    assert!(
+        last.starts_with("incident ")
+            && last.ends_with(" ended escalated: probe still failing after all remedies"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn lists_and_shows_read_well_and_json_is_the_apis() {
     let app = spawn_app_with(&app_pool_fault()).await;
-    let answer: Value = app.post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await.json().await.unwrap();
+    let answer: Value = app
+        .post_signed(
+            "/v1/alerts",
+            &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap();
     let incident_id = answer["alerts"][0]["incident_id"].as_str().unwrap();
     app.wait_final(incident_id).await;
@@ -108,14 +137,21 @@ async fn lists_and_shows_read_well_and_json_is_the_apis() {
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     let listed: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
     assert_eq!(listed["incidents"][0]["id"], incident_id);
-    assert_eq!(listed, app.admin_get("/v1/incidents?limit=50").await.1, "--json is the API's answer");
+    assert_eq!(
+        listed,
+        app.admin_get("/v1/incidents?limit=50").await.1,
+        "--json is the API's answer"
+    );
 
     let output = client(&app, &["incidents", "list"]).await;
     let text = stdout(&output);
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     assert!(!text.contains('\x1b'), "{text:?}");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["id", "state", "opened", "server", "monitor", "reason"]);
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["id", "state", "opened", "server", "monitor", "reason"]
+    );
     assert!(lines[1].starts_with(&format!("{incident_id}  recovered  ")), "{text}");
     assert!(lines[1].ends_with("cas01.contoso.com  ActiveSyncCTPMonitor  recycling MSExchangeSyncAppPool on cas01.contoso.com fixed it"), "{text}");
 
@@ -129,8 +165,17 @@ async fn lists_and_shows_read_well_and_json_is_the_apis() {
         text.starts_with(&format!("incident {incident_id}  RECOVERED\n  ActiveSync ActiveSyncCTPMonitor on cas01.contoso.com (_Mbx: mbx01.contoso.com)\n")),
         "{text}"
     );
-    let step: Vec<&str> = text.lines().find(|l| l.contains("recycle_app_pool")).expect("the timeline is shown").split_whitespace().collect();
-    assert_eq!((step[0], step[2], step[3], step[4]), ("4", "cas01.contoso.com", "recycle_app_pool", "done"), "{text}");
+    let step: Vec<&str> = text
+        .lines()
+        .find(|l| l.contains("recycle_app_pool"))
+        .expect("the timeline is shown")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (step[0], step[2], step[3], step[4]),
+        ("4", "cas01.contoso.com", "recycle_app_pool", "done"),
+        "{text}"
+    );
 
     let output = client(&app, &["alerts", "list"]).await;
     assert_eq!(code(&output), 0, "{}", stderr(&output));
@@ -142,7 +187,10 @@ async fn lists_and_shows_read_well_and_json_is_the_apis() {
     assert!(text.contains("raw body:\n  {"), "the raw body is shown: {text}");
 
     let output = client(&app, &["pause", "--reason", "patching the CAS array"]).await;
-    assert_eq!((code(&output), stdout(&output)), (0, "automation paused: patching the CAS array\n".to_owned()));
+    assert_eq!(
+        (code(&output), stdout(&output)),
+        (0, "automation paused: patching the CAS array\n".to_owned())
+    );
     let (_, ready) = app.admin_get("/readyz").await;
     assert_eq!(ready["paused"], true);
     let output = client(&app, &["resume", "--json"]).await;
@@ -150,30 +198,48 @@ async fn lists_and_shows_read_well_and_json_is_the_apis() {
 
     let output = client(&app, &["incidents", "list", "--state", "fixed"]).await;
     assert_eq!(code(&output), 2, "a bad flag value is a usage error");
-    assert!(stderr(&output).starts_with("error: --state: \"fixed\" is not one of queued, running,"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).starts_with("error: --state: \"fixed\" is not one of queued, running,"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[tokio::test]
 async fn a_terminal_gets_colour_unless_no_color_is_set() {
     let app = spawn_app_with(INVENTORY).await;
-    let incident_id = app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
+    let incident_id =
+        app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
     app.wait_final(&incident_id).await;
     let line = format!("{BINARY} incidents list --url {} --token {ADMIN_TOKEN}", app.url);
     let coloured = on_a_terminal(&app, &line, None).await;
-    assert!(coloured.contains("\x1b[32mtransient\x1b[0m"), "a terminal sees the state in colour: {coloured:?}");
+    assert!(
+        coloured.contains("\x1b[32mtransient\x1b[0m"),
+        "a terminal sees the state in colour: {coloured:?}"
+    );
     let plain = on_a_terminal(&app, &line, Some("1")).await;
-    assert!(plain.contains("transient") && !plain.contains('\x1b'), "NO_COLOR is honoured: {plain:?}");
+    assert!(
+        plain.contains("transient") && !plain.contains('\x1b'),
+        "NO_COLOR is honoured: {plain:?}"
+    );
 }
 
 /// Runs a shell command line with a pseudo-terminal as its stdout, as an operator's shell would give it, through
 /// util-linux's `script`; returns what the terminal showed.
 async fn on_a_terminal(app: &TestApp, line: &str, no_color: Option<&str>) -> String {
     let mut command = tokio::process::Command::new("script");
-    command.args(["-qec", line, "/dev/null"]).current_dir(app.data_dir.path()).env_remove("NO_COLOR").kill_on_drop(true);
+    command
+        .args(["-qec", line, "/dev/null"])
+        .current_dir(app.data_dir.path())
+        .env_remove("NO_COLOR")
+        .kill_on_drop(true);
     if let Some(value) = no_color {
         command.env("NO_COLOR", value);
     }
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await.expect("bounded").expect("script(1) from util-linux runs");
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("bounded")
+        .expect("script(1) from util-linux runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -182,15 +248,24 @@ async fn on_a_terminal(app: &TestApp, line: &str, no_color: Option<&str>) -> Str
 async fn failures_say_what_to_do_and_exit_1() {
     let app = spawn_app_with(INVENTORY).await;
 
-    let output = run(&app, &["incidents", "list", "--url", &app.url, "--token", "not-the-token"], &[]).await;
+    let output =
+        run(&app, &["incidents", "list", "--url", &app.url, "--token", "not-the-token"], &[]).await;
     assert_eq!(code(&output), 1);
-    assert_eq!(stderr(&output), "error: the service refused the credentials: the admin token is not valid\n");
+    assert_eq!(
+        stderr(&output),
+        "error: the service refused the credentials: the admin token is not valid\n"
+    );
 
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let output = run(&app, &["alerts", "list", "--url", &format!("http://{closed}"), "--token", ADMIN_TOKEN], &[]).await;
+    let output = run(
+        &app,
+        &["alerts", "list", "--url", &format!("http://{closed}"), "--token", ADMIN_TOKEN],
+        &[],
+    )
+    .await;
     assert_eq!(code(&output), 1);
     assert!(
         stderr(&output).starts_with(&format!("error: cannot reach the service at http://{closed}: is `healthset-responder serve` running there?")),
@@ -199,17 +274,40 @@ async fn failures_say_what_to_do_and_exit_1() {
     );
 
     let output = client(&app, &["replay", "0193aaaa-0000-7000-8000-000000000000"]).await;
-    assert_eq!((code(&output), stderr(&output)), (1, "error: alert 0193aaaa-0000-7000-8000-000000000000 does not exist\n".to_owned()));
+    assert_eq!(
+        (code(&output), stderr(&output)),
+        (1, "error: alert 0193aaaa-0000-7000-8000-000000000000 does not exist\n".to_owned())
+    );
 
     hold_incidents(&app).await;
-    let answer: Value = app.post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await.json().await.unwrap();
-    let output = client(&app, &["replay", answer["alerts"][0]["alert_id"].as_str().unwrap(), "--wait"]).await;
+    let answer: Value = app
+        .post_signed(
+            "/v1/alerts",
+            &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let output =
+        client(&app, &["replay", answer["alerts"][0]["alert_id"].as_str().unwrap(), "--wait"])
+            .await;
     assert_eq!(code(&output), 1);
     let open = answer["alerts"][0]["incident_id"].as_str().unwrap();
     assert_eq!(stderr(&output), format!("error: incident {open} is already open for cas01.contoso.com ActiveSync ActiveSyncCTPMonitor\n"));
 
-    let output = run(&app, &["incidents", "show", "../v1/alerts", "--url", &app.url, "--token", ADMIN_TOKEN], &[]).await;
-    assert_eq!(code(&output), 2, "an id that would change the URL path is a usage error: {}", stderr(&output));
+    let output = run(
+        &app,
+        &["incidents", "show", "../v1/alerts", "--url", &app.url, "--token", ADMIN_TOKEN],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        code(&output),
+        2,
+        "an id that would change the URL path is a usage error: {}",
+        stderr(&output)
+    );
 }
 
 /// `approve` and `deny` from a shell: the decision and its reason reach the journal, and a second decision or an
@@ -217,8 +315,13 @@ async fn failures_say_what_to_do_and_exit_1() {
 #[tokio::test]
 async fn operators_approve_and_deny_from_the_command_line() {
     let faults = "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"iis_reset\"\n[simulator.servers.\"mbx02.contoso.com\"]\nfault = \"iis_reset\"\n";
-    let app = spawn_app_with(&format!("{INVENTORY}\n[approval]\nactions = [\"iis_reset\"]\n{faults}{}", crate::safety::relaxed_throttles())).await;
-    let approved = app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep")).await;
+    let app = spawn_app_with(&format!(
+        "{INVENTORY}\n[approval]\nactions = [\"iis_reset\"]\n{faults}{}",
+        crate::safety::relaxed_throttles()
+    ))
+    .await;
+    let approved =
+        app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep")).await;
     let denied = app.open(&native("mbx02.contoso.com", "ActiveSyncDeepTestMonitor", "deep")).await;
     for id in [&approved, &denied] {
         crate::approvals::wait_state(&app, id, "awaiting_approval").await;
@@ -229,12 +332,19 @@ async fn operators_approve_and_deny_from_the_command_line() {
     assert_eq!(stdout(&output), format!("approved incident {approved}: automation checks again and runs the steps only if the problem persists\n"));
     let output = client(&app, &["deny", &denied, "--json"]).await;
     assert_eq!(code(&output), 0, "{}", stderr(&output));
-    assert_eq!(serde_json::from_str::<Value>(&stdout(&output)).unwrap(), json!({"incident_id": denied, "decision": "denied"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&output)).unwrap(),
+        json!({"incident_id": denied, "decision": "denied"})
+    );
 
     let incident = app.wait_final(&approved).await;
     assert_eq!(incident["state"], "recovered", "{incident:#}");
-    let approval = incident["steps"].as_array().unwrap().iter().find(|s| s["outcome"] == "approved").unwrap();
-    assert!(approval["detail"].as_str().unwrap().ends_with("reason: pool checked by hand"), "{approval:#}");
+    let approval =
+        incident["steps"].as_array().unwrap().iter().find(|s| s["outcome"] == "approved").unwrap();
+    assert!(
+        approval["detail"].as_str().unwrap().ends_with("reason: pool checked by hand"),
+        "{approval:#}"
+    );
     assert_eq!(app.wait_final(&denied).await["state"], "blocked");
 
     let output = client(&app, &["approve", &approved]).await;
@@ -247,9 +357,11 @@ async fn operators_approve_and_deny_from_the_command_line() {
 async fn a_new_user_serves_sends_and_reads_back_with_generated_credentials() {
     let home = tempfile::tempdir().unwrap();
     // Only the port is set (a free one); everything else is the built-in defaults, data in ./data.
-    std::fs::write(home.path().join("healthset-responder.toml"), "listen = \"127.0.0.1:0\"\n").unwrap();
+    std::fs::write(home.path().join("healthset-responder.toml"), "listen = \"127.0.0.1:0\"\n")
+        .unwrap();
     let binary = env!("CARGO_BIN_EXE_healthset-responder");
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/alerts/activesync-ctp-transient.json");
+    let example =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/alerts/activesync-ctp-transient.json");
     let cli = |args: &[&str]| {
         let output = std::process::Command::new(binary)
             .args(args)
@@ -258,7 +370,11 @@ async fn a_new_user_serves_sends_and_reads_back_with_generated_credentials() {
             .env_remove("HSR_WEBHOOK_SECRET")
             .output()
             .unwrap();
-        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     };
 
     let service = ServiceProcess::start(std::path::Path::new(""), Some(home.path()));
@@ -278,16 +394,33 @@ async fn a_new_user_serves_sends_and_reads_back_with_generated_credentials() {
     assert_eq!(alerts["alerts"][0]["server"], "cas01.contoso.com");
 
     let generated = std::fs::read_to_string(&credentials).unwrap();
-    let secret = generated.lines().find_map(|l| l.strip_prefix("webhook_secret = ")).unwrap().trim_matches('"').to_owned();
-    let token = generated.lines().find_map(|l| l.strip_prefix("admin_token = ")).unwrap().trim_matches('"').to_owned();
+    let secret = generated
+        .lines()
+        .find_map(|l| l.strip_prefix("webhook_secret = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let token = generated
+        .lines()
+        .find_map(|l| l.strip_prefix("admin_token = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
     assert!(service.terminate().success(), "SIGTERM stops the service cleanly");
 
     let service = ServiceProcess::start(std::path::Path::new(""), Some(home.path()));
     let (code, out, _) = cli(&["incidents", "list", "--json"]);
     assert_eq!(code, 0);
     let incidents: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(incidents["incidents"].as_array().unwrap().len(), 1, "the incident survived the restart");
-    assert_eq!(incidents["incidents"][0]["state"], "blocked", "an empty inventory blocks automation: the safe default");
+    assert_eq!(
+        incidents["incidents"].as_array().unwrap().len(),
+        1,
+        "the incident survived the restart"
+    );
+    assert_eq!(
+        incidents["incidents"][0]["state"], "blocked",
+        "an empty inventory blocks automation: the safe default"
+    );
     let log = service.log.lock().unwrap().clone();
     assert!(log.contains("credentials.toml"), "the log names the credentials file: {log}");
     assert!(!log.contains(&secret) && !log.contains(&token), "no secret in the log");
@@ -297,13 +430,35 @@ async fn a_new_user_serves_sends_and_reads_back_with_generated_credentials() {
 #[tokio::test]
 async fn operators_silence_a_server_from_the_command_line() {
     let app = spawn_app_with(INVENTORY).await;
-    let added = client(&app, &["silences", "add", "CAS01.contoso.com", "--until", "2h", "--reason", "patching CU23", "--json"]).await;
+    let added = client(
+        &app,
+        &[
+            "silences",
+            "add",
+            "CAS01.contoso.com",
+            "--until",
+            "2h",
+            "--reason",
+            "patching CU23",
+            "--json",
+        ],
+    )
+    .await;
     assert_eq!(code(&added), 0, "{}", stderr(&added));
     let silence: Value = serde_json::from_str(&stdout(&added)).unwrap();
     assert_eq!(silence["server"], "cas01.contoso.com");
     let listed = client(&app, &["silences", "list"]).await;
-    assert!(stdout(&listed).contains("cas01.contoso.com") && stdout(&listed).contains("patching CU23"), "{}", stdout(&listed));
-    let answer: Value = app.post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", "x")).await.json().await.unwrap();
+    assert!(
+        stdout(&listed).contains("cas01.contoso.com") && stdout(&listed).contains("patching CU23"),
+        "{}",
+        stdout(&listed)
+    );
+    let answer: Value = app
+        .post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", "x"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(answer["alerts"][0]["disposition"], "suppressed");
 
     let bad = client(&app, &["silences", "add", "cas01.contoso.com", "--until", "whenever"]).await;
@@ -362,7 +517,12 @@ async fn check_config_says_what_each_servers_steps_connect_to() {
     let output = run(&app, &["check-config", "--config", config.to_str().unwrap()], &[]).await;
     let text = stdout(&output);
     assert_eq!(code(&output), 0, "{text}{}", stderr(&output));
-    assert!(text.contains("  cas01.contoso.com: Exchange steps connect to https://cas01.contoso.com/PowerShell/"), "{text}");
+    assert!(
+        text.contains(
+            "  cas01.contoso.com: Exchange steps connect to https://cas01.contoso.com/PowerShell/"
+        ),
+        "{text}"
+    );
     assert!(
         text.contains(
             "  mbx01.contoso.com: Exchange steps connect to http://cas01.contoso.com/PowerShell/; IIS and restart steps to mbx01.contoso.com over WinRM"
@@ -373,10 +533,22 @@ async fn check_config_says_what_each_servers_steps_connect_to() {
     // One management endpoint for every server: no {server} in it.
     std::fs::write(&config, "[[servers]]\nname = \"mbx01.contoso.com\"\nrole = \"mailbox\"\n[executor]\nkind = \"powershell\"\nconnection_uri = \"http://ex-mgmt.contoso.com/PowerShell/\"\n").unwrap();
     let output = run(&app, &["check-config", "--config", config.to_str().unwrap()], &[]).await;
-    assert!(stdout(&output).contains("mbx01.contoso.com: Exchange steps connect to http://ex-mgmt.contoso.com/PowerShell/"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains(
+            "mbx01.contoso.com: Exchange steps connect to http://ex-mgmt.contoso.com/PowerShell/"
+        ),
+        "{}",
+        stdout(&output)
+    );
 
     std::fs::write(&config, "[[servers]]\nname = \"mbx01.contoso.com\"\nrole = \"mailbox\"\nconnection_uri = \"mbx01/PowerShell\"\n").unwrap();
     let output = run(&app, &["check-config", "--config", config.to_str().unwrap()], &[]).await;
     assert_eq!(code(&output), 2);
-    assert!(stderr(&output).contains("servers[0].connection_uri: \"mbx01/PowerShell\" is not an http:// or https:// URL"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "servers[0].connection_uri: \"mbx01/PowerShell\" is not an http:// or https:// URL"
+        ),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const MBX_HINT: &str = "Diagnostics header:_Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_Dc:DC01.contoso.com_";
+const MBX_HINT: &str =
+    "Diagnostics header:_Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_Dc:DC01.contoso.com_";
 
 /// One runbook's ladder: health set, monitor and server of the alert, its message, the simulator, what the ladder
 /// changed (every step but reads and waits), the final state, text of the reason, and a step's action with text
@@ -23,39 +24,75 @@ type Ladder = (
     Option<(&'static str, &'static str)>,
 );
 
-const READS: [&str; 6] = ["probe", "server_health", "copy_status", "component_state", "ma_history", "wait"];
+const READS: [&str; 6] =
+    ["probe", "server_health", "copy_status", "component_state", "ma_history", "wait"];
 
 fn changes(incident: &Value) -> Vec<String> {
-    steps(incident).into_iter().filter(|line| !READS.iter().any(|read| line.starts_with(&format!("{read} ")))).collect()
+    steps(incident)
+        .into_iter()
+        .filter(|line| !READS.iter().any(|read| line.starts_with(&format!("{read} "))))
+        .collect()
 }
 
 async fn climb(ladder: &Ladder) {
-    let &(health_set, monitor, server, message, simulator, expected, state, reason, command) = ladder;
-    let app = spawn_app_with(&format!("{INVENTORY}\n[timing]\nsettle_wait = \"50ms\"\n\n{simulator}")).await;
-    let alert = json!({"health_set": health_set, "server": server, "monitor": monitor, "message": message});
+    let &(health_set, monitor, server, message, simulator, expected, state, reason, command) =
+        ladder;
+    let app =
+        spawn_app_with(&format!("{INVENTORY}\n[timing]\nsettle_wait = \"50ms\"\n\n{simulator}"))
+            .await;
+    let alert =
+        json!({"health_set": health_set, "server": server, "monitor": monitor, "message": message});
     let incident = app.wait_final(&app.open(&alert.to_string()).await).await;
     let what = format!("{health_set} {monitor}");
     assert_eq!(changes(&incident), expected, "{what}: {:#?}", steps(&incident));
     assert_eq!(incident["state"], state, "{what}: {}", incident["reason"]);
-    assert!(incident["reason"].as_str().unwrap().contains(reason), "{what}: reason {}", incident["reason"]);
+    assert!(
+        incident["reason"].as_str().unwrap().contains(reason),
+        "{what}: reason {}",
+        incident["reason"]
+    );
     let first = &incident["steps"][0];
-    assert!(["probe", "server_health"].contains(&first["action"].as_str().unwrap()), "{what}: verification first");
+    assert!(
+        ["probe", "server_health"].contains(&first["action"].as_str().unwrap()),
+        "{what}: verification first"
+    );
     if let Some((action, text)) = command {
-        let step = incident["steps"].as_array().unwrap().iter().find(|s| s["action"] == action).unwrap_or_else(|| panic!("{what}: no {action}"));
-        assert!(step["command"].as_str().unwrap().contains(text), "{what}: {} lacks {text:?}", step["command"]);
+        let step = incident["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["action"] == action)
+            .unwrap_or_else(|| panic!("{what}: no {action}"));
+        assert!(
+            step["command"].as_str().unwrap().contains(text),
+            "{what}: {} lacks {text:?}",
+            step["command"]
+        );
     }
 }
 
 const CAS_RESTART: &str = "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"restart\"";
 const MBX_RESTART: &str = "[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"restart\"";
-const MAILBOX_PROCEDURE: [&str; 3] =
-    ["disable_activation mbx01.contoso.com done", "restart_server mbx01.contoso.com done", "enable_activation mbx01.contoso.com done"];
+const MAILBOX_PROCEDURE: [&str; 3] = [
+    "disable_activation mbx01.contoso.com done",
+    "restart_server mbx01.contoso.com done",
+    "enable_activation mbx01.contoso.com done",
+];
 
 #[tokio::test]
 async fn every_runbook_of_the_other_health_sets_runs_its_documented_ladder() {
-    let cas_ladder: &[&str] = &["recycle_app_pool cas01.contoso.com done", "iis_reset cas01.contoso.com done", "restart_server cas01.contoso.com done"];
-    let mbx_ladder: &[&str] =
-        &["recycle_app_pool mbx01.contoso.com done", "iis_reset mbx01.contoso.com done", MAILBOX_PROCEDURE[0], MAILBOX_PROCEDURE[1], MAILBOX_PROCEDURE[2]];
+    let cas_ladder: &[&str] = &[
+        "recycle_app_pool cas01.contoso.com done",
+        "iis_reset cas01.contoso.com done",
+        "restart_server cas01.contoso.com done",
+    ];
+    let mbx_ladder: &[&str] = &[
+        "recycle_app_pool mbx01.contoso.com done",
+        "iis_reset mbx01.contoso.com done",
+        MAILBOX_PROCEDURE[0],
+        MAILBOX_PROCEDURE[1],
+        MAILBOX_PROCEDURE[2],
+    ];
     let restarted_cas = "restarting cas01.contoso.com fixed it";
     let restarted_mbx = "restarting mbx01.contoso.com fixed it";
     let ladders: [Ladder; 24] = [
@@ -92,7 +129,9 @@ async fn every_runbook_of_the_other_health_sets_runs_its_documented_ladder() {
     }
     // Every built-in runbook outside ActiveSync is in the table.
     let runbooks = healthset_responder::runbook::built_in();
-    for (runbook, _) in runbooks.iter().filter(|(r, _)| !r.health_set.as_str().starts_with("ActiveSync")) {
+    for (runbook, _) in
+        runbooks.iter().filter(|(r, _)| !r.health_set.as_str().starts_with("ActiveSync"))
+    {
         assert!(
             ladders.iter().any(|l| runbook.monitor.matches(l.1) && runbook.health_set.matches(l.0)),
             "{} {} has no end-to-end case",
@@ -113,7 +152,16 @@ fn recycled_by_ma(fault: &str) -> String {
 /// A DeepTest alert for mbx01 on a service whose configuration ends with `extra_toml`, and its incident once final.
 async fn deep_test(extra_toml: &str) -> (TestApp, Value) {
     let app = spawn_app_with(&format!("{INVENTORY}\n{extra_toml}")).await;
-    let incident = app.wait_final(&app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep test failing")).await).await;
+    let incident = app
+        .wait_final(
+            &app.open(&native(
+                "mbx01.contoso.com",
+                "ActiveSyncDeepTestMonitor",
+                "deep test failing",
+            ))
+            .await,
+        )
+        .await;
     (app, incident)
 }
 
@@ -149,7 +197,8 @@ async fn a_deep_test_alert_after_managed_availabilitys_own_recycle_goes_straight
 
 #[tokio::test]
 async fn the_escalation_lists_what_managed_availability_did_and_what_was_not_repeated() {
-    let (app, incident) = deep_test(&format!("{}\nactive_copies = 0", recycled_by_ma("never"))).await;
+    let (app, incident) =
+        deep_test(&format!("{}\nactive_copies = 0", recycled_by_ma("never"))).await;
     assert_eq!(incident["state"], "escalated", "{incident:#}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while outbox(&app).is_empty() && std::time::Instant::now() < deadline {
@@ -171,7 +220,9 @@ async fn managed_availabilitys_actions_count_toward_the_throttles() {
     // not skipped) would be the second on that server within the hour.
     let simulator = "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"iis_reset\"\nma_log = [{ action = \"RecycleApplicationPool\", resource = \"MSExchangeOWAAppPool\", requestor = \"OwaCtpRecycleAppPool\", ago = \"20m\" }]";
     let app = spawn_app_with(&format!("{INVENTORY}\n{simulator}")).await;
-    let incident = app.wait_final(&app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", MBX_HINT)).await).await;
+    let incident = app
+        .wait_final(&app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", MBX_HINT)).await)
+        .await;
     assert_eq!(
         steps(&incident),
         [
@@ -184,25 +235,38 @@ async fn managed_availabilitys_actions_count_toward_the_throttles() {
     assert_eq!(incident["state"], "blocked");
     let reason = incident["reason"].as_str().unwrap();
     assert!(reason.starts_with("throttled: safety.recycle_app_pool.server_min_interval: recycle_app_pool ran on cas01.contoso.com 20m"), "{reason}");
-    assert!(reason.ends_with("(counting 1 recovery action(s) Managed Availability took itself)"), "{reason}");
+    assert!(
+        reason.ends_with("(counting 1 recovery action(s) Managed Availability took itself)"),
+        "{reason}"
+    );
 
     // With room for two a day, Managed Availability's and the responder's own fill it: a later incident on the
     // server, reading the same record again, counts it once, and is refused.
     let room_for_two = "[safety.recycle_app_pool]\nserver_min_interval = \"0s\"\nserver_max_per_day = 2\ngroup_min_interval = \"0s\"\ngroup_max_per_day = 8";
-    let app = spawn_app_with(&format!("{INVENTORY}\n{}\n{room_for_two}", simulator.replace("iis_reset", "never"))).await;
-    let first = app.wait_final(&app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", MBX_HINT)).await).await;
+    let app = spawn_app_with(&format!(
+        "{INVENTORY}\n{}\n{room_for_two}",
+        simulator.replace("iis_reset", "never")
+    ))
+    .await;
+    let first = app
+        .wait_final(&app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", MBX_HINT)).await)
+        .await;
     assert!(
         steps(&first).contains(&"recycle_app_pool cas01.contoso.com done".to_owned()),
         "one of Managed Availability's and one of the responder's: {first:#}"
     );
-    let second = app.wait_final(&app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", MBX_HINT)).await).await;
+    let second = app
+        .wait_final(&app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", MBX_HINT)).await)
+        .await;
     let reason = second["reason"].as_str().unwrap();
     assert!(reason.contains("safety.recycle_app_pool.server_max_per_day: recycle_app_pool already ran 2 time(s) on cas01.contoso.com"), "{reason}");
 }
 
 #[tokio::test]
 async fn a_lookback_of_zero_reads_no_history_and_repeats_the_recycle() {
-    let (_app, incident) = deep_test(&format!("{}\n[safety]\nma_lookback = \"0s\"", recycled_by_ma("iis_reset"))).await;
+    let (_app, incident) =
+        deep_test(&format!("{}\n[safety]\nma_lookback = \"0s\"", recycled_by_ma("iis_reset")))
+            .await;
     assert_eq!(
         steps(&incident),
         [
@@ -220,8 +284,22 @@ async fn a_lookback_of_zero_reads_no_history_and_repeats_the_recycle() {
 async fn scom_and_alertmanager_alerts_of_other_health_sets_are_recognised() {
     let app = spawn_app_with(INVENTORY).await;
     let cases = [
-        ("/v1/alerts/scom", include_str!("../fixtures/scom/owa-ctp.json"), "OWA", "OwaCtpMonitor", "cas01.contoso.com", None),
-        ("/v1/alerts/scom", include_str!("../fixtures/scom/imap-ctp.json"), "IMAP", "ImapCTPMonitor", "cas01.contoso.com", Some("mbx01.contoso.com")),
+        (
+            "/v1/alerts/scom",
+            include_str!("../fixtures/scom/owa-ctp.json"),
+            "OWA",
+            "OwaCtpMonitor",
+            "cas01.contoso.com",
+            None,
+        ),
+        (
+            "/v1/alerts/scom",
+            include_str!("../fixtures/scom/imap-ctp.json"),
+            "IMAP",
+            "ImapCTPMonitor",
+            "cas01.contoso.com",
+            Some("mbx01.contoso.com"),
+        ),
         // The rule sets no health_set label: the monitor (any case) is known, and so is its health set.
         (
             "/v1/alerts/alertmanager",
@@ -239,7 +317,12 @@ async fn scom_and_alertmanager_alerts_of_other_health_sets_are_recognised() {
         let id = answer["alerts"][0]["incident_id"].as_str().unwrap();
         let incident = app.wait_final(id).await;
         assert_eq!(
-            (incident["health_set"].as_str(), incident["monitor"].as_str(), incident["server"].as_str(), incident["mailbox_hint"].as_str()),
+            (
+                incident["health_set"].as_str(),
+                incident["monitor"].as_str(),
+                incident["server"].as_str(),
+                incident["mailbox_hint"].as_str()
+            ),
             (Some(health_set), Some(monitor), Some(server), hint),
             "{route}"
         );
@@ -249,7 +332,11 @@ async fn scom_and_alertmanager_alerts_of_other_health_sets_are_recognised() {
 
 #[test]
 fn the_runbooks_command_lists_every_health_set_and_monitor_with_its_page() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_healthset-responder")).arg("runbooks").env_remove("HSR_CONFIG").output().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_healthset-responder"))
+        .arg("runbooks")
+        .env_remove("HSR_CONFIG")
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
     for (health_set, monitor, page) in [
@@ -265,5 +352,9 @@ fn the_runbooks_command_lists_every_health_set_and_monitor_with_its_page() {
             .unwrap_or_else(|| panic!("{health_set} {monitor} in\n{text}"));
         assert!(line.contains(page) && line.contains("built-in"), "{line}");
     }
-    assert_eq!(text.lines().count(), healthset_responder::runbook::built_in().iter().count() + 1, "a header and one line per runbook");
+    assert_eq!(
+        text.lines().count(),
+        healthset_responder::runbook::built_in().iter().count() + 1,
+        "a header and one line per runbook"
+    );
 }

@@ -31,12 +31,16 @@ tokens = ["{ADMIN_TOKEN}"]
 /// `[timing]` for tests: no warm-up, and a failover checks copy status every 50 ms for 200 ms (four checks after
 /// the first, the remaining copies moved explicitly after two), so that waits take milliseconds. A test that writes
 /// its own `[timing]` keeps its keys and gets these for the others.
-pub const TEST_TIMING: [(&str, &str); 3] = [("warm_up", "0s"), ("poll_interval", "50ms"), ("failover_timeout", "200ms")];
+pub const TEST_TIMING: [(&str, &str); 3] =
+    [("warm_up", "0s"), ("poll_interval", "50ms"), ("failover_timeout", "200ms")];
 
 /// `extra_toml` with [`TEST_TIMING`] merged into its `[timing]` table (or added as one).
 pub fn with_test_timing(extra_toml: &str) -> String {
-    let missing: String =
-        TEST_TIMING.iter().filter(|(key, _)| !extra_toml.contains(&format!("{key} ="))).map(|(key, value)| format!("{key} = \"{value}\"\n")).collect();
+    let missing: String = TEST_TIMING
+        .iter()
+        .filter(|(key, _)| !extra_toml.contains(&format!("{key} =")))
+        .map(|(key, value)| format!("{key} = \"{value}\"\n"))
+        .collect();
     match extra_toml.split_once("[timing]\n") {
         Some((before, after)) => format!("{before}[timing]\n{missing}{after}"),
         None => format!("{extra_toml}\n[timing]\n{missing}"),
@@ -62,19 +66,35 @@ pub async fn spawn_app_with(extra_toml: &str) -> TestApp {
 /// Like [`spawn_app_with`], with `root_toml` holding top-level keys (which TOML wants before any table).
 pub async fn spawn_app_with_root(root_toml: &str, extra_toml: &str) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
-    let config = format!("{root_toml}\n{}\n{}", base_config(data_dir.path()), with_test_timing(extra_toml));
+    let config =
+        format!("{root_toml}\n{}\n{}", base_config(data_dir.path()), with_test_timing(extra_toml));
     let service = Service::start(settings(&config)).await.expect("service starts");
-    TestApp { url: format!("http://{}", service.addr), service: Some(service), data_dir, config, http: reqwest::Client::new() }
+    TestApp {
+        url: format!("http://{}", service.addr),
+        service: Some(service),
+        data_dir,
+        config,
+        http: reqwest::Client::new(),
+    }
 }
 
 pub fn settings(toml: &str) -> Settings {
-    Config::parse(toml).expect("test config parses").resolve(|_| None).expect("test config resolves")
+    Config::parse(toml)
+        .expect("test config parses")
+        .resolve(|_| None)
+        .expect("test config resolves")
 }
 
 impl TestApp {
     /// Talks to a service running elsewhere (another process).
     pub fn attached(url: &str) -> TestApp {
-        TestApp { service: None, url: url.to_owned(), data_dir: tempfile::tempdir().unwrap(), config: String::new(), http: reqwest::Client::new() }
+        TestApp {
+            service: None,
+            url: url.to_owned(),
+            data_dir: tempfile::tempdir().unwrap(),
+            config: String::new(),
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Stops the service gracefully and starts it again on the same data directory (on a new port).
@@ -91,18 +111,39 @@ impl TestApp {
         self.post_signed_as(path, body, &id, chrono::Utc::now().timestamp(), SECRET).await
     }
 
-    pub async fn post_signed_as(&self, path: &str, body: &str, id: &str, timestamp: i64, secret: &str) -> reqwest::Response {
-        post_signed_to(&self.http, &format!("{}{path}", self.url), body, id, timestamp, secret).await
+    pub async fn post_signed_as(
+        &self,
+        path: &str,
+        body: &str,
+        id: &str,
+        timestamp: i64,
+        secret: &str,
+    ) -> reqwest::Response {
+        post_signed_to(&self.http, &format!("{}{path}", self.url), body, id, timestamp, secret)
+            .await
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(format!("{}{path}", self.url)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self.http.post(format!("{}{path}", self.url)).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -110,7 +151,14 @@ impl TestApp {
 
 /// Posts `body` to `url` signed as Standard Webhooks with `secret`, delivery id `id` and `timestamp`: what a
 /// sender does, usable from tasks of its own.
-pub async fn post_signed_to(http: &reqwest::Client, url: &str, body: &str, id: &str, timestamp: i64, secret: &str) -> reqwest::Response {
+pub async fn post_signed_to(
+    http: &reqwest::Client,
+    url: &str,
+    body: &str,
+    id: &str,
+    timestamp: i64,
+    secret: &str,
+) -> reqwest::Response {
     let key = Secret::parse_whsec(secret).unwrap();
     http.post(url)
         .header("content-type", "application/json")
@@ -168,7 +216,10 @@ impl TestApp {
             if !["queued", "running", "waiting", "awaiting_approval"].contains(&state.as_str()) {
                 return incident;
             }
-            assert!(std::time::Instant::now() < deadline, "incident {incident_id} still {state}: {incident:#}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "incident {incident_id} still {state}: {incident:#}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -188,14 +239,23 @@ pub fn steps(incident: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| format!("{} {} {}", s["action"].as_str().unwrap(), s["server"].as_str().unwrap(), s["outcome"].as_str().unwrap_or("-")))
+        .map(|s| {
+            format!(
+                "{} {} {}",
+                s["action"].as_str().unwrap(),
+                s["server"].as_str().unwrap(),
+                s["outcome"].as_str().unwrap_or("-")
+            )
+        })
         .collect()
 }
 
 /// The `.eml` files in the outbox, oldest first.
 pub fn outbox(app: &TestApp) -> Vec<PathBuf> {
     let dir = app.data_dir.path().join("outbox");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
     files.sort();
     files
@@ -239,14 +299,19 @@ impl ServiceProcess {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("addr=").nth(1) {
-                    let _ = found.send(format!("http://{}", addr.split_whitespace().next().unwrap_or_default()));
+                    let _ = found.send(format!(
+                        "http://{}",
+                        addr.split_whitespace().next().unwrap_or_default()
+                    ));
                 }
                 let mut log = kept.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
             }
         });
-        let url = address.recv_timeout(std::time::Duration::from_secs(60)).expect("the service logs its address within 60 s");
+        let url = address
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the service logs its address within 60 s");
         ServiceProcess { child, url, log }
     }
 

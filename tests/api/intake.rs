@@ -43,14 +43,34 @@ async fn a_signed_alert_is_stored_and_readable_back() {
 async fn a_second_alert_for_the_same_key_attaches_to_the_open_incident() {
     let app = spawn_app_with("[executor]\ndry_run = true").await;
     app.admin_post("/v1/automation/pause", json!({"reason": "test holds incidents queued"})).await;
-    let first: Value = app.post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", "a")).await.json().await.unwrap();
-    let second: Value = app.post_signed("/v1/alerts", &native("CAS01.CONTOSO.COM", "activesyncctpmonitor", "b")).await.json().await.unwrap();
-    let other: Value = app.post_signed("/v1/alerts", &native("cas02.contoso.com", "ActiveSyncCTPMonitor", "c")).await.json().await.unwrap();
+    let first: Value = app
+        .post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", "a"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second: Value = app
+        .post_signed("/v1/alerts", &native("CAS01.CONTOSO.COM", "activesyncctpmonitor", "b"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let other: Value = app
+        .post_signed("/v1/alerts", &native("cas02.contoso.com", "ActiveSyncCTPMonitor", "c"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(second["alerts"][0]["disposition"], "attached");
     assert_eq!(second["alerts"][0]["incident_id"], first["alerts"][0]["incident_id"]);
     assert_eq!(other["alerts"][0]["disposition"], "new_incident");
     assert_ne!(other["alerts"][0]["incident_id"], first["alerts"][0]["incident_id"]);
-    let (_, incident) = app.admin_get(&format!("/v1/incidents/{}", first["alerts"][0]["incident_id"].as_str().unwrap())).await;
+    let (_, incident) = app
+        .admin_get(&format!(
+            "/v1/incidents/{}",
+            first["alerts"][0]["incident_id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(incident["alert_ids"].as_array().unwrap().len(), 2);
     assert_eq!(incident["state"], "queued");
     assert_eq!(incident["dry_run"], true);
@@ -64,8 +84,14 @@ async fn bad_credentials_are_refused_and_nothing_is_stored() {
     let other_secret = "whsec_c29tZSBvdGhlciBzZWNyZXQga2V5IGJ5dGVz";
     let cases = [
         ("wrong secret", app.post_signed_as("/v1/alerts", &body, "msg_a", now, other_secret).await),
-        ("stale timestamp", app.post_signed_as("/v1/alerts", &body, "msg_b", now - 600, SECRET).await),
-        ("future timestamp", app.post_signed_as("/v1/alerts", &body, "msg_c", now + 600, SECRET).await),
+        (
+            "stale timestamp",
+            app.post_signed_as("/v1/alerts", &body, "msg_b", now - 600, SECRET).await,
+        ),
+        (
+            "future timestamp",
+            app.post_signed_as("/v1/alerts", &body, "msg_c", now + 600, SECRET).await,
+        ),
         (
             "tampered body",
             app.http
@@ -75,7 +101,12 @@ async fn bad_credentials_are_refused_and_nothing_is_stored() {
                 .header("webhook-timestamp", now.to_string())
                 .header(
                     "webhook-signature",
-                    healthset_responder::auth::sign_standard(&healthset_responder::auth::Secret::parse_whsec(SECRET).unwrap(), "msg_d", now, b"{}"),
+                    healthset_responder::auth::sign_standard(
+                        &healthset_responder::auth::Secret::parse_whsec(SECRET).unwrap(),
+                        "msg_d",
+                        now,
+                        b"{}",
+                    ),
                 )
                 .body(body.clone())
                 .send()
@@ -84,7 +115,13 @@ async fn bad_credentials_are_refused_and_nothing_is_stored() {
         ),
         (
             "missing signature",
-            app.http.post(format!("{}/v1/alerts", app.url)).header("content-type", "application/json").body(body.clone()).send().await.unwrap(),
+            app.http
+                .post(format!("{}/v1/alerts", app.url))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap(),
         ),
     ];
     for (case, response) in cases {
@@ -96,7 +133,11 @@ async fn bad_credentials_are_refused_and_nothing_is_stored() {
     }
     assert_eq!(counts(&app).await, (0, 0));
     let (_, rejected) = app.admin_get("/v1/alerts?rejected=true").await;
-    assert_eq!(rejected["rejected"].as_array().unwrap().len(), 0, "unauthenticated bodies are not kept");
+    assert_eq!(
+        rejected["rejected"].as_array().unwrap().len(),
+        0,
+        "unauthenticated bodies are not kept"
+    );
 }
 
 #[tokio::test]
@@ -106,14 +147,24 @@ async fn malformed_invalid_oversized_and_non_json_bodies_get_clear_errors() {
     assert_eq!(response.status(), 400);
     assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "malformed_json");
 
-    let response = app.post_signed("/v1/alerts", &json!({"health_set": "ActiveSync", "server": "cas01; Restart-Computer"}).to_string()).await;
+    let response = app
+        .post_signed(
+            "/v1/alerts",
+            &json!({"health_set": "ActiveSync", "server": "cas01; Restart-Computer"}).to_string(),
+        )
+        .await;
     assert_eq!(response.status(), 422);
     let error: Value = response.json().await.unwrap();
     assert!(error["error"]["message"].as_str().unwrap().starts_with("server:"), "{error}");
 
-    let response = app.post_signed("/v1/alerts", &json!({"health_set": "ActiveSync", "server": 7}).to_string()).await;
+    let response = app
+        .post_signed("/v1/alerts", &json!({"health_set": "ActiveSync", "server": 7}).to_string())
+        .await;
     assert_eq!(response.status(), 422);
-    assert!(response.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().starts_with("server:"));
+    assert!(response.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("server:"));
 
     let huge = native("cas01.contoso.com", "ActiveSyncCTPMonitor", &"x".repeat(20_000));
     let response = app.post_signed("/v1/alerts", &huge).await;
@@ -129,7 +180,10 @@ async fn malformed_invalid_oversized_and_non_json_bodies_get_clear_errors() {
         .header("content-type", "text/plain")
         .header("webhook-id", "msg_text")
         .header("webhook-timestamp", now.to_string())
-        .header("webhook-signature", healthset_responder::auth::sign_standard(&key, "msg_text", now, body.as_bytes()))
+        .header(
+            "webhook-signature",
+            healthset_responder::auth::sign_standard(&key, "msg_text", now, body.as_bytes()),
+        )
         .body(body)
         .send()
         .await
@@ -148,7 +202,12 @@ async fn the_same_delivery_again_gets_the_original_answer() {
     let app = spawn_app().await;
     let body = native("cas01.contoso.com", "ActiveSyncCTPMonitor", "x");
     let now = chrono::Utc::now().timestamp();
-    let first: Value = app.post_signed_as("/v1/alerts", &body, "msg_same", now, SECRET).await.json().await.unwrap();
+    let first: Value = app
+        .post_signed_as("/v1/alerts", &body, "msg_same", now, SECRET)
+        .await
+        .json()
+        .await
+        .unwrap();
     let again = app.post_signed_as("/v1/alerts", &body, "msg_same", now + 1, SECRET).await;
     assert_eq!(again.status(), 202);
     let again: Value = again.json().await.unwrap();
@@ -169,7 +228,15 @@ async fn everything_survives_a_restart() {
     let mut app = spawn_app().await;
     let mut ids = Vec::new();
     for n in 0..5 {
-        let answer: Value = app.post_signed("/v1/alerts", &native(&format!("cas{n:02}.contoso.com"), "ActiveSyncCTPMonitor", CTP)).await.json().await.unwrap();
+        let answer: Value = app
+            .post_signed(
+                "/v1/alerts",
+                &native(&format!("cas{n:02}.contoso.com"), "ActiveSyncCTPMonitor", CTP),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
         ids.push(answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned());
     }
     app.restart().await;
@@ -187,7 +254,13 @@ async fn the_admin_api_needs_the_admin_token() {
     for path in ["/v1/alerts", "/v1/incidents", "/v1/silences"] {
         let response = app.http.get(format!("{}{path}", app.url)).send().await.unwrap();
         assert_eq!(response.status(), 401, "{path}");
-        let response = app.http.get(format!("{}{path}", app.url)).bearer_auth("not-the-admin-token").send().await.unwrap();
+        let response = app
+            .http
+            .get(format!("{}{path}", app.url))
+            .bearer_auth("not-the-admin-token")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 401, "{path}");
     }
     let (status, _) = app.admin_get("/v1/incidents?state=lost").await;
@@ -195,7 +268,8 @@ async fn the_admin_api_needs_the_admin_token() {
     let (status, _) = app.admin_get("/v1/alerts/no-such-alert").await;
     assert_eq!(status, 404);
     assert_eq!(app.http.get(format!("{}/healthz", app.url)).send().await.unwrap().status(), 200);
-    let ready: Value = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap().json().await.unwrap();
+    let ready: Value =
+        app.http.get(format!("{}/readyz", app.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["status"], "ready");
 }
 
@@ -254,7 +328,12 @@ async fn one_senders_source_id_does_not_make_anothers_alert_a_duplicate() {
     let real = json!({"id": "scom-4711", "health_set": "ActiveSync", "server": "cas01.contoso.com", "monitor": "ActiveSyncCTPMonitor"}).to_string();
     let answer: Value = app.post_signed("/v1/alerts", &real).await.json().await.unwrap();
     assert_eq!(answer["alerts"][0]["disposition"], "new_incident");
-    let (_, incident) = app.admin_get(&format!("/v1/incidents/{}", answer["alerts"][0]["incident_id"].as_str().unwrap())).await;
+    let (_, incident) = app
+        .admin_get(&format!(
+            "/v1/incidents/{}",
+            answer["alerts"][0]["incident_id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(incident["server"], "cas01.contoso.com");
     // SCOM's own repeat is still a duplicate of SCOM's first.
     let again: Value = app.post_signed("/v1/alerts", &real).await.json().await.unwrap();
@@ -274,7 +353,10 @@ async fn the_same_signed_bytes_without_a_delivery_id_are_a_duplicate_within_the_
     app.wait_final(incident_id).await;
     let replayed = post_hub(&app, &body).await;
     assert_eq!(replayed["alerts"][0]["disposition"], "duplicate");
-    assert_eq!(replayed["alerts"][0]["alert_id"], first["alerts"][0]["alert_id"], "the original answer");
+    assert_eq!(
+        replayed["alerts"][0]["alert_id"], first["alerts"][0]["alert_id"],
+        "the original answer"
+    );
     assert_eq!(replayed["alerts"][0]["incident_id"], first["alerts"][0]["incident_id"]);
     assert_eq!(counts(&app).await, (1, 1), "the replay created nothing");
 
@@ -287,7 +369,8 @@ async fn the_same_signed_bytes_without_a_delivery_id_are_a_duplicate_within_the_
 
 #[tokio::test]
 async fn the_duplicate_window_can_be_turned_off() {
-    let app = spawn_app_with(&format!("{OTHER_SENDERS}\n[intake]\nduplicate_window = \"0s\"\n")).await;
+    let app =
+        spawn_app_with(&format!("{OTHER_SENDERS}\n[intake]\nduplicate_window = \"0s\"\n")).await;
     let body = native("cas01.contoso.com", "ActiveSyncCTPMonitor", "probe failed");
     let first = post_hub(&app, &body).await;
     app.wait_final(first["alerts"][0]["incident_id"].as_str().unwrap()).await;

@@ -36,7 +36,11 @@ async fn slow_headers(addr: String) -> bool {
 /// Makes one keep-alive request, then holds the connection idle; returns whether the service closed it in time.
 async fn idle_keep_alive(addr: String, within: Duration) -> bool {
     let Ok(mut stream) = TcpStream::connect(&addr).await else { return false };
-    if stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: responder\r\nConnection: keep-alive\r\n\r\n").await.is_err() {
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: responder\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .is_err()
+    {
         return false;
     }
     let mut buf = vec![0u8; 4096];
@@ -69,13 +73,21 @@ async fn slow_and_idle_clients_cannot_lock_signed_alerts_out() {
     let http = reqwest::Client::builder().timeout(BOUND).build().unwrap();
     let app = TestApp { http, ..app };
     for i in 0..5 {
-        let body = native(&format!("cas{i:02}.contoso.com"), "ActiveSyncCTPMonitor", "probe failed");
+        let body =
+            native(&format!("cas{i:02}.contoso.com"), "ActiveSyncCTPMonitor", "probe failed");
         let response = app.post_signed("/v1/alerts", &body).await;
-        assert_eq!(response.status(), 202, "a signed alert is answered while slow and idle clients hold connections");
+        assert_eq!(
+            response.status(),
+            202,
+            "a signed alert is answered while slow and idle clients hold connections"
+        );
     }
 
     for task in slow {
-        assert!(task.await.unwrap(), "the service closes a client whose headers do not arrive in time");
+        assert!(
+            task.await.unwrap(),
+            "the service closes a client whose headers do not arrive in time"
+        );
     }
     for task in idle {
         assert!(task.await.unwrap(), "the service closes an idle keep-alive connection");
@@ -103,7 +115,10 @@ async fn stopping_does_not_wait_for_idle_connections() {
     for mut stream in silent {
         let mut buf = [0u8; 64];
         let read = tokio::time::timeout(BOUND, stream.read(&mut buf)).await;
-        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "a connection that never sent a byte is closed at shutdown");
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "a connection that never sent a byte is closed at shutdown"
+        );
     }
 }
 
@@ -112,7 +127,11 @@ async fn stopping_does_not_wait_for_idle_connections() {
 async fn sigterm_with_idle_sockets_open_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("healthset-responder.toml");
-    std::fs::write(&config, format!("{}\n[listener]\nheader_timeout = \"5m\"\n", base_config(&dir.path().join("data")))).unwrap();
+    std::fs::write(
+        &config,
+        format!("{}\n[listener]\nheader_timeout = \"5m\"\n", base_config(&dir.path().join("data"))),
+    )
+    .unwrap();
     let service = ServiceProcess::start(&config, None);
     let addr = service.url.trim_start_matches("http://").to_owned();
     let mut idle = Vec::new();
@@ -127,5 +146,8 @@ async fn sigterm_with_idle_sockets_open_stops_cleanly() {
     let status = tokio::task::spawn_blocking(move || service.terminate()).await.unwrap();
     assert!(status.success(), "SIGTERM stops the service cleanly");
     let log = log.lock().unwrap().clone();
-    assert!(!log.contains("shutdown deadline passed"), "idle sockets do not hold the shutdown up: {log}");
+    assert!(
+        !log.contains("shutdown deadline passed"),
+        "idle sockets do not hold the shutdown up: {log}"
+    );
 }

@@ -102,11 +102,18 @@ async fn notification(app: &TestApp, incident_id: &str) -> Value {
 }
 
 /// Waits until the incident's notification satisfies `done`, and returns it.
-async fn wait_notification(app: &TestApp, incident_id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn wait_notification(
+    app: &TestApp,
+    incident_id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let (_, incident) = app.admin_get(&format!("/v1/incidents/{incident_id}")).await;
-        if let Some(notification) = incident["notifications"].as_array().and_then(|n| n.first()).filter(|n| done(n)) {
+        if let Some(notification) =
+            incident["notifications"].as_array().and_then(|n| n.first()).filter(|n| done(n))
+        {
             return notification.clone();
         }
         assert!(Instant::now() < deadline, "gave up waiting for {what}: {incident:#}");
@@ -144,17 +151,29 @@ pub fn parse(raw: &[u8]) -> Parsed {
     let raw_text = String::from_utf8_lossy(raw).into_owned();
     Parsed {
         subject: message.subject().unwrap_or_default().to_owned(),
-        to: message.to().map(|to| to.iter().filter_map(|a| a.address().map(str::to_owned)).collect()).unwrap_or_default(),
+        to: message
+            .to()
+            .map(|to| to.iter().filter_map(|a| a.address().map(str::to_owned)).collect())
+            .unwrap_or_default(),
         text: text.expect("a text part"),
         html: html.expect("an html part"),
         header_block: raw_text.split("\r\n\r\n").next().unwrap_or_default().to_owned(),
-        has_bcc: message.bcc().is_some() || message.parts.iter().any(|p| p.headers.iter().any(|h| h.name.as_str().eq_ignore_ascii_case("bcc"))),
+        has_bcc: message.bcc().is_some()
+            || message
+                .parts
+                .iter()
+                .any(|p| p.headers.iter().any(|h| h.name.as_str().eq_ignore_ascii_case("bcc"))),
     }
 }
 
 /// Asserts a fact is in the plain text as written and in the HTML as escaped.
 fn in_both(parsed: &Parsed, fact: &str) {
-    let escaped = fact.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;");
+    let escaped = fact
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;");
     assert!(parsed.text.contains(fact), "the text part lacks {fact:?}:\n{}", parsed.text);
     assert!(parsed.html.contains(&escaped), "the html part lacks {escaped:?}:\n{}", parsed.html);
 }
@@ -163,37 +182,65 @@ fn in_both(parsed: &Parsed, fact: &str) {
 async fn starttls_with_login_and_the_test_ca_delivers_everything_on_call_needs() {
     let pki = Pki::new();
     let smtp = SmtpServer::starttls(&pki);
-    let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(smtp.port, "starttls", &login_with_ca(&pki)))).await;
+    let app = spawn_app_with(&format!(
+        "{INVENTORY}{NEVER_FIXED}{}",
+        smtp_config(smtp.port, "starttls", &login_with_ca(&pki))
+    ))
+    .await;
 
     let ctp = app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", HOSTILE_MESSAGE)).await;
     let ctp_incident = app.wait_final(&ctp).await;
     assert_eq!(ctp_incident["state"], "escalated", "{ctp_incident:#}");
     smtp.wait_for(1).await;
-    let self_test =
-        json!({"health_set": "ActiveSync.Protocol", "server": "mbx02.contoso.com", "monitor": "ActiveSyncSelfTestMonitor", "message": "SelfTest probe failed"});
+    let self_test = json!({"health_set": "ActiveSync.Protocol", "server": "mbx02.contoso.com", "monitor": "ActiveSyncSelfTestMonitor", "message": "SelfTest probe failed"});
     let mbx = app.open(&self_test.to_string()).await;
     assert_eq!(app.wait_final(&mbx).await["state"], "escalated");
     let received = smtp.wait_for(2).await;
 
     // Over STARTTLS (the server offers AUTH only then), logged in, to the configured envelope.
     let ctp_mail = &received[0];
-    assert_eq!(ctp_mail.user.as_deref(), Some(USER), "the message came in on an authenticated, encrypted connection");
-    assert_eq!((ctp_mail.from.as_str(), ctp_mail.to.as_slice()), (FROM, [ONCALL.to_owned()].as_slice()));
+    assert_eq!(
+        ctp_mail.user.as_deref(),
+        Some(USER),
+        "the message came in on an authenticated, encrypted connection"
+    );
+    assert_eq!(
+        (ctp_mail.from.as_str(), ctp_mail.to.as_slice()),
+        (FROM, [ONCALL.to_owned()].as_slice())
+    );
     let sent = notification(&app, &ctp).await;
-    assert_eq!((sent["status"].as_str(), attempts(&sent), &sent["last_error"]), (Some("sent"), 1, &Value::Null), "{sent:#}");
+    assert_eq!(
+        (sent["status"].as_str(), attempts(&sent), &sent["last_error"]),
+        (Some("sent"), 1, &Value::Null),
+        "{sent:#}"
+    );
     assert_eq!(sent["kind"], "escalation");
     assert!(sent["sent_at"].is_string());
 
     // The subject names state, health set, monitor and server; the hostile text reached no header.
     let parsed = parse(&ctp_mail.raw);
-    assert_eq!(parsed.subject, "[healthset-responder] ESCALATED: ActiveSync ActiveSyncCTPMonitor on cas01.contoso.com");
+    assert_eq!(
+        parsed.subject,
+        "[healthset-responder] ESCALATED: ActiveSync ActiveSyncCTPMonitor on cas01.contoso.com"
+    );
     assert_eq!(sent["subject"].as_str(), Some(parsed.subject.as_str()));
     assert_eq!(parsed.to, [ONCALL]);
     assert!(!parsed.has_bcc, "{}", parsed.header_block);
-    assert!(!parsed.header_block.to_ascii_lowercase().contains("pwned") && !parsed.header_block.contains("evil@"), "{}", parsed.header_block);
+    assert!(
+        !parsed.header_block.to_ascii_lowercase().contains("pwned")
+            && !parsed.header_block.contains("evil@"),
+        "{}",
+        parsed.header_block
+    );
     // ... and is shown, escaped, never as markup.
     assert!(!parsed.html.contains("<script>"), "{}", parsed.html);
-    assert!(parsed.html.contains("&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt; &amp; &quot;quoted&quot;"), "{}", parsed.html);
+    assert!(
+        parsed.html.contains(
+            "&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt; &amp; &quot;quoted&quot;"
+        ),
+        "{}",
+        parsed.html
+    );
     assert!(parsed.text.contains("> <script>alert('owned')</script> & \"quoted\"\n  > Bcc: evil@example.com\n  > Subject: pwned"), "{}", parsed.text);
 
     // The alert: health set, monitor, server, _Mbx: server, message, when, from which sender.
@@ -223,7 +270,12 @@ async fn starttls_with_login_and_the_test_ca_delivers_everything_on_call_needs()
     }
     // The final probe result.
     let final_probe = parsed.text.split("FINAL PROBE").nth(1).expect("a final probe section");
-    assert!(final_probe.trim_start_matches(['-', '\n']).starts_with("Outcome: failed on cas01.contoso.com"), "{final_probe}");
+    assert!(
+        final_probe
+            .trim_start_matches(['-', '\n'])
+            .starts_with("Outcome: failed on cas01.contoso.com"),
+        "{final_probe}"
+    );
     // What a human must know now.
     assert!(parsed.text.contains("WHAT YOU MUST KNOW NOW"));
     in_both(&parsed, "Already done by automation: recycle_app_pool on cas01.contoso.com");
@@ -244,9 +296,25 @@ async fn starttls_with_login_and_the_test_ca_delivers_everything_on_call_needs()
     // The Mailbox server left with database activation disabled: said first, with the command to undo it.
     let parsed = parse(&received[1].raw);
     assert_eq!(parsed.subject, "[healthset-responder] ESCALATED: ActiveSync.Protocol ActiveSyncSelfTestMonitor on mbx02.contoso.com");
-    let must_know = parsed.text.split("WHAT YOU MUST KNOW NOW").nth(1).unwrap().split("FINAL PROBE").next().unwrap().to_owned();
-    assert!(must_know.contains("Database activation is still disabled on mbx02.contoso.com"), "{must_know}");
-    assert!(must_know.contains("Set-MailboxServer mbx02.contoso.com -DatabaseCopyActivationDisabledAndMoveNow $false"), "{must_know}");
+    let must_know = parsed
+        .text
+        .split("WHAT YOU MUST KNOW NOW")
+        .nth(1)
+        .unwrap()
+        .split("FINAL PROBE")
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        must_know.contains("Database activation is still disabled on mbx02.contoso.com"),
+        "{must_know}"
+    );
+    assert!(
+        must_know.contains(
+            "Set-MailboxServer mbx02.contoso.com -DatabaseCopyActivationDisabledAndMoveNow $false"
+        ),
+        "{must_know}"
+    );
     assert_eq!(smtp.accepted().len(), 2, "nothing was sent twice");
 }
 
@@ -255,12 +323,21 @@ async fn without_the_internal_ca_the_certificate_is_refused_and_the_email_waits(
     let pki = Pki::new();
     let smtp = SmtpServer::starttls(&pki);
     let login = format!("username = \"{USER}\"\npassword = \"{PASSWORD}\"\n");
-    let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(smtp.port, "starttls", &login))).await;
+    let app = spawn_app_with(&format!(
+        "{INVENTORY}{NEVER_FIXED}{}",
+        smtp_config(smtp.port, "starttls", &login)
+    ))
+    .await;
     let incident = app.open(&proxy_alert()).await;
-    let failing = wait_notification(&app, &incident, "two failed attempts", |n| attempts(n) >= 2).await;
+    let failing =
+        wait_notification(&app, &incident, "two failed attempts", |n| attempts(n) >= 2).await;
     assert_eq!(failing["status"], "pending");
     let error = failing["last_error"].as_str().unwrap();
-    assert!(error.starts_with(&format!("smtp 127.0.0.1:{}: STARTTLS: ", smtp.port)) && error.contains("certificate"), "{error}");
+    assert!(
+        error.starts_with(&format!("smtp 127.0.0.1:{}: STARTTLS: ", smtp.port))
+            && error.contains("certificate"),
+        "{error}"
+    );
     assert!(smtp.accepted().is_empty());
 }
 
@@ -270,12 +347,16 @@ async fn implicit_tls_speaks_tls_from_the_first_byte() {
     let pki = Pki::new();
     let smtp = SmtpServer::starttls(&pki);
     let ca = format!("ca_file = {:?}\n", pki.ca_file());
-    let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(smtp.port, "tls", &ca))).await;
+    let app =
+        spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(smtp.port, "tls", &ca)))
+            .await;
     let incident = app.open(&proxy_alert()).await;
-    let failing = wait_notification(&app, &incident, "a failed attempt", |n| attempts(n) >= 1).await;
+    let failing =
+        wait_notification(&app, &incident, "a failed attempt", |n| attempts(n) >= 1).await;
     let error = failing["last_error"].as_str().unwrap();
     assert!(
-        error.starts_with(&format!("smtp 127.0.0.1:{}: connect: ", smtp.port)) && error.contains("InvalidContentType"),
+        error.starts_with(&format!("smtp 127.0.0.1:{}: connect: ", smtp.port))
+            && error.contains("InvalidContentType"),
         "rustls read a plain-text greeting as a TLS record: {error}"
     );
     assert!(smtp.accepted().is_empty());
@@ -297,17 +378,31 @@ monitors = ["ActiveSyncProxyTestMonitor"]
 to = ["cas-team@contoso.com"]
 "#;
     // The route keys belong to [email]; they go right after its other keys.
-    let config = smtp_config(smtp.port, "none", "").replace("retry_max = \"100ms\"\n", &format!("retry_max = \"100ms\"\n{routes}"));
+    let config = smtp_config(smtp.port, "none", "")
+        .replace("retry_max = \"100ms\"\n", &format!("retry_max = \"100ms\"\n{routes}"));
     let simulator = "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"\n";
-    let app =
-        spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{config}").replace("[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n", simulator)).await;
+    let app = spawn_app_with(
+        &format!("{INVENTORY}{NEVER_FIXED}{config}")
+            .replace("[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n", simulator),
+    )
+    .await;
 
     // (alert, final state, notification kind, envelope recipients)
     let self_test = json!({"health_set": "ActiveSync.Protocol", "server": "mbx02.contoso.com", "monitor": "ActiveSyncSelfTestMonitor", "message": "x"});
     let cases = [
         (proxy_alert(), "escalated", "escalation", vec!["cas-team@contoso.com"]),
-        (self_test.to_string(), "escalated", "escalation", vec!["mailbox-team@contoso.com", "dba@contoso.com"]),
-        (native("cas01.contoso.com", "ActiveSyncCTPMonitor", "probe failed"), "recovered", "recovered", vec![ONCALL]),
+        (
+            self_test.to_string(),
+            "escalated",
+            "escalation",
+            vec!["mailbox-team@contoso.com", "dba@contoso.com"],
+        ),
+        (
+            native("cas01.contoso.com", "ActiveSyncCTPMonitor", "probe failed"),
+            "recovered",
+            "recovered",
+            vec![ONCALL],
+        ),
     ];
     for (n, (alert, state, kind, to)) in cases.iter().enumerate() {
         let incident = app.open(alert).await;
@@ -316,28 +411,50 @@ to = ["cas-team@contoso.com"]
         let mail = received.last().unwrap();
         assert_eq!(mail.to, *to, "{alert}");
         assert_eq!(parse(&mail.raw).to, *to);
-        let sent = wait_notification(&app, &incident, "the notification sent", |n| n["status"] == "sent").await;
-        assert_eq!((sent["kind"].as_str(), sent["to"].clone()), (Some(*kind), json!(to)), "{sent:#}");
+        let sent =
+            wait_notification(&app, &incident, "the notification sent", |n| n["status"] == "sent")
+                .await;
+        assert_eq!(
+            (sent["kind"].as_str(), sent["to"].clone()),
+            (Some(*kind), json!(to)),
+            "{sent:#}"
+        );
         assert_eq!(mail.user, None, "plain SMTP offers no login");
     }
     let notice = parse(&smtp.accepted()[2].raw);
-    assert_eq!(notice.subject, "[healthset-responder] RECOVERED: ActiveSync ActiveSyncCTPMonitor on cas01.contoso.com");
+    assert_eq!(
+        notice.subject,
+        "[healthset-responder] RECOVERED: ActiveSync ActiveSyncCTPMonitor on cas01.contoso.com"
+    );
     assert!(notice.text.contains("Automation fixed this."), "{}", notice.text);
 }
 
 #[tokio::test]
 async fn a_server_that_is_down_and_comes_back_gets_the_email_exactly_once() {
     let port = free_port();
-    let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(port, "none", ""))).await;
+    let app =
+        spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(port, "none", ""))).await;
     let incident = app.open(&proxy_alert()).await;
-    let failing = wait_notification(&app, &incident, "three refused connections", |n| attempts(n) >= 3).await;
+    let failing =
+        wait_notification(&app, &incident, "three refused connections", |n| attempts(n) >= 3).await;
     assert_eq!(failing["status"], "pending");
-    assert!(failing["last_error"].as_str().unwrap().starts_with(&format!("smtp 127.0.0.1:{port}: connect: ")), "{failing:#}");
+    assert!(
+        failing["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("smtp 127.0.0.1:{port}: connect: ")),
+        "{failing:#}"
+    );
 
     let smtp = SmtpServer::plain_on(port);
-    let sent = wait_notification(&app, &incident, "the notification sent", |n| n["status"] == "sent").await;
+    let sent =
+        wait_notification(&app, &incident, "the notification sent", |n| n["status"] == "sent")
+            .await;
     assert!(attempts(&sent) >= 4, "{sent:#}");
-    assert!(sent["last_error"].as_str().unwrap().contains("connect"), "the error that delayed it stays visible: {sent:#}");
+    assert!(
+        sent["last_error"].as_str().unwrap().contains("connect"),
+        "the error that delayed it stays visible: {sent:#}"
+    );
     // Many retry periods later, still one message.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(smtp.accepted().len(), 1);
@@ -355,12 +472,17 @@ async fn answers_4xx_are_retried_and_the_message_arrives_once() {
     let config = smtp_config(smtp.port, "none", "").replace("timeout = \"5s\"", "timeout = \"1s\"");
     let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{config}")).await;
     let incident = app.open(&proxy_alert()).await;
-    let greylisted = wait_notification(&app, &incident, "a first attempt", |n| attempts(n) >= 1).await;
+    let greylisted =
+        wait_notification(&app, &incident, "a first attempt", |n| attempts(n) >= 1).await;
     assert!(
-        greylisted["last_error"].as_str().unwrap().ends_with(&format!("RCPT TO:<{ONCALL}>: transient error (450): 4.2.0 greylisted, come back later")),
+        greylisted["last_error"].as_str().unwrap().ends_with(&format!(
+            "RCPT TO:<{ONCALL}>: transient error (450): 4.2.0 greylisted, come back later"
+        )),
         "{greylisted:#}"
     );
-    let sent = wait_notification(&app, &incident, "the notification sent", |n| n["status"] == "sent").await;
+    let sent =
+        wait_notification(&app, &incident, "the notification sent", |n| n["status"] == "sent")
+            .await;
     assert_eq!(attempts(&sent), 3, "{sent:#}");
     let error = sent["last_error"].as_str().unwrap();
     assert!(error.ends_with("the message: transient error (451): 4.3.0 mail server temporarily unavailable, try again later"), "{error}");
@@ -372,7 +494,8 @@ async fn answers_4xx_are_retried_and_the_message_arrives_once() {
 async fn a_permanent_refusal_is_kept_visible_retried_on_the_policy_and_sent_once_fixed() {
     let smtp = SmtpServer::plain();
     smtp.refuse_rcpt(Some((550, "5.7.1 relaying denied for oncall@contoso.com")));
-    let config = smtp_config(smtp.port, "none", "").replace("retry_initial = \"20ms\"", "retry_initial = \"50ms\"");
+    let config = smtp_config(smtp.port, "none", "")
+        .replace("retry_initial = \"20ms\"", "retry_initial = \"50ms\"");
     let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{config}")).await;
     let incident = app.open(&proxy_alert()).await;
     let first = wait_notification(&app, &incident, "a refusal", |n| attempts(n) >= 1).await;
@@ -382,14 +505,24 @@ async fn a_permanent_refusal_is_kept_visible_retried_on_the_policy_and_sent_once
     let error = failing["last_error"].as_str().unwrap();
     assert_eq!(error, format!("smtp 127.0.0.1:{}: RCPT TO:<{ONCALL}>: permanent error (550): 5.7.1 relaying denied for {ONCALL}", smtp.port));
     // Backed off: at least 50ms then 80ms (100ms less jitter) between the tries, not a tight loop.
-    assert!(started.elapsed() >= Duration::from_millis(100), "{:?} for {} more attempts", started.elapsed(), attempts(&failing) - attempts(&first));
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "{:?} for {} more attempts",
+        started.elapsed(),
+        attempts(&failing) - attempts(&first)
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let later = notification(&app, &incident).await;
-    assert!(attempts(&later) > attempts(&failing) && attempts(&later) <= attempts(&failing) + 8, "{later:#}");
+    assert!(
+        attempts(&later) > attempts(&failing) && attempts(&later) <= attempts(&failing) + 8,
+        "{later:#}"
+    );
 
     // The relay is fixed: the kept message goes out, once.
     smtp.refuse_rcpt(None);
-    let sent = wait_notification(&app, &incident, "the notification sent", |n| n["status"] == "sent").await;
+    let sent =
+        wait_notification(&app, &incident, "the notification sent", |n| n["status"] == "sent")
+            .await;
     assert!(sent["last_error"].as_str().unwrap().contains("permanent error (550)"), "{sent:#}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(smtp.accepted().len(), 1);
@@ -398,9 +531,11 @@ async fn a_permanent_refusal_is_kept_visible_retried_on_the_policy_and_sent_once
 #[tokio::test]
 async fn a_restart_while_the_server_is_down_still_delivers_exactly_once() {
     let port = free_port();
-    let mut app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(port, "none", ""))).await;
+    let mut app =
+        spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(port, "none", ""))).await;
     let incident = app.open(&proxy_alert()).await;
-    let before = wait_notification(&app, &incident, "a refused connection", |n| attempts(n) >= 1).await;
+    let before =
+        wait_notification(&app, &incident, "a refused connection", |n| attempts(n) >= 1).await;
 
     app.restart().await;
     let after = attempts(&notification(&app, &incident).await);
@@ -408,7 +543,9 @@ async fn a_restart_while_the_server_is_down_still_delivers_exactly_once() {
     wait_notification(&app, &incident, "a retry after the restart", |n| attempts(n) > after).await;
 
     let smtp = SmtpServer::plain_on(port);
-    let sent = wait_notification(&app, &incident, "the notification sent", |n| n["status"] == "sent").await;
+    let sent =
+        wait_notification(&app, &incident, "the notification sent", |n| n["status"] == "sent")
+            .await;
     assert_eq!(sent["to"], json!([ONCALL]));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!((smtp.data_attempts(), smtp.accepted().len()), (1, 1));
@@ -418,9 +555,21 @@ async fn a_restart_while_the_server_is_down_still_delivers_exactly_once() {
 /// Runs `healthset-responder check-config --send-test-email` with the given config, bounded in time.
 async fn check_config_send_test_email(config: &Path) -> (Option<i32>, String, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_healthset-responder"));
-    command.args(["check-config", "--send-test-email", "--config"]).arg(config).env("HSR_SMTP_PASSWORD", PASSWORD).env_remove("HSR_CONFIG").kill_on_drop(true);
-    let output = tokio::time::timeout(PATIENCE, command.output()).await.expect("check-config finishes").unwrap();
-    (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    command
+        .args(["check-config", "--send-test-email", "--config"])
+        .arg(config)
+        .env("HSR_SMTP_PASSWORD", PASSWORD)
+        .env_remove("HSR_CONFIG")
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .expect("check-config finishes")
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -431,7 +580,15 @@ async fn check_config_sends_a_test_email_and_reports_the_conversation() {
     // The password comes from HSR_SMTP_PASSWORD, not the file.
     let smtp_keys = format!("username = \"{USER}\"\nca_file = {:?}\n", pki.ca_file());
     let config = dir.path().join("healthset-responder.toml");
-    std::fs::write(&config, format!("data_dir = {:?}\n{}", dir.path().join("data"), smtp_config(smtp.port, "starttls", &smtp_keys))).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n{}",
+            dir.path().join("data"),
+            smtp_config(smtp.port, "starttls", &smtp_keys)
+        ),
+    )
+    .unwrap();
 
     let (code, stdout, stderr) = check_config_send_test_email(&config).await;
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -449,7 +606,14 @@ async fn check_config_sends_a_test_email_and_reports_the_conversation() {
     let received = smtp.wait_for(1).await;
     assert_eq!(received[0].user.as_deref(), Some(USER));
     let message = MessageParser::default().parse(&received[0].raw).unwrap();
-    assert!(message.subject().unwrap().starts_with("[healthset-responder] TEST: escalation email from "), "{:?}", message.subject());
+    assert!(
+        message
+            .subject()
+            .unwrap()
+            .starts_with("[healthset-responder] TEST: escalation email from "),
+        "{:?}",
+        message.subject()
+    );
     assert!(message.body_text(0).unwrap().contains("check-config --send-test-email"));
 
     // A refusal: exit 1, and the server's own answer on stderr.
@@ -473,11 +637,16 @@ async fn a_relays_own_self_signed_certificate_is_trusted_when_pinned() {
     let smtp = SmtpServer::starttls(&exchange);
     let login = format!("username = \"{USER}\"\npassword = \"{PASSWORD}\"\n");
     let pinned = format!("{login}pin_certificate = {:?}\n", exchange.server_certificate());
-    let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(smtp.port, "starttls", &pinned))).await;
+    let app = spawn_app_with(&format!(
+        "{INVENTORY}{NEVER_FIXED}{}",
+        smtp_config(smtp.port, "starttls", &pinned)
+    ))
+    .await;
     let incident = app.open(&proxy_alert()).await;
     let received = smtp.wait_for(1).await;
     assert_eq!(received[0].user.as_deref(), Some(USER), "AUTH ran over the pinned TLS connection");
-    let sent = wait_notification(&app, &incident, "the escalation sent", |n| n["status"] == "sent").await;
+    let sent =
+        wait_notification(&app, &incident, "the escalation sent", |n| n["status"] == "sent").await;
     assert_eq!(sent["status"], "sent");
 }
 
@@ -489,19 +658,33 @@ async fn a_self_signed_relay_is_refused_as_a_ca_and_another_certificate_is_refus
 
     // What ca_file does with it: a CA certificate presented as the server's own is refused.
     let as_ca = format!("{login}ca_file = {:?}\n", exchange.ca_file());
-    let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(smtp.port, "starttls", &as_ca))).await;
+    let app = spawn_app_with(&format!(
+        "{INVENTORY}{NEVER_FIXED}{}",
+        smtp_config(smtp.port, "starttls", &as_ca)
+    ))
+    .await;
     let incident = app.open(&proxy_alert()).await;
-    let failing = wait_notification(&app, &incident, "a failed attempt", |n| attempts(n) >= 1).await;
+    let failing =
+        wait_notification(&app, &incident, "a failed attempt", |n| attempts(n) >= 1).await;
     assert!(failing["last_error"].as_str().unwrap().contains("STARTTLS"), "{failing}");
 
     // Pinning some other certificate: the relay's is not it, and nothing is sent.
     let other = Pki::self_signed();
     let wrong_pin = format!("{login}pin_certificate = {:?}\n", other.server_certificate());
-    let app = spawn_app_with(&format!("{INVENTORY}{NEVER_FIXED}{}", smtp_config(smtp.port, "starttls", &wrong_pin))).await;
+    let app = spawn_app_with(&format!(
+        "{INVENTORY}{NEVER_FIXED}{}",
+        smtp_config(smtp.port, "starttls", &wrong_pin)
+    ))
+    .await;
     let incident = app.open(&proxy_alert()).await;
-    let failing = wait_notification(&app, &incident, "two failed attempts", |n| attempts(n) >= 2).await;
+    let failing =
+        wait_notification(&app, &incident, "two failed attempts", |n| attempts(n) >= 2).await;
     assert_eq!(failing["status"], "pending");
     let error = failing["last_error"].as_str().unwrap();
-    assert!(error.starts_with(&format!("smtp 127.0.0.1:{}: STARTTLS: ", smtp.port)) && error.contains("pin_certificate"), "{error}");
+    assert!(
+        error.starts_with(&format!("smtp 127.0.0.1:{}: STARTTLS: ", smtp.port))
+            && error.contains("pin_certificate"),
+        "{error}"
+    );
     assert!(smtp.accepted().is_empty(), "no message went to a relay that is not the pinned one");
 }

@@ -25,14 +25,20 @@ async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
     let response = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
+    );
     let text = response.text().await.unwrap();
     assert_eq!(text.lines().last(), Some("# EOF"), "{text}");
     let mut series = BTreeMap::new();
     for line in text.lines().filter(|line| !line.starts_with('#')) {
         assert!(line.starts_with("hsr_"), "a sample without the hsr_ prefix: {line:?}");
-        let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("a sample without a value: {line:?}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("a sample whose value is not a number: {line:?}"));
+        let (name, value) =
+            line.rsplit_once(' ').unwrap_or_else(|| panic!("a sample without a value: {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("a sample whose value is not a number: {line:?}"));
         assert!(series.insert(name.to_owned(), value).is_none(), "a series twice: {line:?}");
     }
     series
@@ -66,10 +72,24 @@ async fn the_exposition_is_openmetrics_text_that_needs_no_credentials() {
         assert!(line.starts_with("hsr_") || line.starts_with('#'), "{line:?}");
     }
     for (family, kind) in FAMILIES {
-        assert!(text.lines().any(|line| line == format!("# TYPE {family} {kind}")), "no {family} {kind} in\n{text}");
-        assert!(text.lines().any(|line| line.starts_with(&format!("# HELP {family} "))), "no help for {family} in\n{text}");
+        assert!(
+            text.lines().any(|line| line == format!("# TYPE {family} {kind}")),
+            "no {family} {kind} in\n{text}"
+        );
+        assert!(
+            text.lines().any(|line| line.starts_with(&format!("# HELP {family} "))),
+            "no help for {family} in\n{text}"
+        );
     }
-    expect(&app, &[("hsr_open_incidents", 0.0), ("hsr_automation_paused", 0.0), (r#"hsr_emails_total{result="failed"}"#, 0.0)]).await;
+    expect(
+        &app,
+        &[
+            ("hsr_open_incidents", 0.0),
+            ("hsr_automation_paused", 0.0),
+            (r#"hsr_emails_total{result="failed"}"#, 0.0),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -78,14 +98,33 @@ async fn intake_answers_are_counted_by_route_sender_and_disposition() {
     let now = chrono::Utc::now().timestamp();
     let body = native("cas01.contoso.com", "ActiveSyncCTPMonitor", "x");
     let other_secret = "whsec_c29tZSBvdGhlciBzZWNyZXQga2V5IGJ5dGVz";
-    let scom = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/scom-alert.json")).unwrap();
+    let scom =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/scom-alert.json"))
+            .unwrap();
     let cases = [
         (app.post_signed_as("/v1/alerts", &body, "msg_once", now, SECRET).await, 202),
         (app.post_signed_as("/v1/alerts", &body, "msg_once", now, SECRET).await, 202),
         (app.post_signed_as("/v1/alerts", &body, "msg_other", now, other_secret).await, 401),
         (app.post_signed_as("/v1/alerts", &body, "msg_stale", now - 600, SECRET).await, 401),
-        (app.http.post(format!("{}/v1/alerts", app.url)).header("content-type", "application/json").body(body.clone()).send().await.unwrap(), 401),
-        (app.post_signed("/v1/alerts", &json!({"health_set": "ActiveSync", "server": "cas01; Restart-Computer"}).to_string()).await, 422),
+        (
+            app.http
+                .post(format!("{}/v1/alerts", app.url))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap(),
+            401,
+        ),
+        (
+            app.post_signed(
+                "/v1/alerts",
+                &json!({"health_set": "ActiveSync", "server": "cas01; Restart-Computer"})
+                    .to_string(),
+            )
+            .await,
+            422,
+        ),
         (app.post_signed("/v1/alerts/scom", &scom).await, 202),
     ];
     for (index, (response, status)) in cases.into_iter().enumerate() {
@@ -94,7 +133,10 @@ async fn intake_answers_are_counted_by_route_sender_and_disposition() {
     let series = expect(
         &app,
         &[
-            (r#"hsr_deliveries_total{route="native",sender="scom",disposition="new_incident"}"#, 1.0),
+            (
+                r#"hsr_deliveries_total{route="native",sender="scom",disposition="new_incident"}"#,
+                1.0,
+            ),
             (r#"hsr_deliveries_total{route="native",sender="scom",disposition="duplicate"}"#, 1.0),
             (r#"hsr_deliveries_total{route="native",sender="scom",disposition="rejected"}"#, 1.0),
             (r#"hsr_deliveries_total{route="scom",sender="scom",disposition="new_incident"}"#, 1.0),
@@ -106,8 +148,15 @@ async fn intake_answers_are_counted_by_route_sender_and_disposition() {
         ],
     )
     .await;
-    let deliveries: f64 = series.iter().filter(|(name, _)| name.starts_with("hsr_deliveries_total")).map(|(_, value)| value).sum();
-    assert_eq!(deliveries, 4.0, "a refused (401) delivery is an auth failure, not a delivery: {series:#?}");
+    let deliveries: f64 = series
+        .iter()
+        .filter(|(name, _)| name.starts_with("hsr_deliveries_total"))
+        .map(|(_, value)| value)
+        .sum();
+    assert_eq!(
+        deliveries, 4.0,
+        "a refused (401) delivery is an auth failure, not a delivery: {series:#?}"
+    );
     let under_a_second = series[r#"hsr_intake_duration_seconds_bucket{le="1.0",route="native"}"#];
     assert_eq!(under_a_second, 6.0, "every answer on loopback takes less than a second");
 }
@@ -141,12 +190,21 @@ async fn finished_incidents_count_their_steps_their_ending_and_their_email() {
 #[tokio::test]
 async fn the_gauges_follow_the_store() {
     let app = spawn_app_with(INVENTORY).await;
-    let (status, _) = app.admin_post("/v1/automation/pause", json!({"reason": "maintenance"})).await;
+    let (status, _) =
+        app.admin_post("/v1/automation/pause", json!({"reason": "maintenance"})).await;
     assert_eq!(status, 200);
     app.open(&native("cas01.contoso.com", "ActiveSyncCTPMonitor", "x")).await;
     app.open(&native("cas02.contoso.com", "ActiveSyncCTPMonitor", "x")).await;
     expect(&app, &[("hsr_automation_paused", 1.0), ("hsr_open_incidents", 2.0)]).await;
     let (status, _) = app.admin_post("/v1/automation/resume", json!({})).await;
     assert_eq!(status, 200);
-    expect(&app, &[("hsr_automation_paused", 0.0), ("hsr_open_incidents", 0.0), (r#"hsr_incidents_finished_total{state="transient"}"#, 2.0)]).await;
+    expect(
+        &app,
+        &[
+            ("hsr_automation_paused", 0.0),
+            ("hsr_open_incidents", 0.0),
+            (r#"hsr_incidents_finished_total{state="transient"}"#, 2.0),
+        ],
+    )
+    .await;
 }

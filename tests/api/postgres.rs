@@ -33,7 +33,15 @@ fn body(id: Option<&str>, server: &str, status: &str) -> Vec<u8> {
 /// A delivery of `body` from `sender`, and its alerts as the native parser reads them.
 fn delivery(sender: &str, webhook_id: Option<&str>, body: &[u8]) -> (NewDelivery, Vec<Alert>) {
     let alerts = alert::parse(Format::Native, body).expect("a valid native alert").alerts;
-    (NewDelivery { sender: sender.into(), format: Format::Native, webhook_id: webhook_id.map(Into::into), body: Bytes::copy_from_slice(body) }, alerts)
+    (
+        NewDelivery {
+            sender: sender.into(),
+            format: Format::Native,
+            webhook_id: webhook_id.map(Into::into),
+            body: Bytes::copy_from_slice(body),
+        },
+        alerts,
+    )
 }
 
 async fn accept(pg: &Postgres, webhook_id: Option<&str>, body: &[u8], now: i64) -> Answer {
@@ -46,7 +54,10 @@ async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
 }
 
 async fn two_instances(url: &str) -> (Postgres, Postgres) {
-    (Postgres::connect(url, 4).await.expect("instance a connects"), Postgres::connect(url, 4).await.expect("instance b connects"))
+    (
+        Postgres::connect(url, 4).await.expect("instance a connects"),
+        Postgres::connect(url, 4).await.expect("instance b connects"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,10 +67,25 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
     a.expect("the first instance starts");
     b.expect("the second instance starts, finding the schema applied");
     let db = connect(&url).await;
-    let versions: Vec<i64> = db.query("SELECT version FROM schema_migrations ORDER BY version", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>(), "each migration is recorded once");
-    let tables: BTreeSet<String> =
-        db.query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let versions: Vec<i64> = db
+        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=SCHEMA_VERSION).collect::<Vec<_>>(),
+        "each migration is recorded once"
+    );
+    let tables: BTreeSet<String> = db
+        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let expected = [
         "alerts",
         "approvals",
@@ -76,9 +102,21 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
         "steps",
     ];
     assert_eq!(tables, expected.iter().map(|t| t.to_string()).collect(), "one set of tables");
-    let applied_at: Vec<i64> = db.query("SELECT applied_at FROM schema_migrations ORDER BY version", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let applied_at: Vec<i64> = db
+        .query("SELECT applied_at FROM schema_migrations ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     Postgres::connect(&url, 1).await.expect("a restarted instance starts");
-    let again: Vec<i64> = db.query("SELECT applied_at FROM schema_migrations ORDER BY version", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let again: Vec<i64> = db
+        .query("SELECT applied_at FROM schema_migrations ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(again, applied_at, "a restart applies nothing again");
 }
 
@@ -86,20 +124,45 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
 async fn a_database_migrated_by_a_newer_build_is_refused_by_name() {
     let url = database().await;
     Postgres::connect(&url, 1).await.unwrap();
-    connect(&url).await.execute("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)", &[&(SCHEMA_VERSION + 1)]).await.unwrap();
-    let err = Postgres::connect(&url, 1).await.err().expect("a newer schema is refused").to_string();
+    connect(&url)
+        .await
+        .execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)",
+            &[&(SCHEMA_VERSION + 1)],
+        )
+        .await
+        .unwrap();
+    let err =
+        Postgres::connect(&url, 1).await.err().expect("a newer schema is refused").to_string();
     let name = url.rsplit('/').next().unwrap();
     assert!(err.contains(&format!("127.0.0.1:{}/{name}", cluster::cluster().port)), "{err}");
-    assert!(err.contains(&format!("schema version {}, newer than this build knows ({SCHEMA_VERSION})", SCHEMA_VERSION + 1)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "schema version {}, newer than this build knows ({SCHEMA_VERSION})",
+            SCHEMA_VERSION + 1
+        )),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn a_database_nobody_answers_at_is_named_with_the_reason() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let err = Postgres::connect(&format!("postgres://responder:a-db-password@127.0.0.1:{port}/healthset"), 2).await.err().expect("nothing listens there");
+    let err = Postgres::connect(
+        &format!("postgres://responder:a-db-password@127.0.0.1:{port}/healthset"),
+        2,
+    )
+    .await
+    .err()
+    .expect("nothing listens there");
     let text = err.to_string();
     assert!(matches!(err, postgres::Error::Unavailable { .. }), "{text}");
-    assert!(text.starts_with(&format!("PostgreSQL at responder@127.0.0.1:{port}/healthset is unavailable: ")), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "PostgreSQL at responder@127.0.0.1:{port}/healthset is unavailable: "
+        )),
+        "{text}"
+    );
     assert!(text.contains("refused"), "the reason is given: {text}");
     assert!(!text.contains("a-db-password"), "never the password: {text}");
     let err = Postgres::connect("postgres://127.0.0.1/x", 0).await.err().unwrap().to_string();
@@ -115,18 +178,36 @@ async fn the_same_delivery_at_two_instances_at_once_is_kept_once() {
         // With a webhook id (Standard Webhooks), and without one (the body within the window), alternately.
         let webhook_id = (round % 2 == 0).then(|| format!("msg_{round}"));
         let body = body(Some(&format!("alert-{round}")), &server, "firing");
-        let (first, second) = tokio::join!(accept(&a, webhook_id.as_deref(), &body, T0), accept(&b, webhook_id.as_deref(), &body, T0));
+        let (first, second) = tokio::join!(
+            accept(&a, webhook_id.as_deref(), &body, T0),
+            accept(&b, webhook_id.as_deref(), &body, T0)
+        );
         let mut dispositions = [first.alerts[0].disposition, second.alerts[0].disposition];
         dispositions.sort_by_key(|d| d.as_str());
-        assert_eq!(dispositions, [Disposition::Duplicate, Disposition::NewIncident], "round {round}: {first:?} {second:?}");
-        assert_eq!(first.alerts[0].alert_id, second.alerts[0].alert_id, "the duplicate names the alert that was kept");
+        assert_eq!(
+            dispositions,
+            [Disposition::Duplicate, Disposition::NewIncident],
+            "round {round}: {first:?} {second:?}"
+        );
+        assert_eq!(
+            first.alerts[0].alert_id, second.alerts[0].alert_id,
+            "the duplicate names the alert that was kept"
+        );
         assert_eq!(first.alerts[0].incident_id, second.alerts[0].incident_id);
     }
     let db = connect(&url).await;
     assert_eq!(count(&db, "SELECT count(*) FROM deliveries").await, 8, "one delivery row each");
     assert_eq!(count(&db, "SELECT count(*) FROM alerts").await, 8);
-    assert_eq!(count(&db, "SELECT count(*) FROM incidents WHERE open_key IS NOT NULL").await, 8, "one open incident per key");
-    assert_eq!(count(&db, "SELECT count(*) FROM deliveries WHERE response IS NULL").await, 0, "every kept delivery has its answer");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM incidents WHERE open_key IS NOT NULL").await,
+        8,
+        "one open incident per key"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM deliveries WHERE response IS NULL").await,
+        0,
+        "every kept delivery has its answer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,18 +216,39 @@ async fn alerts_of_one_key_at_two_instances_at_once_open_one_incident() {
     let (a, b) = two_instances(&url).await;
     for round in 0..8 {
         let server = format!("cas{round:02}.contoso.com");
-        let (one, other) = (body(Some(&format!("a-{round}")), &server, "firing"), body(Some(&format!("b-{round}")), &server, "firing"));
+        let (one, other) = (
+            body(Some(&format!("a-{round}")), &server, "firing"),
+            body(Some(&format!("b-{round}")), &server, "firing"),
+        );
         let (id_one, id_other) = (format!("msg_a{round}"), format!("msg_b{round}"));
-        let (first, second) = tokio::join!(accept(&a, Some(&id_one), &one, T0), accept(&b, Some(&id_other), &other, T0));
+        let (first, second) = tokio::join!(
+            accept(&a, Some(&id_one), &one, T0),
+            accept(&b, Some(&id_other), &other, T0)
+        );
         let mut dispositions = [first.alerts[0].disposition, second.alerts[0].disposition];
         dispositions.sort_by_key(|d| d.as_str());
-        assert_eq!(dispositions, [Disposition::Attached, Disposition::NewIncident], "round {round}: {first:?} {second:?}");
-        assert_eq!(first.alerts[0].incident_id, second.alerts[0].incident_id, "both alerts are in one incident");
+        assert_eq!(
+            dispositions,
+            [Disposition::Attached, Disposition::NewIncident],
+            "round {round}: {first:?} {second:?}"
+        );
+        assert_eq!(
+            first.alerts[0].incident_id, second.alerts[0].incident_id,
+            "both alerts are in one incident"
+        );
     }
     let db = connect(&url).await;
-    assert_eq!(count(&db, "SELECT count(*) FROM deliveries").await, 16, "both deliveries of each round are kept");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM deliveries").await,
+        16,
+        "both deliveries of each round are kept"
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM incidents").await, 8, "one incident per key");
-    assert_eq!(count(&db, "SELECT count(*) FROM incident_alerts").await, 16, "each incident has both alerts");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM incident_alerts").await,
+        16,
+        "each incident has both alerts"
+    );
 }
 
 /// Ids as the order they first appear in, so that two stores' answers compare.
@@ -189,20 +291,46 @@ async fn postgres_answers_every_kind_of_delivery_as_sqlite_does() {
         let theirs = sqlite.accept(d, alerts, false, WINDOW).await.unwrap();
         let (d, alerts) = delivery(sender, *webhook_id, body);
         let ours = pg.accept(d, alerts, false, WINDOW).await.unwrap();
-        let shape = |answer: &Answer, names: &mut Names| -> Vec<(Option<usize>, Option<usize>, Disposition)> {
-            answer.alerts.iter().map(|item| (names.of(&Some(item.alert_id.clone())), names.of(&item.incident_id), item.disposition)).collect()
+        let shape = |answer: &Answer,
+                     names: &mut Names|
+         -> Vec<(Option<usize>, Option<usize>, Disposition)> {
+            answer
+                .alerts
+                .iter()
+                .map(|item| {
+                    (
+                        names.of(&Some(item.alert_id.clone())),
+                        names.of(&item.incident_id),
+                        item.disposition,
+                    )
+                })
+                .collect()
         };
-        assert_eq!(shape(&ours, &mut pg_names), shape(&theirs, &mut sqlite_names), "step {step}: postgres {ours:?}, sqlite {theirs:?}");
+        assert_eq!(
+            shape(&ours, &mut pg_names),
+            shape(&theirs, &mut sqlite_names),
+            "step {step}: postgres {ours:?}, sqlite {theirs:?}"
+        );
     }
     let db = connect(&url).await;
     let sqlite_db = rusqlite::Connection::open(sqlite.path()).unwrap();
     for table in ["deliveries", "alerts", "incidents", "incident_alerts"] {
-        let theirs: i64 = sqlite_db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
-        assert_eq!(count(&db, &format!("SELECT count(*) FROM {table}")).await, theirs, "{table}: as many rows as SQLite keeps");
+        let theirs: i64 = sqlite_db
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            count(&db, &format!("SELECT count(*) FROM {table}")).await,
+            theirs,
+            "{table}: as many rows as SQLite keeps"
+        );
     }
     let resolved = count(&db, "SELECT count(*) FROM incidents WHERE resolved_at IS NOT NULL AND server = 'cas01.contoso.com'").await;
     assert_eq!(resolved, 1, "the resolved notice marked its incident");
-    let message: String = db.query_one("SELECT message FROM alerts WHERE server = 'cas04'", &[]).await.unwrap().get(0);
+    let message: String = db
+        .query_one("SELECT message FROM alerts WHERE server = 'cas04'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(message, "probe\u{FFFD}failed");
 }
 
@@ -216,11 +344,22 @@ async fn a_body_without_an_id_is_a_duplicate_within_the_window_only() {
     let within = accept(&pg, None, &body, T0 + WINDOW.as_millis() as i64 - 1).await;
     assert_eq!(within.alerts[0].disposition, Disposition::Duplicate);
     let after = accept(&pg, None, &body, T0 + WINDOW.as_millis() as i64 + 1).await;
-    assert_eq!(after.alerts[0].disposition, Disposition::Attached, "past the window it is a new notice of the open incident");
+    assert_eq!(
+        after.alerts[0].disposition,
+        Disposition::Attached,
+        "past the window it is a new notice of the open incident"
+    );
     assert_eq!(after.alerts[0].incident_id, first.alerts[0].incident_id);
     let (d, alerts) = delivery("scom", None, &body);
-    let unwindowed = pg.accept_at(d, alerts, false, Duration::ZERO, T0 + WINDOW.as_millis() as i64 + 2).await.unwrap();
-    assert_eq!(unwindowed.alerts[0].disposition, Disposition::Attached, "with no window, a body is never a duplicate");
+    let unwindowed = pg
+        .accept_at(d, alerts, false, Duration::ZERO, T0 + WINDOW.as_millis() as i64 + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        unwindowed.alerts[0].disposition,
+        Disposition::Attached,
+        "with no window, a body is never a duplicate"
+    );
     assert_eq!(count(&connect(&url).await, "SELECT count(*) FROM deliveries").await, 3);
 }
 
@@ -235,7 +374,8 @@ async fn a_batch_of_waiting_deliveries_commits_together_and_its_duplicates_fail_
         for n in 0..20 {
             let pg = pg.clone();
             waiting.spawn(async move {
-                let body = body(Some(&format!("alert-{n}")), &format!("cas{n:02}.contoso.com"), "firing");
+                let body =
+                    body(Some(&format!("alert-{n}")), &format!("cas{n:02}.contoso.com"), "firing");
                 (copy, n, accept(&pg, Some(&format!("msg_{n}")), &body, T0).await)
             });
         }
@@ -246,21 +386,35 @@ async fn a_batch_of_waiting_deliveries_commits_together_and_its_duplicates_fail_
         let (_, n, answer) = done.unwrap();
         dispositions.push(answer.alerts[0].disposition);
         let incident = answer.alerts[0].incident_id.clone().expect("every alert is in an incident");
-        assert_eq!(kept.entry(n).or_insert_with(|| incident.clone()), &incident, "both copies of delivery {n} name one incident");
+        assert_eq!(
+            kept.entry(n).or_insert_with(|| incident.clone()),
+            &incident,
+            "both copies of delivery {n} name one incident"
+        );
     }
     dispositions.sort_by_key(|d| d.as_str());
-    assert_eq!(dispositions, [[Disposition::Duplicate; 20], [Disposition::NewIncident; 20]].concat());
+    assert_eq!(
+        dispositions,
+        [[Disposition::Duplicate; 20], [Disposition::NewIncident; 20]].concat()
+    );
     let db = connect(&url).await;
     assert_eq!(count(&db, "SELECT count(*) FROM deliveries").await, 20);
     // Rows of one transaction share its commit time (the cluster tracks commit timestamps).
-    let commits = count(&db, "SELECT count(DISTINCT pg_xact_commit_timestamp(xmin)) FROM deliveries").await;
+    let commits =
+        count(&db, "SELECT count(DISTINCT pg_xact_commit_timestamp(xmin)) FROM deliveries").await;
     assert!(commits < 20, "the twenty deliveries took {commits} commits: one each, not batched");
 }
 
 async fn open_incidents(pg: &Postgres, servers: std::ops::Range<usize>) -> Vec<String> {
     let mut ids = Vec::new();
     for n in servers {
-        let answer = accept(pg, Some(&format!("msg_{n}")), &body(Some(&format!("alert-{n}")), &format!("cas{n:02}.contoso.com"), "firing"), T0).await;
+        let answer = accept(
+            pg,
+            Some(&format!("msg_{n}")),
+            &body(Some(&format!("alert-{n}")), &format!("cas{n:02}.contoso.com"), "firing"),
+            T0,
+        )
+        .await;
         ids.push(answer.alerts[0].incident_id.clone().unwrap());
     }
     ids
@@ -285,12 +439,29 @@ async fn two_instances_claiming_at_once_never_get_the_same_incident() {
         mine
     };
     let (by_a, by_b) = tokio::join!(claim_all(a.clone(), "a"), claim_all(b.clone(), "b"));
-    let (set_a, set_b): (BTreeSet<String>, BTreeSet<String>) = (by_a.iter().cloned().collect(), by_b.iter().cloned().collect());
-    assert_eq!(set_a.len() + set_b.len(), by_a.len() + by_b.len(), "no instance claimed an incident twice");
-    assert!(set_a.is_disjoint(&set_b), "no incident was claimed by both: {:?}", set_a.intersection(&set_b).collect::<Vec<_>>());
-    assert_eq!(set_a.union(&set_b).cloned().collect::<BTreeSet<_>>(), more, "every unclaimed incident was claimed by one of them");
+    let (set_a, set_b): (BTreeSet<String>, BTreeSet<String>) =
+        (by_a.iter().cloned().collect(), by_b.iter().cloned().collect());
+    assert_eq!(
+        set_a.len() + set_b.len(),
+        by_a.len() + by_b.len(),
+        "no instance claimed an incident twice"
+    );
+    assert!(
+        set_a.is_disjoint(&set_b),
+        "no incident was claimed by both: {:?}",
+        set_a.intersection(&set_b).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        set_a.union(&set_b).cloned().collect::<BTreeSet<_>>(),
+        more,
+        "every unclaimed incident was claimed by one of them"
+    );
     let db = connect(&url).await;
-    assert_eq!(count(&db, "SELECT count(*) FROM incidents WHERE lease_epoch <> 1").await, 0, "each incident was claimed exactly once");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM incidents WHERE lease_epoch <> 1").await,
+        0,
+        "each incident was claimed exactly once"
+    );
 }
 
 #[tokio::test]
@@ -302,8 +473,13 @@ async fn a_lease_holds_until_it_ends_and_renewing_extends_it() {
     assert_eq!(claim, Claim { incident_id: incident.clone(), instance: "a".into(), epoch: 1 });
     assert_eq!(b.claim("b", T0 + 29_999, LEASE).await.unwrap(), None, "held until the lease ends");
     assert_eq!(a.renew(&claim, T0 + 20_000, LEASE).await.unwrap(), T0 + 50_000);
-    assert_eq!(b.claim("b", T0 + 45_000, LEASE).await.unwrap(), None, "the renewed lease holds past the first one's end");
-    let taken = b.claim("b", T0 + 50_000, LEASE).await.unwrap().expect("an ended lease is taken over");
+    assert_eq!(
+        b.claim("b", T0 + 45_000, LEASE).await.unwrap(),
+        None,
+        "the renewed lease holds past the first one's end"
+    );
+    let taken =
+        b.claim("b", T0 + 50_000, LEASE).await.unwrap().expect("an ended lease is taken over");
     assert_eq!(taken, Claim { incident_id: incident, instance: "b".into(), epoch: 2 });
 }
 
@@ -315,24 +491,44 @@ async fn a_write_under_a_lease_taken_over_is_refused_and_writes_nothing() {
     let server = ServerName::parse("cas00.contoso.com").unwrap();
     let probe = Action::ComponentState { server: server.clone() };
     let claim = a.claim("a", T0, LEASE).await.unwrap().unwrap();
-    assert_eq!(a.start_step(&claim, &probe, "Get-ServerComponentState", None, T0 + 1_000).await.unwrap(), 1, "the holder journals");
+    assert_eq!(
+        a.start_step(&claim, &probe, "Get-ServerComponentState", None, T0 + 1_000).await.unwrap(),
+        1,
+        "the holder journals"
+    );
 
     // a stalls past its lease; b takes the incident over.
     let taken = b.claim("b", T0 + 31_000, LEASE).await.unwrap().expect("b takes the incident over");
     assert_eq!(taken.epoch, 2);
-    let err = a.start_step(&claim, &probe, "Get-ServerComponentState", None, T0 + 32_000).await.expect_err("a's write is refused");
+    let err = a
+        .start_step(&claim, &probe, "Get-ServerComponentState", None, T0 + 32_000)
+        .await
+        .expect_err("a's write is refused");
     assert!(matches!(err, postgres::Error::LostClaim { .. }), "{err}");
     assert_eq!(
         err.to_string(),
         format!("incident {}: a no longer holds its claim of epoch 1; b holds it now, at epoch 2; nothing was written", claim.incident_id)
     );
-    assert!(matches!(a.renew(&claim, T0 + 32_000, LEASE).await, Err(postgres::Error::LostClaim { .. })), "nor can a renew it");
+    assert!(
+        matches!(a.renew(&claim, T0 + 32_000, LEASE).await, Err(postgres::Error::LostClaim { .. })),
+        "nor can a renew it"
+    );
     let db = connect(&url).await;
     let until: i64 = db.query_one("SELECT lease_until FROM incidents", &[]).await.unwrap().get(0);
     assert_eq!(until, T0 + 31_000 + 30_000, "b's lease is as b took it");
     assert_eq!(count(&db, "SELECT count(*) FROM steps").await, 1, "a's refused step left nothing");
-    assert_eq!(b.start_step(&taken, &probe, "Get-ServerComponentState", None, T0 + 33_000).await.unwrap(), 2, "the new holder journals on");
-    let started: Vec<i64> = db.query("SELECT started_at FROM steps ORDER BY seq", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        b.start_step(&taken, &probe, "Get-ServerComponentState", None, T0 + 33_000).await.unwrap(),
+        2,
+        "the new holder journals on"
+    );
+    let started: Vec<i64> = db
+        .query("SELECT started_at FROM steps ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(started, [T0 + 1_000, T0 + 33_000]);
 }
 
@@ -347,7 +543,10 @@ async fn an_instance_never_holds_more_connections_than_its_pool() {
         busy.spawn(async move {
             match n % 2 {
                 0 => drop(pg.claim(&format!("i{n}"), T0, LEASE).await.unwrap()),
-                _ => drop(accept(&pg, None, &body(None, &format!("mbx{n:02}.contoso.com"), "firing"), T0).await),
+                _ => drop(
+                    accept(&pg, None, &body(None, &format!("mbx{n:02}.contoso.com"), "firing"), T0)
+                        .await,
+                ),
             }
         });
     }

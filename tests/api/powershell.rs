@@ -24,7 +24,15 @@ fn stand_in() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let output = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--locked", "--example", "stand-in-pwsh", "--message-format", "json-render-diagnostics"])
+            .args([
+                "build",
+                "--quiet",
+                "--locked",
+                "--example",
+                "stand-in-pwsh",
+                "--message-format",
+                "json-render-diagnostics",
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stderr(std::process::Stdio::inherit())
             .output()
@@ -33,7 +41,10 @@ fn stand_in() -> &'static Path {
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|message| message["reason"] == "compiler-artifact" && message["target"]["name"] == "stand-in-pwsh")
+            .filter(|message| {
+                message["reason"] == "compiler-artifact"
+                    && message["target"]["name"] == "stand-in-pwsh"
+            })
             .find_map(|message| message["executable"].as_str().map(PathBuf::from))
             .expect("cargo names the stand-in's executable")
     })
@@ -56,7 +67,13 @@ impl World {
     fn config(&self, timeout: Duration) -> ExecutorConfig {
         let mut args = ExecutorConfig::default().args;
         args.extend(["--scenario".to_owned(), self.scenario.display().to_string()]);
-        ExecutorConfig { kind: ExecutorKind::Powershell, program: stand_in().display().to_string(), args, timeout: Dur(timeout), ..ExecutorConfig::default() }
+        ExecutorConfig {
+            kind: ExecutorKind::Powershell,
+            program: stand_in().display().to_string(),
+            args,
+            timeout: Dur(timeout),
+            ..ExecutorConfig::default()
+        }
     }
 
     fn executor(&self, timeout: Duration) -> PowerShell {
@@ -83,7 +100,10 @@ fn probe(name: &str, probe: &str) -> Action {
 }
 
 fn health(name: &str, pattern: &str) -> Action {
-    Action::ServerHealth { server: server(name), health_sets: HealthSetPattern::parse(pattern).unwrap() }
+    Action::ServerHealth {
+        server: server(name),
+        health_sets: HealthSetPattern::parse(pattern).unwrap(),
+    }
 }
 
 /// Whether a process has ended: gone, or a zombie nobody has reaped yet.
@@ -91,7 +111,9 @@ fn ended(pid: u64) -> bool {
     if Path::new("/proc/self").exists() {
         return match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => true,
-            Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            Ok(stat) => {
+                stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            }
         };
     }
     let pid = libc::pid_t::try_from(pid).unwrap();
@@ -184,18 +206,38 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
     assert_eq!(reports[7].unhealthy, [Monitor::parse("ActiveSyncDeepTestMonitor").unwrap()]);
     let found = &reports[steps.len() - 2].ma_actions;
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].ended_at < chrono::Utc::now() - chrono::Duration::minutes(5), "the event's own end time: {found:?}");
+    assert!(
+        found[0].ended_at < chrono::Utc::now() - chrono::Duration::minutes(5),
+        "the event's own end time: {found:?}"
+    );
 
-    let wait = executor.run(&Action::Wait { server: server(cas), duration: Duration::from_secs(600), until: Until::Elapsed }).await;
+    let wait = executor
+        .run(&Action::Wait {
+            server: server(cas),
+            duration: Duration::from_secs(600),
+            until: Until::Elapsed,
+        })
+        .await;
     assert_eq!((wait.outcome, wait.command), (Outcome::Done, None), "a wait starts no shell");
 
     let calls = world.calls();
     assert_eq!(calls.len(), steps.len(), "one shell per action");
     for ((action, ..), (call, report)) in steps.iter().zip(calls.iter().zip(&reports)) {
-        assert_eq!((call["action"].as_str(), call["server"].as_str()), (Some(action.kind().as_str()), Some(action.server().as_str())));
+        assert_eq!(
+            (call["action"].as_str(), call["server"].as_str()),
+            (Some(action.kind().as_str()), Some(action.server().as_str()))
+        );
         let received = call["script"].as_str().unwrap();
-        assert_eq!(received, executor.command(action), "command() is the script the shell received");
-        assert_eq!(report.command.as_deref(), Some(received), "the report carries the script that ran");
+        assert_eq!(
+            received,
+            executor.command(action),
+            "command() is the script the shell received"
+        );
+        assert_eq!(
+            report.command.as_deref(),
+            Some(received),
+            "the report carries the script that ran"
+        );
     }
 
     // Every value arrives as a quoted literal.
@@ -206,7 +248,10 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
     ] {
         assert!(script(0).contains(expected), "{expected:?} not in {}", script(0));
     }
-    assert!(script(1).contains("Get-ServerHealth -Identity 'cas01.contoso.com' |") && script(1).contains("$_.HealthSetName -like 'ActiveSync*'"));
+    assert!(
+        script(1).contains("Get-ServerHealth -Identity 'cas01.contoso.com' |")
+            && script(1).contains("$_.HealthSetName -like 'ActiveSync*'")
+    );
     assert!(
         script(2).contains(
             "Invoke-Command -ComputerName 'cas01.contoso.com' -Authentication 'Kerberos' -ArgumentList (,[string[]]@('MSExchangeSyncAppPool', 'MSExchangeOWACalendarAppPool')) -ScriptBlock {"
@@ -216,7 +261,10 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
     );
     assert!(script(4).contains("-ArgumentList 'true'"), "iisreset /noforce only, as the page says");
     let last = calls.len() - 1;
-    assert!(script(last - 2).contains("-ArgumentList 'MSExchangeIMAP4BE'") && script(last - 2).contains("Restart-Service -Name $name -Force"));
+    assert!(
+        script(last - 2).contains("-ArgumentList 'MSExchangeIMAP4BE'")
+            && script(last - 2).contains("Restart-Service -Name $name -Force")
+    );
     assert!(
         script(last - 1).contains("Get-WinEvent -ComputerName 'mbx01.contoso.com' -FilterHashtable $filter")
             && script(last - 1)
@@ -226,21 +274,31 @@ async fn every_action_runs_its_script_through_the_shell_and_reads_the_answer() {
     );
     assert!(!script(2).contains("New-PSSession"), "recycling needs no Exchange session");
     assert!(script(4).contains("iisreset /noforce") && script(4).contains("$LASTEXITCODE"));
-    assert!(script(8).contains("Get-ServerComponentState -Identity 'mbx01.contoso.com' -Component ServerWideOffline"));
+    assert!(script(8).contains(
+        "Get-ServerComponentState -Identity 'mbx01.contoso.com' -Component ServerWideOffline"
+    ));
     assert!(script(9).contains("Set-MailboxServer -Identity 'mbx01.contoso.com' -DatabaseCopyActivationDisabledAndMoveNow $true"));
     assert!(
-        script(9).find("Get-MailboxServer -Identity 'mbx01.contoso.com'").unwrap() < script(9).find("Set-MailboxServer -Identity").unwrap(),
+        script(9).find("Get-MailboxServer -Identity 'mbx01.contoso.com'").unwrap()
+            < script(9).find("Set-MailboxServer -Identity").unwrap(),
         "disabling activation reads how it was before changing it"
     );
     assert!(script(10).contains("Get-MailboxDatabaseCopyStatus -Server 'mbx01.contoso.com' | Group-Object Status | Select-Object Name, Count"));
     assert!(script(13).contains("Restart-Computer -ComputerName 'mbx01.contoso.com' -Force -Wait -For PowerShell -Timeout '1800' -Delay 5"));
     assert!(script(15).contains("-DatabaseCopyActivationDisabledAndMoveNow $false"));
     assert!(
-        script(0).contains("Import-PSSession $session -CommandName Invoke-MonitoringProbe -DisableNameChecking"),
+        script(0).contains(
+            "Import-PSSession $session -CommandName Invoke-MonitoringProbe -DisableNameChecking"
+        ),
         "only the cmdlets a step uses are imported"
     );
-    assert!(script(9).contains("-CommandName Get-MailboxServer, Set-MailboxServer, Move-ActiveMailboxDatabase"));
-    assert!(!script(9).contains("Move-ActiveMailboxDatabase -Server") || script(9).contains("if ([int]'1' -gt 1)"), "the first round only disables");
+    assert!(script(9)
+        .contains("-CommandName Get-MailboxServer, Set-MailboxServer, Move-ActiveMailboxDatabase"));
+    assert!(
+        !script(9).contains("Move-ActiveMailboxDatabase -Server")
+            || script(9).contains("if ([int]'1' -gt 1)"),
+        "the first round only disables"
+    );
     assert!(
         script(11).contains("if ([int]'2' -gt 1) { Move-ActiveMailboxDatabase -Server 'mbx01.contoso.com' -Confirm:$false"),
         "a later round moves the copies explicitly"
@@ -260,7 +318,13 @@ async fn a_hung_shell_is_killed_with_everything_it_started() {
     let report = executor.run(&probe("cas01.contoso.com", "ActiveSync\\ActiveSyncCTPProbe")).await;
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     assert_eq!(report.outcome, Outcome::Error);
-    assert!(report.detail.starts_with("timed out after 1s; the shell and everything it started were killed"), "{}", report.detail);
+    assert!(
+        report
+            .detail
+            .starts_with("timed out after 1s; the shell and everything it started were killed"),
+        "{}",
+        report.detail
+    );
     assert!(report.command.is_some_and(|c| c.contains("Invoke-MonitoringProbe")));
 
     let call = &world.calls()[0];
@@ -286,9 +350,15 @@ async fn output_that_is_not_json_and_failing_scripts_are_errors() {
         "#,
     );
     let executor = world.executor(Duration::from_secs(20));
-    let garbage = executor.run(&Action::IisReset { server: server("cas01.contoso.com"), noforce: false }).await;
+    let garbage = executor
+        .run(&Action::IisReset { server: server("cas01.contoso.com"), noforce: false })
+        .await;
     assert_eq!(garbage.outcome, Outcome::Error);
-    assert!(garbage.detail.starts_with("the script's standard output is not JSON"), "{}", garbage.detail);
+    assert!(
+        garbage.detail.starts_with("the script's standard output is not JSON"),
+        "{}",
+        garbage.detail
+    );
 
     let failed = executor.run(&health("cas01.contoso.com", "ActiveSync*")).await;
     assert_eq!(
@@ -296,15 +366,26 @@ async fn output_that_is_not_json_and_failing_scripts_are_errors() {
         (Outcome::Error, "the script exited with code 3: Get-ServerHealth : The WinRM client cannot process the request.")
     );
 
-    let defaulted = executor.run(&Action::DisableActivation { server: server("mbx07.contoso.com"), attempt: 1 }).await;
-    assert_eq!((defaulted.outcome, defaulted.detail.as_str()), (Outcome::Error, "the script exited with code 1: the stand-in was told to fail"));
+    let defaulted = executor
+        .run(&Action::DisableActivation { server: server("mbx07.contoso.com"), attempt: 1 })
+        .await;
+    assert_eq!(
+        (defaulted.outcome, defaulted.detail.as_str()),
+        (Outcome::Error, "the script exited with code 1: the stand-in was told to fail")
+    );
 }
 
 #[tokio::test]
 async fn a_shell_that_cannot_start_is_an_error() {
     let world = World::new("");
-    let config = ExecutorConfig { program: "/nonexistent/pwsh".into(), ..world.config(Duration::from_secs(5)) };
-    let report = PowerShell::new(&config, RESTART_TIMEOUT).unwrap().run(&Action::IisReset { server: server("cas01"), noforce: false }).await;
+    let config = ExecutorConfig {
+        program: "/nonexistent/pwsh".into(),
+        ..world.config(Duration::from_secs(5))
+    };
+    let report = PowerShell::new(&config, RESTART_TIMEOUT)
+        .unwrap()
+        .run(&Action::IisReset { server: server("cas01"), noforce: false })
+        .await;
     assert_eq!(report.outcome, Outcome::Error);
     assert!(report.detail.starts_with("could not run /nonexistent/pwsh: "), "{}", report.detail);
 }
@@ -330,7 +411,10 @@ async fn an_administrators_template_replaces_the_builtin_script_and_is_quoted_th
     let executor = PowerShell::new(&config, RESTART_TIMEOUT).unwrap();
     let action = Action::CopyStatus { server: server("mbx01.contoso.com") };
     let report = executor.run(&action).await;
-    assert_eq!((report.outcome, report.detail.as_str()), (Outcome::ActiveCopies, "Mounted: 1; not passive: Mounted"));
+    assert_eq!(
+        (report.outcome, report.detail.as_str()),
+        (Outcome::ActiveCopies, "Mounted: 1; not passive: Mounted")
+    );
     let expected = "& {\n\
         $s = New-PSSession -ConfigurationName Microsoft.Exchange -ConnectionUri 'https://mbx01.contoso.com/PowerShell/''; Remove-Item C:\\ -Recurse; ''' -Authentication 'Negotiate'\n\
         Import-PSSession $s | Out-Null\n\
@@ -342,7 +426,9 @@ async fn an_administrators_template_replaces_the_builtin_script_and_is_quoted_th
 
 #[test]
 fn settings_are_checked_naming_the_key() {
-    let refusal = |config: &ExecutorConfig| PowerShell::new(config, RESTART_TIMEOUT).err().map(|e| e.to_string());
+    let refusal = |config: &ExecutorConfig| {
+        PowerShell::new(config, RESTART_TIMEOUT).err().map(|e| e.to_string())
+    };
     assert_eq!(refusal(&ExecutorConfig::default()), None);
     let settings: &[(fn(&mut ExecutorConfig), &str)] = &[
         (|c| c.program = " ".into(), "executor.program: is empty"),
@@ -355,10 +441,22 @@ fn settings_are_checked_naming_the_key() {
         (|c| c.authentication = "Kerberos'".into(), "executor.authentication: \"Kerberos'\" is not one of Default, Basic"),
     ];
     let scripts = [
-        ("prob", "{server}", "executor.scripts.prob: unknown action \"prob\"; scripts are for probe, server_health"),
+        (
+            "prob",
+            "{server}",
+            "executor.scripts.prob: unknown action \"prob\"; scripts are for probe, server_health",
+        ),
         ("wait", "{server}", "executor.scripts.wait: unknown action \"wait\""),
-        ("probe", "Invoke-MonitoringProbe {probe} -Server {sever}", "executor.scripts.probe: {sever} is not a placeholder of probe"),
-        ("restart_server", "Restart-Computer -ComputerName cas01", "executor.scripts.restart_server: never uses {server}"),
+        (
+            "probe",
+            "Invoke-MonitoringProbe {probe} -Server {sever}",
+            "executor.scripts.probe: {sever} is not a placeholder of probe",
+        ),
+        (
+            "restart_server",
+            "Restart-Computer -ComputerName cas01",
+            "executor.scripts.restart_server: never uses {server}",
+        ),
     ];
     let configs = settings
         .iter()

@@ -22,7 +22,13 @@ pub async fn held_alert(app: &TestApp, body: &str) -> String {
     assert_eq!(status, 201, "{silence}");
     let answer: Value = app.post_signed("/v1/alerts", body).await.json().await.unwrap();
     assert_eq!(answer["alerts"][0]["disposition"], "suppressed", "{answer}");
-    let response = app.http.delete(format!("{}/v1/silences/{}", app.url, silence["id"].as_str().unwrap())).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let response = app
+        .http
+        .delete(format!("{}/v1/silences/{}", app.url, silence["id"].as_str().unwrap()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 204);
     answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned()
 }
@@ -42,7 +48,14 @@ pub async fn hold_incidents(app: &TestApp) {
 
 /// Posts a replay request with a raw body and returns the status and the answer.
 async fn replay(app: &TestApp, alert_id: &str, body: &'static str) -> (u16, Value) {
-    let response = app.http.post(format!("{}/v1/alerts/{alert_id}/replay", app.url)).bearer_auth(ADMIN_TOKEN).body(body).send().await.unwrap();
+    let response = app
+        .http
+        .post(format!("{}/v1/alerts/{alert_id}/replay", app.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -50,7 +63,8 @@ async fn replay(app: &TestApp, alert_id: &str, body: &'static str) -> (u16, Valu
 #[tokio::test]
 async fn a_replay_opens_a_new_incident_linked_to_its_alert_and_runs_it() {
     let app = spawn_app_with(&app_pool_fault()).await;
-    let alert_id = held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
+    let alert_id =
+        held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
 
     let (status, answer) = replay(&app, &alert_id, "").await;
     assert_eq!(status, 202, "an empty body means dry_run false: {answer}");
@@ -59,7 +73,10 @@ async fn a_replay_opens_a_new_incident_linked_to_its_alert_and_runs_it() {
     assert_eq!(incident["replay_of"], alert_id.as_str());
     assert_eq!(incident["alert_ids"], json!([alert_id]));
     assert_eq!(incident["dry_run"], false);
-    assert_eq!(incident["mailbox_hint"], "mbx01.contoso.com", "the replay reads the _Mbx: hint from the raw body again");
+    assert_eq!(
+        incident["mailbox_hint"], "mbx01.contoso.com",
+        "the replay reads the _Mbx: hint from the raw body again"
+    );
     assert_eq!(
         steps(&incident),
         [
@@ -73,21 +90,36 @@ async fn a_replay_opens_a_new_incident_linked_to_its_alert_and_runs_it() {
     assert_eq!(incident["state"], "recovered");
 
     let (_, alert) = app.admin_get(&format!("/v1/alerts/{alert_id}")).await;
-    assert_eq!(alert["incident_ids"], json!([incident_id]), "the alert lists the incident it was replayed into");
+    assert_eq!(
+        alert["incident_ids"],
+        json!([incident_id]),
+        "the alert lists the incident it was replayed into"
+    );
 
     // Once that incident is over, the same alert may be replayed again; the server is healthy by now.
     let (status, again) = replay(&app, &alert_id, r#"{"dry_run": false}"#).await;
     assert_eq!(status, 202, "{again}");
     assert_ne!(again["incident_id"], incident_id.as_str());
     let incident = app.wait_final(again["incident_id"].as_str().unwrap()).await;
-    assert_eq!((incident["state"].as_str(), incident["replay_of"].as_str()), (Some("transient"), Some(alert_id.as_str())));
+    assert_eq!(
+        (incident["state"].as_str(), incident["replay_of"].as_str()),
+        (Some("transient"), Some(alert_id.as_str()))
+    );
 }
 
 #[tokio::test]
 async fn a_replay_is_refused_while_an_incident_is_open_for_the_same_key() {
     let app = spawn_app_with(INVENTORY).await;
     hold_incidents(&app).await;
-    let answer: Value = app.post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await.json().await.unwrap();
+    let answer: Value = app
+        .post_signed(
+            "/v1/alerts",
+            &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let alert_id = answer["alerts"][0]["alert_id"].as_str().unwrap();
     let open = answer["alerts"][0]["incident_id"].as_str().unwrap();
 
@@ -107,10 +139,17 @@ async fn unknown_alerts_bad_bodies_and_missing_tokens_are_refused() {
     let (status, answer) = replay(&app, "0193aaaa-0000-7000-8000-000000000000", "{}").await;
     assert_eq!(status, 404);
     assert_eq!(answer["error"]["code"], "not_found");
-    assert_eq!(answer["error"]["message"], "alert 0193aaaa-0000-7000-8000-000000000000 does not exist");
+    assert_eq!(
+        answer["error"]["message"],
+        "alert 0193aaaa-0000-7000-8000-000000000000 does not exist"
+    );
 
-    let alert_id = app.post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", "x")).await.json::<Value>().await.unwrap()["alerts"][0]
-        ["alert_id"]
+    let alert_id = app
+        .post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", "x"))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["alerts"][0]["alert_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -118,38 +157,61 @@ async fn unknown_alerts_bad_bodies_and_missing_tokens_are_refused() {
     assert_eq!(status, 400, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().starts_with("body: "), "{answer}");
 
-    let response = app.http.post(format!("{}/v1/alerts/{alert_id}/replay", app.url)).body("{}").send().await.unwrap();
+    let response = app
+        .http
+        .post(format!("{}/v1/alerts/{alert_id}/replay", app.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
 }
 
 #[tokio::test]
 async fn a_dry_run_replay_journals_mutating_steps_as_dry_run() {
     let app = spawn_app_with(&app_pool_fault()).await;
-    let alert_id = held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
+    let alert_id =
+        held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
     let (status, answer) = replay(&app, &alert_id, r#"{"dry_run": true}"#).await;
     assert_eq!(status, 202, "{answer}");
     let incident = app.wait_final(answer["incident_id"].as_str().unwrap()).await;
     assert_eq!(incident["dry_run"], true);
     let journal = steps(&incident);
-    assert!(journal.contains(&"recycle_app_pool cas01.contoso.com dry_run".to_owned()), "{journal:#?}");
-    let mutating = ["recycle_app_pool", "iis_reset", "disable_activation", "restart_server", "enable_activation"];
+    assert!(
+        journal.contains(&"recycle_app_pool cas01.contoso.com dry_run".to_owned()),
+        "{journal:#?}"
+    );
+    let mutating = [
+        "recycle_app_pool",
+        "iis_reset",
+        "disable_activation",
+        "restart_server",
+        "enable_activation",
+    ];
     for step in &journal {
         if mutating.iter().any(|action| step.starts_with(action)) {
             assert!(step.ends_with(" dry_run"), "a mutating step ran in a dry run: {journal:#?}");
         }
     }
-    assert_ne!(incident["state"], "recovered", "nothing was changed, so nothing recovered: {journal:#?}");
+    assert_ne!(
+        incident["state"], "recovered",
+        "nothing was changed, so nothing recovered: {journal:#?}"
+    );
 }
 
 #[tokio::test]
 async fn the_services_dry_run_setting_wins_over_the_request() {
     let app = spawn_app_with(&format!("{}\n[executor]\ndry_run = true\n", app_pool_fault())).await;
-    let alert_id = held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
+    let alert_id =
+        held_alert(&app, &native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP_MESSAGE)).await;
     let (status, answer) = replay(&app, &alert_id, r#"{"dry_run": false}"#).await;
     assert_eq!(status, 202, "{answer}");
     let incident = app.wait_final(answer["incident_id"].as_str().unwrap()).await;
     assert_eq!(incident["dry_run"], true);
-    assert!(steps(&incident).contains(&"recycle_app_pool cas01.contoso.com dry_run".to_owned()), "{incident:#}");
+    assert!(
+        steps(&incident).contains(&"recycle_app_pool cas01.contoso.com dry_run".to_owned()),
+        "{incident:#}"
+    );
 }
 
 #[tokio::test]
@@ -160,7 +222,8 @@ async fn a_replay_takes_the_alert_at_its_position_in_the_delivery() {
                "startsAt": "2026-11-26T10:00:00Z", "fingerprint": format!("fp-{server}")})
     };
     let body = json!({"version": "4", "status": "firing", "alerts": [alert("cas01.contoso.com"), alert("cas02.contoso.com")]}).to_string();
-    let answer: Value = app.post_signed("/v1/alerts/alertmanager", &body).await.json().await.unwrap();
+    let answer: Value =
+        app.post_signed("/v1/alerts/alertmanager", &body).await.json().await.unwrap();
     for item in answer["alerts"].as_array().unwrap() {
         app.wait_final(item["incident_id"].as_str().unwrap()).await;
     }
@@ -168,5 +231,8 @@ async fn a_replay_takes_the_alert_at_its_position_in_the_delivery() {
     let (status, replayed) = replay(&app, second, "{}").await;
     assert_eq!(status, 202, "{replayed}");
     let incident = app.wait_final(replayed["incident_id"].as_str().unwrap()).await;
-    assert_eq!((incident["server"].as_str(), incident["monitor"].as_str()), (Some("cas02.contoso.com"), Some("ActiveSyncDeepTestMonitor")));
+    assert_eq!(
+        (incident["server"].as_str(), incident["monitor"].as_str()),
+        (Some("cas02.contoso.com"), Some("ActiveSyncDeepTestMonitor"))
+    );
 }

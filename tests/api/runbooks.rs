@@ -26,22 +26,41 @@ fn alert(server: &str, monitor: &str, message: &str) -> serde_json::Value {
 }
 
 async fn check(case: &Case) {
-    let app = spawn_app_with(&format!("{INVENTORY}\n[timing]\nsettle_wait = \"50ms\"\n\n{}", case.simulator)).await;
+    let app = spawn_app_with(&format!(
+        "{INVENTORY}\n[timing]\nsettle_wait = \"50ms\"\n\n{}",
+        case.simulator
+    ))
+    .await;
     let incident_id = app.open(&case.alert.to_string()).await;
     let incident = app.wait_final(&incident_id).await;
     assert_eq!(steps(&incident), case.steps, "{}: steps", case.name);
     assert_eq!(incident["state"], case.state, "{}: state ({})", case.name, incident["reason"]);
     let reason = incident["reason"].as_str().unwrap();
-    assert!(reason.contains(case.reason), "{}: reason {reason:?} lacks {:?}", case.name, case.reason);
+    assert!(
+        reason.contains(case.reason),
+        "{}: reason {reason:?} lacks {:?}",
+        case.name,
+        case.reason
+    );
     let emails = outbox(&app).len();
     let escalates = ["escalated", "blocked"].contains(&case.state);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while escalates && outbox(&app).is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(outbox(&app).len(), usize::from(escalates).max(emails), "{}: escalation emails", case.name);
+    assert_eq!(
+        outbox(&app).len(),
+        usize::from(escalates).max(emails),
+        "{}: escalation emails",
+        case.name
+    );
     let (_, incident) = app.admin_get(&format!("/v1/incidents/{incident_id}")).await;
-    assert_eq!(incident["notifications"].as_array().unwrap().len(), usize::from(escalates), "{}: notifications", case.name);
+    assert_eq!(
+        incident["notifications"].as_array().unwrap().len(),
+        usize::from(escalates),
+        "{}: notifications",
+        case.name
+    );
 }
 
 #[tokio::test]
@@ -349,7 +368,9 @@ async fn requests_queued_proxy_unknown_and_unmonitored_alerts() {
 #[tokio::test]
 async fn an_alert_without_a_monitor_learns_it_and_later_alerts_attach() {
     let app = spawn_app_with(&format!("{INVENTORY}\n[simulator]\naction_latency = \"300ms\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"\nunhealthy_monitors = [\"ActiveSyncCTPMonitor\"]")).await;
-    let incident_id = app.open(&json!({"health_set": "ActiveSync", "server": "cas01.contoso.com"}).to_string()).await;
+    let incident_id = app
+        .open(&json!({"health_set": "ActiveSync", "server": "cas01.contoso.com"}).to_string())
+        .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let (_, incident) = app.admin_get(&format!("/v1/incidents/{incident_id}")).await;
@@ -359,7 +380,12 @@ async fn an_alert_without_a_monitor_learns_it_and_later_alerts_attach() {
         assert!(std::time::Instant::now() < deadline, "monitor never learnt: {incident}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let answer: serde_json::Value = app.post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", "again")).await.json().await.unwrap();
+    let answer: serde_json::Value = app
+        .post_signed("/v1/alerts", &native("cas01.contoso.com", "ActiveSyncCTPMonitor", "again"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(answer["alerts"][0]["disposition"], "attached");
     assert_eq!(answer["alerts"][0]["incident_id"], incident_id.as_str());
     assert_eq!(app.wait_final(&incident_id).await["state"], "recovered");
@@ -390,5 +416,8 @@ async fn a_runbook_file_teaches_the_service_another_health_set() {
         ]
     );
     assert_eq!(incident["reason"], "restarting MSExchangeUMCR on cas01.contoso.com fixed it");
-    assert!(incident["steps"][0]["command"].as_str().unwrap().contains("UM.CallRouter\\UMCallRouterTestProbe"));
+    assert!(incident["steps"][0]["command"]
+        .as_str()
+        .unwrap()
+        .contains("UM.CallRouter\\UMCallRouterTestProbe"));
 }

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const CTP: &str = "Diagnostics header:_Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_Dc:DC01.contoso.com_";
+const CTP: &str =
+    "Diagnostics header:_Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_Dc:DC01.contoso.com_";
 
 fn ctp(server: &str) -> String {
     native(server, "ActiveSyncCTPMonitor", CTP)
@@ -15,16 +16,25 @@ fn ctp(server: &str) -> String {
 
 #[tokio::test]
 async fn paused_automation_holds_new_incidents_queued_across_a_restart() {
-    let mut app = spawn_app_with(&format!("{INVENTORY}\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"")).await;
-    let (status, answer) = app.admin_post("/v1/automation/pause", json!({"reason": "change window CHG-1234"})).await;
+    let mut app = spawn_app_with(&format!(
+        "{INVENTORY}\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\""
+    ))
+    .await;
+    let (status, answer) =
+        app.admin_post("/v1/automation/pause", json!({"reason": "change window CHG-1234"})).await;
     assert_eq!((status, answer["paused"].as_bool()), (200, Some(true)));
     app.restart().await;
-    let ready: Value = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap().json().await.unwrap();
+    let ready: Value =
+        app.http.get(format!("{}/readyz", app.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["paused"], true, "the pause survives a restart and shows in /readyz");
     assert_eq!(ready["pause_reason"], "change window CHG-1234");
 
-    let response: Value = app.post_signed("/v1/alerts", &ctp("cas01.contoso.com")).await.json().await.unwrap();
-    assert_eq!(response["alerts"][0]["disposition"], "new_incident", "while paused, new incidents are still opened");
+    let response: Value =
+        app.post_signed("/v1/alerts", &ctp("cas01.contoso.com")).await.json().await.unwrap();
+    assert_eq!(
+        response["alerts"][0]["disposition"], "new_incident",
+        "while paused, new incidents are still opened"
+    );
     let id = response["alerts"][0]["incident_id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, incident) = app.admin_get(&format!("/v1/incidents/{id}")).await;
@@ -40,32 +50,72 @@ async fn paused_automation_holds_new_incidents_queued_across_a_restart() {
 async fn silences_suppress_alerts_until_they_expire_or_are_deleted() {
     let app = spawn_app_with(INVENTORY).await;
     let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    let (status, silence) = app.admin_post("/v1/silences", json!({"server": "CAS01.contoso.com", "until": until, "reason": "patching"})).await;
+    let (status, silence) = app
+        .admin_post(
+            "/v1/silences",
+            json!({"server": "CAS01.contoso.com", "until": until, "reason": "patching"}),
+        )
+        .await;
     assert_eq!(status, 201, "{silence}");
-    let answer: Value = app.post_signed("/v1/alerts", &ctp("cas01.contoso.com")).await.json().await.unwrap();
+    let answer: Value =
+        app.post_signed("/v1/alerts", &ctp("cas01.contoso.com")).await.json().await.unwrap();
     assert_eq!(answer["alerts"][0]["disposition"], "suppressed");
     assert_eq!(answer["alerts"][0]["incident_id"], Value::Null);
-    let other: Value = app.post_signed("/v1/alerts", &ctp("cas02.contoso.com")).await.json().await.unwrap();
-    assert_eq!(other["alerts"][0]["disposition"], "new_incident", "a silence covers its server only");
+    let other: Value =
+        app.post_signed("/v1/alerts", &ctp("cas02.contoso.com")).await.json().await.unwrap();
+    assert_eq!(
+        other["alerts"][0]["disposition"], "new_incident",
+        "a silence covers its server only"
+    );
 
-    let (status, error) = app.admin_post("/v1/silences", json!({"server": "cas01.contoso.com", "until": "2020-01-01T00:00:00Z"})).await;
+    let (status, error) = app
+        .admin_post(
+            "/v1/silences",
+            json!({"server": "cas01.contoso.com", "until": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
     assert_eq!(status, 400);
     assert!(error["error"]["message"].as_str().unwrap().starts_with("until:"));
-    let (status, _) = app.admin_post("/v1/silences", json!({"server": "cas01 contoso", "until": until})).await;
+    let (status, _) =
+        app.admin_post("/v1/silences", json!({"server": "cas01 contoso", "until": until})).await;
     assert_eq!(status, 400);
 
-    let response = app.http.delete(format!("{}/v1/silences/{}", app.url, silence["id"].as_str().unwrap())).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let response = app
+        .http
+        .delete(format!("{}/v1/silences/{}", app.url, silence["id"].as_str().unwrap()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 204);
-    let answer: Value = app.post_signed("/v1/alerts", &ctp("cas01.contoso.com")).await.json().await.unwrap();
+    let answer: Value =
+        app.post_signed("/v1/alerts", &ctp("cas01.contoso.com")).await.json().await.unwrap();
     assert_eq!(answer["alerts"][0]["disposition"], "new_incident");
 
     let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(600)).to_rfc3339();
-    app.admin_post("/v1/silences", json!({"server": "mbx02.contoso.com", "until": soon, "reason": "short"})).await;
-    let during: Value = app.post_signed("/v1/alerts", &native("mbx02.contoso.com", "ActiveSyncDeepTestMonitor", "x")).await.json().await.unwrap();
+    app.admin_post(
+        "/v1/silences",
+        json!({"server": "mbx02.contoso.com", "until": soon, "reason": "short"}),
+    )
+    .await;
+    let during: Value = app
+        .post_signed("/v1/alerts", &native("mbx02.contoso.com", "ActiveSyncDeepTestMonitor", "x"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(during["alerts"][0]["disposition"], "suppressed");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let after: Value = app.post_signed("/v1/alerts", &native("mbx02.contoso.com", "ActiveSyncDeepTestMonitor", "y")).await.json().await.unwrap();
-    assert_eq!(after["alerts"][0]["disposition"], "new_incident", "an expired silence no longer suppresses");
+    let after: Value = app
+        .post_signed("/v1/alerts", &native("mbx02.contoso.com", "ActiveSyncDeepTestMonitor", "y"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        after["alerts"][0]["disposition"], "new_incident",
+        "an expired silence no longer suppresses"
+    );
 }
 
 #[tokio::test]
@@ -91,7 +141,10 @@ async fn dry_run_verifies_for_real_and_only_journals_changes() {
         ]
     );
     let recycle = &incident["steps"][3];
-    assert!(recycle["command"].as_str().unwrap().contains("MSExchangeSyncAppPool"), "a dry-run step shows the command it would have run");
+    assert!(
+        recycle["command"].as_str().unwrap().contains("MSExchangeSyncAppPool"),
+        "a dry-run step shows the command it would have run"
+    );
     assert_eq!(incident["state"], "escalated");
     let deadline = Instant::now() + Duration::from_secs(10);
     while outbox(&app).is_empty() && Instant::now() < deadline {
@@ -104,7 +157,10 @@ async fn dry_run_verifies_for_real_and_only_journals_changes() {
 
 #[tokio::test]
 async fn retention_prunes_what_is_old_and_keeps_what_open_incidents_need() {
-    let app = spawn_app_with(&format!("{INVENTORY}\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"app_pool\"")).await;
+    let app = spawn_app_with(&format!(
+        "{INVENTORY}\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"app_pool\""
+    ))
+    .await;
     let done = app.open(&ctp("cas01.contoso.com")).await;
     app.wait_final(&done).await;
     app.admin_post("/v1/automation/pause", json!({})).await;
@@ -116,7 +172,11 @@ async fn retention_prunes_what_is_old_and_keeps_what_open_incidents_need() {
     let (status, incident) = app.admin_get(&format!("/v1/incidents/{open}")).await;
     assert_eq!(status, 200);
     let alert = incident["alert_ids"][0].as_str().unwrap();
-    assert_eq!(app.admin_get(&format!("/v1/alerts/{alert}")).await.0, 200, "an open incident keeps its alerts");
+    assert_eq!(
+        app.admin_get(&format!("/v1/alerts/{alert}")).await.0,
+        200,
+        "an open incident keeps its alerts"
+    );
 }
 
 /// Which throttle group each test server is in (tests/api/helpers.rs INVENTORY).
@@ -159,7 +219,9 @@ async fn an_alert_storm_on_one_group_keeps_every_lock_and_limit() {
             let (http, url) = (app.http.clone(), format!("{}/v1/alerts", app.url));
             posts.spawn(async move {
                 let id = format!("storm-{wave}-{n}");
-                post_signed_to(&http, &url, &body, &id, chrono::Utc::now().timestamp(), SECRET).await.status()
+                post_signed_to(&http, &url, &body, &id, chrono::Utc::now().timestamp(), SECRET)
+                    .await
+                    .status()
             });
         }
         while let Some(status) = posts.join_next().await {
@@ -170,29 +232,50 @@ async fn an_alert_storm_on_one_group_keeps_every_lock_and_limit() {
     }
     assert_eq!(accepted, 300);
     let (_, stored) = app.admin_get("/v1/alerts?limit=1000").await;
-    assert_eq!(stored["alerts"].as_array().unwrap().len(), 300, "every acknowledged alert is stored");
+    assert_eq!(
+        stored["alerts"].as_array().unwrap().len(),
+        300,
+        "every acknowledged alert is stored"
+    );
 
     let incidents = all_incidents(&app).await;
-    assert!(incidents.len() >= 5, "waves open new incidents once earlier ones end: {}", incidents.len());
+    assert!(
+        incidents.len() >= 5,
+        "waves open new incidents once earlier ones end: {}",
+        incidents.len()
+    );
 
     // One incident acts on a server at a time: per server, the spans of different incidents do not overlap.
     let mut spans: BTreeMap<String, Vec<(i64, i64, String)>> = BTreeMap::new();
-    let ms = |t: &Value| chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap()).unwrap().timestamp_millis();
+    let ms = |t: &Value| {
+        chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap()).unwrap().timestamp_millis()
+    };
     for incident in &incidents {
         let mut per_server: HashMap<String, (i64, i64)> = HashMap::new();
         for step in incident["steps"].as_array().unwrap() {
-            let span = per_server.entry(step["server"].as_str().unwrap().to_owned()).or_insert((i64::MAX, i64::MIN));
+            let span = per_server
+                .entry(step["server"].as_str().unwrap().to_owned())
+                .or_insert((i64::MAX, i64::MIN));
             span.0 = span.0.min(ms(&step["started_at"]));
             span.1 = span.1.max(ms(&step["finished_at"]));
         }
         for (server, (start, end)) in per_server {
-            spans.entry(server).or_default().push((start, end, incident["id"].as_str().unwrap().to_owned()));
+            spans.entry(server).or_default().push((
+                start,
+                end,
+                incident["id"].as_str().unwrap().to_owned(),
+            ));
         }
     }
     for (server, mut list) in spans {
         list.sort();
         for pair in list.windows(2) {
-            assert!(pair[0].1 <= pair[1].0, "{server}: incidents {} and {} acted at the same time", pair[0].2, pair[1].2);
+            assert!(
+                pair[0].1 <= pair[1].0,
+                "{server}: incidents {} and {} acted at the same time",
+                pair[0].2,
+                pair[1].2
+            );
         }
     }
 
@@ -202,8 +285,12 @@ async fn an_alert_storm_on_one_group_keeps_every_lock_and_limit() {
     for incident in &incidents {
         for step in incident["steps"].as_array().unwrap() {
             let action = step["action"].as_str().unwrap();
-            if ["recycle_app_pool", "iis_reset", "restart_server"].contains(&action) && step["outcome"] == "done" {
-                *done.entry((group(step["server"].as_str().unwrap()).to_owned(), action.to_owned())).or_default() += 1;
+            if ["recycle_app_pool", "iis_reset", "restart_server"].contains(&action)
+                && step["outcome"] == "done"
+            {
+                *done
+                    .entry((group(step["server"].as_str().unwrap()).to_owned(), action.to_owned()))
+                    .or_default() += 1;
             }
         }
     }
@@ -212,8 +299,16 @@ async fn an_alert_storm_on_one_group_keeps_every_lock_and_limit() {
     let blocked: Vec<&Value> = incidents.iter().filter(|i| i["state"] == "blocked").collect();
     assert!(!blocked.is_empty(), "the storm must run into the throttles");
     for incident in blocked {
-        assert!(incident["reason"].as_str().unwrap().contains("throttled: safety."), "{}", incident["reason"]);
-        assert_eq!(incident["notifications"].as_array().unwrap().len(), 1, "every blocked incident escalates: {incident:#}");
+        assert!(
+            incident["reason"].as_str().unwrap().contains("throttled: safety."),
+            "{}",
+            incident["reason"]
+        );
+        assert_eq!(
+            incident["notifications"].as_array().unwrap().len(),
+            1,
+            "every blocked incident escalates: {incident:#}"
+        );
     }
 }
 
@@ -227,7 +322,8 @@ pub fn relaxed_throttles() -> String {
         .collect()
 }
 
-const MUTATING: [&str; 5] = ["recycle_app_pool", "iis_reset", "disable_activation", "restart_server", "enable_activation"];
+const MUTATING: [&str; 5] =
+    ["recycle_app_pool", "iis_reset", "disable_activation", "restart_server", "enable_activation"];
 const VERIFYING: [&str; 3] = ["probe", "server_health", "copy_status"];
 
 /// Waits (bounded) until some incident has a change started and not finished, and returns it and the step's seq.
@@ -236,11 +332,16 @@ async fn change_under_way(app: &TestApp) -> (String, i64) {
     loop {
         let (_, list) = app.admin_get("/v1/incidents?limit=1000").await;
         for summary in list["incidents"].as_array().unwrap() {
-            let (_, incident) = app.admin_get(&format!("/v1/incidents/{}", summary["id"].as_str().unwrap())).await;
-            let running =
-                incident["steps"].as_array().unwrap().iter().find(|s| s["finished_at"].is_null() && MUTATING.contains(&s["action"].as_str().unwrap()));
+            let (_, incident) =
+                app.admin_get(&format!("/v1/incidents/{}", summary["id"].as_str().unwrap())).await;
+            let running = incident["steps"].as_array().unwrap().iter().find(|s| {
+                s["finished_at"].is_null() && MUTATING.contains(&s["action"].as_str().unwrap())
+            });
             if let Some(step) = running {
-                return (incident["id"].as_str().unwrap().to_owned(), step["seq"].as_i64().unwrap());
+                return (
+                    incident["id"].as_str().unwrap().to_owned(),
+                    step["seq"].as_i64().unwrap(),
+                );
             }
         }
         assert!(Instant::now() < deadline, "no change was under way within 30 s");
@@ -279,7 +380,9 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
         for body in &alerts {
             let id = format!("crash-{round}-{}", acknowledged.len());
             let url = format!("{}/v1/alerts", process.url);
-            let response = post_signed_to(&http, &url, body, &id, chrono::Utc::now().timestamp(), SECRET).await;
+            let response =
+                post_signed_to(&http, &url, body, &id, chrono::Utc::now().timestamp(), SECRET)
+                    .await;
             assert_eq!(response.status(), 202);
             let answer: Value = response.json().await.unwrap();
             acknowledged.push(answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned());
@@ -296,30 +399,59 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
     let mut process = ServiceProcess::start(&config, None);
     let app = TestApp::attached(&process.url);
     for id in &acknowledged {
-        assert_eq!(app.admin_get(&format!("/v1/alerts/{id}")).await.0, 200, "acknowledged alert {id} survived every kill");
+        assert_eq!(
+            app.admin_get(&format!("/v1/alerts/{id}")).await.0,
+            200,
+            "acknowledged alert {id} survived every kill"
+        );
     }
     let incidents = all_incidents(&app).await;
     assert!(!incidents.is_empty());
     let mutating = |s: &Value| MUTATING.contains(&s["action"].as_str().unwrap());
     for incident in &incidents {
-        let steps: Vec<&Value> = incident["steps"].as_array().unwrap().iter().filter(|s| s["action"] != "wait").collect();
-        assert!(steps.iter().all(|s| !s["finished_at"].is_null()), "every step finished: {incident:#}");
+        let steps: Vec<&Value> = incident["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["action"] != "wait")
+            .collect();
+        assert!(
+            steps.iter().all(|s| !s["finished_at"].is_null()),
+            "every step finished: {incident:#}"
+        );
         for pair in steps.windows(2) {
-            assert!(!(mutating(pair[0]) && mutating(pair[1])), "two changes without a check between them: {incident:#}");
+            assert!(
+                !(mutating(pair[0]) && mutating(pair[1])),
+                "two changes without a check between them: {incident:#}"
+            );
             if pair[0]["outcome"] == "interrupted" && mutating(pair[0]) {
                 // A change whose result was lost is verified (probe, server health or copy status), never repeated.
-                assert!(VERIFYING.contains(&pair[1]["action"].as_str().unwrap()), "an interrupted change was not verified next: {incident:#}");
+                assert!(
+                    VERIFYING.contains(&pair[1]["action"].as_str().unwrap()),
+                    "an interrupted change was not verified next: {incident:#}"
+                );
                 assert_eq!(pair[1]["server"], pair[0]["server"], "{incident:#}");
             }
         }
     }
-    let (incident_id, seq) = killed_during.expect("the last round killed the service during a change");
-    let incident = incidents.iter().find(|i| i["id"] == incident_id.as_str()).expect("the incident is listed");
+    let (incident_id, seq) =
+        killed_during.expect("the last round killed the service during a change");
+    let incident =
+        incidents.iter().find(|i| i["id"] == incident_id.as_str()).expect("the incident is listed");
     let steps = incident["steps"].as_array().unwrap();
     let step = steps.iter().find(|s| s["seq"] == seq).unwrap();
-    assert_eq!(step["outcome"], "interrupted", "the change the kill cut short is recorded interrupted: {incident:#}");
-    let next = steps.iter().find(|s| s["seq"].as_i64() > Some(seq) && s["action"] != "wait").expect("the incident went on");
-    assert!(VERIFYING.contains(&next["action"].as_str().unwrap()), "and verified before anything else: {incident:#}");
+    assert_eq!(
+        step["outcome"], "interrupted",
+        "the change the kill cut short is recorded interrupted: {incident:#}"
+    );
+    let next = steps
+        .iter()
+        .find(|s| s["seq"].as_i64() > Some(seq) && s["action"] != "wait")
+        .expect("the incident went on");
+    assert!(
+        VERIFYING.contains(&next["action"].as_str().unwrap()),
+        "and verified before anything else: {incident:#}"
+    );
     process.child.kill().unwrap();
     process.child.wait().unwrap();
 }
@@ -329,28 +461,43 @@ async fn one_escalation_per_server_health_set_and_monitor_per_interval() {
     let app =
         spawn_app_with(&format!("{INVENTORY}\n[safety]\nescalation_min_interval = \"1500ms\"\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"never\""))
             .await;
-    let proxy = || json!({"health_set": "ActiveSync.Proxy", "server": "cas02.contoso.com", "monitor": "ActiveSyncProxyTestMonitor"}).to_string();
+    let proxy = || {
+        json!({"health_set": "ActiveSync.Proxy", "server": "cas02.contoso.com", "monitor": "ActiveSyncProxyTestMonitor"}).to_string()
+    };
     let mut statuses = Vec::new();
-    for pause_after in [Duration::ZERO, Duration::ZERO, Duration::from_millis(1600), Duration::ZERO] {
+    for pause_after in [Duration::ZERO, Duration::ZERO, Duration::from_millis(1600), Duration::ZERO]
+    {
         let incident = app.wait_final(&app.open(&proxy()).await).await;
         assert_eq!(incident["state"], "escalated");
         statuses.push(incident["notifications"][0]["status"].as_str().unwrap().to_owned());
         tokio::time::sleep(pause_after).await;
     }
     // The held ones are recorded on their incidents; the first and the one after the interval go out.
-    assert_eq!(statuses.iter().map(|s| s == "held").collect::<Vec<_>>(), [false, true, true, false], "{statuses:?}");
+    assert_eq!(
+        statuses.iter().map(|s| s == "held").collect::<Vec<_>>(),
+        [false, true, true, false],
+        "{statuses:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while outbox(&app).len() < 2 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let emails = outbox(&app);
     assert_eq!(emails.len(), 2, "two emails sent");
-    let last = mail_parser::MessageParser::default().parse(&std::fs::read(&emails[1]).unwrap()).unwrap().body_text(0).unwrap().into_owned();
+    let last = mail_parser::MessageParser::default()
+        .parse(&std::fs::read(&emails[1]).unwrap())
+        .unwrap()
+        .body_text(0)
+        .unwrap()
+        .into_owned();
     assert!(last.contains("2 more escalations"), "the next email summarises the held ones: {last}");
     // Another monitor on the same server is another key.
     let ctp = app.wait_final(&app.open(&ctp("cas02.contoso.com")).await).await;
     assert_eq!(ctp["state"], "escalated");
-    assert_ne!(ctp["notifications"][0]["status"], "held", "a different monitor is escalated on its own");
+    assert_ne!(
+        ctp["notifications"][0]["status"], "held",
+        "a different monitor is escalated on its own"
+    );
 }
 
 #[tokio::test]
@@ -359,7 +506,9 @@ async fn an_incident_waits_for_a_busy_mailbox_server_only_when_it_needs_it_and_o
         "{INVENTORY}\n[timing]\nrestart_timeout = \"1s\"\n[simulator]\naction_latency = \"300ms\"\n[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"never\"\nunhealthy_monitors = [\"ActiveSyncDeepTestMonitor\"]\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\""
     ))
     .await;
-    let mailbox = app.open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep test failing")).await;
+    let mailbox = app
+        .open(&native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep test failing"))
+        .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let cas = app.open(&ctp("cas01.contoso.com")).await;
     let cas = app.wait_final(&cas).await;
@@ -377,7 +526,14 @@ async fn an_incident_waits_for_a_busy_mailbox_server_only_when_it_needs_it_and_o
         ]
     );
     assert_eq!(cas["state"], "blocked", "{cas:#}");
-    assert!(cas["reason"].as_str().unwrap().contains(&format!("mbx01.contoso.com stayed busy with incident {mailbox}")), "{}", cas["reason"]);
+    assert!(
+        cas["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("mbx01.contoso.com stayed busy with incident {mailbox}")),
+        "{}",
+        cas["reason"]
+    );
     assert!(steps(&cas).iter().all(|s| !s.contains("mbx01")), "it never acted on the busy server");
     assert_eq!(app.wait_final(&mailbox).await["state"], "escalated");
 }

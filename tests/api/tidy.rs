@@ -44,10 +44,15 @@ fn module_of(file: &Path) -> Option<String> {
 /// The layers of ARCHITECTURE.md's `layers` block, top first.
 fn layers() -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
-    let start = text.find("```layers\n").expect("ARCHITECTURE.md draws the layering in a ```layers block");
+    let start =
+        text.find("```layers\n").expect("ARCHITECTURE.md draws the layering in a ```layers block");
     let block = &text[start + "```layers\n".len()..];
     let block = &block[..block.find("```").expect("the layers block ends")];
-    block.lines().map(|line| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>()).filter(|l| !l.is_empty()).collect()
+    block
+        .lines()
+        .map(|line| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// The source without comments, string literals and character literals, so that only code is read.
@@ -83,7 +88,11 @@ fn code_only(source: &str) -> String {
                     }
                 }
             }
-            'r' if (at(i + 1) == Some('"') || at(i + 1) == Some('#')) && !chars.get(i.wrapping_sub(1)).is_some_and(|c| c.is_alphanumeric() || *c == '_') => {
+            'r' if (at(i + 1) == Some('"') || at(i + 1) == Some('#'))
+                && !chars
+                    .get(i.wrapping_sub(1))
+                    .is_some_and(|c| c.is_alphanumeric() || *c == '_') =>
+            {
                 let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
                 if chars.get(i + 1 + hashes) != Some(&'"') {
                     out.push(chars[i]);
@@ -91,7 +100,8 @@ fn code_only(source: &str) -> String {
                     continue;
                 }
                 i += 2 + hashes;
-                let close: Vec<char> = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
+                let close: Vec<char> =
+                    std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
                 while i < chars.len() && chars[i..].iter().take(close.len()).ne(close.iter()) {
                     i += 1;
                 }
@@ -133,7 +143,12 @@ fn crate_paths(code: &str) -> Vec<(usize, String)> {
         }
         let line = code[..at].matches('\n').count() + 1;
         let rest = &code[at + "crate::".len()..];
-        let ident = |s: &str| s.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+        let ident = |s: &str| {
+            s.trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect::<String>()
+        };
         if let Some(group) = rest.strip_prefix('{') {
             let mut depth = 0;
             let mut member_start = 0;
@@ -166,7 +181,10 @@ fn every_module_uses_only_the_layers_below_its_own() {
     let mut layer_of = BTreeMap::new();
     for (depth, layer) in layers.iter().enumerate() {
         for module in layer {
-            assert!(layer_of.insert(module.clone(), depth).is_none(), "ARCHITECTURE.md draws {module} twice");
+            assert!(
+                layer_of.insert(module.clone(), depth).is_none(),
+                "ARCHITECTURE.md draws {module} twice"
+            );
         }
     }
     let files: Vec<PathBuf> = rust_files(&root().join("src"));
@@ -189,9 +207,15 @@ fn every_module_uses_only_the_layers_below_its_own() {
         }
     }
     let undrawn: Vec<&String> = modules.iter().filter(|m| !layer_of.contains_key(*m)).collect();
-    assert!(undrawn.is_empty(), "ARCHITECTURE.md's layers block does not draw {undrawn:?}; add each where it belongs");
+    assert!(
+        undrawn.is_empty(),
+        "ARCHITECTURE.md's layers block does not draw {undrawn:?}; add each where it belongs"
+    );
     let gone: Vec<&String> = layer_of.keys().filter(|m| !modules.contains(*m)).collect();
-    assert!(gone.is_empty(), "ARCHITECTURE.md's layers block draws {gone:?}, which src/ does not have");
+    assert!(
+        gone.is_empty(),
+        "ARCHITECTURE.md's layers block draws {gone:?}, which src/ does not have"
+    );
     assert!(wrong.is_empty(), "imports against the layering:\n{}", wrong.join("\n"));
 }
 
@@ -213,9 +237,16 @@ fn no_source_file_is_longer_than_the_limit() {
         for file in rust_files(&root().join(dir)) {
             let lines = std::fs::read_to_string(&file).unwrap().lines().count();
             if lines > MAX_LINES {
-                long.push(format!("{}: {lines} lines", file.strip_prefix(root()).unwrap().display()));
+                long.push(format!(
+                    "{}: {lines} lines",
+                    file.strip_prefix(root()).unwrap().display()
+                ));
             }
         }
     }
-    assert!(long.is_empty(), "files over {MAX_LINES} lines; split each along its seams:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "files over {MAX_LINES} lines; split each along its seams:\n{}",
+        long.join("\n")
+    );
 }

@@ -198,24 +198,37 @@ fn run() -> Result<ExitCode, String> {
     let paths = paths()?;
     let mut script = String::new();
     std::io::stdin().read_to_string(&mut script).map_err(|e| format!("reading the script: {e}"))?;
-    let text = fs::read_to_string(&paths.scenario).map_err(|e| format!("{}: {e}", paths.scenario.display()))?;
+    let text = fs::read_to_string(&paths.scenario)
+        .map_err(|e| format!("{}: {e}", paths.scenario.display()))?;
     let mut scenario: Scenario = if paths.scenario.extension().is_some_and(|ext| ext == "json") {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", paths.scenario.display()))?
     } else {
         toml::from_str(&text).map_err(|e| format!("{}: {e}", paths.scenario.display()))?
     };
     // Exchange compares server names ignoring case; the scripts carry them lower-case.
-    scenario.servers = std::mem::take(&mut scenario.servers).into_iter().map(|(name, server)| (name.to_ascii_lowercase(), server)).collect();
+    scenario.servers = std::mem::take(&mut scenario.servers)
+        .into_iter()
+        .map(|(name, server)| (name.to_ascii_lowercase(), server))
+        .collect();
 
     let call = Call::recognise(&script);
     let behaviour = call
         .as_ref()
         .ok()
-        .and_then(|call| scenario.servers.get(&call.server).and_then(|s| s.actions.get(call.action)).or_else(|| scenario.actions.get(call.action)))
+        .and_then(|call| {
+            scenario
+                .servers
+                .get(&call.server)
+                .and_then(|s| s.actions.get(call.action))
+                .or_else(|| scenario.actions.get(call.action))
+        })
         .cloned()
         .unwrap_or_default();
     let child_pid = if behaviour.hang {
-        let child = std::process::Command::new("sleep").arg("1000").spawn().map_err(|e| format!("starting sleep: {e}"))?;
+        let child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .map_err(|e| format!("starting sleep: {e}"))?;
         Some(child.id())
     } else {
         None
@@ -231,8 +244,13 @@ fn run() -> Result<ExitCode, String> {
         "child_pid": child_pid,
         "running": running.count,
     });
-    let mut log = OpenOptions::new().create(true).append(true).open(&paths.log).map_err(|e| format!("{}: {e}", paths.log.display()))?;
-    log.write_all(format!("{log_line}\n").as_bytes()).map_err(|e| format!("{}: {e}", paths.log.display()))?;
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&paths.log)
+        .map_err(|e| format!("{}: {e}", paths.log.display()))?;
+    log.write_all(format!("{log_line}\n").as_bytes())
+        .map_err(|e| format!("{}: {e}", paths.log.display()))?;
 
     let call = call?;
     if behaviour.hang {
@@ -257,7 +275,8 @@ fn run() -> Result<ExitCode, String> {
     // after the delay, with other calls free to run meanwhile.
     let mut state = load_state(&paths.state, &scenario)?;
     let answer = call.answer(&scenario, &mut state, chrono::Utc::now().timestamp_millis());
-    fs::write(&paths.state, serde_json::to_string_pretty(&state).expect("state serialises")).map_err(|e| format!("{}: {e}", paths.state.display()))?;
+    fs::write(&paths.state, serde_json::to_string_pretty(&state).expect("state serialises"))
+        .map_err(|e| format!("{}: {e}", paths.state.display()))?;
     drop(lock);
     std::thread::sleep(delay);
     drop(running);
@@ -302,12 +321,20 @@ fn paths() -> Result<Paths, String> {
     let mut flags: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if let Some(name) = arg.strip_prefix("--").filter(|name| ["scenario", "state", "log"].contains(name)) {
-            flags.insert(name.to_owned(), args.next().ok_or_else(|| format!("{arg} needs a path"))?.into());
+        if let Some(name) =
+            arg.strip_prefix("--").filter(|name| ["scenario", "state", "log"].contains(name))
+        {
+            flags.insert(
+                name.to_owned(),
+                args.next().ok_or_else(|| format!("{arg} needs a path"))?.into(),
+            );
         }
     }
-    let mut path = |name: &str, env: &str| flags.remove(name).or_else(|| std::env::var_os(env).map(PathBuf::from));
-    let scenario = path("scenario", "STAND_IN_SCENARIO").ok_or("no scenario: give --scenario FILE or STAND_IN_SCENARIO")?;
+    let mut path = |name: &str, env: &str| {
+        flags.remove(name).or_else(|| std::env::var_os(env).map(PathBuf::from))
+    };
+    let scenario = path("scenario", "STAND_IN_SCENARIO")
+        .ok_or("no scenario: give --scenario FILE or STAND_IN_SCENARIO")?;
     let beside = |suffix: &str| {
         let mut name = scenario.clone().into_os_string();
         name.push(suffix);
@@ -347,35 +374,97 @@ impl Call {
     fn recognise(script: &str) -> Result<Call, String> {
         // (marker that names the action, action, cmdlet the server follows, the server's parameter, the argument's)
         let table: [(&str, &str, &str, &str, Option<&str>); 11] = [
-            ("Invoke-MonitoringProbe", "probe", "Invoke-MonitoringProbe", "-Server", Some("Invoke-MonitoringProbe")),
+            (
+                "Invoke-MonitoringProbe",
+                "probe",
+                "Invoke-MonitoringProbe",
+                "-Server",
+                Some("Invoke-MonitoringProbe"),
+            ),
             ("Get-ServerHealth", "server_health", "Get-ServerHealth", "-Identity", Some("-like")),
-            ("Restart-WebAppPool", "recycle_app_pool", "Invoke-Command", "-ComputerName", Some("[string[]]@(")),
-            ("Restart-Service", "restart_service", "Invoke-Command", "-ComputerName", Some("-ArgumentList")),
+            (
+                "Restart-WebAppPool",
+                "recycle_app_pool",
+                "Invoke-Command",
+                "-ComputerName",
+                Some("[string[]]@("),
+            ),
+            (
+                "Restart-Service",
+                "restart_service",
+                "Invoke-Command",
+                "-ComputerName",
+                Some("-ArgumentList"),
+            ),
             ("RecoveryActionResults", "ma_history", "Get-WinEvent", "-ComputerName", Some("[int]")),
             ("iisreset", "iis_reset", "Invoke-Command", "-ComputerName", None),
-            ("DatabaseCopyActivationDisabledAndMoveNow $true", "disable_activation", "Set-MailboxServer", "-Identity", None),
-            ("DatabaseCopyActivationDisabledAndMoveNow $false", "enable_activation", "Set-MailboxServer", "-Identity", None),
-            ("Get-MailboxDatabaseCopyStatus", "copy_status", "Get-MailboxDatabaseCopyStatus", "-Server", None),
-            ("Restart-Computer", "restart_server", "Restart-Computer", "-ComputerName", Some("-Timeout")),
-            ("Get-ServerComponentState", "component_state", "Get-ServerComponentState", "-Identity", None),
+            (
+                "DatabaseCopyActivationDisabledAndMoveNow $true",
+                "disable_activation",
+                "Set-MailboxServer",
+                "-Identity",
+                None,
+            ),
+            (
+                "DatabaseCopyActivationDisabledAndMoveNow $false",
+                "enable_activation",
+                "Set-MailboxServer",
+                "-Identity",
+                None,
+            ),
+            (
+                "Get-MailboxDatabaseCopyStatus",
+                "copy_status",
+                "Get-MailboxDatabaseCopyStatus",
+                "-Server",
+                None,
+            ),
+            (
+                "Restart-Computer",
+                "restart_server",
+                "Restart-Computer",
+                "-ComputerName",
+                Some("-Timeout"),
+            ),
+            (
+                "Get-ServerComponentState",
+                "component_state",
+                "Get-ServerComponentState",
+                "-Identity",
+                None,
+            ),
         ];
-        let (_, action, cmdlet, parameter, argument) =
-            table.into_iter().find(|(marker, ..)| find(script, 0, marker).is_some()).ok_or("the script runs no cmdlet the stand-in knows")?;
-        let at = find(script, 0, cmdlet).ok_or_else(|| format!("{action}: the script has no {cmdlet}"))?;
-        let server = literal_after(script, at, parameter).ok_or_else(|| format!("{action}: no quoted literal after {cmdlet} ... {parameter}"))?;
+        let (_, action, cmdlet, parameter, argument) = table
+            .into_iter()
+            .find(|(marker, ..)| find(script, 0, marker).is_some())
+            .ok_or("the script runs no cmdlet the stand-in knows")?;
+        let at = find(script, 0, cmdlet)
+            .ok_or_else(|| format!("{action}: the script has no {cmdlet}"))?;
+        let server = literal_after(script, at, parameter)
+            .ok_or_else(|| format!("{action}: no quoted literal after {cmdlet} ... {parameter}"))?;
         let argument = match argument {
             // Several application pools make one array of literals: `@('A', 'B')`.
-            Some(marker) if action == "recycle_app_pool" => {
-                Some(literals_after(script, marker).ok_or_else(|| format!("{action}: no quoted literals after {marker}"))?.join(","))
-            }
-            Some(marker) => Some(literal_after(script, 0, marker).ok_or_else(|| format!("{action}: no quoted literal after {marker}"))?),
+            Some(marker) if action == "recycle_app_pool" => Some(
+                literals_after(script, marker)
+                    .ok_or_else(|| format!("{action}: no quoted literals after {marker}"))?
+                    .join(","),
+            ),
+            Some(marker) => Some(
+                literal_after(script, 0, marker)
+                    .ok_or_else(|| format!("{action}: no quoted literal after {marker}"))?,
+            ),
             None => None,
         };
         Ok(Call { action, server: server.to_ascii_lowercase(), argument })
     }
 
     /// The JSON Exchange would print, or the error a shell would meet reaching the server now (`now`: Unix ms).
-    fn answer(&self, scenario: &Scenario, state: &mut BTreeMap<String, ServerState>, now: i64) -> Result<Value, String> {
+    fn answer(
+        &self,
+        scenario: &Scenario,
+        state: &mut BTreeMap<String, ServerState>,
+        now: i64,
+    ) -> Result<Value, String> {
         let failing = failing(scenario, state, &self.server);
         let config = scenario.servers.get(&self.server).cloned().unwrap_or_default();
         let server_state = state.entry(self.server.clone()).or_default();
@@ -383,7 +472,9 @@ impl Call {
         if server_state.booting_until > now {
             return Err(format!("Connecting to remote server {server} failed: WinRM cannot complete the operation (the server is starting)"));
         }
-        if ["probe", "server_health", "copy_status", "component_state", "ma_history"].contains(&self.action) {
+        if ["probe", "server_health", "copy_status", "component_state", "ma_history"]
+            .contains(&self.action)
+        {
             if server_state.endpoint_down_until > now {
                 return Err(format!("Connecting to remote server {server} failed: http://{server}/PowerShell/ answered 503 (IIS is restarting)"));
             }
@@ -400,7 +491,8 @@ impl Call {
             "probe" => {
                 let probe = self.argument.clone().unwrap_or_default();
                 let (result_type, error) = if failing {
-                    let mailbox = config.mailbox.clone().unwrap_or_else(|| "UnkownMailboxServer".into());
+                    let mailbox =
+                        config.mailbox.clone().unwrap_or_else(|| "UnkownMailboxServer".into());
                     let error = format!(
                         "Error occurred:\r\n\r\nUser: HealthMailbox0c1f2e3d@contoso.com\r\nPassword: ******\r\nTarget: https://{}:444/Microsoft-Server-ActiveSync/Proxy\r\nResponse: 503 Service Unavailable\r\nDiagnostics header:[ClientAccessServer={short}]_Cas:{}_Mbx:{mailbox}_Dc:DC01.contoso.com_FAIL/HTTP:503/EASStatus:0",
                         self.server, self.server
@@ -416,10 +508,18 @@ impl Call {
             }
             "server_health" => {
                 let pattern = self.argument.clone().unwrap_or_default();
-                let mut monitors: Vec<(String, String)> = MONITORS.iter().map(|(m, hs)| (m.to_string(), hs.to_string())).collect();
+                let mut monitors: Vec<(String, String)> =
+                    MONITORS.iter().map(|(m, hs)| (m.to_string(), hs.to_string())).collect();
                 for monitor in &config.unhealthy_monitors {
                     if !monitors.iter().any(|(m, _)| m.eq_ignore_ascii_case(monitor)) {
-                        monitors.push((monitor.clone(), scenario.health_sets.get(monitor).cloned().unwrap_or_else(|| "ActiveSync".into())));
+                        monitors.push((
+                            monitor.clone(),
+                            scenario
+                                .health_sets
+                                .get(monitor)
+                                .cloned()
+                                .unwrap_or_else(|| "ActiveSync".into()),
+                        ));
                     }
                 }
                 let rows: Vec<Value> = monitors
@@ -438,20 +538,28 @@ impl Call {
             "recycle_app_pool" => {
                 server_state.fixed |= config.fault == Fault::AppPool;
                 server_state.cold_until = at + config.warm_up_ms;
-                let pools: Vec<&str> = self.argument.as_deref().unwrap_or_default().split(',').collect();
+                let pools: Vec<&str> =
+                    self.argument.as_deref().unwrap_or_default().split(',').collect();
                 json!({"Server": self.server, "AppPools": pools, "Recycled": true})
             }
             "restart_service" => {
                 let service = self.argument.clone().unwrap_or_default();
-                server_state.fixed |= config.fault == Fault::Service && config.service.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(&service));
+                server_state.fixed |= config.fault == Fault::Service
+                    && config.service.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(&service));
                 server_state.cold_until = at + config.warm_up_ms;
                 json!({"Server": self.server, "Service": service, "Status": "Running"})
             }
             "ma_history" => {
                 // Get-WinEvent -FilterHashtable StartTime: events created within the lookback, a start event and a
                 // finished one per action, newest first, as EventXML fields.
-                let lookback_ms = self.argument.as_deref().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0) * 1000;
-                let time = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                let lookback_ms =
+                    self.argument.as_deref().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0)
+                        * 1000;
+                let time = |ms: i64| {
+                    chrono::DateTime::from_timestamp_millis(ms)
+                        .unwrap_or_default()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                };
                 let mut events = Vec::new();
                 for entry in &config.ma_log {
                     let (started, ended) = (at - entry.ago_ms - 5_000, at - entry.ago_ms);
@@ -500,16 +608,23 @@ impl Call {
                 server_state.moving.retain(|t| *t > at);
                 server_state.moved += arrived;
                 let mounted = server_state.active_copies + server_state.moving.len() as u32;
-                let groups = [("Mounted", mounted), ("Healthy", config.passive_copies + server_state.moved)];
+                let groups =
+                    [("Mounted", mounted), ("Healthy", config.passive_copies + server_state.moved)];
                 let others = config.copy_states.iter().map(|(name, count)| (name.as_str(), *count));
                 Value::Array(
-                    groups.into_iter().chain(others).filter(|(_, count)| *count > 0).map(|(name, count)| json!({"Count": count, "Name": name})).collect(),
+                    groups
+                        .into_iter()
+                        .chain(others)
+                        .filter(|(_, count)| *count > 0)
+                        .map(|(name, count)| json!({"Count": count, "Name": name}))
+                        .collect(),
                 )
             }
             "restart_server" => {
                 server_state.restarts += 1;
                 // A reboot restarts every service too.
-                server_state.fixed |= config.fault == Fault::Restart || config.fault == Fault::Service;
+                server_state.fixed |=
+                    config.fault == Fault::Restart || config.fault == Fault::Service;
                 server_state.booting_until = at + config.boot_time_ms;
                 server_state.cold_until = at + config.boot_time_ms + config.warm_up_ms;
                 json!({"Server": self.server, "Restarted": true})
@@ -530,9 +645,10 @@ fn faulted(scenario: &ServerScenario, state: Option<&ServerState>) -> bool {
 fn failing(scenario: &Scenario, state: &BTreeMap<String, ServerState>, server: &str) -> bool {
     match scenario.servers.get(server) {
         None => false,
-        Some(config) if config.fault == Fault::Mailbox => {
-            scenario.servers.iter().any(|(name, other)| other.fault != Fault::Mailbox && faulted(other, state.get(name)))
-        }
+        Some(config) if config.fault == Fault::Mailbox => scenario
+            .servers
+            .iter()
+            .any(|(name, other)| other.fault != Fault::Mailbox && faulted(other, state.get(name))),
         Some(config) => faulted(config, state.get(server)),
     }
 }
@@ -629,7 +745,9 @@ impl Lock {
         loop {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(_) => return Ok(Lock(path)),
-                Err(_) if started.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
                 Err(e) => return Err(format!("{}: still locked after 10s ({e})", path.display())),
             }
         }

@@ -111,7 +111,10 @@ fn expected() -> [Expected; 9] {
 }
 
 fn check_fixture(body: &str, want: &Expected) {
-    let description = serde_json::from_str::<serde_json::Value>(body).unwrap()["alertDescription"].as_str().unwrap().to_owned();
+    let description = serde_json::from_str::<serde_json::Value>(body).unwrap()["alertDescription"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let message = if description == "Not Present" { String::new() } else { description };
     let expected = Alert {
         source_key: want.source_key.map(str::to_owned),
@@ -123,7 +126,12 @@ fn check_fixture(body: &str, want: &Expected) {
         status: want.status,
         raised_at: want.raised_at.map(|time| time.parse().unwrap()),
     };
-    assert_eq!(parse(body.as_bytes()).unwrap(), expected, "fixture with alertName {:?}", &body[..body.len().min(200)]);
+    assert_eq!(
+        parse(body.as_bytes()).unwrap(),
+        expected,
+        "fixture with alertName {:?}",
+        &body[..body.len().min(200)]
+    );
 }
 
 #[test]
@@ -214,17 +222,31 @@ fn health_set_monitor_and_server_are_found_in_free_text() {
 #[test]
 fn status_source_key_and_time() {
     let alert = |extra: &str| {
-        let body = format!(r#"{{"alertName":"ActiveSync health set","managedEntityPath":"cas01"{extra}}}"#);
+        let body = format!(
+            r#"{{"alertName":"ActiveSync health set","managedEntityPath":"cas01"{extra}}}"#
+        );
         parse(body.as_bytes()).unwrap()
     };
-    assert_eq!(alert(r#","resolutionState":"closed","alertId":"{1}""#).source_key.as_deref(), Some("{1}/resolved"));
-    assert_eq!(alert(r#","resolutionState":255,"alertId":" {1} ""#).source_key.as_deref(), Some("{1}/resolved"));
+    assert_eq!(
+        alert(r#","resolutionState":"closed","alertId":"{1}""#).source_key.as_deref(),
+        Some("{1}/resolved")
+    );
+    assert_eq!(
+        alert(r#","resolutionState":255,"alertId":" {1} ""#).source_key.as_deref(),
+        Some("{1}/resolved")
+    );
     assert_eq!(alert(r#","resolutionState":"0""#).status, AlertStatus::Firing);
     assert_eq!(alert(r#","resolutionState":"Resolved""#).status, AlertStatus::Firing);
     assert_eq!(alert(r#","alertId":"""#).source_key, None);
     assert_eq!(alert(r#","repeatCount":2,"severity":null,"priority":1.5"#).source_key, None);
-    let long_id = format!(r#"{{"alertName":"ActiveSync health set","managedEntityPath":"cas01","alertId":"{}"}}"#, "x".repeat(257));
-    assert_eq!(parse(long_id.as_bytes()).unwrap_err().to_string(), "alertId: is longer than 256 characters");
+    let long_id = format!(
+        r#"{{"alertName":"ActiveSync health set","managedEntityPath":"cas01","alertId":"{}"}}"#,
+        "x".repeat(257)
+    );
+    assert_eq!(
+        parse(long_id.as_bytes()).unwrap_err().to_string(),
+        "alertId: is longer than 256 characters"
+    );
 
     let times: &[(&str, Option<&str>)] = &[
         ("2026-11-26T10:00:00Z", Some("2026-11-26T10:00:00Z")),
@@ -251,7 +273,11 @@ fn windows_powershell_bodies_are_read() {
     let alert = parse(latin1).unwrap();
     assert_eq!(alert.message, "Z\u{fc}rich _Mbx:mbx01.contoso.com");
     assert_eq!(alert.mailbox_hint.as_ref().map(ServerName::as_str), Some("mbx01.contoso.com"));
-    let with_bom = [b"\xEF\xBB\xBF".as_slice(), br#"{"alertName":"ActiveSync health set","managedEntityPath":"cas01"}"#].concat();
+    let with_bom = [
+        b"\xEF\xBB\xBF".as_slice(),
+        br#"{"alertName":"ActiveSync health set","managedEntityPath":"cas01"}"#,
+    ]
+    .concat();
     assert_eq!(parse(&with_bom).unwrap().server.as_str(), "cas01");
 }
 
@@ -261,13 +287,29 @@ fn schema_documents_every_field() {
     let properties = schema["properties"].as_object().unwrap();
     assert_eq!(properties.len(), 31);
     for (name, property) in properties {
-        assert!(property["description"].as_str().is_some_and(|text| !text.is_empty()), "{name} has no description");
+        assert!(
+            property["description"].as_str().is_some_and(|text| !text.is_empty()),
+            "{name} has no description"
+        );
     }
-    assert!(properties.contains_key("managedEntityGUID") && properties.contains_key("customField10"));
+    assert!(
+        properties.contains_key("managedEntityGUID") && properties.contains_key("customField10")
+    );
     assert!(schema.get("required").is_none() && schema.get("additionalProperties").is_none());
 }
 
-static PAYLOADS: [&str; 10] = [FIXTURES[0], FIXTURES[1], FIXTURES[2], FIXTURES[3], FIXTURES[4], FIXTURES[5], FIXTURES[6], FIXTURES[7], FIXTURES[8], EXAMPLE];
+static PAYLOADS: [&str; 10] = [
+    FIXTURES[0],
+    FIXTURES[1],
+    FIXTURES[2],
+    FIXTURES[3],
+    FIXTURES[4],
+    FIXTURES[5],
+    FIXTURES[6],
+    FIXTURES[7],
+    FIXTURES[8],
+    EXAMPLE,
+];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]

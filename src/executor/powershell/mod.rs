@@ -32,7 +32,15 @@ use crate::journal::{Action, Report};
 pub use self::template::ps_quote;
 
 /// The values `New-PSSession -Authentication` takes (`System.Management.Automation.Runspaces.AuthenticationMechanism`).
-const AUTHENTICATION_MECHANISMS: [&str; 7] = ["Default", "Basic", "Negotiate", "NegotiateWithImplicitCredential", "Credssp", "Digest", "Kerberos"];
+const AUTHENTICATION_MECHANISMS: [&str; 7] = [
+    "Default",
+    "Basic",
+    "Negotiate",
+    "NegotiateWithImplicitCredential",
+    "Credssp",
+    "Digest",
+    "Kerberos",
+];
 
 pub struct PowerShell {
     program: String,
@@ -57,7 +65,10 @@ pub struct PowerShell {
 /// Checks an Exchange Management Shell endpoint: an `http://` or `https://` URL, with or without `{server}`. What
 /// else it holds reaches scripts only as a quoted literal.
 pub fn check_connection_uri(uri: &str) -> Result<(), String> {
-    let rest = uri.strip_prefix("http://").or_else(|| uri.strip_prefix("https://")).ok_or_else(|| format!("{uri:?} is not an http:// or https:// URL"))?;
+    let rest = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"))
+        .ok_or_else(|| format!("{uri:?} is not an http:// or https:// URL"))?;
     if rest.is_empty() || rest.starts_with('/') {
         return Err(format!("{uri:?} names no host"));
     }
@@ -67,29 +78,51 @@ pub fn check_connection_uri(uri: &str) -> Result<(), String> {
 impl PowerShell {
     /// Checks the `[executor]` settings and every script template. `restart_timeout` is `timing.restart_timeout`:
     /// how long `Restart-Computer` waits for the server to answer again.
-    pub fn new(config: &ExecutorConfig, restart_timeout: Duration) -> Result<PowerShell, BadSetting> {
+    pub fn new(
+        config: &ExecutorConfig,
+        restart_timeout: Duration,
+    ) -> Result<PowerShell, BadSetting> {
         if config.program.trim().is_empty() {
             return Err(BadSetting::new("executor.program", "is empty"));
         }
-        check_connection_uri(&config.connection_uri).map_err(|e| BadSetting::new("executor.connection_uri", e))?;
+        check_connection_uri(&config.connection_uri)
+            .map_err(|e| BadSetting::new("executor.connection_uri", e))?;
         if config.timeout.0.is_zero() {
             return Err(BadSetting::new("executor.timeout", "must be more than zero"));
         }
-        let authentication = AUTHENTICATION_MECHANISMS.into_iter().find(|m| m.eq_ignore_ascii_case(&config.authentication)).ok_or_else(|| {
-            BadSetting::new("executor.authentication", format!("{:?} is not one of {}", config.authentication, AUTHENTICATION_MECHANISMS.join(", ")))
-        })?;
+        let authentication = AUTHENTICATION_MECHANISMS
+            .into_iter()
+            .find(|m| m.eq_ignore_ascii_case(&config.authentication))
+            .ok_or_else(|| {
+                BadSetting::new(
+                    "executor.authentication",
+                    format!(
+                        "{:?} is not one of {}",
+                        config.authentication,
+                        AUTHENTICATION_MECHANISMS.join(", ")
+                    ),
+                )
+            })?;
         let scripted = || ActionKind::ALL.iter().copied().filter(|kind| kind.runs_script());
         for key in config.scripts.keys() {
             if !scripted().any(|kind| kind.as_str() == key) {
                 let known = scripted().map(ActionKind::as_str).collect::<Vec<_>>().join(", ");
-                return Err(BadSetting::new(format!("executor.scripts.{key}"), format!("unknown action {key:?}; scripts are for {known}")));
+                return Err(BadSetting::new(
+                    format!("executor.scripts.{key}"),
+                    format!("unknown action {key:?}; scripts are for {known}"),
+                ));
             }
         }
         let mut templates = HashMap::new();
         for kind in scripted() {
-            let text =
-                config.scripts.get(kind.as_str()).cloned().or_else(|| Template::builtin_text(kind)).expect("every scripted action has a built-in script");
-            let template = Template::parse(kind, &text).map_err(|message| BadSetting::new(format!("executor.scripts.{kind}"), message))?;
+            let text = config
+                .scripts
+                .get(kind.as_str())
+                .cloned()
+                .or_else(|| Template::builtin_text(kind))
+                .expect("every scripted action has a built-in script");
+            let template = Template::parse(kind, &text)
+                .map_err(|message| BadSetting::new(format!("executor.scripts.{kind}"), message))?;
             templates.insert(kind, template);
         }
         Ok(PowerShell {
@@ -109,7 +142,10 @@ impl PowerShell {
 
     /// Takes each inventory server's own endpoint, where it has one.
     pub fn with_inventory(mut self, inventory: &Inventory) -> PowerShell {
-        self.endpoints = inventory.iter().filter_map(|(name, entry)| entry.connection_uri.clone().map(|uri| (name.clone(), uri))).collect();
+        self.endpoints = inventory
+            .iter()
+            .filter_map(|(name, entry)| entry.connection_uri.clone().map(|uri| (name.clone(), uri)))
+            .collect();
         self
     }
 
@@ -149,28 +185,47 @@ impl PowerShell {
             Err(_) => {
                 tracing::info!(server = %action.server(), action = %action.kind(), "all executor.max_parallel shells are busy; the step waits its turn");
                 self.gauges.waiting.inc();
-                let permit = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+                let permit = self
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
                 self.gauges.waiting.dec();
                 permit
             }
         };
         self.gauges.running.inc();
-        let ended = process::run(&self.program, &self.args, &self.environment, &script, deadline).await;
+        let ended =
+            process::run(&self.program, &self.args, &self.environment, &script, deadline).await;
         self.gauges.running.dec();
         drop(permit);
         let mut report = match ended {
-            Ended::Exited { code, stdout, stderr } => output::interpret(action, code, &stdout, &stderr),
+            Ended::Exited { code, stdout, stderr } => {
+                output::interpret(action, code, &stdout, &stderr)
+            }
             Ended::TimedOut { stderr } => {
                 tracing::warn!(server = %action.server(), action = %action.kind(), "the script ran past its deadline; its process tree was killed");
-                let summary = format!("timed out after {}; the shell and everything it started were killed", humantime::format_duration(deadline));
+                let summary = format!(
+                    "timed out after {}; the shell and everything it started were killed",
+                    humantime::format_duration(deadline)
+                );
                 Report::new(Outcome::Error, output::with_stderr(summary, &stderr))
             }
-            Ended::Failed(err) => Report::new(Outcome::Error, format!("could not run {}: {err}", self.program)),
+            Ended::Failed(err) => {
+                Report::new(Outcome::Error, format!("could not run {}: {err}", self.program))
+            }
         };
         // Managed Availability's window is applied by the clock here, whatever the script's own filter let through.
-        if let (Action::MaHistory { server, lookback }, false) = (action, report.outcome == Outcome::Error) {
+        if let (Action::MaHistory { server, lookback }, false) =
+            (action, report.outcome == Outcome::Error)
+        {
             let actions = std::mem::take(&mut report.ma_actions);
-            report = Report::ma_history(server, *lookback, crate::ma::recent(actions, *lookback, chrono::Utc::now()));
+            report = Report::ma_history(
+                server,
+                *lookback,
+                crate::ma::recent(actions, *lookback, chrono::Utc::now()),
+            );
         }
         report.command = Some(script);
         report
@@ -189,12 +244,18 @@ impl PowerShell {
             (Slot::Authentication, _) => self.authentication.to_owned(),
             (Slot::Probe, Action::Probe { probe, .. }) => probe.to_string(),
             (Slot::HealthSets, Action::ServerHealth { health_sets, .. }) => health_sets.to_string(),
-            (Slot::RestartTimeoutSeconds, Action::RestartServer { .. }) => self.restart_timeout.as_secs().to_string(),
+            (Slot::RestartTimeoutSeconds, Action::RestartServer { .. }) => {
+                self.restart_timeout.as_secs().to_string()
+            }
             (Slot::Attempt, Action::DisableActivation { attempt, .. }) => attempt.to_string(),
             (Slot::Noforce, Action::IisReset { noforce, .. }) => noforce.to_string(),
             (Slot::Service, Action::RestartService { service, .. }) => service.to_string(),
-            (Slot::LookbackSeconds, Action::MaHistory { lookback, .. }) => lookback.as_secs().to_string(),
-            (slot, action) => unreachable!("template for {} uses {slot:?}, which parsing refuses", action.kind()),
+            (Slot::LookbackSeconds, Action::MaHistory { lookback, .. }) => {
+                lookback.as_secs().to_string()
+            }
+            (slot, action) => {
+                unreachable!("template for {} uses {slot:?}, which parsing refuses", action.kind())
+            }
         };
         vec![one]
     }

@@ -25,11 +25,26 @@ pub(super) const NO_SCRIPT: &str = "no script: the engine keeps waits";
 type Object = Map<String, Value>;
 
 /// The report for a script that exited by itself with `code` (`None`: a signal ended it).
-pub(super) fn interpret(action: &Action, code: Option<i32>, stdout: &Capture, stderr: &Capture) -> Report {
+pub(super) fn interpret(
+    action: &Action,
+    code: Option<i32>,
+    stdout: &Capture,
+    stderr: &Capture,
+) -> Report {
     match code {
         Some(0) => {}
-        Some(code) => return Report::new(Outcome::Error, with_stderr(format!("the script exited with code {code}"), stderr)),
-        None => return Report::new(Outcome::Error, with_stderr("the shell was killed by a signal".into(), stderr)),
+        Some(code) => {
+            return Report::new(
+                Outcome::Error,
+                with_stderr(format!("the script exited with code {code}"), stderr),
+            )
+        }
+        None => {
+            return Report::new(
+                Outcome::Error,
+                with_stderr("the shell was killed by a signal".into(), stderr),
+            )
+        }
     }
     let objects = match documents(stdout) {
         Ok(objects) => objects,
@@ -37,19 +52,33 @@ pub(super) fn interpret(action: &Action, code: Option<i32>, stdout: &Capture, st
     };
     let read = match action {
         Action::Probe { probe, .. } => probe_result(&probe.to_string(), &objects),
-        Action::ServerHealth { server, health_sets } => server_health(server, health_sets, &objects),
+        Action::ServerHealth { server, health_sets } => {
+            server_health(server, health_sets, &objects)
+        }
         Action::CopyStatus { server } => copy_status(server, &objects),
         Action::RecycleAppPool { server, app_pools } => {
             let names: Vec<&str> = app_pools.iter().map(|p| p.as_str()).collect();
             Ok(Report::new(Outcome::Done, format!("{} recycled on {server}", names.join(", "))))
         }
-        Action::IisReset { server, .. } => Ok(Report::new(Outcome::Done, iis_reset(server, &objects))),
-        Action::RestartService { server, service } => restart_service(server, service.as_str(), &objects),
+        Action::IisReset { server, .. } => {
+            Ok(Report::new(Outcome::Done, iis_reset(server, &objects)))
+        }
+        Action::RestartService { server, service } => {
+            restart_service(server, service.as_str(), &objects)
+        }
         Action::MaHistory { server, lookback } => ma_history(server, *lookback, &objects),
-        Action::DisableActivation { server, attempt } => disable_activation(server, *attempt, &objects),
+        Action::DisableActivation { server, attempt } => {
+            disable_activation(server, *attempt, &objects)
+        }
         Action::ComponentState { server } => component_state(server, &objects),
-        Action::EnableActivation { server } => Ok(Report::new(Outcome::Done, format!("DatabaseCopyActivationDisabledAndMoveNow set to False on {server}"))),
-        Action::RestartServer { server } => Ok(Report::new(Outcome::Done, format!("{server} restarted and answering PowerShell remoting"))),
+        Action::EnableActivation { server } => Ok(Report::new(
+            Outcome::Done,
+            format!("DatabaseCopyActivationDisabledAndMoveNow set to False on {server}"),
+        )),
+        Action::RestartServer { server } => Ok(Report::new(
+            Outcome::Done,
+            format!("{server} restarted and answering PowerShell remoting"),
+        )),
         Action::Wait { .. } => Ok(Report::new(Outcome::Done, NO_SCRIPT)),
     };
     read.unwrap_or_else(|problem| Report::new(Outcome::Error, problem))
@@ -74,24 +103,48 @@ pub(super) fn with_stderr(summary: String, stderr: &Capture) -> String {
 /// `{"value": [...], "Count": n}`; that is read as the array.
 fn documents(stdout: &Capture) -> Result<Vec<Object>, String> {
     if stdout.truncated {
-        return Err(format!("the script printed more than {} bytes on standard output", stdout.bytes.len()));
+        return Err(format!(
+            "the script printed more than {} bytes on standard output",
+            stdout.bytes.len()
+        ));
     }
     let text = stdout.text();
     let text = text.trim();
     if text.is_empty() {
-        return Err("the script printed nothing on standard output, where one JSON document was expected".into());
+        return Err(
+            "the script printed nothing on standard output, where one JSON document was expected"
+                .into(),
+        );
     }
     let value: Value = serde_json::from_str(text)
-        .or_else(|err| text.lines().rev().find(|line| !line.trim().is_empty()).and_then(|line| serde_json::from_str(line.trim()).ok()).ok_or(err))
-        .map_err(|err| format!("the script's standard output is not JSON ({err}): {}", first_chars(text, STDOUT_CHARS)))?;
+        .or_else(|err| {
+            text.lines()
+                .rev()
+                .find(|line| !line.trim().is_empty())
+                .and_then(|line| serde_json::from_str(line.trim()).ok())
+                .ok_or(err)
+        })
+        .map_err(|err| {
+            format!(
+                "the script's standard output is not JSON ({err}): {}",
+                first_chars(text, STDOUT_CHARS)
+            )
+        })?;
     let items = match value {
-        Value::Object(mut object) if object.len() == 2 && object.contains_key("Count") && object.get("value").is_some_and(Value::is_array) => {
+        Value::Object(mut object)
+            if object.len() == 2
+                && object.contains_key("Count")
+                && object.get("value").is_some_and(Value::is_array) =>
+        {
             vec![object.remove("value").expect("checked above")]
         }
         Value::Object(object) => return Ok(vec![object]),
         Value::Array(items) => items,
         other => {
-            return Err(format!("the script's standard output is JSON but neither an object nor an array: {}", first_chars(&other.to_string(), STDOUT_CHARS)))
+            return Err(format!(
+                "the script's standard output is JSON but neither an object nor an array: {}",
+                first_chars(&other.to_string(), STDOUT_CHARS)
+            ))
         }
     };
     items
@@ -102,14 +155,19 @@ fn documents(stdout: &Capture) -> Result<Vec<Object>, String> {
         })
         .map(|item| match item {
             Value::Object(object) => Ok(object),
-            other => Err(format!("the script's JSON array holds {}, not an object", first_chars(&other.to_string(), STDOUT_CHARS))),
+            other => Err(format!(
+                "the script's JSON array holds {}, not an object",
+                first_chars(&other.to_string(), STDOUT_CHARS)
+            )),
         })
         .collect()
 }
 
 /// A field by name, as PowerShell finds properties: ignoring case.
 fn field<'a>(object: &'a Object, name: &str) -> Option<&'a Value> {
-    object.get(name).or_else(|| object.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value))
+    object.get(name).or_else(|| {
+        object.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value)
+    })
 }
 
 /// A text field; `Ok(None)` when absent or null, `Err` when it holds something else.
@@ -122,7 +180,8 @@ fn text_field<'a>(object: &'a Object, name: &str, cmdlet: &str) -> Result<Option
 }
 
 fn required_text<'a>(object: &'a Object, name: &str, cmdlet: &str) -> Result<&'a str, String> {
-    text_field(object, name, cmdlet)?.ok_or_else(|| format!("{cmdlet} output has an object without {name}"))
+    text_field(object, name, cmdlet)?
+        .ok_or_else(|| format!("{cmdlet} output has an object without {name}"))
 }
 
 fn probe_result(probe: &str, results: &[Object]) -> Result<Report, String> {
@@ -134,7 +193,9 @@ fn probe_result(probe: &str, results: &[Object]) -> Result<Report, String> {
     for result in results {
         let result_type = match text_field(result, "ResultType", CMDLET)? {
             Some(text) => text,
-            None => text_field(result, "Result", CMDLET)?.ok_or_else(|| format!("{CMDLET} output has a result without ResultType or Result"))?,
+            None => text_field(result, "Result", CMDLET)?.ok_or_else(|| {
+                format!("{CMDLET} output has a result without ResultType or Result")
+            })?,
         };
         if !result_type.eq_ignore_ascii_case("Succeeded") && first_failure.is_none() {
             first_failure = Some((result, result_type));
@@ -145,15 +206,24 @@ fn probe_result(probe: &str, results: &[Object]) -> Result<Report, String> {
     };
     let mut error_text = String::new();
     for name in ["Error", "Exception"] {
-        if let Some(text) = text_field(result, name, CMDLET)?.map(str::trim).filter(|text| !text.is_empty()) {
+        if let Some(text) =
+            text_field(result, name, CMDLET)?.map(str::trim).filter(|text| !text.is_empty())
+        {
             error_text.push_str(&format!("; {name}: {text}"));
         }
     }
     let (kept, cut) = first_chars_cut(&error_text, PROBE_ERROR_CHARS);
-    Ok(Report::new(Outcome::Failed, format!("{probe}: ResultType {result_type}{kept}{}", if cut { "..." } else { "" })))
+    Ok(Report::new(
+        Outcome::Failed,
+        format!("{probe}: ResultType {result_type}{kept}{}", if cut { "..." } else { "" }),
+    ))
 }
 
-fn server_health(server: &ServerName, pattern: &HealthSetPattern, monitors: &[Object]) -> Result<Report, String> {
+fn server_health(
+    server: &ServerName,
+    pattern: &HealthSetPattern,
+    monitors: &[Object],
+) -> Result<Report, String> {
     const CMDLET: &str = "Get-ServerHealth";
     let mut unhealthy: Vec<Monitor> = Vec::new();
     let mut unreadable_names = Vec::new();
@@ -171,7 +241,9 @@ fn server_health(server: &ServerName, pattern: &HealthSetPattern, monitors: &[Ob
         if alert_value.eq_ignore_ascii_case("Unhealthy") {
             // The same monitor is listed once per target resource; it is one monitor to fix.
             match Monitor::parse(name) {
-                Ok(monitor) if !unhealthy.iter().any(|m| m.matches(name)) => unhealthy.push(monitor),
+                Ok(monitor) if !unhealthy.iter().any(|m| m.matches(name)) => {
+                    unhealthy.push(monitor)
+                }
                 Ok(_) => {}
                 Err(_) => unreadable_names.push(name.to_owned()),
             }
@@ -185,7 +257,10 @@ fn server_health(server: &ServerName, pattern: &HealthSetPattern, monitors: &[Ob
     let mut names: Vec<&str> = unhealthy.iter().map(Monitor::as_str).collect();
     names.extend(unreadable_names.iter().map(String::as_str));
     let (outcome, mut detail) = if names.is_empty() {
-        (Outcome::Healthy, format!("no {pattern} monitor Unhealthy on {server} ({considered} reported)"))
+        (
+            Outcome::Healthy,
+            format!("no {pattern} monitor Unhealthy on {server} ({considered} reported)"),
+        )
     } else {
         (Outcome::Unhealthy, format!("Unhealthy: {}", names.join(", ")))
     };
@@ -201,7 +276,9 @@ fn copy_status(server: &ServerName, groups: &[Object]) -> Result<Report, String>
         .iter()
         .map(|group| {
             let status = required_text(group, "Name", CMDLET)?;
-            let count = field(group, "Count").and_then(Value::as_u64).ok_or_else(|| format!("{CMDLET} output has a group without a numeric Count"))?;
+            let count = field(group, "Count")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("{CMDLET} output has a group without a numeric Count"))?;
             Ok((status, count))
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -209,49 +286,76 @@ fn copy_status(server: &ServerName, groups: &[Object]) -> Result<Report, String>
 }
 
 /// `Get-MailboxServer` as it was before activation was disabled: whether an administrator had disabled it already.
-fn disable_activation(server: &ServerName, attempt: u32, objects: &[Object]) -> Result<Report, String> {
+fn disable_activation(
+    server: &ServerName,
+    attempt: u32,
+    objects: &[Object],
+) -> Result<Report, String> {
     const FIELD: &str = "DatabaseCopyActivationDisabledAndMoveNow";
     let before = objects
         .iter()
         .find_map(|object| field(object, FIELD))
         .ok_or_else(|| format!("Get-MailboxServer output has no {FIELD}, so whether activation was disabled before is unknown"))?;
-    let already = before.as_bool().ok_or_else(|| format!("Get-MailboxServer output's {FIELD} is {before}, not true or false"))?;
+    let already = before.as_bool().ok_or_else(|| {
+        format!("Get-MailboxServer output's {FIELD} is {before}, not true or false")
+    })?;
     Ok(Report::activation_disabled(server, attempt, already))
 }
 
 /// `Get-ServerComponentState -Component ServerWideOffline`: only `Active` lets the responder change the server.
 fn component_state(server: &ServerName, objects: &[Object]) -> Result<Report, String> {
     const CMDLET: &str = "Get-ServerComponentState";
-    let object = objects.first().ok_or_else(|| format!("{CMDLET} returned nothing for {server}"))?;
+    let object =
+        objects.first().ok_or_else(|| format!("{CMDLET} returned nothing for {server}"))?;
     let state = required_text(object, "State", CMDLET)?;
     if state.eq_ignore_ascii_case("Active") {
         Ok(Report::new(Outcome::Active, format!("ServerWideOffline is Active on {server}")))
     } else {
-        Ok(Report::new(Outcome::Inactive, format!("ServerWideOffline is {state} on {server}: the server is in maintenance")))
+        Ok(Report::new(
+            Outcome::Inactive,
+            format!("ServerWideOffline is {state} on {server}: the server is in maintenance"),
+        ))
     }
 }
 
 /// `Restart-Service` through `Invoke-Command`: the service's status once it was asked to start again.
-fn restart_service(server: &ServerName, service: &str, objects: &[Object]) -> Result<Report, String> {
-    let status = objects.iter().find_map(|object| text_field(object, "Status", "Restart-Service").transpose()).transpose()?.unwrap_or("unknown");
+fn restart_service(
+    server: &ServerName,
+    service: &str,
+    objects: &[Object],
+) -> Result<Report, String> {
+    let status = objects
+        .iter()
+        .find_map(|object| text_field(object, "Status", "Restart-Service").transpose())
+        .transpose()?
+        .unwrap_or("unknown");
     if !status.eq_ignore_ascii_case("Running") {
-        return Err(format!("{service} on {server} is {status} after Restart-Service, not Running"));
+        return Err(format!(
+            "{service} on {server} is {status} after Restart-Service, not Running"
+        ));
     }
     Ok(Report::new(Outcome::Done, format!("{service} restarted on {server}; Status Running")))
 }
 
 /// The events of `Microsoft-Exchange-ManagedAvailability/RecoveryActionResults`, one object each with the fields
 /// of its `EventXML`; only finished actions are kept. The caller applies the lookback window by the clock.
-fn ma_history(server: &ServerName, lookback: std::time::Duration, objects: &[Object]) -> Result<Report, String> {
+fn ma_history(
+    server: &ServerName,
+    lookback: std::time::Duration,
+    objects: &[Object],
+) -> Result<Report, String> {
     const LOG: &str = "RecoveryActionResults";
     let mut actions = Vec::new();
     for object in objects {
-        let fields: Vec<(&str, Option<&str>)> = ["Id", "ResourceName", "RequestorName", "StartTime", "EndTime", "State", "Result"]
-            .into_iter()
-            .map(|name| text_field(object, name, LOG).map(|value| (name, value)))
-            .collect::<Result<_, _>>()?;
+        let fields: Vec<(&str, Option<&str>)> =
+            ["Id", "ResourceName", "RequestorName", "StartTime", "EndTime", "State", "Result"]
+                .into_iter()
+                .map(|name| text_field(object, name, LOG).map(|value| (name, value)))
+                .collect::<Result<_, _>>()?;
         let field = |name: &str| fields.iter().find(|(n, _)| *n == name).and_then(|(_, v)| *v);
-        if let Some(action) = RecoveryAction::from_event(field).map_err(|problem| format!("{LOG} on {server}: {problem}"))? {
+        if let Some(action) = RecoveryAction::from_event(field)
+            .map_err(|problem| format!("{LOG} on {server}: {problem}"))?
+        {
             actions.push(action);
         }
     }
@@ -264,8 +368,14 @@ fn iis_reset(server: &ServerName, objects: &[Object]) -> String {
         .iter()
         .find_map(|object| text_field(object, "Output", "iisreset").ok().flatten())
         .and_then(|output| output.lines().rev().find(|l| !l.trim().is_empty()));
-    let forced = objects.iter().any(|object| text_field(object, "Mode", "iisreset").ok().flatten() == Some("forced"));
-    let how = if forced { "iisreset (IIS did not stop with /noforce, so it was forced)" } else { "iisreset /noforce" };
+    let forced = objects
+        .iter()
+        .any(|object| text_field(object, "Mode", "iisreset").ok().flatten() == Some("forced"));
+    let how = if forced {
+        "iisreset (IIS did not stop with /noforce, so it was forced)"
+    } else {
+        "iisreset /noforce"
+    };
     match said {
         Some(line) => format!("{how} on {server}: {}", first_chars(line.trim(), STDOUT_CHARS)),
         None => format!("{how} done on {server}"),
@@ -314,11 +424,18 @@ mod tests {
     }
 
     fn probe() -> Action {
-        Action::Probe { server: server(), probe: ProbeRef::parse("ActiveSync.Protocol\\ActiveSyncDeepTestProbe").unwrap(), backend: None }
+        Action::Probe {
+            server: server(),
+            probe: ProbeRef::parse("ActiveSync.Protocol\\ActiveSyncDeepTestProbe").unwrap(),
+            backend: None,
+        }
     }
 
     fn health(pattern: &str) -> Action {
-        Action::ServerHealth { server: server(), health_sets: HealthSetPattern::parse(pattern).unwrap() }
+        Action::ServerHealth {
+            server: server(),
+            health_sets: HealthSetPattern::parse(pattern).unwrap(),
+        }
     }
 
     #[test]
@@ -349,16 +466,27 @@ mod tests {
         ];
         for (stdout, outcome, detail) in cases {
             let report = check(&probe(), stdout);
-            assert_eq!((report.outcome, report.detail.contains(detail)), (*outcome, true), "{stdout:?}: {}", report.detail);
+            assert_eq!(
+                (report.outcome, report.detail.contains(detail)),
+                (*outcome, true),
+                "{stdout:?}: {}",
+                report.detail
+            );
         }
     }
 
     #[test]
     fn probe_error_text_is_bounded() {
-        let stdout = serde_json::json!([{"ResultType": "Failed", "Error": "é".repeat(5000)}]).to_string();
+        let stdout =
+            serde_json::json!([{"ResultType": "Failed", "Error": "é".repeat(5000)}]).to_string();
         let report = check(&probe(), &stdout);
         assert_eq!(report.outcome, Outcome::Failed);
-        assert!(report.detail.chars().count() < PROBE_ERROR_CHARS + 100 && report.detail.ends_with("..."), "{}", report.detail.len());
+        assert!(
+            report.detail.chars().count() < PROBE_ERROR_CHARS + 100
+                && report.detail.ends_with("..."),
+            "{}",
+            report.detail.len()
+        );
     }
 
     #[test]
@@ -373,15 +501,35 @@ mod tests {
         let report = check(&health("ActiveSync*"), monitors);
         assert_eq!(report.outcome, Outcome::Unhealthy);
         assert_eq!(report.unhealthy, [Monitor::parse("ActiveSyncDeepTestMonitor").unwrap()]);
-        assert_eq!(report.detail, "Unhealthy: ActiveSyncDeepTestMonitor; also ActiveSyncSelfTestMonitor Degraded");
+        assert_eq!(
+            report.detail,
+            "Unhealthy: ActiveSyncDeepTestMonitor; also ActiveSyncSelfTestMonitor Degraded"
+        );
 
         let report = check(&health("ActiveSync.Protocol"), monitors);
-        assert_eq!((report.outcome, report.unhealthy.len()), (Outcome::Healthy, 0), "{}", report.detail);
-        assert!(report.detail.starts_with("no ActiveSync.Protocol monitor Unhealthy on mbx01.contoso.com (1 reported)"), "{}", report.detail);
+        assert_eq!(
+            (report.outcome, report.unhealthy.len()),
+            (Outcome::Healthy, 0),
+            "{}",
+            report.detail
+        );
+        assert!(
+            report.detail.starts_with(
+                "no ActiveSync.Protocol monitor Unhealthy on mbx01.contoso.com (1 reported)"
+            ),
+            "{}",
+            report.detail
+        );
 
         assert!(check(&health("ECP"), monitors).detail.contains("no monitor of health set ECP"));
-        assert_eq!(check(&health("ECP"), monitors).outcome, Outcome::Error, "no monitor at all is no evidence of health");
-        assert!(check(&health("ActiveSync"), r#"[{"Name":"A","HealthSetName":"ActiveSync"}]"#).detail.contains("without AlertValue"));
+        assert_eq!(
+            check(&health("ECP"), monitors).outcome,
+            Outcome::Error,
+            "no monitor at all is no evidence of health"
+        );
+        assert!(check(&health("ActiveSync"), r#"[{"Name":"A","HealthSetName":"ActiveSync"}]"#)
+            .detail
+            .contains("without AlertValue"));
     }
 
     #[test]
@@ -418,14 +566,26 @@ mod tests {
 
     #[test]
     fn mutating_actions_are_done_on_exit_zero_with_json_and_an_error_otherwise() {
-        let recycle = Action::RecycleAppPool { server: server(), app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap()] };
-        let done = check(&recycle, r#"{"Server":"mbx01.contoso.com","AppPool":"MSExchangeSyncAppPool","Recycled":true}"#);
-        assert_eq!((done.outcome, done.detail.as_str()), (Outcome::Done, "MSExchangeSyncAppPool recycled on mbx01.contoso.com"));
+        let recycle = Action::RecycleAppPool {
+            server: server(),
+            app_pools: vec![AppPool::parse("MSExchangeSyncAppPool").unwrap()],
+        };
+        let done = check(
+            &recycle,
+            r#"{"Server":"mbx01.contoso.com","AppPool":"MSExchangeSyncAppPool","Recycled":true}"#,
+        );
+        assert_eq!(
+            (done.outcome, done.detail.as_str()),
+            (Outcome::Done, "MSExchangeSyncAppPool recycled on mbx01.contoso.com")
+        );
         let reset = check(
             &Action::IisReset { server: server(), noforce: false },
             r#"{"ExitCode":0,"Output":"Attempting stop...\r\nInternet services successfully restarted\r\n"}"#,
         );
-        assert_eq!(reset.detail, "iisreset /noforce on mbx01.contoso.com: Internet services successfully restarted");
+        assert_eq!(
+            reset.detail,
+            "iisreset /noforce on mbx01.contoso.com: Internet services successfully restarted"
+        );
         let forced = check(
             &Action::IisReset { server: server(), noforce: false },
             r#"{"ExitCode":0,"Mode":"forced","Output":"Attempting stop...\r\nIIS did not stop\r\nInternet services successfully restarted"}"#,
@@ -438,48 +598,98 @@ mod tests {
         assert_eq!(check(&recycle, "done").outcome, Outcome::Error);
 
         let stderr = capture(&format!("{}Set-MailboxServer : Access is denied.", "x".repeat(3000)));
-        let failed = interpret(&Action::EnableActivation { server: server() }, Some(1), &capture(""), &stderr);
+        let failed = interpret(
+            &Action::EnableActivation { server: server() },
+            Some(1),
+            &capture(""),
+            &stderr,
+        );
         assert_eq!(failed.outcome, Outcome::Error);
         assert!(
-            failed.detail.starts_with("the script exited with code 1: ...x") && failed.detail.ends_with("Set-MailboxServer : Access is denied."),
+            failed.detail.starts_with("the script exited with code 1: ...x")
+                && failed.detail.ends_with("Set-MailboxServer : Access is denied."),
             "{}",
             failed.detail
         );
         assert!(failed.detail.chars().count() < STDERR_CHARS + 50);
-        let killed = interpret(&Action::EnableActivation { server: server() }, None, &capture("{}"), &capture(""));
-        assert_eq!((killed.outcome, killed.detail.as_str()), (Outcome::Error, "the shell was killed by a signal; no error output"));
+        let killed = interpret(
+            &Action::EnableActivation { server: server() },
+            None,
+            &capture("{}"),
+            &capture(""),
+        );
+        assert_eq!(
+            (killed.outcome, killed.detail.as_str()),
+            (Outcome::Error, "the shell was killed by a signal; no error output")
+        );
     }
 
     #[test]
     fn disabling_activation_records_whether_it_was_disabled_before() {
         let disable = Action::DisableActivation { server: server(), attempt: 1 };
-        let fresh = check(&disable, r#"{"Name":"MBX01","DatabaseCopyActivationDisabledAndMoveNow":false}"#);
-        assert_eq!((fresh.outcome, fresh.already_in_place), (Outcome::Done, false), "{}", fresh.detail);
-        let found = check(&disable, r#"{"Name":"MBX01","DatabaseCopyActivationDisabledAndMoveNow":true}"#);
+        let fresh =
+            check(&disable, r#"{"Name":"MBX01","DatabaseCopyActivationDisabledAndMoveNow":false}"#);
+        assert_eq!(
+            (fresh.outcome, fresh.already_in_place),
+            (Outcome::Done, false),
+            "{}",
+            fresh.detail
+        );
+        let found =
+            check(&disable, r#"{"Name":"MBX01","DatabaseCopyActivationDisabledAndMoveNow":true}"#);
         assert_eq!((found.outcome, found.already_in_place), (Outcome::Done, true));
-        assert!(found.detail.contains("already disabled on mbx01.contoso.com before this failover"), "{}", found.detail);
+        assert!(
+            found.detail.contains("already disabled on mbx01.contoso.com before this failover"),
+            "{}",
+            found.detail
+        );
         let unknown = check(&disable, r#"{"Name":"MBX01"}"#);
-        assert_eq!(unknown.outcome, Outcome::Error, "a prior state that cannot be read is not taken as enabled");
-        assert!(unknown.detail.contains("no DatabaseCopyActivationDisabledAndMoveNow"), "{}", unknown.detail);
+        assert_eq!(
+            unknown.outcome,
+            Outcome::Error,
+            "a prior state that cannot be read is not taken as enabled"
+        );
+        assert!(
+            unknown.detail.contains("no DatabaseCopyActivationDisabledAndMoveNow"),
+            "{}",
+            unknown.detail
+        );
     }
 
     #[test]
     fn component_state_active_only_lets_the_server_be_changed() {
         let action = Action::ComponentState { server: server() };
         let cases: &[(&str, Outcome, &str)] = &[
-            (r#"{"Identity":"MBX01","Component":"ServerWideOffline","State":"Active"}"#, Outcome::Active, "ServerWideOffline is Active"),
+            (
+                r#"{"Identity":"MBX01","Component":"ServerWideOffline","State":"Active"}"#,
+                Outcome::Active,
+                "ServerWideOffline is Active",
+            ),
             (
                 r#"{"Identity":"MBX01","Component":"ServerWideOffline","State":"Inactive"}"#,
                 Outcome::Inactive,
                 "ServerWideOffline is Inactive on mbx01.contoso.com",
             ),
-            (r#"[{"Component":"ServerWideOffline","State":"Draining"}]"#, Outcome::Inactive, "Draining"),
-            (r#"{"Component":"ServerWideOffline","State":1}"#, Outcome::Error, "State is 1, not text"),
+            (
+                r#"[{"Component":"ServerWideOffline","State":"Draining"}]"#,
+                Outcome::Inactive,
+                "Draining",
+            ),
+            (
+                r#"{"Component":"ServerWideOffline","State":1}"#,
+                Outcome::Error,
+                "State is 1, not text",
+            ),
             ("[]", Outcome::Error, "returned nothing"),
         ];
         for (stdout, outcome, detail) in cases {
             let report = check(&action, stdout);
-            assert_eq!((report.outcome, report.detail.contains(detail)), (*outcome, true), "{stdout:?}: {}", report.detail);
+            assert_eq!(
+                (report.outcome, report.detail.contains(detail)),
+                (*outcome, true),
+                "{stdout:?}: {}",
+                report.detail
+            );
         }
     }
 

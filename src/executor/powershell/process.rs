@@ -59,8 +59,22 @@ pub(super) enum Ended {
 /// What a shell needs of its environment to run at all, and to reach Exchange with the service's identity: the
 /// search path, the user's home and temporary directories, the locale, the time zone and the Kerberos ticket cache.
 #[cfg(unix)]
-pub(super) const BASICS: &[&str] =
-    &["PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "KRB5CCNAME", "KRB5_CONFIG"];
+pub(super) const BASICS: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "KRB5CCNAME",
+    "KRB5_CONFIG",
+];
 #[cfg(windows)]
 pub(super) const BASICS: &[&str] = &[
     "SystemRoot",
@@ -94,22 +108,40 @@ pub(super) const BASICS: &[&str] = &[
 
 /// The environment the shell gets: of `vars` (the service's own), the [`BASICS`] and the `pass_env` names, and
 /// never an `HSR_*` variable, whatever the lists say.
-pub(super) fn environment(pass_env: &[String], vars: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<(OsString, OsString)> {
+pub(super) fn environment(
+    pass_env: &[String],
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
     // Windows compares variable names without regard to case; Unix does not.
     let same = |a: &str, b: &str| if cfg!(windows) { a.eq_ignore_ascii_case(b) } else { a == b };
     vars.into_iter()
         .filter(|(name, _)| {
             let Some(name) = name.to_str() else { return false };
-            !name.to_ascii_uppercase().starts_with("HSR_") && (BASICS.iter().any(|basic| same(basic, name)) || pass_env.iter().any(|wanted| same(wanted, name)))
+            !name.to_ascii_uppercase().starts_with("HSR_")
+                && (BASICS.iter().any(|basic| same(basic, name))
+                    || pass_env.iter().any(|wanted| same(wanted, name)))
         })
         .collect()
 }
 
 /// Runs `program args...` with `script` on its standard input, for at most `deadline`, with exactly `env` as its
 /// environment.
-pub(super) async fn run(program: &str, args: &[String], env: &[(OsString, OsString)], script: &str, deadline: Duration) -> Ended {
+pub(super) async fn run(
+    program: &str,
+    args: &[String],
+    env: &[(OsString, OsString)],
+    script: &str,
+    deadline: Duration,
+) -> Ended {
     let mut command = tokio::process::Command::new(program);
-    command.args(args).env_clear().envs(env.iter().cloned()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     #[cfg(unix)]
     command.process_group(0);
     let mut child = match command.spawn() {
@@ -141,7 +173,8 @@ pub(super) async fn run(program: &str, args: &[String], env: &[(OsString, OsStri
         status
     })
     .await;
-    let take = |capture: &Arc<Mutex<Capture>>| std::mem::take(&mut *capture.lock().expect("capture lock"));
+    let take =
+        |capture: &Arc<Mutex<Capture>>| std::mem::take(&mut *capture.lock().expect("capture lock"));
     match finished {
         Ok(Ok(status)) => {
             tree.forget();
@@ -166,7 +199,12 @@ async fn join(readers: &mut [tokio::task::JoinHandle<()>]) {
 }
 
 /// Reads a stream to its end, keeping at most `limit` bytes of it, from its head or its tail.
-async fn drain(stream: Option<impl AsyncRead + Unpin>, limit: usize, keep: Keep, into: Arc<Mutex<Capture>>) {
+async fn drain(
+    stream: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    keep: Keep,
+    into: Arc<Mutex<Capture>>,
+) {
     let Some(mut stream) = stream else { return };
     let mut buf = vec![0; 16 << 10];
     loop {
@@ -183,7 +221,9 @@ async fn drain(stream: Option<impl AsyncRead + Unpin>, limit: usize, keep: Keep,
             }
             Keep::Tail => {
                 capture.bytes.extend_from_slice(&buf[..n]);
-                if let Some(excess) = capture.bytes.len().checked_sub(limit).filter(|excess| *excess > 0) {
+                if let Some(excess) =
+                    capture.bytes.len().checked_sub(limit).filter(|excess| *excess > 0)
+                {
                     capture.bytes.drain(..excess);
                     capture.truncated = true;
                 }
@@ -252,7 +292,10 @@ mod tests {
     }
 
     fn vars(names: &[&str]) -> Vec<(OsString, OsString)> {
-        names.iter().map(|name| (OsString::from(name), OsString::from(format!("value of {name}")))).collect()
+        names
+            .iter()
+            .map(|name| (OsString::from(name), OsString::from(format!("value of {name}"))))
+            .collect()
     }
 
     #[test]
@@ -270,16 +313,27 @@ mod tests {
             "Hsr_lower",
         ]);
         let pass = ["HTTPS_PROXY".to_owned(), "HSR_ADMIN_TOKEN".to_owned(), "NOT_SET".to_owned()];
-        let names: Vec<String> = environment(&pass, service).into_iter().map(|(name, _)| name.into_string().unwrap()).collect();
+        let names: Vec<String> = environment(&pass, service)
+            .into_iter()
+            .map(|(name, _)| name.into_string().unwrap())
+            .collect();
         assert_eq!(names, ["PATH", "HOME", "LANG", "KRB5CCNAME", "HTTPS_PROXY"]);
     }
 
     #[tokio::test]
     async fn the_child_sees_only_the_environment_it_is_given() {
         let (program, args) = sh("env");
-        let env = vec![(OsString::from("PATH"), std::env::var_os("PATH").unwrap()), (OsString::from("PASSED"), OsString::from("yes"))];
-        let Ended::Exited { stdout, .. } = run(&program, &args, &env, "", Duration::from_secs(20)).await else { panic!("did not exit") };
-        let mut names: Vec<String> = stdout.text().lines().filter_map(|l| l.split('=').next()).map(str::to_owned).collect();
+        let env = vec![
+            (OsString::from("PATH"), std::env::var_os("PATH").unwrap()),
+            (OsString::from("PASSED"), OsString::from("yes")),
+        ];
+        let Ended::Exited { stdout, .. } =
+            run(&program, &args, &env, "", Duration::from_secs(20)).await
+        else {
+            panic!("did not exit")
+        };
+        let mut names: Vec<String> =
+            stdout.text().lines().filter_map(|l| l.split('=').next()).map(str::to_owned).collect();
         names.retain(|n| n != "PWD" && n != "SHLVL" && n != "_" && n != "OLDPWD");
         names.sort();
         assert_eq!(names, ["PASSED", "PATH"]);
@@ -289,17 +343,30 @@ mod tests {
     async fn the_script_arrives_on_stdin_and_both_streams_are_drained_within_their_limits() {
         // More than a pipe buffer on both streams at once: reading one after the other would deadlock.
         let (program, args) = sh("cat; head -c 3000000 /dev/zero | tr '\\0' e >&2; head -c 2000000 /dev/zero | tr '\\0' o; exit 3");
-        let Ended::Exited { code, stdout, stderr } = run(&program, &args, &basics(), "the script\n", Duration::from_secs(20)).await else {
+        let Ended::Exited { code, stdout, stderr } =
+            run(&program, &args, &basics(), "the script\n", Duration::from_secs(20)).await
+        else {
             panic!("did not exit")
         };
         assert_eq!(code, Some(3));
-        assert!(stdout.bytes.starts_with(b"the script\no") && stdout.bytes.len() == STDOUT_LIMIT && stdout.truncated);
-        assert!(stderr.bytes.len() == STDERR_LIMIT && stderr.truncated && stderr.bytes.iter().all(|b| *b == b'e'));
+        assert!(
+            stdout.bytes.starts_with(b"the script\no")
+                && stdout.bytes.len() == STDOUT_LIMIT
+                && stdout.truncated
+        );
+        assert!(
+            stderr.bytes.len() == STDERR_LIMIT
+                && stderr.truncated
+                && stderr.bytes.iter().all(|b| *b == b'e')
+        );
     }
 
     #[tokio::test]
     async fn a_program_that_is_not_there_fails_to_start() {
         let ended = run("/nonexistent/pwsh", &[], &basics(), "", Duration::from_secs(5)).await;
-        assert!(matches!(ended, Ended::Failed(ref err) if err.kind() == io::ErrorKind::NotFound), "{ended:?}");
+        assert!(
+            matches!(ended, Ended::Failed(ref err) if err.kind() == io::ErrorKind::NotFound),
+            "{ended:?}"
+        );
     }
 }

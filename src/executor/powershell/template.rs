@@ -101,22 +101,37 @@ impl Template {
     pub(super) fn builtin_text(kind: ActionKind) -> Option<String> {
         let (frame, body) = match kind {
             ActionKind::Probe => (EXCHANGE_FRAME, include_str!("../scripts/probe.ps1")),
-            ActionKind::ServerHealth => (EXCHANGE_FRAME, include_str!("../scripts/server_health.ps1")),
-            ActionKind::RecycleAppPool => (HOST_FRAME, include_str!("../scripts/recycle_app_pool.ps1")),
+            ActionKind::ServerHealth => {
+                (EXCHANGE_FRAME, include_str!("../scripts/server_health.ps1"))
+            }
+            ActionKind::RecycleAppPool => {
+                (HOST_FRAME, include_str!("../scripts/recycle_app_pool.ps1"))
+            }
             ActionKind::IisReset => (HOST_FRAME, include_str!("../scripts/iis_reset.ps1")),
-            ActionKind::DisableActivation => (EXCHANGE_FRAME, include_str!("../scripts/disable_activation.ps1")),
+            ActionKind::DisableActivation => {
+                (EXCHANGE_FRAME, include_str!("../scripts/disable_activation.ps1"))
+            }
             ActionKind::CopyStatus => (EXCHANGE_FRAME, include_str!("../scripts/copy_status.ps1")),
-            ActionKind::RestartServer => (HOST_FRAME, include_str!("../scripts/restart_server.ps1")),
-            ActionKind::EnableActivation => (EXCHANGE_FRAME, include_str!("../scripts/enable_activation.ps1")),
-            ActionKind::ComponentState => (EXCHANGE_FRAME, include_str!("../scripts/component_state.ps1")),
-            ActionKind::RestartService => (HOST_FRAME, include_str!("../scripts/restart_service.ps1")),
+            ActionKind::RestartServer => {
+                (HOST_FRAME, include_str!("../scripts/restart_server.ps1"))
+            }
+            ActionKind::EnableActivation => {
+                (EXCHANGE_FRAME, include_str!("../scripts/enable_activation.ps1"))
+            }
+            ActionKind::ComponentState => {
+                (EXCHANGE_FRAME, include_str!("../scripts/component_state.ps1"))
+            }
+            ActionKind::RestartService => {
+                (HOST_FRAME, include_str!("../scripts/restart_service.ps1"))
+            }
             ActionKind::MaHistory => (HOST_FRAME, include_str!("../scripts/ma_history.ps1")),
             ActionKind::Wait | ActionKind::Approval => return None,
         };
         // An Exchange body's first line names the cmdlets it uses (`# cmdlets: A, B`): the session imports those only.
         let (frame, body) = match body.strip_prefix(CMDLETS) {
             Some(rest) => {
-                let (names, body) = rest.split_once('\n').expect("a cmdlets line is followed by the body");
+                let (names, body) =
+                    rest.split_once('\n').expect("a cmdlets line is followed by the body");
                 (frame.replacen(COMMANDS, &format!("-CommandName {}", names.trim()), 1), body)
             }
             None => (frame.to_owned(), body),
@@ -146,7 +161,8 @@ impl Template {
         while let Some(open) = rest.find('{') {
             literal.push_str(&rest[..open]);
             rest = &rest[open..];
-            let name_len = rest[1..].bytes().take_while(|b| b.is_ascii_lowercase() || *b == b'_').count();
+            let name_len =
+                rest[1..].bytes().take_while(|b| b.is_ascii_lowercase() || *b == b'_').count();
             if name_len == 0 || rest.as_bytes().get(1 + name_len) != Some(&b'}') {
                 literal.push('{');
                 rest = &rest[1..];
@@ -177,14 +193,21 @@ impl Template {
             .iter()
             .map(|piece| match piece {
                 Piece::Text(text) => text.clone(),
-                Piece::Slot(slot) => values(*slot).iter().map(|value| ps_quote(value)).collect::<Vec<_>>().join(", "),
+                Piece::Slot(slot) => {
+                    values(*slot).iter().map(|value| ps_quote(value)).collect::<Vec<_>>().join(", ")
+                }
             })
             .collect()
     }
 }
 
 fn offered(kind: ActionKind) -> String {
-    Slot::ALL.into_iter().filter(|slot| slot.offered_by(kind)).map(|slot| format!("{{{}}}", slot.name())).collect::<Vec<_>>().join(", ")
+    Slot::ALL
+        .into_iter()
+        .filter(|slot| slot.offered_by(kind))
+        .map(|slot| format!("{{{}}}", slot.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The characters PowerShell's tokenizer takes for a single quote: the ASCII one and four typographic look-alikes.
@@ -274,14 +297,28 @@ mod tests {
     fn builtin_scripts_parse_and_quote_every_value() {
         for kind in ActionKind::ALL.iter().copied().filter(|k| k.runs_script()) {
             let text = Template::builtin_text(kind).unwrap();
-            assert!(text.contains("$ErrorActionPreference = 'Stop'") && text.contains("ConvertTo-Json -InputObject $result -Depth 4 -Compress"));
+            assert!(
+                text.contains("$ErrorActionPreference = 'Stop'")
+                    && text.contains("ConvertTo-Json -InputObject $result -Depth 4 -Compress")
+            );
             let template = Template::parse(kind, &text).unwrap_or_else(|e| panic!("{kind}: {e}"));
             let script = template.render(|slot| vec![format!("<{}>", slot.name())]);
             assert!(script.starts_with("& {\n") && script.ends_with("\n}\n\n"), "{kind}: {script}");
-            assert!(!script.trim_end().lines().any(|line| line.trim().is_empty()), "{kind}: a blank line would end the statement early");
-            assert!(script.contains("'<server>'") && !script.contains("{server}") && !script.contains("{body}"), "{kind}: {script}");
+            assert!(
+                !script.trim_end().lines().any(|line| line.trim().is_empty()),
+                "{kind}: a blank line would end the statement early"
+            );
+            assert!(
+                script.contains("'<server>'")
+                    && !script.contains("{server}")
+                    && !script.contains("{body}"),
+                "{kind}: {script}"
+            );
         }
-        assert!(Template::builtin_text(ActionKind::Wait).is_none() && Template::builtin_text(ActionKind::Approval).is_none());
+        assert!(
+            Template::builtin_text(ActionKind::Wait).is_none()
+                && Template::builtin_text(ActionKind::Approval).is_none()
+        );
     }
 
     #[test]
@@ -304,7 +341,9 @@ mod tests {
         ];
         for (kind, text, expected) in cases {
             match (Template::parse(*kind, text), expected) {
-                (Ok(template), Ok(want)) => assert_eq!(template.render(|slot| vec![format!("<{}>", slot.name())]), *want),
+                (Ok(template), Ok(want)) => {
+                    assert_eq!(template.render(|slot| vec![format!("<{}>", slot.name())]), *want)
+                }
                 (Err(err), Err(want)) => assert!(err.contains(want), "{text:?}: {err}"),
                 (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
             }

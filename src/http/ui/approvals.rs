@@ -38,7 +38,11 @@ pub(super) struct Preselect {
 
 /// The proposal an incident waits on, for its page and the list: what would run, where, the exact commands and the
 /// deadline; with `form` (the page's decision form, or the link's), the buttons.
-pub(super) fn proposal(incident: &IncidentView, approval: &ApprovalView, form: Option<&str>) -> String {
+pub(super) fn proposal(
+    incident: &IncidentView,
+    approval: &ApprovalView,
+    form: Option<&str>,
+) -> String {
     let mut html = String::from("<section class=\"proposal\">\n");
     let _ = writeln!(
         html,
@@ -49,7 +53,11 @@ pub(super) fn proposal(incident: &IncidentView, approval: &ApprovalView, form: O
         escape(&monitor_name(incident)),
         escape(&incident.server),
     );
-    let _ = writeln!(html, "<p class=\"note\">The exact commands:</p>\n<pre class=\"raw\">{}</pre>", escape(&approval.command));
+    let _ = writeln!(
+        html,
+        "<p class=\"note\">The exact commands:</p>\n<pre class=\"raw\">{}</pre>",
+        escape(&approval.command)
+    );
     let _ = writeln!(
         html,
         "<p>Asked {}. With no decision by {}, nothing runs: the incident ends blocked and on-call gets an escalation. After an approval automation checks again and runs these steps only if the problem persists.</p>",
@@ -102,7 +110,10 @@ pub(super) async fn decide_on_page(
         return refused.into_response();
     }
     let Some(verdict) = form.decision.as_deref().and_then(Verdict::parse) else {
-        return error_page(&who, ApiError::bad_request("decision: must be \"approve\" or \"deny\""));
+        return error_page(
+            &who,
+            ApiError::bad_request("decision: must be \"approve\" or \"deny\""),
+        );
     };
     match admin::decide(&ui.app, Target::Incident(id), verdict, Via::Page, form.reason).await {
         Ok(incident_id) => Redirect::to(&format!("/incidents/{incident_id}")).into_response(),
@@ -118,13 +129,24 @@ pub(super) async fn link_page(
 ) -> Response {
     let found = match ui.app.store.approval_for_token(Token::hash(&token)).await {
         Ok(found) => found,
-        Err(err) => return link_message(ApiError::from(err).status, "Unavailable", "the store cannot be read now; try again in a minute"),
+        Err(err) => {
+            return link_message(
+                ApiError::from(err).status,
+                "Unavailable",
+                "the store cannot be read now; try again in a minute",
+            )
+        }
     };
     let Some((incident, approval)) = found else { return gone() };
     let first = query.ok().and_then(|Query(q)| q.decision).as_deref().and_then(Verdict::parse);
     let form = buttons(&format!("/approvals/{token}"), "", first);
     let mut body = String::from("<main>\n");
-    let _ = writeln!(body, "<h1>Approve or deny: {} on {}</h1>", escape(&approval.actions.join(", ")), escape(&approval.server));
+    let _ = writeln!(
+        body,
+        "<h1>Approve or deny: {} on {}</h1>",
+        escape(&approval.actions.join(", ")),
+        escape(&approval.server)
+    );
     body.push_str(
         "<p class=\"note\">No login is needed here: the link in the approval email is the authority, and it works once. Opening this page decides nothing.</p>\n",
     );
@@ -143,15 +165,31 @@ pub(super) async fn link_page(
 }
 
 /// `POST /approvals/{token}`: records the decision the link's holder made.
-pub(super) async fn link_decide(State(ui): State<Arc<Ui>>, Path(token): Path<String>, form: Result<Form<DecisionForm>, FormRejection>) -> Response {
+pub(super) async fn link_decide(
+    State(ui): State<Arc<Ui>>,
+    Path(token): Path<String>,
+    form: Result<Form<DecisionForm>, FormRejection>,
+) -> Response {
     let form = match form {
         Ok(Form(form)) => form,
         Err(err) => return bad_form(err),
     };
     let Some(verdict) = form.decision.as_deref().and_then(Verdict::parse) else {
-        return link_message(StatusCode::BAD_REQUEST, "Bad form", "decision: must be \"approve\" or \"deny\"");
+        return link_message(
+            StatusCode::BAD_REQUEST,
+            "Bad form",
+            "decision: must be \"approve\" or \"deny\"",
+        );
     };
-    match admin::decide(&ui.app, Target::Token(Token::hash(&token)), verdict, Via::Link, form.reason).await {
+    match admin::decide(
+        &ui.app,
+        Target::Token(Token::hash(&token)),
+        verdict,
+        Via::Link,
+        form.reason,
+    )
+    .await
+    {
         Ok(incident_id) => {
             let what = match verdict {
                 Verdict::Approve => "Approved. Automation checks the problem again and runs the steps only if it persists.",
@@ -180,6 +218,10 @@ fn gone() -> Response {
 }
 
 fn link_message(status: StatusCode, title: &str, message: &str) -> Response {
-    let body = format!(r#"<main class="narrow"><h1>{}</h1><p class="error" role="alert">{}</p></main>"#, escape(title), escape(message));
+    let body = format!(
+        r#"<main class="narrow"><h1>{}</h1><p class="error" role="alert">{}</p></main>"#,
+        escape(title),
+        escape(message)
+    );
     (status, Html(document(title, false, BRAND, &body))).into_response()
 }

@@ -7,7 +7,11 @@ use crate::store::IncidentView;
 /// A stored time as date and time of day (UTC), keeping the exact value in the `datetime` attribute.
 pub(super) fn when(rfc3339: &str) -> String {
     match chrono::DateTime::parse_from_rfc3339(rfc3339) {
-        Ok(t) => format!(r#"<time datetime="{}">{}</time>"#, escape(rfc3339), t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S")),
+        Ok(t) => format!(
+            r#"<time datetime="{}">{}</time>"#,
+            escape(rfc3339),
+            t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S")
+        ),
         Err(_) => escape(rfc3339),
     }
 }
@@ -15,7 +19,11 @@ pub(super) fn when(rfc3339: &str) -> String {
 /// A step time as time of day with milliseconds (the incident header gives the date).
 pub(super) fn clock(rfc3339: &str) -> String {
     match chrono::DateTime::parse_from_rfc3339(rfc3339) {
-        Ok(t) => format!(r#"<time datetime="{}">{}</time>"#, escape(rfc3339), t.with_timezone(&chrono::Utc).format("%H:%M:%S%.3f")),
+        Ok(t) => format!(
+            r#"<time datetime="{}">{}</time>"#,
+            escape(rfc3339),
+            t.with_timezone(&chrono::Utc).format("%H:%M:%S%.3f")
+        ),
         Err(_) => escape(rfc3339),
     }
 }
@@ -33,7 +41,12 @@ pub(super) fn state_badge(state: &str) -> String {
     let tone = match IncidentState::parse(state) {
         Some(IncidentState::Transient | IncidentState::Recovered) => "good",
         Some(IncidentState::Escalated | IncidentState::Blocked) => "bad",
-        Some(IncidentState::Queued | IncidentState::Running | IncidentState::Waiting | IncidentState::AwaitingApproval) => "busy",
+        Some(
+            IncidentState::Queued
+            | IncidentState::Running
+            | IncidentState::Waiting
+            | IncidentState::AwaitingApproval,
+        ) => "busy",
         Some(IncidentState::Suppressed) | None => "quiet",
     };
     format!(r#"<span class="badge state {tone}">{}</span>"#, escape(state))

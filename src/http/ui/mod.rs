@@ -35,7 +35,8 @@ use crate::text::escape_html as escape;
 use pages::{alert_page, error_page, incident_page, index, message_page};
 use session::{login, login_page, logout, LoggedIn, Sessions};
 
-const SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
+const SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
 
 /// What the page's handlers share: the service's state and the logged-in browsers.
 struct Ui {
@@ -47,7 +48,8 @@ struct Ui {
 
 /// The page's routes, with their own state (the sessions) already applied; merged into the service's router.
 pub fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
-    let secure_cookie = app.settings.public_url.as_deref().is_some_and(|url| url.starts_with("https://"));
+    let secure_cookie =
+        app.settings.public_url.as_deref().is_some_and(|url| url.starts_with("https://"));
     let ui = Arc::new(Ui { app, sessions: Sessions::default(), secure_cookie });
     Router::new()
         .route("/", get(index))
@@ -84,7 +86,12 @@ struct ReplayForm {
     dry_run: Option<String>,
 }
 
-async fn replay(State(ui): State<Arc<Ui>>, who: LoggedIn, Path(alert_id): Path<String>, form: Result<Form<ReplayForm>, FormRejection>) -> Response {
+async fn replay(
+    State(ui): State<Arc<Ui>>,
+    who: LoggedIn,
+    Path(alert_id): Path<String>,
+    form: Result<Form<ReplayForm>, FormRejection>,
+) -> Response {
     let form = match form {
         Ok(Form(form)) => form,
         Err(err) => return bad_form(err),
@@ -105,7 +112,11 @@ struct PauseForm {
     back: Option<String>,
 }
 
-async fn pause(State(ui): State<Arc<Ui>>, who: LoggedIn, form: Result<Form<PauseForm>, FormRejection>) -> Response {
+async fn pause(
+    State(ui): State<Arc<Ui>>,
+    who: LoggedIn,
+    form: Result<Form<PauseForm>, FormRejection>,
+) -> Response {
     let form = match form {
         Ok(Form(form)) => form,
         Err(err) => return bad_form(err),
@@ -125,7 +136,11 @@ struct ResumeForm {
     back: Option<String>,
 }
 
-async fn resume(State(ui): State<Arc<Ui>>, who: LoggedIn, form: Result<Form<ResumeForm>, FormRejection>) -> Response {
+async fn resume(
+    State(ui): State<Arc<Ui>>,
+    who: LoggedIn,
+    form: Result<Form<ResumeForm>, FormRejection>,
+) -> Response {
     let form = match form {
         Ok(Form(form)) => form,
         Err(err) => return bad_form(err),
@@ -142,13 +157,24 @@ async fn resume(State(ui): State<Arc<Ui>>, who: LoggedIn, form: Result<Form<Resu
 /// Where to go back to after a form: one of this page's own paths, never another site.
 fn local_path(back: Option<&str>) -> &str {
     match back {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_?=&".contains(&b)) => path,
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_?=&".contains(&b)) =>
+        {
+            path
+        }
         _ => "/",
     }
 }
 
 fn bad_form(err: FormRejection) -> Response {
-    message_page(StatusCode::BAD_REQUEST, "Bad form", &format!("the form could not be read: {}", err.body_text()), None)
+    message_page(
+        StatusCode::BAD_REQUEST,
+        "Bad form",
+        &format!("the form could not be read: {}", err.body_text()),
+        None,
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use super::approvals;
-use super::html::{clock, document, email_badge, is_final, monitor_name, outcome_badge, state_badge, when};
+use super::html::{
+    clock, document, email_badge, is_final, monitor_name, outcome_badge, state_badge, when,
+};
 use super::session::LoggedIn;
 use super::{escape, Ui};
 use crate::http::ApiError;
@@ -25,32 +27,52 @@ pub(super) struct ListQuery {
     state: Option<String>,
 }
 
-pub(super) async fn index(State(ui): State<Arc<Ui>>, who: LoggedIn, query: Result<Query<ListQuery>, QueryRejection>) -> Response {
+pub(super) async fn index(
+    State(ui): State<Arc<Ui>>,
+    who: LoggedIn,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
     let wanted = query.ok().and_then(|Query(q)| q.state).filter(|s| !s.is_empty());
     let filter = match wanted.as_deref().map(|name| IncidentState::parse(name).ok_or(name)) {
         None => None,
         Some(Ok(state)) => Some(state),
-        Some(Err(name)) => return error_page(&who, ApiError::bad_request(format!("state: {name:?} is not an incident state"))),
+        Some(Err(name)) => {
+            return error_page(
+                &who,
+                ApiError::bad_request(format!("state: {name:?} is not an incident state")),
+            )
+        }
     };
     let store = &ui.app.store;
     let awaiting = IncidentState::AwaitingApproval;
-    let (mut incidents, deciding, paused) =
-        match tokio::try_join!(store.list_incidents(filter, LIST_LIMIT, None), store.list_incidents(Some(awaiting), LIST_LIMIT, None), store.paused()) {
-            Ok(read) => read,
-            Err(err) => return error_page(&who, err.into()),
-        };
+    let (mut incidents, deciding, paused) = match tokio::try_join!(
+        store.list_incidents(filter, LIST_LIMIT, None),
+        store.list_incidents(Some(awaiting), LIST_LIMIT, None),
+        store.paused()
+    ) {
+        Ok(read) => read,
+        Err(err) => return error_page(&who, err.into()),
+    };
     // Incidents that wait for a person come first.
     incidents.sort_by_key(|incident| incident.state != awaiting.as_str());
-    let deciding: Vec<&IncidentView> = deciding.iter().filter(|_| filter.is_none_or(|f| f == awaiting)).collect();
+    let deciding: Vec<&IncidentView> =
+        deciding.iter().filter(|_| filter.is_none_or(|f| f == awaiting)).collect();
     // A page with a decision form does not reload itself: it would throw away a reason being typed.
-    let refresh = deciding.is_empty() && incidents.iter().any(|incident| !is_final(&incident.state));
+    let refresh =
+        deciding.is_empty() && incidents.iter().any(|incident| !is_final(&incident.state));
     let back = match &filter {
         Some(state) => format!("/?state={state}"),
         None => "/".to_owned(),
     };
     let mut body = String::new();
-    body.push_str("<main>\n<h1>Incidents</h1>\n<nav class=\"filters\" aria-label=\"filter by state\">");
-    let _ = write!(body, r#"<a href="/"{}>all</a>"#, if filter.is_none() { r#" aria-current="page""# } else { "" });
+    body.push_str(
+        "<main>\n<h1>Incidents</h1>\n<nav class=\"filters\" aria-label=\"filter by state\">",
+    );
+    let _ = write!(
+        body,
+        r#"<a href="/"{}>all</a>"#,
+        if filter.is_none() { r#" aria-current="page""# } else { "" }
+    );
     for state in IncidentState::ALL {
         let current = if filter == Some(*state) { r#" aria-current="page""# } else { "" };
         let _ = write!(body, r#" <a href="/?state={state}"{current}>{state}</a>"#);
@@ -58,8 +80,16 @@ pub(super) async fn index(State(ui): State<Arc<Ui>>, who: LoggedIn, query: Resul
     body.push_str("</nav>\n");
     for incident in deciding {
         if let Some(approval) = incident.approval.as_ref().filter(|a| a.status == "pending") {
-            let _ = writeln!(body, r#"<p><a href="/incidents/{0}">Incident <code>{0}</code></a></p>"#, escape(&incident.id));
-            body.push_str(&approvals::proposal(incident, approval, Some(&approvals::page_form(&incident.id, &who))));
+            let _ = writeln!(
+                body,
+                r#"<p><a href="/incidents/{0}">Incident <code>{0}</code></a></p>"#,
+                escape(&incident.id)
+            );
+            body.push_str(&approvals::proposal(
+                incident,
+                approval,
+                Some(&approvals::page_form(&incident.id, &who)),
+            ));
         }
     }
     if incidents.is_empty() {
@@ -89,9 +119,17 @@ pub(super) async fn index(State(ui): State<Arc<Ui>>, who: LoggedIn, query: Resul
     Html(document("Incidents", refresh, &header, &body)).into_response()
 }
 
-pub(super) async fn incident_page(State(ui): State<Arc<Ui>>, who: LoggedIn, Path(id): Path<String>) -> Response {
+pub(super) async fn incident_page(
+    State(ui): State<Arc<Ui>>,
+    who: LoggedIn,
+    Path(id): Path<String>,
+) -> Response {
     let store = &ui.app.store;
-    let (incident, alerts, paused) = match tokio::try_join!(store.incident(id.clone()), store.incident_alerts(id.clone()), store.paused()) {
+    let (incident, alerts, paused) = match tokio::try_join!(
+        store.incident(id.clone()),
+        store.incident_alerts(id.clone()),
+        store.paused()
+    ) {
         Ok(read) => read,
         Err(err) => return error_page(&who, err.into()),
     };
@@ -100,11 +138,17 @@ pub(super) async fn incident_page(State(ui): State<Arc<Ui>>, who: LoggedIn, Path
     let title = format!("{} · {} on {}", incident.state, monitor_name(&incident), incident.server);
     let body = incident_body(&incident, &alerts, &who, ui.app.settings.executor.dry_run);
     // A page with a decision form does not reload itself: it would throw away a reason being typed.
-    let refresh = !is_final(&incident.state) && incident.state != IncidentState::AwaitingApproval.as_str();
+    let refresh =
+        !is_final(&incident.state) && incident.state != IncidentState::AwaitingApproval.as_str();
     Html(document(&title, refresh, &header, &body)).into_response()
 }
 
-pub(super) fn incident_body(incident: &IncidentView, alerts: &[AlertSummary], who: &LoggedIn, service_dry_run: bool) -> String {
+pub(super) fn incident_body(
+    incident: &IncidentView,
+    alerts: &[AlertSummary],
+    who: &LoggedIn,
+    service_dry_run: bool,
+) -> String {
     let mut body = String::from("<main>\n");
     let _ = writeln!(
         body,
@@ -116,7 +160,9 @@ pub(super) fn incident_body(incident: &IncidentView, alerts: &[AlertSummary], wh
     if let Some(reason) = &incident.reason {
         let _ = writeln!(body, r#"<p class="reason">{}</p>"#, escape(reason));
     } else if !is_final(&incident.state) {
-        body.push_str("<p class=\"reason\">In progress; this page refreshes itself every two seconds.</p>\n");
+        body.push_str(
+            "<p class=\"reason\">In progress; this page refreshes itself every two seconds.</p>\n",
+        );
     }
     body.push_str("<dl class=\"facts\">\n");
     let mut fact = |name: &str, value: String| {
@@ -135,14 +181,23 @@ pub(super) fn incident_body(incident: &IncidentView, alerts: &[AlertSummary], wh
         fact("mode", "dry run: mutating steps were journaled, not run".to_owned());
     }
     if let Some(alert) = &incident.replay_of {
-        fact("replay of", format!(r#"alert <a href="/alerts/{0}"><code>{0}</code></a>"#, escape(alert)));
+        fact(
+            "replay of",
+            format!(r#"alert <a href="/alerts/{0}"><code>{0}</code></a>"#, escape(alert)),
+        );
     }
     if let Some(at) = &incident.resolved_notice_at {
         fact("resolved notice", when(at));
     }
     body.push_str("</dl>\n");
-    if let Some(approval) = incident.approval.as_ref().filter(|a| a.status == "pending" && incident.state == IncidentState::AwaitingApproval.as_str()) {
-        body.push_str(&approvals::proposal(incident, approval, Some(&approvals::page_form(&incident.id, who))));
+    if let Some(approval) = incident.approval.as_ref().filter(|a| {
+        a.status == "pending" && incident.state == IncidentState::AwaitingApproval.as_str()
+    }) {
+        body.push_str(&approvals::proposal(
+            incident,
+            approval,
+            Some(&approvals::page_form(&incident.id, who)),
+        ));
     }
 
     body.push_str("<h2>Timeline</h2>\n");
@@ -189,7 +244,11 @@ pub(super) fn timeline(steps: &[StepView]) -> String {
         "<table class=\"list timeline\">\n<thead><tr><th>#</th><th>started</th><th>finished</th><th>server</th><th>action</th><th>outcome</th><th>detail and command</th></tr></thead>\n<tbody>\n",
     );
     for step in steps {
-        let outcome = step.outcome.as_deref().map(outcome_badge).unwrap_or_else(|| r#"<span class="badge pending">running</span>"#.to_owned());
+        let outcome = step
+            .outcome
+            .as_deref()
+            .map(outcome_badge)
+            .unwrap_or_else(|| r#"<span class="badge pending">running</span>"#.to_owned());
         let _ = writeln!(
             html,
             r##"<tr class="step"><td data-label="#">{}</td><td data-label="started">{}</td><td data-label="finished">{}</td><td data-label="server">{}</td><td data-label="action" class="action">{}</td><td data-label="outcome">{outcome}</td><td data-label="detail"><div><span class="message">{}</span><code class="command">{}</code></div></td></tr>"##,
@@ -249,7 +308,11 @@ pub(super) fn replay_form(alert_id: &str, who: &LoggedIn, service_dry_run: bool)
     )
 }
 
-pub(super) async fn alert_page(State(ui): State<Arc<Ui>>, who: LoggedIn, Path(id): Path<String>) -> Response {
+pub(super) async fn alert_page(
+    State(ui): State<Arc<Ui>>,
+    who: LoggedIn,
+    Path(id): Path<String>,
+) -> Response {
     let (alert, paused) = match tokio::try_join!(ui.app.store.alert(id), ui.app.store.paused()) {
         Ok(read) => read,
         Err(err) => return error_page(&who, err.into()),
@@ -257,7 +320,8 @@ pub(super) async fn alert_page(State(ui): State<Arc<Ui>>, who: LoggedIn, Path(id
     let back = format!("/alerts/{}", alert.summary.id);
     let header = header_bar(&who, paused.as_deref(), &back);
     let body = alert_body(&alert, &who, ui.app.settings.executor.dry_run);
-    Html(document(&format!("Alert on {}", alert.summary.server), false, &header, &body)).into_response()
+    Html(document(&format!("Alert on {}", alert.summary.server), false, &header, &body))
+        .into_response()
 }
 
 pub(super) fn alert_body(alert: &AlertDetail, who: &LoggedIn, service_dry_run: bool) -> String {
@@ -286,15 +350,34 @@ pub(super) fn alert_body(alert: &AlertDetail, who: &LoggedIn, service_dry_run: b
     if let Some(hint) = &summary.mailbox_hint {
         fact("_Mbx: server", escape(hint));
     }
-    let incidents: Vec<String> = alert.incident_ids.iter().map(|id| format!(r#"<a href="/incidents/{0}"><code>{0}</code></a>"#, escape(id))).collect();
-    fact("incidents", if incidents.is_empty() { "none".to_owned() } else { incidents.join("<br>") });
-    fact("delivery", format!("<code>{}</code> (alert {} of the delivery)", escape(&alert.delivery_id), alert.position + 1));
+    let incidents: Vec<String> = alert
+        .incident_ids
+        .iter()
+        .map(|id| format!(r#"<a href="/incidents/{0}"><code>{0}</code></a>"#, escape(id)))
+        .collect();
+    fact(
+        "incidents",
+        if incidents.is_empty() { "none".to_owned() } else { incidents.join("<br>") },
+    );
+    fact(
+        "delivery",
+        format!(
+            "<code>{}</code> (alert {} of the delivery)",
+            escape(&alert.delivery_id),
+            alert.position + 1
+        ),
+    );
     if let Some(webhook_id) = &alert.webhook_id {
         fact("webhook-id", format!("<code>{}</code>", escape(webhook_id)));
     }
     body.push_str("</dl>\n");
-    let _ = writeln!(body, "<h2>Message</h2>\n<pre class=\"raw\">{}</pre>", escape(&summary.message));
-    let _ = writeln!(body, "<h2>Raw body, as delivered</h2>\n<pre class=\"raw\">{}</pre>", escape(&alert.raw_body));
+    let _ =
+        writeln!(body, "<h2>Message</h2>\n<pre class=\"raw\">{}</pre>", escape(&summary.message));
+    let _ = writeln!(
+        body,
+        "<h2>Raw body, as delivered</h2>\n<pre class=\"raw\">{}</pre>",
+        escape(&alert.raw_body)
+    );
     body.push_str("<h2>Replay</h2>\n");
     body.push_str(&replay_form(&summary.id, who, service_dry_run));
     body.push_str("</main>\n");
@@ -335,7 +418,12 @@ pub(super) fn error_page(who: &LoggedIn, err: ApiError) -> Response {
     message_page(err.status, title, &err.message, Some(who))
 }
 
-pub(super) fn message_page(status: StatusCode, title: &str, message: &str, who: Option<&LoggedIn>) -> Response {
+pub(super) fn message_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    who: Option<&LoggedIn>,
+) -> Response {
     let header = match who {
         Some(who) => format!(
             r#"<header><a href="/" class="brand">healthset-responder</a>

@@ -43,7 +43,8 @@ impl Sessions {
     /// Starts a session and returns its id (for the cookie); expired sessions are dropped on the way.
     pub(super) fn create(&self) -> String {
         let id = random_token();
-        let session = Session { csrf: random_token(), expires_at: Instant::now() + SESSION_LIFETIME };
+        let session =
+            Session { csrf: random_token(), expires_at: Instant::now() + SESSION_LIFETIME };
         let mut sessions = self.by_hash.lock().expect("the session map is never poisoned");
         let now = Instant::now();
         sessions.retain(|_, s| s.expires_at > now);
@@ -103,7 +104,12 @@ pub(super) struct CsrfRefused;
 
 impl IntoResponse for CsrfRefused {
     fn into_response(self) -> Response {
-        message_page(StatusCode::FORBIDDEN, "Refused", "the form's security token is missing or stale; reload the page and try again", None)
+        message_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "the form's security token is missing or stale; reload the page and try again",
+            None,
+        )
     }
 }
 
@@ -136,8 +142,11 @@ pub(super) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 
 pub(super) fn session_cookie_header(id: &str, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", SESSION_LIFETIME.as_secs()))
-        .expect("a hex session id makes a valid header")
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        SESSION_LIFETIME.as_secs()
+    ))
+    .expect("a hex session id makes a valid header")
 }
 
 #[derive(Deserialize)]
@@ -152,11 +161,17 @@ pub(super) async fn login_page(State(ui): State<Arc<Ui>>, headers: HeaderMap) ->
     login_form(StatusCode::OK, None)
 }
 
-pub(super) async fn login(State(ui): State<Arc<Ui>>, extensions: axum::http::Extensions, form: Result<Form<LoginForm>, FormRejection>) -> Response {
+pub(super) async fn login(
+    State(ui): State<Arc<Ui>>,
+    extensions: axum::http::Extensions,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
     let client = crate::http::listener::peer(&extensions).map(|addr| addr.ip());
     let now = Instant::now();
     if let Some(Err(locked)) = client.map(|ip| ui.app.guesses.check(ip, now)) {
-        return crate::http::too_many_guesses(locked, |status, message| login_form(status, Some(message)));
+        return crate::http::too_many_guesses(locked, |status, message| {
+            login_form(status, Some(message))
+        });
     }
     let token = form.ok().and_then(|Form(form)| form.token).unwrap_or_default();
     if token.is_empty() || !auth::token_matches(&ui.app.settings.admin_tokens, &token) {
@@ -173,7 +188,9 @@ pub(super) async fn login(State(ui): State<Arc<Ui>>, extensions: axum::http::Ext
 }
 
 pub(super) fn login_form(status: StatusCode, error: Option<&str>) -> Response {
-    let error = error.map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e))).unwrap_or_default();
+    let error = error
+        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e)))
+        .unwrap_or_default();
     let body = format!(
         r#"<main class="narrow">
 <h1>healthset-responder</h1>
@@ -194,7 +211,11 @@ pub(super) struct CsrfForm {
     csrf: Option<String>,
 }
 
-pub(super) async fn logout(State(ui): State<Arc<Ui>>, who: LoggedIn, form: Result<Form<CsrfForm>, FormRejection>) -> Response {
+pub(super) async fn logout(
+    State(ui): State<Arc<Ui>>,
+    who: LoggedIn,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
     let form = match form {
         Ok(Form(form)) => form,
         Err(err) => return bad_form(err),
@@ -234,7 +255,8 @@ mod tests {
         let csrf = sessions.get(&id).expect("a fresh session").csrf;
         assert_ne!(csrf, id, "the CSRF token is not the session id");
         assert!(sessions.get("not-a-session").is_none());
-        sessions.by_hash.lock().unwrap().get_mut(&hash(&id)).unwrap().expires_at = Instant::now() - Duration::from_secs(1);
+        sessions.by_hash.lock().unwrap().get_mut(&hash(&id)).unwrap().expires_at =
+            Instant::now() - Duration::from_secs(1);
         assert!(sessions.get(&id).is_none(), "an expired session is refused");
         let id = sessions.create();
         sessions.remove(&id);
@@ -246,7 +268,11 @@ mod tests {
         let who = LoggedIn { id: "s".into(), csrf: "0123abcd".into() };
         assert!(who.check_csrf(Some("0123abcd")).is_ok());
         for given in [None, Some(""), Some("0123abc"), Some("0123abcde"), Some("0123abce")] {
-            assert_eq!(who.check_csrf(given).unwrap_err().into_response().status(), StatusCode::FORBIDDEN, "{given:?}");
+            assert_eq!(
+                who.check_csrf(given).unwrap_err().into_response().status(),
+                StatusCode::FORBIDDEN,
+                "{given:?}"
+            );
         }
     }
 }

@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::{escape, shell_arg, Content, Tone, SUPPORT_FORWARD, SUPPORT_INTRO, SUPPORT_OWN_PROCEDURE, SUPPORT_URL};
+use super::{
+    escape, shell_arg, Content, Tone, SUPPORT_FORWARD, SUPPORT_INTRO, SUPPORT_OWN_PROCEDURE,
+    SUPPORT_URL,
+};
 
 impl Content {
     /// The HTML part: one column, inline styles, large type; reads on a phone and in Outlook.
@@ -16,7 +19,11 @@ impl Content {
             escape(subject)
         );
         out.push_str("<body style=\"margin:0;padding:0;background:#f3f4f6;\">\n");
-        let _ = writeln!(out, "<div style=\"display:none;max-height:0;overflow:hidden;\">{}</div>", escape(&format!("{} {}", self.summary, self.reason)));
+        let _ = writeln!(
+            out,
+            "<div style=\"display:none;max-height:0;overflow:hidden;\">{}</div>",
+            escape(&format!("{} {}", self.summary, self.reason))
+        );
         out.push_str(
             "<div style=\"max-width:680px;margin:0 auto;padding:12px;font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;\
              font-size:16px;line-height:1.45;color:#111827;\">\n",
@@ -33,8 +40,16 @@ impl Content {
             escape(&self.server)
         );
         out.push_str("<div style=\"background:#ffffff;padding:4px 16px 16px 16px;border:1px solid #e5e7eb;border-top:0;border-radius:0 0 8px 8px;\">\n");
-        let _ = writeln!(out, "<p style=\"margin:12px 0 4px 0;font-weight:600;\">{}</p>", escape(&self.summary));
-        let _ = writeln!(out, "<p style=\"margin:4px 0 0 0;\"><span style=\"color:#6b7280;\">Reason:</span> {}</p>", escape(&self.reason));
+        let _ = writeln!(
+            out,
+            "<p style=\"margin:12px 0 4px 0;font-weight:600;\">{}</p>",
+            escape(&self.summary)
+        );
+        let _ = writeln!(
+            out,
+            "<p style=\"margin:4px 0 0 0;\"><span style=\"color:#6b7280;\">Reason:</span> {}</p>",
+            escape(&self.reason)
+        );
         if !self.links.is_empty() {
             out.push_str("<p style=\"margin:14px 0 0 0;\">");
             for (label, link) in &self.links {
@@ -105,7 +120,8 @@ impl Content {
         if !self.extra_alerts.is_empty() {
             out.push_str("<div style=\"color:#6b7280;margin:10px 0 2px 0;\">Further alerts attached to this incident</div>\n<ul style=\"margin:0;padding-left:20px;font-size:14px;\">\n");
             for alert in &self.extra_alerts {
-                let _ = writeln!(out, "<li style=\"overflow-wrap:anywhere;\">{}</li>", escape(alert));
+                let _ =
+                    writeln!(out, "<li style=\"overflow-wrap:anywhere;\">{}</li>", escape(alert));
             }
             if self.more_alerts > 0 {
                 let _ = writeln!(out, "<li>and {} more</li>", self.more_alerts);
@@ -119,7 +135,11 @@ impl Content {
         }
         for step in &self.steps {
             let (_, _, border) = step.tone.colours();
-            let took = step.took.as_deref().map(|t| format!(" <span style=\"color:#6b7280;\">({})</span>", escape(t))).unwrap_or_default();
+            let took = step
+                .took
+                .as_deref()
+                .map(|t| format!(" <span style=\"color:#6b7280;\">({})</span>", escape(t)))
+                .unwrap_or_default();
             let _ = write!(
                 out,
                 "<div style=\"border-left:4px solid {border};padding:2px 0 2px 10px;margin:0 0 14px 0;\">\
@@ -140,7 +160,11 @@ impl Content {
 
         if self.escalates {
             section(&mut out, "Microsoft Support");
-            let _ = writeln!(out, "<p style=\"margin:0 0 6px 0;\">{}</p>\n<ol style=\"margin:0;padding-left:22px;\">", escape(SUPPORT_INTRO));
+            let _ = writeln!(
+                out,
+                "<p style=\"margin:0 0 6px 0;\">{}</p>\n<ol style=\"margin:0;padding-left:22px;\">",
+                escape(SUPPORT_INTRO)
+            );
             let _ = writeln!(out, "<li>{}</li>", escape(SUPPORT_OWN_PROCEDURE));
             let _ = writeln!(
                 out,
@@ -161,11 +185,17 @@ impl Content {
         if let Some(id) = &self.replay {
             let _ = write!(out, "<p style=\"margin:10px 0 0 0;\">Replay the first alert (automation verifies again and acts):</p>");
             out.push_str(&code(&format!("healthset-responder replay {id}{url}")));
-            let _ = write!(out, "<p style=\"margin:6px 0 0 0;\">Rehearse it without changing anything:</p>");
+            let _ = write!(
+                out,
+                "<p style=\"margin:6px 0 0 0;\">Rehearse it without changing anything:</p>"
+            );
             out.push_str(&code(&format!("healthset-responder replay {id} --dry-run{url}")));
         }
         let _ = write!(out, "<p style=\"margin:6px 0 0 0;\">Show the incident:</p>");
-        out.push_str(&code(&format!("healthset-responder incidents show {}{url}", shell_arg(&self.incident_id))));
+        out.push_str(&code(&format!(
+            "healthset-responder incidents show {}{url}",
+            shell_arg(&self.incident_id)
+        )));
         out.push_str("</div>\n");
         let _ = writeln!(
             out,

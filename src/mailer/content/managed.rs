@@ -9,7 +9,8 @@ use crate::store::StepView;
 pub(super) fn notes(steps: &[StepView]) -> Vec<Note> {
     let mut notes = Vec::new();
     for step in steps.iter().filter(|s| !s.managed_availability.is_empty()) {
-        let actions: Vec<String> = step.managed_availability.iter().map(|a| line(&a.describe())).collect();
+        let actions: Vec<String> =
+            step.managed_availability.iter().map(|a| line(&a.describe())).collect();
         notes.push(Note::new(
             Tone::Plain,
             format!(
@@ -21,10 +22,20 @@ pub(super) fn notes(steps: &[StepView]) -> Vec<Note> {
             None,
         ));
     }
-    let skipped: Vec<String> =
-        steps.iter().filter(|s| s.outcome.as_deref() == Some("skipped")).map(|s| format!("{} on {}", line(&s.action), line(&s.server))).collect();
+    let skipped: Vec<String> = steps
+        .iter()
+        .filter(|s| s.outcome.as_deref() == Some("skipped"))
+        .map(|s| format!("{} on {}", line(&s.action), line(&s.server)))
+        .collect();
     if !skipped.is_empty() {
-        notes.push(Note::new(Tone::Plain, format!("Not repeated, since Managed Availability had just done it: {}.", skipped.join(", ")), None));
+        notes.push(Note::new(
+            Tone::Plain,
+            format!(
+                "Not repeated, since Managed Availability had just done it: {}.",
+                skipped.join(", ")
+            ),
+            None,
+        ));
     }
     notes
 }

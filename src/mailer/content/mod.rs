@@ -17,7 +17,8 @@ use crate::store::StepView;
 pub(super) use crate::text::escape_html as escape;
 
 /// Where Microsoft sends Exchange customers for a support case (the seed's last recovery step).
-pub(super) const SUPPORT_URL: &str = "https://support.microsoft.com/supportforbusiness/productselection";
+pub(super) const SUPPORT_URL: &str =
+    "https://support.microsoft.com/supportforbusiness/productselection";
 /// How much of an alert's message the email quotes; the rest is one command away.
 const MAX_MESSAGE_CHARS: usize = 4000;
 /// How much of one step's detail the email shows.
@@ -110,11 +111,21 @@ impl Content {
         let state = line(&incident.state).to_ascii_lowercase();
         let escalates = state != "recovered";
         let first = escalation.alerts.first();
-        let monitor = incident.monitor.as_deref().or(first.and_then(|a| a.monitor.as_deref())).map(line);
-        let mailbox = incident.mailbox_hint.as_deref().or(first.and_then(|a| a.mailbox_hint.as_deref())).map(line);
+        let monitor =
+            incident.monitor.as_deref().or(first.and_then(|a| a.monitor.as_deref())).map(line);
+        let mailbox = incident
+            .mailbox_hint
+            .as_deref()
+            .or(first.and_then(|a| a.mailbox_hint.as_deref()))
+            .map(line);
         let server = line(&incident.server);
         let health_set = line(&incident.health_set);
-        let reason = incident.reason.as_deref().map(line).filter(|r| !r.is_empty()).unwrap_or_else(|| "no reason was recorded".to_owned());
+        let reason = incident
+            .reason
+            .as_deref()
+            .map(line)
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "no reason was recorded".to_owned());
         let all_steps = incident.steps.as_deref().unwrap_or_default();
         let steps = timeline(all_steps);
 
@@ -124,7 +135,11 @@ impl Content {
             "recovered" => Tone::Good,
             _ => Tone::Plain,
         };
-        let headline = format!("{}{}", if incident.dry_run { "DRY RUN " } else { "" }, state.to_ascii_uppercase());
+        let headline = format!(
+            "{}{}",
+            if incident.dry_run { "DRY RUN " } else { "" },
+            state.to_ascii_uppercase()
+        );
         let title = match &monitor {
             Some(monitor) => format!("{health_set} {monitor}"),
             None => health_set.clone(),
@@ -195,11 +210,17 @@ impl Content {
         }
         let done: Vec<String> = all_steps
             .iter()
-            .filter(|s| s.outcome.as_deref() == Some("done") && MUTATING.contains(&s.action.as_str()))
+            .filter(|s| {
+                s.outcome.as_deref() == Some("done") && MUTATING.contains(&s.action.as_str())
+            })
             .map(|s| format!("{} on {}", line(&s.action), line(&s.server)))
             .collect();
         if escalates && !done.is_empty() {
-            notes.push(Note::new(Tone::Plain, format!("Already done by automation: {}.", done.join(", ")), None));
+            notes.push(Note::new(
+                Tone::Plain,
+                format!("Already done by automation: {}.", done.join(", ")),
+                None,
+            ));
         }
         notes.extend(managed::notes(all_steps));
         if let Some(at) = &incident.resolved_notice_at {
@@ -211,7 +232,8 @@ impl Content {
         }
         if escalation.suppressed_escalations > 0 {
             let n = escalation.suppressed_escalations;
-            let (escalations, were) = if n == 1 { ("escalation", "was") } else { ("escalations", "were") };
+            let (escalations, were) =
+                if n == 1 { ("escalation", "was") } else { ("escalations", "were") };
             notes.push(Note::new(
                 Tone::Warn,
                 format!(
@@ -226,24 +248,48 @@ impl Content {
             let index = all_steps.iter().rposition(|s| s.action == *action)?;
             let label = if *action == "probe" { "Final probe" } else { "Final health check" };
             let mut step = step(&all_steps[index], None);
-            step.when = all_steps[index].finished_at.as_deref().map(when).unwrap_or_else(|| when(&all_steps[index].started_at));
+            step.when = all_steps[index]
+                .finished_at
+                .as_deref()
+                .map(when)
+                .unwrap_or_else(|| when(&all_steps[index].started_at));
             Some((label, step))
         });
 
         let mut alert = vec![("Health set", health_set.clone())];
-        alert.push(("Monitor", monitor.clone().unwrap_or_else(|| "not named in the alert".to_owned())));
+        alert.push((
+            "Monitor",
+            monitor.clone().unwrap_or_else(|| "not named in the alert".to_owned()),
+        ));
         alert.push(("Server", server.clone()));
-        alert.push(("Mailbox server (_Mbx:)", mailbox.unwrap_or_else(|| "none in the alert message".to_owned())));
+        alert.push((
+            "Mailbox server (_Mbx:)",
+            mailbox.unwrap_or_else(|| "none in the alert message".to_owned()),
+        ));
         let mut message = None;
         if let Some(first) = first {
-            alert.push(("Raised", first.raised_at.as_deref().map(when).unwrap_or_else(|| "not given by the sender".to_owned())));
+            alert.push((
+                "Raised",
+                first
+                    .raised_at
+                    .as_deref()
+                    .map(when)
+                    .unwrap_or_else(|| "not given by the sender".to_owned()),
+            ));
             alert.push(("Received", when(&first.received_at)));
-            alert.push(("Sender", format!("{} ({} format)", line(&first.sender), line(&first.format))));
+            alert.push((
+                "Sender",
+                format!("{} ({} format)", line(&first.sender), line(&first.format)),
+            ));
             alert.push(("Status", line(&first.status)));
             alert.push(("Alert id", line(&first.id)));
             let text = clean(&first.message);
             message = Some(if text.chars().count() > MAX_MESSAGE_CHARS {
-                format!("{}\n[cut here; see it whole with: healthset-responder alerts show {}]", clip(&text, MAX_MESSAGE_CHARS), shell_arg(&first.id))
+                format!(
+                    "{}\n[cut here; see it whole with: healthset-responder alerts show {}]",
+                    clip(&text, MAX_MESSAGE_CHARS),
+                    shell_arg(&first.id)
+                )
             } else if text.trim().is_empty() {
                 "(empty)".to_owned()
             } else {
@@ -254,20 +300,34 @@ impl Content {
         let extra_alerts = extra
             .clone()
             .take(MAX_EXTRA_ALERTS)
-            .map(|a| format!("{}: {} from {}, alert {}", when(&a.received_at), line(&a.status), line(&a.sender), line(&a.id)))
+            .map(|a| {
+                format!(
+                    "{}: {} from {}, alert {}",
+                    when(&a.received_at),
+                    line(&a.status),
+                    line(&a.sender),
+                    line(&a.id)
+                )
+            })
             .collect();
         let more_alerts = extra.count().saturating_sub(MAX_EXTRA_ALERTS);
 
         let incident_id = line(&incident.id);
         let mut rows = vec![("Incident", incident_id.clone())];
-        rows.push(("State", format!("{state}{}", if incident.dry_run { " (dry run)" } else { "" })));
+        rows.push((
+            "State",
+            format!("{state}{}", if incident.dry_run { " (dry run)" } else { "" }),
+        ));
         rows.push(("Opened", when(&incident.created_at)));
         rows.push(("Last update", when(&incident.updated_at)));
         if let Some(of) = &incident.replay_of {
             rows.push(("Replay of", line(of)));
         }
         rows.push(("Alerts", escalation.alerts.len().max(incident.alert_ids.len()).to_string()));
-        let replay = first.map(|a| a.id.as_str()).or(incident.alert_ids.first().map(String::as_str)).map(shell_arg);
+        let replay = first
+            .map(|a| a.id.as_str())
+            .or(incident.alert_ids.first().map(String::as_str))
+            .map(shell_arg);
 
         Content {
             escalates,
@@ -287,7 +347,9 @@ impl Content {
             steps,
             incident: rows,
             replay,
-            url_flag: public_url.map(|url| format!(" --url {}", shell_arg(url))).unwrap_or_default(),
+            url_flag: public_url
+                .map(|url| format!(" --url {}", shell_arg(url)))
+                .unwrap_or_default(),
             incident_link: public_url.map(|url| format!("{url}/incidents/{incident_id}")),
             incident_id,
         }
@@ -296,7 +358,8 @@ impl Content {
     /// Turns the email into a request for a decision on `request`: it leads with the proposal, its commands, the
     /// links and the deadline, and carries no Microsoft Support guidance (nothing has failed for good yet).
     pub(super) fn ask(mut self, request: &Request) -> Content {
-        let (proposal, server, deadline) = (line(request.proposal), line(request.server), when(request.deadline));
+        let (proposal, server, deadline) =
+            (line(request.proposal), line(request.server), when(request.deadline));
         self.escalates = false;
         self.banner = Tone::Warn;
         self.headline = "APPROVAL NEEDED".to_owned();
@@ -304,7 +367,10 @@ impl Content {
             "Automation wants to run {proposal} on {server} and waits for a person's decision until {deadline}. Without one by then it runs nothing and escalates."
         );
         self.reason = match &self.final_check {
-            Some((_, step)) => format!("the problem persists: the last check was {} on {} at {}", step.action, step.server, step.when),
+            Some((_, step)) => format!(
+                "the problem persists: the last check was {} on {} at {}",
+                step.action, step.server, step.when
+            ),
             None => "the runbook's next step needs a person's approval".to_owned(),
         };
         if let Some((label, _)) = &mut self.final_check {
@@ -329,7 +395,10 @@ impl Content {
         notes.append(&mut self.notes);
         self.notes = notes;
         let link = line(request.link);
-        self.links = vec![("Approve", format!("{link}?decision=approve")), ("Deny", format!("{link}?decision=deny"))];
+        self.links = vec![
+            ("Approve", format!("{link}?decision=approve")),
+            ("Deny", format!("{link}?decision=deny")),
+        ];
         self
     }
 
@@ -360,7 +429,8 @@ impl Content {
         match &self.final_check {
             Some((label, step)) => {
                 heading(&mut out, &label.to_ascii_uppercase());
-                let _ = writeln!(out, "Outcome: {} on {} at {}", step.outcome, step.server, step.when);
+                let _ =
+                    writeln!(out, "Outcome: {} on {} at {}", step.outcome, step.server, step.when);
                 step_lines(&mut out, step, "");
             }
             None => {
@@ -399,7 +469,11 @@ impl Content {
                 out.push('\n');
             }
             let took = step.took.as_deref().map(|t| format!(" ({t})")).unwrap_or_default();
-            let _ = writeln!(out, "#{} {}  {} on {}: {}{took}", step.seq, step.when, step.action, step.server, step.outcome);
+            let _ = writeln!(
+                out,
+                "#{} {}  {} on {}: {}{took}",
+                step.seq, step.when, step.action, step.server, step.outcome
+            );
             step_lines(&mut out, step, "   ");
         }
 
@@ -423,14 +497,26 @@ impl Content {
             let _ = writeln!(out, "Replay the first alert (automation verifies again and acts):\n\n    healthset-responder replay {id}{url}\n");
             let _ = writeln!(out, "Rehearse it without changing anything:\n\n    healthset-responder replay {id} --dry-run{url}\n");
         }
-        let _ = writeln!(out, "Show the incident:\n\n    healthset-responder incidents show {}{url}", shell_arg(&self.incident_id));
-        let _ = writeln!(out, "\n-- \nSent by healthset-responder for incident {}.", self.incident_id);
+        let _ = writeln!(
+            out,
+            "Show the incident:\n\n    healthset-responder incidents show {}{url}",
+            shell_arg(&self.incident_id)
+        );
+        let _ =
+            writeln!(out, "\n-- \nSent by healthset-responder for incident {}.", self.incident_id);
         out
     }
 }
 
 /// Actions that change a server (SPEC section 3).
-const MUTATING: &[&str] = &["recycle_app_pool", "iis_reset", "disable_activation", "restart_server", "enable_activation", "restart_service"];
+const MUTATING: &[&str] = &[
+    "recycle_app_pool",
+    "iis_reset",
+    "disable_activation",
+    "restart_server",
+    "enable_activation",
+    "restart_service",
+];
 
 const SUPPORT_INTRO: &str = "If the problem persists after these recovery actions, Microsoft's guidance is to contact a Microsoft Support professional:";
 const SUPPORT_OWN_PROCEDURE: &str =
@@ -486,9 +572,10 @@ fn step(view: &StepView, short: Option<bool>) -> Step {
         (None, _) => line(&view.started_at),
     };
     let took = match (started, view.finished_at.as_deref().and_then(parse_time)) {
-        (Some(start), Some(end)) if (end - start).num_seconds() >= 1 => {
-            Some(humantime::format_duration(Duration::from_secs((end - start).num_seconds() as u64)).to_string())
-        }
+        (Some(start), Some(end)) if (end - start).num_seconds() >= 1 => Some(
+            humantime::format_duration(Duration::from_secs((end - start).num_seconds() as u64))
+                .to_string(),
+        ),
         _ => None,
     };
     let outcome = view.outcome.as_deref().map(line);
@@ -528,7 +615,8 @@ fn when(text: &str) -> String {
 /// Characters that must not reach a reader from untrusted text: controls, and the bidirectional overrides that can
 /// make text display differently from what it is.
 fn hidden(c: char) -> bool {
-    (c.is_control() && c != '\n' && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200b}' | '\u{feff}')
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200b}' | '\u{feff}')
 }
 
 /// Untrusted multi-line text: line breaks normalised to `\n`, tabs kept, every other control character dropped.
@@ -560,13 +648,20 @@ fn clip(text: &str, max: usize) -> String {
 }
 
 fn indent(text: &str, prefix: &str) -> String {
-    text.lines().map(|l| format!("{prefix}{l}").trim_end().to_owned()).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("{prefix}{l}").trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// An argument a reader can paste into a shell: kept as is when it is a plain word, else single-quoted.
 pub(super) fn shell_arg(text: &str) -> String {
     let text = line(text);
-    if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')) {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'))
+    {
         text
     } else {
         format!("'{}'", text.replace('\'', "'\\''"))
@@ -585,7 +680,10 @@ mod tests {
 
     #[test]
     fn shell_arguments_are_quoted_unless_plain() {
-        assert_eq!(shell_arg("0193a6d2-7c1e-7b3a-9f00-1234567890ab"), "0193a6d2-7c1e-7b3a-9f00-1234567890ab");
+        assert_eq!(
+            shell_arg("0193a6d2-7c1e-7b3a-9f00-1234567890ab"),
+            "0193a6d2-7c1e-7b3a-9f00-1234567890ab"
+        );
         assert_eq!(shell_arg("x; rm -rf /"), "'x; rm -rf /'");
         assert_eq!(shell_arg("it's"), "'it'\\''s'");
     }

@@ -18,22 +18,45 @@ use crate::runbook::{Remedy, Runbook, Target};
 impl<'a> Replay<'a> {
     /// Runs one recycle, IISReset or service restart, unless this incident already ran it on that server or
     /// Managed Availability did; then verifies on the alert's server. `Some` when the runbook is done.
-    pub(super) fn remedy(&mut self, ctx: &Context, runbook: &Runbook, server: &ServerName, monitor: &Monitor, remedy: &Remedy) -> Step<Option<Remedied>> {
+    pub(super) fn remedy(
+        &mut self,
+        ctx: &Context,
+        runbook: &Runbook,
+        server: &ServerName,
+        monitor: &Monitor,
+        remedy: &Remedy,
+    ) -> Step<Option<Remedied>> {
         let on = match remedy.target() {
             Target::AlertServer => server.clone(),
             Target::MailboxHint => self.hinted_mailbox(ctx, server)?,
         };
         let (action, what) = match remedy {
             Remedy::RecycleAppPool { .. } => {
-                let pools: Vec<_> = remedy.app_pools().into_iter().filter(|pool| self.first_time(Ran::Recycle(on.clone(), pool.clone()))).collect();
+                let pools: Vec<_> = remedy
+                    .app_pools()
+                    .into_iter()
+                    .filter(|pool| self.first_time(Ran::Recycle(on.clone(), pool.clone())))
+                    .collect();
                 if pools.is_empty() {
                     return Ok(None);
                 }
                 let history = self.ma_history(ctx, &on)?;
-                let (by_ma, left): (Vec<_>, Vec<_>) = pools.into_iter().partition(|pool| ma::took(&history, ma::Remedy::Recycle(pool.as_str())).is_some());
+                let (by_ma, left): (Vec<_>, Vec<_>) = pools.into_iter().partition(|pool| {
+                    ma::took(&history, ma::Remedy::Recycle(pool.as_str())).is_some()
+                });
                 if left.is_empty() {
-                    let taken: Vec<&RecoveryAction> = by_ma.iter().filter_map(|pool| ma::took(&history, ma::Remedy::Recycle(pool.as_str()))).collect();
-                    return self.skipped(ctx, runbook, server, monitor, Action::RecycleAppPool { server: on, app_pools: by_ma }, &taken);
+                    let taken: Vec<&RecoveryAction> = by_ma
+                        .iter()
+                        .filter_map(|pool| ma::took(&history, ma::Remedy::Recycle(pool.as_str())))
+                        .collect();
+                    return self.skipped(
+                        ctx,
+                        runbook,
+                        server,
+                        monitor,
+                        Action::RecycleAppPool { server: on, app_pools: by_ma },
+                        &taken,
+                    );
                 }
                 let names: Vec<&str> = left.iter().map(|p| p.as_str()).collect();
                 let what = format!("recycling {} on {on}", names.join(" and "));
@@ -45,30 +68,49 @@ impl<'a> Replay<'a> {
                 }
                 // Managed Availability never resets IIS; its history is read all the same, before the first change.
                 self.ma_history(ctx, &on)?;
-                (Action::IisReset { server: on.clone(), noforce: *noforce }, format!("IISReset on {on}"))
+                (
+                    Action::IisReset { server: on.clone(), noforce: *noforce },
+                    format!("IISReset on {on}"),
+                )
             }
             Remedy::RestartService { service, .. } => {
                 if !self.first_time(Ran::Service(on.clone(), service.clone())) {
                     return Ok(None);
                 }
                 let history = self.ma_history(ctx, &on)?;
-                let action = Action::RestartService { server: on.clone(), service: service.clone() };
-                if let Some(taken) = ma::took(&history, ma::Remedy::RestartService(service.as_str())) {
+                let action =
+                    Action::RestartService { server: on.clone(), service: service.clone() };
+                if let Some(taken) =
+                    ma::took(&history, ma::Remedy::RestartService(service.as_str()))
+                {
                     return self.skipped(ctx, runbook, server, monitor, action, &[taken]);
                 }
                 (action, format!("restarting {service} on {on}"))
             }
-            Remedy::CheckMailbox { .. } | Remedy::RestartServer { .. } => unreachable!("the planner runs these itself"),
+            Remedy::CheckMailbox { .. } | Remedy::RestartServer { .. } => {
+                unreachable!("the planner runs these itself")
+            }
         };
-        self.approved(ctx, runbook, server, monitor, Proposal { server: on.clone(), covers: vec![action.clone()] })?;
+        self.approved(
+            ctx,
+            runbook,
+            server,
+            monitor,
+            Proposal { server: on.clone(), covers: vec![action.clone()] },
+        )?;
         let done = self.mutate(action)?;
         // A change on the Mailbox server warms up there; the check is the alert's server's.
         let recovered = if &on == server {
             self.verify(ctx, runbook, server, monitor, changed(done))?
         } else {
-            let pause = if runbook.verify.settle { ctx.limits.settle_wait } else { ctx.limits.warm_up };
+            let pause =
+                if runbook.verify.settle { ctx.limits.settle_wait } else { ctx.limits.warm_up };
             if changed(done) && !pause.is_zero() {
-                self.run(Action::Wait { server: on.clone(), duration: pause, until: Until::Elapsed })?;
+                self.run(Action::Wait {
+                    server: on.clone(),
+                    duration: pause,
+                    until: Until::Elapsed,
+                })?;
             }
             self.verify(ctx, runbook, server, monitor, false)?
         };
@@ -77,10 +119,23 @@ impl<'a> Replay<'a> {
 
     /// A restart Managed Availability already did (`ForceReboot` in the window): journaled `skipped`, with no
     /// failover, then verified. `None` when it did not, and the restart procedure runs.
-    pub(super) fn rebooted_by_ma(&mut self, ctx: &Context, runbook: &Runbook, server: &ServerName, monitor: &Monitor) -> Step<Option<Option<Remedied>>> {
+    pub(super) fn rebooted_by_ma(
+        &mut self,
+        ctx: &Context,
+        runbook: &Runbook,
+        server: &ServerName,
+        monitor: &Monitor,
+    ) -> Step<Option<Option<Remedied>>> {
         let history = self.ma_history(ctx, server)?;
         match ma::took(&history, ma::Remedy::Restart) {
-            Some(taken) => Ok(Some(self.skipped(ctx, runbook, server, monitor, Action::RestartServer { server: server.clone() }, &[taken])?)),
+            Some(taken) => Ok(Some(self.skipped(
+                ctx,
+                runbook,
+                server,
+                monitor,
+                Action::RestartServer { server: server.clone() },
+                &[taken],
+            )?)),
             None => Ok(None),
         }
     }
@@ -101,7 +156,10 @@ impl<'a> Replay<'a> {
         self.skip(action, why.join("; "))?;
         if self.verify(ctx, runbook, server, monitor, false)? {
             let what: Vec<String> = taken.iter().map(|a| a.describe()).collect();
-            return Ok(Some(Remedied::Recovered(format!("Managed Availability's own {kind} ({}) fixed it; the responder did not repeat it", what.join("; ")))));
+            return Ok(Some(Remedied::Recovered(format!(
+                "Managed Availability's own {kind} ({}) fixed it; the responder did not repeat it",
+                what.join("; ")
+            ))));
         }
         Ok(None)
     }
@@ -110,7 +168,11 @@ impl<'a> Replay<'a> {
     fn skip(&mut self, action: Action, why: String) -> Step<&'a Done> {
         let journal: &'a [Done] = self.journal;
         match journal.get(self.pos) {
-            Some(done) if done.action == action.kind() && &done.server == action.server() && done.outcome == Outcome::Skipped => {
+            Some(done)
+                if done.action == action.kind()
+                    && &done.server == action.server()
+                    && done.outcome == Outcome::Skipped =>
+            {
                 self.pos += 1;
                 Ok(done)
             }
@@ -127,7 +189,8 @@ impl<'a> Replay<'a> {
             return Ok(actions.clone());
         }
         let lookback = ctx.limits.ma_lookback;
-        let older_journal = self.journal.get(self.pos).is_some_and(|done| done.action != ActionKind::MaHistory);
+        let older_journal =
+            self.journal.get(self.pos).is_some_and(|done| done.action != ActionKind::MaHistory);
         let actions = if lookback.is_zero() || older_journal {
             Vec::new()
         } else {
@@ -166,7 +229,8 @@ mod tests {
     use crate::runbook::RunbookSet;
 
     fn recovery(id: &str, resource: &str) -> RecoveryAction {
-        let ended_at = chrono::DateTime::parse_from_rfc3339("2026-11-26T10:02:11Z").unwrap().to_utc();
+        let ended_at =
+            chrono::DateTime::parse_from_rfc3339("2026-11-26T10:02:11Z").unwrap().to_utc();
         RecoveryAction {
             id: id.into(),
             resource: resource.into(),
@@ -178,7 +242,14 @@ mod tests {
     }
 
     /// Runs a runbook on `server` with a one-hour lookback; `history` is what `ma_history` finds on each server.
-    fn drive(health_set: &str, monitor: &str, server: &str, hint: Option<&str>, history: &[(&str, RecoveryAction)], answer: Answer) -> (Vec<String>, Ending) {
+    fn drive(
+        health_set: &str,
+        monitor: &str,
+        server: &str,
+        hint: Option<&str>,
+        history: &[(&str, RecoveryAction)],
+        answer: Answer,
+    ) -> (Vec<String>, Ending) {
         let limits = Limits { ma_lookback: Duration::from_secs(3600), ..LIMITS };
         drive_with(&limits, health_set, monitor, server, hint, history, answer)
     }
@@ -200,28 +271,52 @@ mod tests {
             monitor: Some(Monitor::parse(monitor).unwrap()),
             mailbox_hint: hint.map(name),
         };
-        let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits, approval: &[] };
+        let ctx = Context {
+            facts: &facts,
+            runbooks: &runbooks,
+            inventory: &inventory,
+            limits,
+            approval: &[],
+        };
         let found = |action: &Action, _: &[super::Done]| {
-            let actions: Vec<RecoveryAction> = history.iter().filter(|(s, _)| name(s) == *action.server()).map(|(_, a)| a.clone()).collect();
+            let actions: Vec<RecoveryAction> = history
+                .iter()
+                .filter(|(s, _)| name(s) == *action.server())
+                .map(|(_, a)| a.clone())
+                .collect();
             (if actions.is_empty() { Outcome::NoneFound } else { Outcome::Found }, actions)
         };
         let (journal, ending) = run_planner(&ctx, answer, &found, Outcome::Approved);
         (lines(&journal), ending)
     }
 
-    fn fails_until(kind: crate::incident::ActionKind) -> impl Fn(&Action, &[super::Done]) -> (Outcome, Vec<&'static str>) {
+    fn fails_until(
+        kind: crate::incident::ActionKind,
+    ) -> impl Fn(&Action, &[super::Done]) -> (Outcome, Vec<&'static str>) {
         move |action, journal| match action {
-            Action::Probe { .. } if journal.iter().any(|d| d.action == kind && d.outcome == Outcome::Done) => (Outcome::Succeeded, vec![]),
+            Action::Probe { .. }
+                if journal.iter().any(|d| d.action == kind && d.outcome == Outcome::Done) =>
+            {
+                (Outcome::Succeeded, vec![])
+            }
             Action::Probe { .. } => (Outcome::Failed, vec![]),
             _ => (Outcome::Done, vec![]),
         }
     }
 
     #[test]
-    fn a_recycle_managed_availability_already_did_is_skipped_and_the_ladder_goes_on_after_verifying() {
+    fn a_recycle_managed_availability_already_did_is_skipped_and_the_ladder_goes_on_after_verifying(
+    ) {
         let recycled = recovery("RecycleApplicationPool", "msexchangesyncapppool");
         let answer = fails_until(crate::incident::ActionKind::IisReset);
-        let (steps, ending) = drive("ActiveSync", "ActiveSyncDeepTestMonitor", "mbx01", None, &[("mbx01", recycled)], &answer);
+        let (steps, ending) = drive(
+            "ActiveSync",
+            "ActiveSyncDeepTestMonitor",
+            "mbx01",
+            None,
+            &[("mbx01", recycled)],
+            &answer,
+        );
         assert_eq!(
             steps,
             [
@@ -235,13 +330,38 @@ mod tests {
                 "probe mbx01 succeeded",
             ]
         );
-        assert_eq!((ending.state, ending.reason.as_str()), (State::Recovered, "IISReset on mbx01 fixed it"));
+        assert_eq!(
+            (ending.state, ending.reason.as_str()),
+            (State::Recovered, "IISReset on mbx01 fixed it")
+        );
 
         // Another pool's recycle, or a lookback of zero, skips nothing; with zero nothing is read at all.
         let other = recovery("RecycleApplicationPool", "MSExchangeOWAAppPool");
-        let (steps, _) = drive("ActiveSync", "ActiveSyncDeepTestMonitor", "mbx01", None, &[("mbx01", other.clone())], &answer);
-        assert_eq!(steps[1..4], ["ma_history mbx01 found", "component_state mbx01 active", "recycle_app_pool mbx01 done"]);
-        let (steps, _) = drive_with(&LIMITS, "ActiveSync", "ActiveSyncDeepTestMonitor", "mbx01", None, &[("mbx01", other)], &answer);
+        let (steps, _) = drive(
+            "ActiveSync",
+            "ActiveSyncDeepTestMonitor",
+            "mbx01",
+            None,
+            &[("mbx01", other.clone())],
+            &answer,
+        );
+        assert_eq!(
+            steps[1..4],
+            [
+                "ma_history mbx01 found",
+                "component_state mbx01 active",
+                "recycle_app_pool mbx01 done"
+            ]
+        );
+        let (steps, _) = drive_with(
+            &LIMITS,
+            "ActiveSync",
+            "ActiveSyncDeepTestMonitor",
+            "mbx01",
+            None,
+            &[("mbx01", other)],
+            &answer,
+        );
         assert_eq!(steps[1..3], ["component_state mbx01 active", "recycle_app_pool mbx01 done"]);
     }
 
@@ -252,8 +372,17 @@ mod tests {
             Action::Probe { .. } if journal.len() > 2 => (Outcome::Succeeded, vec![]),
             _ => (Outcome::Failed, vec![]),
         };
-        let (steps, ending) = drive("OWA", "OwaCtpMonitor", "cas01", None, &[("cas01", recycled)], &answer);
-        assert_eq!(steps, ["probe cas01 failed", "ma_history cas01 found", "recycle_app_pool cas01 skipped", "probe cas01 succeeded"]);
+        let (steps, ending) =
+            drive("OWA", "OwaCtpMonitor", "cas01", None, &[("cas01", recycled)], &answer);
+        assert_eq!(
+            steps,
+            [
+                "probe cas01 failed",
+                "ma_history cas01 found",
+                "recycle_app_pool cas01 skipped",
+                "probe cas01 succeeded"
+            ]
+        );
         assert_eq!(ending.state, State::Recovered);
         assert!(ending.reason.starts_with("Managed Availability's own recycle_app_pool (RecycleApplicationPool MSExchangeOWAAppPool"), "{}", ending.reason);
     }
@@ -262,8 +391,23 @@ mod tests {
     fn of_several_pools_only_those_managed_availability_left_are_recycled() {
         let recycled = recovery("RecycleApplicationPool", "MSExchangeOWAAppPool");
         let answer = fails_until(crate::incident::ActionKind::RecycleAppPool);
-        let (steps, ending) = drive("OWA.Proxy", "OWAProxyTestMonitor", "cas01", None, &[("cas01", recycled)], &answer);
-        assert_eq!(steps[..4], ["probe cas01 failed", "ma_history cas01 found", "component_state cas01 active", "recycle_app_pool cas01 done"]);
+        let (steps, ending) = drive(
+            "OWA.Proxy",
+            "OWAProxyTestMonitor",
+            "cas01",
+            None,
+            &[("cas01", recycled)],
+            &answer,
+        );
+        assert_eq!(
+            steps[..4],
+            [
+                "probe cas01 failed",
+                "ma_history cas01 found",
+                "component_state cas01 active",
+                "recycle_app_pool cas01 done"
+            ]
+        );
         assert_eq!(ending.reason, "recycling MSExchangeOWACalendarAppPool on cas01 fixed it");
     }
 
@@ -274,7 +418,14 @@ mod tests {
             Action::Probe { .. } => (Outcome::Failed, vec![]),
             _ => (Outcome::Done, vec![]),
         };
-        let (steps, ending) = drive("IMAP.Protocol", "ImapSelfTestMonitor", "mbx01", None, &[("mbx01", rebooted)], &answer);
+        let (steps, ending) = drive(
+            "IMAP.Protocol",
+            "ImapSelfTestMonitor",
+            "mbx01",
+            None,
+            &[("mbx01", rebooted)],
+            &answer,
+        );
         assert_eq!(
             steps,
             [

@@ -24,22 +24,43 @@ pub(super) type Answer<'a> = &'a dyn Fn(&Action, &[Done]) -> (Outcome, Vec<&'sta
 
 /// Feeds the planner the outcomes a scenario gives, step by step, and returns the steps and the ending.
 /// `component_state` answers `active` unless the scenario says otherwise.
-fn drive(server: &str, monitor: Option<&str>, hint: Option<&str>, answer: Answer) -> (Vec<String>, Ending) {
+fn drive(
+    server: &str,
+    monitor: Option<&str>,
+    hint: Option<&str>,
+    answer: Answer,
+) -> (Vec<String>, Ending) {
     drive_asking(server, monitor, hint, &[], Outcome::Approved, answer)
 }
 
 /// The servers the scenarios know: a CAS, a Mailbox server and a multi-role server.
 pub(super) fn inventory() -> Inventory {
     BTreeMap::from([
-        (name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None }),
-        (name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into(), connection_uri: None }),
-        (name("multi01"), InventoryEntry { role: Role::Multi, group: "dag".into(), connection_uri: None }),
+        (
+            name("cas01"),
+            InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None },
+        ),
+        (
+            name("mbx01"),
+            InventoryEntry { role: Role::Mailbox, group: "dag".into(), connection_uri: None },
+        ),
+        (
+            name("multi01"),
+            InventoryEntry { role: Role::Multi, group: "dag".into(), connection_uri: None },
+        ),
     ])
 }
 
 /// Like [`drive`] with `approval.actions` set to `approval`: a request is journaled `requested` (with the
 /// proposal's steps in its detail), and a person answers each with `decision`.
-fn drive_asking(server: &str, monitor: Option<&str>, hint: Option<&str>, approval: &[ActionKind], decision: Outcome, answer: Answer) -> (Vec<String>, Ending) {
+fn drive_asking(
+    server: &str,
+    monitor: Option<&str>,
+    hint: Option<&str>,
+    approval: &[ActionKind],
+    decision: Outcome,
+    answer: Answer,
+) -> (Vec<String>, Ending) {
     let runbooks = RunbookSet::load(None).unwrap();
     let inventory = inventory();
     let facts = Facts {
@@ -49,8 +70,15 @@ fn drive_asking(server: &str, monitor: Option<&str>, hint: Option<&str>, approva
         mailbox_hint: hint.map(name),
     };
     let limits = LIMITS;
-    let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits, approval };
-    let (journal, ending) = run_planner(&ctx, answer, &|_, _| (Outcome::Done, Vec::new()), decision);
+    let ctx = Context {
+        facts: &facts,
+        runbooks: &runbooks,
+        inventory: &inventory,
+        limits: &limits,
+        approval,
+    };
+    let (journal, ending) =
+        run_planner(&ctx, answer, &|_, _| (Outcome::Done, Vec::new()), decision);
     (lines(&journal), ending)
 }
 
@@ -67,24 +95,36 @@ pub(super) fn run_planner(
     loop {
         match next(ctx, &journal).decision {
             Decision::Finish(ending) => return (journal, ending),
-            Decision::Skip(action, why) => journal.push(Done { detail: why, ..done(&action, Outcome::Skipped, vec![]) }),
+            Decision::Skip(action, why) => {
+                journal.push(Done { detail: why, ..done(&action, Outcome::Skipped, vec![]) })
+            }
             Decision::Run(action @ Action::MaHistory { .. }) => {
                 let (outcome, ma_actions) = history(&action, &journal);
                 journal.push(Done { ma_actions, ..done(&action, outcome, vec![]) });
             }
             Decision::Ask(proposal) => {
                 let covers: Vec<&str> = proposal.covers.iter().map(|a| a.kind().as_str()).collect();
-                let mut request = done(&Action::ComponentState { server: proposal.server.clone() }, Outcome::Requested, vec![]);
+                let mut request = done(
+                    &Action::ComponentState { server: proposal.server.clone() },
+                    Outcome::Requested,
+                    vec![],
+                );
                 (request.action, request.detail) = (ActionKind::Approval, covers.join(","));
                 journal.push(request);
             }
             Decision::Await => {
                 let asked = journal.last().expect("a request comes first").clone();
-                journal.push(Done { outcome: decision, detail: "on the operator's page; reason: checked".into(), ..asked });
+                journal.push(Done {
+                    outcome: decision,
+                    detail: "on the operator's page; reason: checked".into(),
+                    ..asked
+                });
             }
             Decision::Run(action) => {
                 let (outcome, unhealthy) = match (&action, answer(&action, &journal)) {
-                    (Action::ComponentState { .. }, (Outcome::Done, _)) => (Outcome::Active, vec![]),
+                    (Action::ComponentState { .. }, (Outcome::Done, _)) => {
+                        (Outcome::Active, vec![])
+                    }
                     (Action::MaHistory { .. }, _) => (Outcome::NoneFound, vec![]),
                     (_, answered) => answered,
                 };
@@ -119,7 +159,9 @@ pub(super) fn lines(journal: &[Done]) -> Vec<String> {
 
 /// Whether the journal has `action` done on `server`.
 fn ran(journal: &[Done], action: ActionKind, server: &str) -> bool {
-    journal.iter().any(|d| d.action == action && d.server.as_str() == server && d.outcome == Outcome::Done)
+    journal
+        .iter()
+        .any(|d| d.action == action && d.server.as_str() == server && d.outcome == Outcome::Done)
 }
 
 const CTP: Option<&str> = Some("ActiveSyncCTPMonitor");
@@ -138,11 +180,14 @@ const DEEP: &str = "ActiveSyncDeepTestMonitor";
 const SELF_TEST: &str = "ActiveSyncSelfTestMonitor";
 
 #[test]
-fn ctp_with_an_unhealthy_mailbox_server_fixes_the_mailbox_first_and_checks_it_again_before_restarting_the_cas() {
+fn ctp_with_an_unhealthy_mailbox_server_fixes_the_mailbox_first_and_checks_it_again_before_restarting_the_cas(
+) {
     let (steps, ending) = drive("cas01", CTP, Some("mbx01"), &|action, journal| match action {
         Action::Probe { server, .. } if server.as_str() == "cas01" => (Outcome::Failed, vec![]),
         Action::Probe { .. } => (Outcome::Succeeded, vec![]),
-        Action::ServerHealth { .. } if ran(journal, ActionKind::RecycleAppPool, "mbx01") => (Outcome::Healthy, vec![]),
+        Action::ServerHealth { .. } if ran(journal, ActionKind::RecycleAppPool, "mbx01") => {
+            (Outcome::Healthy, vec![])
+        }
         Action::ServerHealth { .. } => (Outcome::Unhealthy, vec![DEEP]),
         _ => (Outcome::Done, vec![]),
     });
@@ -181,10 +226,18 @@ fn ctp_addresses_every_unhealthy_monitor_on_the_mailbox_server_without_repeating
     let (steps, ending) = drive("cas01", CTP, Some("mbx01"), &|action, journal| {
         let restarted = ran(journal, ActionKind::RestartServer, "mbx01");
         match action {
-            Action::Probe { server, .. } if server.as_str() == "cas01" => (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![]),
-            Action::Probe { probe, .. } if probe.probe.as_str() == "ActiveSyncDeepTestProbe" => (Outcome::Succeeded, vec![]),
-            Action::Probe { .. } => (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![]),
-            Action::ServerHealth { .. } if ran(journal, ActionKind::RecycleAppPool, "mbx01") => (Outcome::Unhealthy, vec![SELF_TEST]),
+            Action::Probe { server, .. } if server.as_str() == "cas01" => {
+                (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![])
+            }
+            Action::Probe { probe, .. } if probe.probe.as_str() == "ActiveSyncDeepTestProbe" => {
+                (Outcome::Succeeded, vec![])
+            }
+            Action::Probe { .. } => {
+                (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![])
+            }
+            Action::ServerHealth { .. } if ran(journal, ActionKind::RecycleAppPool, "mbx01") => {
+                (Outcome::Unhealthy, vec![SELF_TEST])
+            }
             Action::ServerHealth { .. } => (Outcome::Unhealthy, vec![DEEP, SELF_TEST]),
             Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
             _ => (Outcome::Done, vec![]),
@@ -213,7 +266,8 @@ fn ctp_addresses_every_unhealthy_monitor_on_the_mailbox_server_without_repeating
     );
     assert_eq!(ending.state, State::Recovered);
     assert!(
-        ending.reason.contains("ActiveSyncDeepTestMonitor on the Mailbox server mbx01") && ending.reason.contains("restarting mbx01 fixed it"),
+        ending.reason.contains("ActiveSyncDeepTestMonitor on the Mailbox server mbx01")
+            && ending.reason.contains("restarting mbx01 fixed it"),
         "{}",
         ending.reason
     );
@@ -231,8 +285,15 @@ fn a_ctp_incident_whose_mailbox_runbook_is_exhausted_escalates_without_restartin
     assert!(!steps.contains(&"restart_server cas01 done".to_owned()), "{steps:?}");
     assert_eq!(steps.last().unwrap(), "probe mbx01 failed");
     assert_eq!(ending.state, State::Escalated);
-    assert_eq!(ending.reason, "the Mailbox server mbx01 could not be recovered: probe still failing after all remedies");
-    assert_eq!(ending.activation_disabled, [name("mbx01")], "a failed restart leaves activation disabled, and the email says so");
+    assert_eq!(
+        ending.reason,
+        "the Mailbox server mbx01 could not be recovered: probe still failing after all remedies"
+    );
+    assert_eq!(
+        ending.activation_disabled,
+        [name("mbx01")],
+        "a failed restart leaves activation disabled, and the email says so"
+    );
 }
 
 #[test]
@@ -240,7 +301,9 @@ fn a_multi_role_server_named_as_its_own_mailbox_server_goes_on_to_the_restart() 
     let (steps, ending) = drive("multi01", CTP, Some("multi01"), &|action, journal| {
         let restarted = ran(journal, ActionKind::RestartServer, "multi01");
         match action {
-            Action::Probe { .. } => (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![]),
+            Action::Probe { .. } => {
+                (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![])
+            }
             Action::ServerHealth { .. } => (Outcome::Unhealthy, vec![DEEP]),
             Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
             _ => (Outcome::Done, vec![]),
@@ -276,18 +339,27 @@ fn a_multi_role_server_named_as_its_own_mailbox_server_goes_on_to_the_restart() 
 #[test]
 fn requests_queued_on_a_mailbox_and_a_multi_role_server_fail_over_before_the_restart() {
     for server in ["mbx01", "multi01"] {
-        let (steps, ending) = drive(server, Some("RequestsQueuedGt500Monitor"), None, &|action, journal| {
-            let restarted = journal.iter().any(|d| d.action == ActionKind::RestartServer);
-            match action {
-                Action::ServerHealth { .. } if restarted => (Outcome::Healthy, vec![]),
-                Action::ServerHealth { .. } => (Outcome::Unhealthy, vec!["RequestsQueuedGt500Monitor"]),
-                Action::CopyStatus { .. } if journal.iter().filter(|d| d.action == ActionKind::DisableActivation).count() < 2 => {
-                    (Outcome::ActiveCopies, vec![])
+        let (steps, ending) =
+            drive(server, Some("RequestsQueuedGt500Monitor"), None, &|action, journal| {
+                let restarted = journal.iter().any(|d| d.action == ActionKind::RestartServer);
+                match action {
+                    Action::ServerHealth { .. } if restarted => (Outcome::Healthy, vec![]),
+                    Action::ServerHealth { .. } => {
+                        (Outcome::Unhealthy, vec!["RequestsQueuedGt500Monitor"])
+                    }
+                    Action::CopyStatus { .. }
+                        if journal
+                            .iter()
+                            .filter(|d| d.action == ActionKind::DisableActivation)
+                            .count()
+                            < 2 =>
+                    {
+                        (Outcome::ActiveCopies, vec![])
+                    }
+                    Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
+                    _ => (Outcome::Done, vec![]),
                 }
-                Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
-                _ => (Outcome::Done, vec![]),
-            }
-        });
+            });
         let s = |text: &str| text.replace("S", server);
         assert_eq!(
             steps,
@@ -319,14 +391,20 @@ fn requests_queued_on_a_mailbox_and_a_multi_role_server_fail_over_before_the_res
             .map(s),
             "{server}"
         );
-        assert_eq!((ending.state, ending.activation_disabled.len()), (State::Recovered, 0), "{server}");
+        assert_eq!(
+            (ending.state, ending.activation_disabled.len()),
+            (State::Recovered, 0),
+            "{server}"
+        );
     }
 }
 
 #[test]
 fn a_lost_restart_result_is_verified_not_repeated() {
     let (steps, ending) = drive("cas01", CTP, Some("mbx01"), &|action, journal| match action {
-        Action::Probe { .. } => (if journal.len() < 9 { Outcome::Failed } else { Outcome::Succeeded }, vec![]),
+        Action::Probe { .. } => {
+            (if journal.len() < 9 { Outcome::Failed } else { Outcome::Succeeded }, vec![])
+        }
         Action::ServerHealth { .. } => (Outcome::Healthy, vec![]),
         Action::RestartServer { .. } => (Outcome::Interrupted, vec![]),
         _ => (Outcome::Done, vec![]),
@@ -368,7 +446,13 @@ fn a_mailbox_restart_whose_copies_never_move_escalates_with_activation_disabled(
         "{steps:?}"
     );
     assert_eq!(ending.state, State::Escalated);
-    assert!(ending.reason.contains("active database copies remain on mbx01 after 2m of copy-status checks"), "{}", ending.reason);
+    assert!(
+        ending
+            .reason
+            .contains("active database copies remain on mbx01 after 2m of copy-status checks"),
+        "{}",
+        ending.reason
+    );
     assert_eq!(ending.activation_disabled, [name("mbx01")]);
 }
 
@@ -387,11 +471,20 @@ fn a_server_in_maintenance_is_never_changed() {
     // Put in maintenance while its databases moved: not restarted, and activation is reported as still off.
     let (steps, ending) = drive("mbx01", Some(DEEP), None, &|action, journal| match action {
         Action::Probe { .. } => (Outcome::Failed, vec![]),
-        Action::ComponentState { .. } if ran(journal, ActionKind::DisableActivation, "mbx01") => (Outcome::Inactive, vec![]),
+        Action::ComponentState { .. } if ran(journal, ActionKind::DisableActivation, "mbx01") => {
+            (Outcome::Inactive, vec![])
+        }
         Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
         _ => (Outcome::Done, vec![]),
     });
-    assert_eq!(&steps[steps.len() - 3..], ["disable_activation mbx01 done", "copy_status mbx01 no_active_copies", "component_state mbx01 inactive"]);
+    assert_eq!(
+        &steps[steps.len() - 3..],
+        [
+            "disable_activation mbx01 done",
+            "copy_status mbx01 no_active_copies",
+            "component_state mbx01 inactive"
+        ]
+    );
     assert_eq!(ending.state, State::Suppressed);
     assert_eq!(ending.activation_disabled, [name("mbx01")]);
 }
@@ -399,18 +492,32 @@ fn a_server_in_maintenance_is_never_changed() {
 #[test]
 fn activation_disabled_by_an_administrator_is_left_as_found() {
     let runbooks = RunbookSet::load(None).unwrap();
-    let inventory = BTreeMap::from([(name("mbx01"), InventoryEntry { role: Role::Mailbox, group: "dag".into(), connection_uri: None })]);
-    let facts =
-        Facts { server: name("mbx01"), health_set: HealthSet::parse("ActiveSync").unwrap(), monitor: Some(Monitor::parse(DEEP).unwrap()), mailbox_hint: None };
+    let inventory = BTreeMap::from([(
+        name("mbx01"),
+        InventoryEntry { role: Role::Mailbox, group: "dag".into(), connection_uri: None },
+    )]);
+    let facts = Facts {
+        server: name("mbx01"),
+        health_set: HealthSet::parse("ActiveSync").unwrap(),
+        monitor: Some(Monitor::parse(DEEP).unwrap()),
+        mailbox_hint: None,
+    };
     let limits = LIMITS;
-    let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits, approval: &[] };
+    let ctx = Context {
+        facts: &facts,
+        runbooks: &runbooks,
+        inventory: &inventory,
+        limits: &limits,
+        approval: &[],
+    };
     let mut journal = Vec::new();
     let ending = loop {
         match next(&ctx, &journal).decision {
             Decision::Finish(ending) => break ending,
             Decision::Skip(..) => unreachable!("no Managed Availability history in this scenario"),
             Decision::Run(action) => {
-                let restarted = journal.iter().any(|d: &Done| d.action == ActionKind::RestartServer);
+                let restarted =
+                    journal.iter().any(|d: &Done| d.action == ActionKind::RestartServer);
                 let outcome = match &action {
                     Action::Probe { .. } if restarted => Outcome::Succeeded,
                     Action::Probe { .. } => Outcome::Failed,
@@ -426,8 +533,15 @@ fn activation_disabled_by_an_administrator_is_left_as_found() {
         }
     };
     assert_eq!(ending.state, State::Recovered);
-    assert!(!journal.iter().any(|d| d.action == ActionKind::EnableActivation), "{:?}", lines(&journal));
-    assert_eq!((ending.activation_disabled.len(), ending.activation_left_as_found.clone()), (0, vec![name("mbx01")]));
+    assert!(
+        !journal.iter().any(|d| d.action == ActionKind::EnableActivation),
+        "{:?}",
+        lines(&journal)
+    );
+    assert_eq!(
+        (ending.activation_disabled.len(), ending.activation_left_as_found.clone()),
+        (0, vec![name("mbx01")])
+    );
 }
 
 #[test]
@@ -446,20 +560,32 @@ fn a_refused_failover_changes_nothing_and_a_refused_restart_undoes_the_failover(
         Action::RestartServer { .. } => (Outcome::Throttled, vec![]),
         _ => (Outcome::Done, vec![]),
     });
-    assert_eq!(&steps[steps.len() - 2..], ["restart_server mbx01 throttled", "enable_activation mbx01 done"]);
+    assert_eq!(
+        &steps[steps.len() - 2..],
+        ["restart_server mbx01 throttled", "enable_activation mbx01 done"]
+    );
     assert_eq!((ending.state, ending.activation_disabled.len()), (State::Blocked, 0));
-    assert!(ending.reason.ends_with("the failover was undone (activation re-enabled on mbx01)"), "{}", ending.reason);
+    assert!(
+        ending.reason.ends_with("the failover was undone (activation re-enabled on mbx01)"),
+        "{}",
+        ending.reason
+    );
 }
 
 #[test]
 fn a_dry_run_failover_does_not_wait_for_copies_nobody_asked_to_move() {
     let (steps, ending) = drive("mbx01", Some(DEEP), None, &|action, _| match action {
         Action::Probe { .. } => (Outcome::Failed, vec![]),
-        Action::RecycleAppPool { .. } | Action::IisReset { .. } | Action::DisableActivation { .. } => (Outcome::DryRun, vec![]),
+        Action::RecycleAppPool { .. }
+        | Action::IisReset { .. }
+        | Action::DisableActivation { .. } => (Outcome::DryRun, vec![]),
         Action::CopyStatus { .. } => (Outcome::ActiveCopies, vec![]),
         _ => (Outcome::Done, vec![]),
     });
-    assert_eq!(&steps[steps.len() - 2..], ["disable_activation mbx01 dry_run", "copy_status mbx01 active_copies"]);
+    assert_eq!(
+        &steps[steps.len() - 2..],
+        ["disable_activation mbx01 dry_run", "copy_status mbx01 active_copies"]
+    );
     assert_eq!(ending.state, State::Escalated);
     assert!(ending.reason.starts_with("dry run: activation was not disabled"), "{}", ending.reason);
     assert!(ending.activation_disabled.is_empty());
@@ -471,7 +597,9 @@ fn an_interrupted_enable_activation_is_verified_then_repeated() {
         let restarted = ran(journal, ActionKind::RestartServer, "mbx01");
         let enables = journal.iter().filter(|d| d.action == ActionKind::EnableActivation).count();
         match action {
-            Action::Probe { .. } => (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![]),
+            Action::Probe { .. } => {
+                (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![])
+            }
             Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
             Action::EnableActivation { .. } if enables == 0 => (Outcome::Interrupted, vec![]),
             _ => (Outcome::Done, vec![]),
@@ -479,7 +607,12 @@ fn an_interrupted_enable_activation_is_verified_then_repeated() {
     });
     assert_eq!(
         &steps[steps.len() - 4..],
-        ["probe mbx01 succeeded", "enable_activation mbx01 interrupted", "probe mbx01 succeeded", "enable_activation mbx01 done"]
+        [
+            "probe mbx01 succeeded",
+            "enable_activation mbx01 interrupted",
+            "probe mbx01 succeeded",
+            "enable_activation mbx01 done"
+        ]
     );
     assert_eq!((ending.state, ending.activation_disabled.len()), (State::Recovered, 0));
 }
@@ -489,20 +622,32 @@ fn an_interrupted_failover_is_not_undone_blind_and_is_reported() {
     let (steps, ending) = drive("mbx01", Some(DEEP), None, &|action, journal| {
         let restarted = ran(journal, ActionKind::RestartServer, "mbx01");
         match action {
-            Action::Probe { .. } => (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![]),
+            Action::Probe { .. } => {
+                (if restarted { Outcome::Succeeded } else { Outcome::Failed }, vec![])
+            }
             Action::DisableActivation { attempt: 1, .. } => (Outcome::Interrupted, vec![]),
             Action::CopyStatus { .. } => (Outcome::NoActiveCopies, vec![]),
             _ => (Outcome::Done, vec![]),
         }
     });
-    assert_eq!(steps.last().unwrap(), "probe mbx01 succeeded", "whether activation was disabled before is unknown: it is not re-enabled");
-    assert_eq!((ending.state, ending.activation_disabled.clone()), (State::Recovered, vec![name("mbx01")]));
+    assert_eq!(
+        steps.last().unwrap(),
+        "probe mbx01 succeeded",
+        "whether activation was disabled before is unknown: it is not re-enabled"
+    );
+    assert_eq!(
+        (ending.state, ending.activation_disabled.clone()),
+        (State::Recovered, vec![name("mbx01")])
+    );
 }
 
 #[test]
 fn a_journal_that_no_longer_matches_the_runbook_ends_blocked() {
     let runbooks = RunbookSet::load(None).unwrap();
-    let inventory = BTreeMap::from([(name("cas01"), InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None })]);
+    let inventory = BTreeMap::from([(
+        name("cas01"),
+        InventoryEntry { role: Role::Cas, group: "cas".into(), connection_uri: None },
+    )]);
     let facts = Facts {
         server: name("cas01"),
         health_set: HealthSet::parse("ActiveSync").unwrap(),
@@ -510,10 +655,25 @@ fn a_journal_that_no_longer_matches_the_runbook_ends_blocked() {
         mailbox_hint: None,
     };
     let limits = LIMITS;
-    let ctx = Context { facts: &facts, runbooks: &runbooks, inventory: &inventory, limits: &limits, approval: &[] };
-    let probe = Action::Probe { server: name("cas01"), probe: ProbeRef::parse("ActiveSync\\ActiveSyncCTPProbe").unwrap(), backend: None };
-    let journal = [done(&probe, Outcome::Failed, vec![]), done(&Action::IisReset { server: name("cas01"), noforce: false }, Outcome::Done, vec![])];
-    let Decision::Finish(ending) = next(&ctx, &journal).decision else { panic!("the planner must stop") };
+    let ctx = Context {
+        facts: &facts,
+        runbooks: &runbooks,
+        inventory: &inventory,
+        limits: &limits,
+        approval: &[],
+    };
+    let probe = Action::Probe {
+        server: name("cas01"),
+        probe: ProbeRef::parse("ActiveSync\\ActiveSyncCTPProbe").unwrap(),
+        backend: None,
+    };
+    let journal = [
+        done(&probe, Outcome::Failed, vec![]),
+        done(&Action::IisReset { server: name("cas01"), noforce: false }, Outcome::Done, vec![]),
+    ];
+    let Decision::Finish(ending) = next(&ctx, &journal).decision else {
+        panic!("the planner must stop")
+    };
     assert_eq!(ending.state, State::Blocked);
     assert!(
         ending
@@ -528,11 +688,18 @@ fn a_journal_that_no_longer_matches_the_runbook_ends_blocked() {
 fn a_forced_ending_after_a_failover_keeps_what_the_journal_says_about_activation() {
     // A busy server or a silence ends the incident from outside the planner; the ending still reads the journal.
     let disable = Action::DisableActivation { server: name("mbx01"), attempt: 1 };
-    let journal = [done(&disable, Outcome::Done, vec![]), done(&Action::CopyStatus { server: name("mbx01") }, Outcome::NoActiveCopies, vec![])];
+    let journal = [
+        done(&disable, Outcome::Done, vec![]),
+        done(&Action::CopyStatus { server: name("mbx01") }, Outcome::NoActiveCopies, vec![]),
+    ];
     let ending = Ending::from_journal(State::Blocked, "mbx01 stayed busy", &journal);
     assert_eq!(ending.activation_disabled, [name("mbx01")]);
     let enable = done(&Action::EnableActivation { server: name("mbx01") }, Outcome::Done, vec![]);
-    let ending = Ending::from_journal(State::Blocked, "x", &[journal[0].clone(), journal[1].clone(), enable]);
+    let ending = Ending::from_journal(
+        State::Blocked,
+        "x",
+        &[journal[0].clone(), journal[1].clone(), enable],
+    );
     assert!(ending.activation_disabled.is_empty());
 }
 

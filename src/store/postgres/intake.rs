@@ -57,16 +57,32 @@ impl Postgres {
     /// Commits a delivery and its alerts, grouping each into an incident, as [`crate::store::Store::accept`] does:
     /// `dry_run` marks new incidents; the same body from the same sender within `duplicate_window` is a duplicate
     /// (zero: never). Returns once the commit is on disk.
-    pub async fn accept(&self, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: bool, duplicate_window: Duration) -> Result<Answer> {
+    pub async fn accept(
+        &self,
+        delivery: NewDelivery,
+        alerts: Vec<Alert>,
+        dry_run: bool,
+        duplicate_window: Duration,
+    ) -> Result<Answer> {
         self.accept_at(delivery, alerts, dry_run, duplicate_window, now_ms()).await
     }
 
     /// [`Postgres::accept`] at `now` (milliseconds since the Unix epoch): when the delivery counts as received.
-    pub async fn accept_at(&self, delivery: NewDelivery, alerts: Vec<Alert>, dry_run: bool, duplicate_window: Duration, now: i64) -> Result<Answer> {
+    pub async fn accept_at(
+        &self,
+        delivery: NewDelivery,
+        alerts: Vec<Alert>,
+        dry_run: bool,
+        duplicate_window: Duration,
+        now: i64,
+    ) -> Result<Answer> {
         let (reply, answer) = oneshot::channel();
         let stopped = || Error::unavailable(&self.target, "the intake writer has stopped");
         // The queue is bounded: when the database falls behind, callers wait here instead of piling up in memory.
-        self.intake.send(Queued { work: Work { delivery, alerts, dry_run, duplicate_window, now }, reply }).await.map_err(|_| stopped())?;
+        self.intake
+            .send(Queued { work: Work { delivery, alerts, dry_run, duplicate_window, now }, reply })
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -148,11 +164,19 @@ async fn accept(tx: &Transaction<'_>, work: &Work) -> Result<(Answer, bool)> {
              ON CONFLICT (sender, webhook_id) WHERE webhook_id IS NOT NULL AND error IS NULL DO NOTHING RETURNING id",
         )
         .await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
-        [&delivery_id, &now, &delivery.sender, &format, &webhook_id, &&delivery.body[..], &&body_sha256[..]];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &delivery_id,
+        &now,
+        &delivery.sender,
+        &format,
+        &webhook_id,
+        &&delivery.body[..],
+        &&body_sha256[..],
+    ];
     if tx.query_opt(&insert, &params).await?.is_none() {
         let original = tx.prepare_cached("SELECT response FROM deliveries WHERE sender = $1 AND webhook_id = $2 AND error IS NULL").await?;
-        let response: Option<String> = tx.query_one(&original, &[&delivery.sender, &webhook_id]).await?.get(0);
+        let response: Option<String> =
+            tx.query_one(&original, &[&delivery.sender, &webhook_id]).await?.get(0);
         return Ok((answer_of(response)?, false));
     }
 
@@ -160,7 +184,9 @@ async fn accept(tx: &Transaction<'_>, work: &Work) -> Result<(Answer, bool)> {
     // body within the window. Every accepted body is recorded, so a later delivery without an id sees it; only a
     // delivery without an id within the window is refused by an earlier one.
     let counts_from = match (&delivery.webhook_id, duplicate_window.is_zero()) {
-        (None, false) => now.saturating_sub(i64::try_from(duplicate_window.as_millis()).unwrap_or(i64::MAX)),
+        (None, false) => {
+            now.saturating_sub(i64::try_from(duplicate_window.as_millis()).unwrap_or(i64::MAX))
+        }
         _ => i64::MAX,
     };
     let body = tx
@@ -170,11 +196,16 @@ async fn accept(tx: &Transaction<'_>, work: &Work) -> Result<(Answer, bool)> {
              WHERE delivery_bodies.received_at < $5 RETURNING delivery_id",
         )
         .await?;
-    if tx.query_opt(&body, &[&delivery.sender, &&body_sha256[..], &delivery_id, &now, &counts_from]).await?.is_none() {
+    if tx
+        .query_opt(&body, &[&delivery.sender, &&body_sha256[..], &delivery_id, &now, &counts_from])
+        .await?
+        .is_none()
+    {
         let original = tx
             .prepare_cached("SELECT d.response FROM delivery_bodies b JOIN deliveries d ON d.id = b.delivery_id WHERE b.sender = $1 AND b.body_sha256 = $2")
             .await?;
-        let response: Option<String> = tx.query_one(&original, &[&delivery.sender, &&body_sha256[..]]).await?.get(0);
+        let response: Option<String> =
+            tx.query_one(&original, &[&delivery.sender, &&body_sha256[..]]).await?.get(0);
         return Ok((answer_of(response)?, false));
     }
 
@@ -211,12 +242,18 @@ async fn accept(tx: &Transaction<'_>, work: &Work) -> Result<(Answer, bool)> {
         if tx.query_opt(&take, &params).await?.is_none() {
             let original = tx.prepare_cached("SELECT id, incident_id FROM alerts WHERE sender = $1 AND format = $2 AND source_key = $3").await?;
             let row = tx.query_one(&original, &[&delivery.sender, &format, &source_key]).await?;
-            answer.alerts.push(AnswerItem { alert_id: row.get(0), incident_id: row.get(1), disposition: Disposition::Duplicate });
+            answer.alerts.push(AnswerItem {
+                alert_id: row.get(0),
+                incident_id: row.get(1),
+                disposition: Disposition::Duplicate,
+            });
             continue;
         }
         fresh = true;
         let (incident_id, disposition) = incident_for(tx, alert, *dry_run, now).await?;
-        let decided = tx.prepare_cached("UPDATE alerts SET incident_id = $2, disposition = $3 WHERE id = $1").await?;
+        let decided = tx
+            .prepare_cached("UPDATE alerts SET incident_id = $2, disposition = $3 WHERE id = $1")
+            .await?;
         tx.execute(&decided, &[&alert_id, &incident_id, &disposition.as_str()]).await?;
         if let Some(incident_id) = &incident_id {
             let link = tx.prepare_cached("INSERT INTO incident_alerts (incident_id, alert_id, linked_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING").await?;
@@ -245,14 +282,22 @@ fn text(value: &str) -> Cow<'_, str> {
 
 /// The original answer to a delivery seen before, marked `duplicate` throughout.
 fn answer_of(response: Option<String>) -> Result<Answer> {
-    let response = response.ok_or_else(|| Error::NotFound("the answer to the original delivery".into()))?;
+    let response =
+        response.ok_or_else(|| Error::NotFound("the answer to the original delivery".into()))?;
     Ok(duplicate_of(&response)?)
 }
 
 /// What becomes of a new alert: suppressed under a silence, resolving the open incident of its key, attached to
 /// it, or opening one.
-async fn incident_for(tx: &Transaction<'_>, alert: &Alert, dry_run: bool, now: i64) -> Result<(Option<String>, Disposition)> {
-    let silenced = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM silences WHERE server = $1 AND until > $2)").await?;
+async fn incident_for(
+    tx: &Transaction<'_>,
+    alert: &Alert,
+    dry_run: bool,
+    now: i64,
+) -> Result<(Option<String>, Disposition)> {
+    let silenced = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM silences WHERE server = $1 AND until > $2)")
+        .await?;
     if tx.query_one(&silenced, &[&alert.server.as_str(), &now]).await?.get::<_, bool>(0) {
         return Ok((None, Disposition::Suppressed));
     }

@@ -56,7 +56,11 @@ impl Postgres {
             ))
             .await?;
         let row = client.query_opt(&statement, &[&instance, &now, &until(now, lease)]).await?;
-        Ok(row.map(|row| Claim { incident_id: row.get(0), instance: instance.to_owned(), epoch: row.get(1) }))
+        Ok(row.map(|row| Claim {
+            incident_id: row.get(0),
+            instance: instance.to_owned(),
+            epoch: row.get(1),
+        }))
     }
 
     /// Extends `claim` to `lease` from `now` and returns the new end, unless the claim was lost: another instance
@@ -66,7 +70,8 @@ impl Postgres {
         let mut client = self.client().await?;
         let fenced = Fenced::begin(&mut client, claim).await?;
         let until = until(now, lease);
-        let statement = fenced.prepare_cached("UPDATE incidents SET lease_until = $2 WHERE id = $1").await?;
+        let statement =
+            fenced.prepare_cached("UPDATE incidents SET lease_until = $2 WHERE id = $1").await?;
         fenced.execute(&statement, &[&claim.incident_id, &until]).await?;
         fenced.commit().await?;
         Ok(until)
@@ -76,18 +81,42 @@ impl Postgres {
     /// throttle group) and moves the incident to `running` (`waiting` for a wait), as the SQLite store's
     /// `start_step` does once its throttles let the step run; throttles are not checked here yet. Refused, with
     /// nothing written, when the claim was lost.
-    pub async fn start_step(&self, claim: &Claim, action: &Action, command: &str, group: Option<&str>, now: i64) -> Result<i64> {
+    pub async fn start_step(
+        &self,
+        claim: &Claim,
+        action: &Action,
+        command: &str,
+        group: Option<&str>,
+        now: i64,
+    ) -> Result<i64> {
         let mut client = self.client().await?;
         let fenced = Fenced::begin(&mut client, claim).await?;
         let id = &claim.incident_id;
-        let next = fenced.prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE incident_id = $1").await?;
+        let next = fenced
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE incident_id = $1")
+            .await?;
         let seq: i64 = fenced.query_one(&next, &[id]).await?.get(0);
         let insert = fenced
             .prepare_cached("INSERT INTO steps (incident_id, seq, action, server, server_group, command, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .await?;
-        fenced.execute(&insert, &[id, &seq, &action.kind().as_str(), &action.server().as_str(), &group, &command, &now]).await?;
+        fenced
+            .execute(
+                &insert,
+                &[
+                    id,
+                    &seq,
+                    &action.kind().as_str(),
+                    &action.server().as_str(),
+                    &group,
+                    &command,
+                    &now,
+                ],
+            )
+            .await?;
         let state = if action.kind() == ActionKind::Wait { State::Waiting } else { State::Running };
-        let moved = fenced.prepare_cached("UPDATE incidents SET state = $2, updated_at = $3 WHERE id = $1").await?;
+        let moved = fenced
+            .prepare_cached("UPDATE incidents SET state = $2, updated_at = $3 WHERE id = $1")
+            .await?;
         fenced.execute(&moved, &[id, &state.as_str(), &now]).await?;
         fenced.commit().await?;
         Ok(seq)
@@ -105,10 +134,20 @@ impl<'c> Fenced<'c> {
     /// Begins a transaction on `client`, locks the incident's row (`FOR UPDATE`) and checks that its lease epoch
     /// and owner are still `claim`'s; [`Error::LostClaim`] when they are not, [`Error::NotFound`] when the incident
     /// is gone.
-    pub async fn begin(client: &'c mut deadpool_postgres::Client, claim: &Claim) -> Result<Fenced<'c>> {
+    pub async fn begin(
+        client: &'c mut deadpool_postgres::Client,
+        claim: &Claim,
+    ) -> Result<Fenced<'c>> {
         let tx = client.transaction().await?;
-        let statement = tx.prepare_cached("SELECT lease_epoch, lease_owner FROM incidents WHERE id = $1 FOR UPDATE").await?;
-        let row = tx.query_opt(&statement, &[&claim.incident_id]).await?.ok_or_else(|| Error::NotFound(format!("incident {}", claim.incident_id)))?;
+        let statement = tx
+            .prepare_cached(
+                "SELECT lease_epoch, lease_owner FROM incidents WHERE id = $1 FOR UPDATE",
+            )
+            .await?;
+        let row = tx
+            .query_opt(&statement, &[&claim.incident_id])
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("incident {}", claim.incident_id)))?;
         let (epoch, owner): (i64, Option<String>) = (row.get(0), row.get(1));
         if epoch != claim.epoch || owner.as_deref() != Some(claim.instance.as_str()) {
             return Err(Error::LostClaim { claim: claim.clone(), holder: owner, epoch });

@@ -207,11 +207,13 @@ pub const VERSION: i64 = MIGRATIONS.len() as i64;
 /// Brings the database to [`VERSION`]: every step not yet recorded, in order, in one transaction under the
 /// migration lock. Refuses a database a newer build has migrated further.
 pub(super) async fn apply(pool: &Pool, target: &str) -> Result<()> {
-    let mut client = pool.get().await.map_err(|e| Error::unavailable(target, super::pool_error(e)))?;
+    let mut client =
+        pool.get().await.map_err(|e| Error::unavailable(target, super::pool_error(e)))?;
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version bigint PRIMARY KEY, applied_at bigint NOT NULL)").await?;
-    let applied: i64 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await?.get(0);
+    let applied: i64 =
+        tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await?.get(0);
     if applied > VERSION {
         return Err(Error::NewerSchema { target: target.into(), found: applied, known: VERSION });
     }

@@ -78,7 +78,10 @@ fn lost_claim(claim: &Claim, holder: Option<&str>, epoch: i64) -> String {
         Some(holder) => format!("{holder} holds it now, at epoch {epoch}"),
         None => format!("nobody holds it now (epoch {epoch})"),
     };
-    format!("incident {}: {} no longer holds its claim of epoch {}; {now}; nothing was written", claim.incident_id, claim.instance, claim.epoch)
+    format!(
+        "incident {}: {} no longer holds its claim of epoch {}; {now}; nothing was written",
+        claim.incident_id, claim.instance, claim.epoch
+    )
 }
 
 /// tokio-postgres's own text names only the kind of error ("db error"); the server's message, or the cause of a
@@ -116,10 +119,13 @@ impl Postgres {
     /// `pool_size` connections, brings its schema to [`SCHEMA_VERSION`] and starts the intake writer.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Postgres> {
         if pool_size == 0 {
-            return Err(Error::Config("the PostgreSQL pool needs room for at least one connection".into()));
+            return Err(Error::Config(
+                "the PostgreSQL pool needs room for at least one connection".into(),
+            ));
         }
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e| Error::Config(format!("the PostgreSQL connection URL is not valid: {}", describe(&e))))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            Error::Config(format!("the PostgreSQL connection URL is not valid: {}", describe(&e)))
+        })?;
         if config.get_ssl_mode() == SslMode::Require {
             return Err(Error::Config("the PostgreSQL connection URL asks for TLS (sslmode=require), which this build does not speak yet".into()));
         }
@@ -130,7 +136,11 @@ impl Postgres {
             config.application_name("healthset-responder");
         }
         let target: Arc<str> = target(&config).into();
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
@@ -161,7 +171,9 @@ fn pool_error(err: deadpool_postgres::PoolError) -> String {
         deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
             format!("no pooled connection became free within {}s", POOL_WAIT.as_secs())
         }
-        deadpool_postgres::PoolError::Timeout(_) => format!("the server did not answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        deadpool_postgres::PoolError::Timeout(_) => {
+            format!("the server did not answer within {}s", CONNECT_TIMEOUT.as_secs())
+        }
         other => other.to_string(),
     }
 }
@@ -173,7 +185,12 @@ fn target(config: &tokio_postgres::Config) -> String {
         .iter()
         .enumerate()
         .map(|(index, host)| {
-            let port = config.get_ports().get(index).or(config.get_ports().first()).copied().unwrap_or(5432);
+            let port = config
+                .get_ports()
+                .get(index)
+                .or(config.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
             match host {
                 Host::Tcp(name) => format!("{name}:{port}"),
                 #[cfg(unix)]

@@ -73,12 +73,22 @@ impl Handler for Recorder {
         if let Some((code, text)) = mailbox.data_answers.pop_front() {
             return Response::custom(code, text.to_owned());
         }
-        let received = Received { from: self.from.clone(), to: self.to.clone(), user: self.user.clone(), raw: std::mem::take(&mut self.data) };
+        let received = Received {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            user: self.user.clone(),
+            raw: std::mem::take(&mut self.data),
+        };
         mailbox.accepted.push(received);
         OK
     }
 
-    fn auth_plain(&mut self, _authorization_id: &str, authentication_id: &str, password: &str) -> Response {
+    fn auth_plain(
+        &mut self,
+        _authorization_id: &str,
+        authentication_id: &str,
+        password: &str,
+    ) -> Response {
         self.login(authentication_id, password)
     }
 
@@ -94,15 +104,23 @@ pub(super) struct Pki {
 
 impl Pki {
     pub(super) fn new() -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.distinguished_name.push(DnType::CommonName, "healthset-responder test CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca_key = KeyPair::generate().unwrap();
         let ca = ca_params.self_signed(&ca_key).unwrap();
 
-        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, "smtp.test");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate().unwrap();
@@ -142,7 +160,11 @@ impl Pki {
 
     pub(super) fn server_ssl(&self) -> SslConfig {
         let path = |name: &str| self.dir.path().join(name).display().to_string();
-        SslConfig::Trusted { cert_path: path("server.pem"), key_path: path("server-key.pem"), chain_path: path("ca.pem") }
+        SslConfig::Trusted {
+            cert_path: path("server.pem"),
+            key_path: path("server-key.pem"),
+            chain_path: path("ca.pem"),
+        }
     }
 }
 
@@ -165,13 +187,22 @@ impl SmtpServer {
 
     /// Starts on a port chosen earlier with [`free_port`]: a server that was down comes up.
     pub(super) fn plain_on(port: u16) -> SmtpServer {
-        SmtpServer::start(TcpListener::bind(("127.0.0.1", port)).expect("the reserved port is still free"), None)
+        SmtpServer::start(
+            TcpListener::bind(("127.0.0.1", port)).expect("the reserved port is still free"),
+            None,
+        )
     }
 
     pub(super) fn start(listener: TcpListener, pki: Option<&Pki>) -> SmtpServer {
         let port = listener.local_addr().unwrap().port();
         let mailbox = Arc::new(Mutex::new(Mailbox::default()));
-        let handler = Recorder { mailbox: mailbox.clone(), user: None, from: String::new(), to: Vec::new(), data: Vec::new() };
+        let handler = Recorder {
+            mailbox: mailbox.clone(),
+            user: None,
+            from: String::new(),
+            to: Vec::new(),
+            data: Vec::new(),
+        };
         let mut server = Server::new(handler);
         server.with_name("smtp.test").with_tcp_listener(listener);
         if let Some(pki) = pki {

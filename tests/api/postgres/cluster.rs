@@ -31,7 +31,11 @@ pub fn cluster() -> &'static Cluster {
         // A static is never dropped: the cluster is stopped when the process exits normally, which is how the test
         // harness ends whether tests passed or failed.
         // SAFETY: atexit registers a function with no arguments that runs once, at exit.
-        assert_eq!(unsafe { libc::atexit(stop_at_exit) }, 0, "cannot register the PostgreSQL cluster's stop at exit");
+        assert_eq!(
+            unsafe { libc::atexit(stop_at_exit) },
+            0,
+            "cannot register the PostgreSQL cluster's stop at exit"
+        );
         cluster
     })
 }
@@ -47,13 +51,19 @@ pub async fn database() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(1);
     let cluster = cluster();
     let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    connect(&cluster.url("postgres")).await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e:?}"));
+    connect(&cluster.url("postgres"))
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e:?}"));
     cluster.url(&name)
 }
 
 /// A plain client of the database at `url`, to look at what the store wrote.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("cannot connect to {url}: {e:?}"));
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e:?}"));
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -67,10 +77,15 @@ impl Cluster {
 
     fn start() -> Cluster {
         let bin = server_bin();
-        let dir = tempfile::Builder::new().prefix("hsr-postgres-").tempdir().expect("a temporary directory for PostgreSQL").keep();
+        let dir = tempfile::Builder::new()
+            .prefix("hsr-postgres-")
+            .tempdir()
+            .expect("a temporary directory for PostgreSQL")
+            .keep();
         let user = unprivileged_user();
         if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap_or_else(|e| panic!("cannot give {} to nobody: {e}", dir.display()));
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("cannot give {} to nobody: {e}", dir.display()));
         }
         let data = dir.join("data");
         let output = as_user(Command::new(bin.join("initdb")), user, &dir)
@@ -79,7 +94,12 @@ impl Cluster {
             .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.join("initdb").display()));
-        assert!(output.status.success(), "initdb failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "initdb failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
         // Another process may take the free port between our look and the server's bind: then try another.
         let mut failures = Vec::new();
         for _ in 0..5 {
@@ -90,7 +110,16 @@ impl Cluster {
             command
                 .arg("-D")
                 .arg(&data)
-                .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on", "-c", "track_commit_timestamp=on"])
+                .args([
+                    "-p",
+                    &port.to_string(),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=on",
+                    "-c",
+                    "track_commit_timestamp=on",
+                ])
                 .arg("-c")
                 .arg(format!("unix_socket_directories={}", dir.display()))
                 .stdin(Stdio::null())
@@ -101,7 +130,10 @@ impl Cluster {
                 Ok(()) => return Cluster { port, dir, postmaster: Mutex::new(Some(child)) },
                 Err(why) => {
                     stop_child(&mut child);
-                    failures.push(format!("port {port}: {why}\n{}", std::fs::read_to_string(&log_path).unwrap_or_default()));
+                    failures.push(format!(
+                        "port {port}: {why}\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    ));
                 }
             }
         }
@@ -111,7 +143,8 @@ impl Cluster {
 
     /// Stops the server by its PID and removes its directory. Runs at exit: it must not panic.
     fn stop(&self) {
-        let mut postmaster = self.postmaster.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut postmaster =
+            self.postmaster.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(mut child) = postmaster.take() {
             stop_child(&mut child);
         }
@@ -161,7 +194,10 @@ fn spawn_postmaster(mut command: Command) -> Child {
             }
         })
         .expect("a thread to start PostgreSQL from");
-    child.recv().expect("the starting thread answers").unwrap_or_else(|e| panic!("cannot start postgres: {e}"))
+    child
+        .recv()
+        .expect("the starting thread answers")
+        .unwrap_or_else(|e| panic!("cannot start postgres: {e}"))
 }
 
 fn wait_until_ready(bin: &Path, port: u16, child: &mut Child) -> Result<(), String> {
@@ -171,7 +207,19 @@ fn wait_until_ready(bin: &Path, port: u16, child: &mut Child) -> Result<(), Stri
             return Err(format!("postgres exited ({status})"));
         }
         let ready = Command::new(bin.join("pg_isready"))
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-t", "1"])
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-t",
+                "1",
+            ])
             .status()
             .map_err(|e| format!("cannot run pg_isready: {e}"))?;
         if ready.success() {
@@ -221,10 +269,18 @@ fn as_user(mut command: Command, user: Option<(u32, u32)>, dir: &Path) -> Comman
     if let Some((uid, gid)) = user {
         command.uid(uid).gid(gid);
     }
-    command.current_dir(dir).env("LC_ALL", "C").env_remove("PGDATA").env_remove("PGPORT").env_remove("PGHOST");
+    command
+        .current_dir(dir)
+        .env("LC_ALL", "C")
+        .env_remove("PGDATA")
+        .env_remove("PGPORT")
+        .env_remove("PGHOST");
     command
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free loopback port").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
 }

@@ -4,7 +4,12 @@ use super::*;
 
 /// The service configured with the PowerShell executor, its shell being the stand-in playing `scenario`.
 async fn service_with(world: &World, timeout: &str) -> crate::helpers::TestApp {
-    crate::helpers::spawn_app_with(&world.service_toml(crate::helpers::INVENTORY, &format!("timeout = \"{timeout}\"\n"), "settle_wait = \"50ms\"\n")).await
+    crate::helpers::spawn_app_with(&world.service_toml(
+        crate::helpers::INVENTORY,
+        &format!("timeout = \"{timeout}\"\n"),
+        "settle_wait = \"50ms\"\n",
+    ))
+    .await
 }
 
 impl World {
@@ -19,7 +24,13 @@ impl World {
 
 /// The `action server` pairs the stand-in received, in order.
 fn received(world: &World) -> Vec<String> {
-    world.calls().iter().map(|call| format!("{} {}", call["action"].as_str().unwrap(), call["server"].as_str().unwrap())).collect()
+    world
+        .calls()
+        .iter()
+        .map(|call| {
+            format!("{} {}", call["action"].as_str().unwrap(), call["server"].as_str().unwrap())
+        })
+        .collect()
 }
 
 /// The journal's steps as `action server`, as the shell should have seen them: the engine's own waits run no
@@ -32,7 +43,10 @@ fn journaled(incident: &Value) -> Vec<String> {
             calls.push(format!("{} {server}", step["action"].as_str().unwrap()));
         } else if step["command"].as_str().unwrap().starts_with("wait until") {
             let detail = step["detail"].as_str().unwrap();
-            let checks: usize = detail.rsplit_once(" (").and_then(|(_, n)| n.split(' ').next()?.parse().ok()).expect("the number of checks");
+            let checks: usize = detail
+                .rsplit_once(" (")
+                .and_then(|(_, n)| n.split(' ').next()?.parse().ok())
+                .expect("the number of checks");
             calls.extend(std::iter::repeat_n(format!("component_state {server}"), checks));
         }
     }
@@ -73,15 +87,34 @@ async fn every_runbook_runs_end_to_end_through_the_shell() {
         let app = service_with(&world, "30s").await;
         let incident = app.wait_final(&app.open(&alert.to_string()).await).await;
         assert_eq!(incident["state"], *state, "{alert}: {incident:#}");
-        assert_eq!(received(&world), journaled(&incident), "{alert}: the shell received exactly the journaled steps, in order");
+        assert_eq!(
+            received(&world),
+            journaled(&incident),
+            "{alert}: the shell received exactly the journaled steps, in order"
+        );
         // Every script but component_state's (a wait for an answer runs those too) is a journaled step's command.
         let calls = world.calls();
-        let scripts: Vec<&Value> = calls.iter().filter(|call| call["action"] != "component_state").map(|call| &call["script"]).collect();
-        let commands: Vec<&Value> =
-            incident["steps"].as_array().unwrap().iter().filter(|s| s["action"] != "wait" && s["action"] != "component_state").map(|s| &s["command"]).collect();
+        let scripts: Vec<&Value> = calls
+            .iter()
+            .filter(|call| call["action"] != "component_state")
+            .map(|call| &call["script"])
+            .collect();
+        let commands: Vec<&Value> = incident["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["action"] != "wait" && s["action"] != "component_state")
+            .map(|s| &s["command"])
+            .collect();
         assert_eq!(scripts, commands, "the journal records the exact script the shell ran");
         for call in &calls {
-            assert!(call["script"].as_str().unwrap().contains(&format!("'{}'", call["server"].as_str().unwrap())), "servers reach scripts as quoted literals");
+            assert!(
+                call["script"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("'{}'", call["server"].as_str().unwrap())),
+                "servers reach scripts as quoted literals"
+            );
         }
     }
 }
@@ -117,7 +150,10 @@ async fn maintenance_copy_states_and_activation_as_found_hold_through_the_shell(
         let received = received(&world);
         assert_eq!(received, journaled(&incident), "{scenario}");
         for action in *never {
-            assert!(!received.iter().any(|call| call.starts_with(action)), "{scenario}: the shell never ran {action}: {received:?}");
+            assert!(
+                !received.iter().any(|call| call.starts_with(action)),
+                "{scenario}: the shell never ran {action}: {received:?}"
+            );
         }
     }
 }
@@ -135,8 +171,16 @@ async fn executor_failures_block_the_incident_and_escalate() {
         let alert = serde_json::json!({"health_set": "ActiveSync", "server": "cas01.contoso.com", "monitor": "ActiveSyncCTPMonitor", "message": "_Mbx:mbx01.contoso.com"});
         let incident = app.wait_final(&app.open(&alert.to_string()).await).await;
         assert_eq!(incident["state"], "blocked", "{scenario}: {incident:#}");
-        assert!(incident["reason"].as_str().unwrap().contains(reason), "{scenario}: {}", incident["reason"]);
-        assert_eq!(incident["notifications"].as_array().unwrap().len(), 1, "a blocked incident escalates");
+        assert!(
+            incident["reason"].as_str().unwrap().contains(reason),
+            "{scenario}: {}",
+            incident["reason"]
+        );
+        assert_eq!(
+            incident["notifications"].as_array().unwrap().len(),
+            1,
+            "a blocked incident escalates"
+        );
         for call in world.calls() {
             if let Some(child) = call["child_pid"].as_u64() {
                 assert!(ended(child), "the hung shell's child was killed with it");
@@ -149,14 +193,24 @@ async fn executor_failures_block_the_incident_and_escalate() {
 async fn a_hostile_server_name_never_reaches_a_script() {
     let world = World::new("");
     let app = service_with(&world, "30s").await;
-    for server in ["cas01.contoso.com'; Restart-Computer -Force; '", "cas01$(Remove-Item C:\\ -Recurse)", "cas01.contoso.com\u{2019}"] {
+    for server in [
+        "cas01.contoso.com'; Restart-Computer -Force; '",
+        "cas01$(Remove-Item C:\\ -Recurse)",
+        "cas01.contoso.com\u{2019}",
+    ] {
         let body = serde_json::json!({"health_set": "ActiveSync", "server": server, "monitor": "ActiveSyncCTPMonitor"}).to_string();
         assert_eq!(app.post_signed("/v1/alerts", &body).await.status(), 422, "{server}");
     }
     let body = serde_json::json!({"health_set": "ActiveSync", "server": "cas01.contoso.com", "monitor": "ActiveSyncCTPMonitor", "message": "_Mbx:mbx01.contoso.com'; Stop-Computer"}).to_string();
     let incident = app.wait_final(&app.open(&body).await).await;
-    assert_eq!(incident["mailbox_hint"], "mbx01.contoso.com", "the hint ends at the first character that cannot be in a host name");
-    assert!(world.calls().iter().all(|call| !call["script"].as_str().unwrap().contains("Stop-Computer")));
+    assert_eq!(
+        incident["mailbox_hint"], "mbx01.contoso.com",
+        "the hint ends at the first character that cannot be in a host name"
+    );
+    assert!(world
+        .calls()
+        .iter()
+        .all(|call| !call["script"].as_str().unwrap().contains("Stop-Computer")));
 }
 
 #[tokio::test]
@@ -167,8 +221,16 @@ async fn a_restart_the_responder_was_killed_during_waits_for_the_server_to_answe
     );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    let toml = world.service_toml(crate::helpers::INVENTORY, "timeout = \"1m\"\n", "poll_interval = \"100ms\"\nwarm_up = \"0s\"\nrestart_timeout = \"30s\"\n");
-    std::fs::write(&config, format!("{}\n{toml}", crate::helpers::base_config(&dir.path().join("data")))).unwrap();
+    let toml = world.service_toml(
+        crate::helpers::INVENTORY,
+        "timeout = \"1m\"\n",
+        "poll_interval = \"100ms\"\nwarm_up = \"0s\"\nrestart_timeout = \"30s\"\n",
+    );
+    std::fs::write(
+        &config,
+        format!("{}\n{toml}", crate::helpers::base_config(&dir.path().join("data"))),
+    )
+    .unwrap();
 
     let mut process = crate::helpers::ServiceProcess::start(&config, None);
     let app = crate::helpers::TestApp::attached(&process.url);
@@ -177,7 +239,12 @@ async fn a_restart_the_responder_was_killed_during_waits_for_the_server_to_answe
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, incident) = app.admin_get(&format!("/v1/incidents/{id}")).await;
-        if incident["steps"].as_array().unwrap().iter().any(|s| s["action"] == "restart_server" && s["finished_at"].is_null()) {
+        if incident["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["action"] == "restart_server" && s["finished_at"].is_null())
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the restart never began: {incident:#}");
@@ -198,9 +265,17 @@ async fn a_restart_the_responder_was_killed_during_waits_for_the_server_to_answe
     let wait = &steps[at + 1];
     assert_eq!(wait["action"], "wait");
     let detail = wait["detail"].as_str().unwrap();
-    let checks: usize = detail.rsplit_once(" (").and_then(|(_, n)| n.split(' ').next()?.parse().ok()).unwrap();
-    assert!(detail.starts_with("mbx02.contoso.com answered after") && checks >= 2, "it waited for the booting server: {detail}");
-    assert_eq!((steps[at + 2]["action"].as_str(), steps[at + 2]["outcome"].as_str()), (Some("probe"), Some("succeeded")), "{incident:#}");
+    let checks: usize =
+        detail.rsplit_once(" (").and_then(|(_, n)| n.split(' ').next()?.parse().ok()).unwrap();
+    assert!(
+        detail.starts_with("mbx02.contoso.com answered after") && checks >= 2,
+        "it waited for the booting server: {detail}"
+    );
+    assert_eq!(
+        (steps[at + 2]["action"].as_str(), steps[at + 2]["outcome"].as_str()),
+        (Some("probe"), Some("succeeded")),
+        "{incident:#}"
+    );
     assert_eq!(steps.last().unwrap()["action"], "enable_activation");
 }
 
@@ -211,14 +286,23 @@ async fn a_storm_of_alerts_never_runs_more_shells_than_max_parallel() {
     let mut inventory = String::new();
     let mut scenario = String::new();
     for n in 0..SERVERS / 2 {
-        inventory.push_str(&format!("[[servers]]\nname = \"cas{n:02}.contoso.com\"\nrole = \"cas\"\ngroup = \"array{}\"\n", n / 5));
+        inventory.push_str(&format!(
+            "[[servers]]\nname = \"cas{n:02}.contoso.com\"\nrole = \"cas\"\ngroup = \"array{}\"\n",
+            n / 5
+        ));
         inventory.push_str(&format!("[[servers]]\nname = \"mbx{n:02}.contoso.com\"\nrole = \"mailbox\"\ngroup = \"dag{}\"\n", n % 5));
         if n % 5 == 0 {
-            scenario.push_str(&format!("[servers.\"cas{n:02}.contoso.com\"]\nfault = \"app_pool\"\n"));
+            scenario
+                .push_str(&format!("[servers.\"cas{n:02}.contoso.com\"]\nfault = \"app_pool\"\n"));
         }
     }
     let world = World::new(&scenario);
-    let app = crate::helpers::spawn_app_with(&world.service_toml(&inventory, &format!("max_parallel = {MAX_PARALLEL}\ntimeout = \"1m\"\n"), "")).await;
+    let app = crate::helpers::spawn_app_with(&world.service_toml(
+        &inventory,
+        &format!("max_parallel = {MAX_PARALLEL}\ntimeout = \"1m\"\n"),
+        "",
+    ))
+    .await;
 
     let mut posts = tokio::task::JoinSet::new();
     for n in 0..SERVERS / 2 {
@@ -234,7 +318,15 @@ async fn a_storm_of_alerts_never_runs_more_shells_than_max_parallel() {
             let (http, url) = (app.http.clone(), format!("{}/v1/alerts", app.url));
             posts.spawn(async move {
                 let (id, ts) = (format!("storm-{n}-{k}"), chrono::Utc::now().timestamp());
-                let response = crate::helpers::post_signed_to(&http, &url, &body.to_string(), &id, ts, crate::helpers::SECRET).await;
+                let response = crate::helpers::post_signed_to(
+                    &http,
+                    &url,
+                    &body.to_string(),
+                    &id,
+                    ts,
+                    crate::helpers::SECRET,
+                )
+                .await;
                 assert_eq!(response.status(), 202);
             });
         }
@@ -263,7 +355,10 @@ async fn a_storm_of_alerts_never_runs_more_shells_than_max_parallel() {
         assert!(expected.contains(&state.as_str()), "{incident:#}");
         *states.entry(state).or_insert(0) += 1;
     }
-    assert!(states["recovered"] >= 5 && states["transient"] >= SERVERS, "each faulted CAS recovered once: {states:?}");
+    assert!(
+        states["recovered"] >= 5 && states["transient"] >= SERVERS,
+        "each faulted CAS recovered once: {states:?}"
+    );
     let most = world.calls().iter().filter_map(|call| call["running"].as_u64()).max().unwrap();
     assert!(most as usize <= MAX_PARALLEL, "at most {MAX_PARALLEL} shells at once, saw {most}");
     assert!(most >= 2, "shells did run side by side ({most})");
@@ -277,7 +372,11 @@ async fn wait_final_long(app: &crate::helpers::TestApp, id: &str) -> Value {
         if !["queued", "running", "waiting"].contains(&incident["state"].as_str().unwrap()) {
             return incident;
         }
-        assert!(Instant::now() < deadline, "incident {id} still {}: {incident:#}", incident["state"]);
+        assert!(
+            Instant::now() < deadline,
+            "incident {id} still {}: {incident:#}",
+            incident["state"]
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -288,7 +387,10 @@ async fn the_shell_never_sees_the_services_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let dump = dir.path().join("shell-environment.txt");
     // A shell that writes down its environment, then reports a probe that passed.
-    let script = format!("env > {}; cat > /dev/null; printf '{{\"ResultType\":\"Succeeded\"}}'", dump.display());
+    let script = format!(
+        "env > {}; cat > /dev/null; printf '{{\"ResultType\":\"Succeeded\"}}'",
+        dump.display()
+    );
     let config = format!(
         "{}\n{}\n[executor]\nkind = \"powershell\"\nprogram = \"sh\"\nargs = [\"-c\", {script:?}]\npass_env = [\"HTTPS_PROXY\"]\n",
         crate::helpers::base_config(&dir.path().join("data")),
@@ -306,12 +408,22 @@ async fn the_shell_never_sees_the_services_secrets() {
         .env("DATABASE_PASSWORD", "not-for-the-shell");
     let service = crate::helpers::ServiceProcess::spawn(command);
     let app = crate::helpers::TestApp::attached(&service.url);
-    let incident = app.open(&crate::helpers::native("cas01.contoso.com", "ActiveSyncCTPMonitor", "probe failed")).await;
+    let incident = app
+        .open(&crate::helpers::native("cas01.contoso.com", "ActiveSyncCTPMonitor", "probe failed"))
+        .await;
     assert_eq!(app.wait_final(&incident).await["state"], "transient");
     let seen = std::fs::read_to_string(&dump).unwrap();
-    assert!(!seen.contains("HSR_") && !seen.contains("from-the-environment") && !seen.contains("c2VjcmV0"), "{seen}");
+    assert!(
+        !seen.contains("HSR_")
+            && !seen.contains("from-the-environment")
+            && !seen.contains("c2VjcmV0"),
+        "{seen}"
+    );
     assert!(!seen.contains("DATABASE_PASSWORD"), "a variable not listed stays out: {seen}");
-    assert!(seen.contains("HTTPS_PROXY=http://proxy.contoso.com:3128"), "a listed variable is passed: {seen}");
+    assert!(
+        seen.contains("HTTPS_PROXY=http://proxy.contoso.com:3128"),
+        "a listed variable is passed: {seen}"
+    );
     assert!(seen.lines().any(|l| l.starts_with("PATH=")), "the basics are there: {seen}");
     assert!(service.terminate().success());
 }

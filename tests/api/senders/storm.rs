@@ -30,7 +30,10 @@ async fn an_alert_storm_is_acknowledged_and_stored_in_full() {
                     .header("content-type", "application/json")
                     .header("webhook-id", &id)
                     .header("webhook-timestamp", timestamp.to_string())
-                    .header("webhook-signature", auth::sign_standard(&key, &id, timestamp, body.as_bytes()))
+                    .header(
+                        "webhook-signature",
+                        auth::sign_standard(&key, &id, timestamp, body.as_bytes()),
+                    )
                     .body(body)
                     .send()
                     .await
@@ -63,7 +66,10 @@ async fn an_alert_storm_is_acknowledged_and_stored_in_full() {
         let alerts = answer["alerts"].as_array().unwrap();
         let Some(last) = alerts.last() else { break };
         for alert in alerts {
-            assert!(stored.insert(alert["id"].as_str().unwrap().to_owned()), "an alert on two pages: {alert}");
+            assert!(
+                stored.insert(alert["id"].as_str().unwrap().to_owned()),
+                "an alert on two pages: {alert}"
+            );
         }
         before = Some(last["id"].as_str().unwrap().to_owned());
     }
@@ -71,7 +77,11 @@ async fn an_alert_storm_is_acknowledged_and_stored_in_full() {
     assert_eq!(stored, acknowledged);
 
     let (_, queued) = app.admin_get("/v1/incidents?state=queued&limit=1000").await;
-    assert_eq!(queued["incidents"].as_array().unwrap().len(), 1000, "paused: the incidents wait queued");
+    assert_eq!(
+        queued["incidents"].as_array().unwrap().len(),
+        1000,
+        "paused: the incidents wait queued"
+    );
     let (_, running) = app.admin_get("/v1/incidents?state=running").await;
     assert_eq!(running["incidents"], json!([]));
     eprintln!("alert storm: {STORM} signed deliveries from {STORM_TASKS} tasks acknowledged in {storm_took:?}");
