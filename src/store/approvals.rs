@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use super::engine::{finish_at_once, insert_step, queue_notification, record_throttled, refusal};
-use super::{new_id, now_ms, rfc3339, IncidentView, NewNotification, Result, Store, StoreError};
+use super::{new_id, now_ms, rfc3339, IncidentView, NewNotification, Result, Sqlite, StoreError};
 use crate::approval::Via;
 use crate::domain::ServerName;
 use crate::incident::{ActionKind, Outcome, State};
@@ -111,7 +111,7 @@ pub(super) fn latest(conn: &Connection, incident_id: &str) -> Result<Option<Appr
         .optional()?)
 }
 
-impl Store {
+impl Sqlite {
     /// Asks for an approval: unless a throttle refuses the covered steps now, journals the `approval` step
     /// `requested`, keeps the token's hash and deadline, sets the incident `awaiting_approval` and queues the email,
     /// all in one transaction.

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{now_ms, Result, Store, StoreError};
+use super::{now_ms, Result, Sqlite, StoreError};
 use crate::domain::{HealthSet, Monitor, ServerName};
 use crate::incident::{ActionKind, Outcome, State};
 use crate::journal::{Action, Done, Ending, Facts, Report};
@@ -106,7 +106,7 @@ fn parse_server(raw: String) -> rusqlite::Result<ServerName> {
     })
 }
 
-impl Store {
+impl Sqlite {
     /// Incidents that are not final (or just the one named, if it is not final), oldest first.
     pub async fn runnable(&self, only: Option<String>) -> Result<Vec<Runnable>> {
         self.read(move |conn| {

@@ -8,7 +8,7 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
-use super::{new_id, now_ms, Result, Store, StoreError};
+use super::{new_id, now_ms, Result, Sqlite, StoreError};
 use crate::alert::{Alert, AlertStatus, Format};
 use crate::domain::{HealthSet, Monitor, ServerName};
 use crate::incident::State;
@@ -67,7 +67,7 @@ pub(super) fn open_key(
     format!("{}|{}|{}", server, health_set.as_str().to_ascii_lowercase(), monitor)
 }
 
-impl Store {
+impl Sqlite {
     /// Commits a delivery and its alerts, grouping each into an incident. `dry_run` marks new incidents; the same
     /// body from the same sender within `duplicate_window` is a duplicate (zero: never).
     pub async fn accept(
@@ -403,7 +403,7 @@ mod tests {
     #[tokio::test]
     async fn every_alert_reads_back_as_it_was_parsed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Sqlite::open(dir.path()).unwrap();
         let mut referred = 0;
         for (n, (format, body)) in deliveries().into_iter().enumerate() {
             let Ok(parsed) = crate::alert::parse(format, &body) else { continue };
@@ -461,7 +461,7 @@ mod tests {
     #[tokio::test]
     async fn the_same_body_is_a_duplicate_only_without_a_delivery_id() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Sqlite::open(dir.path()).unwrap();
         let body = br#"{"health_set":"ActiveSync","server":"cas01.contoso.com","monitor":"ActiveSyncCTPMonitor","message":"m"}"#;
         let post = |webhook_id: Option<&str>| {
             let delivery = NewDelivery {

@@ -5,7 +5,7 @@
 
 use rusqlite::params;
 
-use super::{now_ms, Result, Store};
+use super::{now_ms, Result, Sqlite};
 
 /// What one pruning pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct Pruned {
     pub deliveries: usize,
 }
 
-impl Store {
+impl Sqlite {
     /// Removes final incidents last updated before `cutoff_ms` whose every email has been sent (with their steps and
     /// notifications), alerts and
     /// deliveries received before it that no remaining incident refers to, and silences that ended before it.
@@ -86,7 +86,7 @@ mod tests {
     #[tokio::test]
     async fn retention_keeps_open_incidents_and_unsent_emails_with_their_alerts() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Sqlite::open(dir.path()).unwrap();
         store
             .write(|tx| {
                 incident(tx, "sent", "escalated", Some("sent"))?;

@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
-use super::{new_id, now_ms, rfc3339, Result, Store, StoreError};
+use super::{new_id, now_ms, rfc3339, Result, Sqlite, StoreError};
 use crate::incident::State;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,7 +225,7 @@ pub(crate) fn incident(conn: &Connection, id: &str) -> Result<IncidentView> {
     Ok(view)
 }
 
-impl Store {
+impl Sqlite {
     /// Alerts newest first; `before` is an alert id to page from.
     pub async fn list_alerts(
         &self,

@@ -12,7 +12,7 @@ use healthset_responder::alert::{self, Alert, Format};
 use healthset_responder::domain::ServerName;
 use healthset_responder::journal::Action;
 use healthset_responder::store::postgres::{self, Claim, Postgres, SCHEMA_VERSION};
-use healthset_responder::store::{Answer, Disposition, NewDelivery, Store};
+use healthset_responder::store::{Answer, Disposition, NewDelivery, Sqlite};
 
 use cluster::{connect, database};
 
@@ -267,7 +267,7 @@ async fn postgres_answers_every_kind_of_delivery_as_sqlite_does() {
     let url = database().await;
     let pg = Postgres::connect(&url, 2).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::open(dir.path()).unwrap();
+    let sqlite = Sqlite::open(dir.path()).unwrap();
     let (cas01, cas02, cas03) = ("cas01.contoso.com", "cas02.contoso.com", "cas03.contoso.com");
     let script: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
         ("scom", Some("msg_1"), body(Some("a1"), cas01, "firing")),   // a new incident
