@@ -1,10 +1,11 @@
 //! The store: every alert, incident, step and email the service keeps, behind one interface, [`Store`], that
 //! intake, the engine, the notifier and the admin API use. It is the only module that speaks SQL.
 //!
-//! Two backends stand behind it, chosen by `[store] backend`: [`Sqlite`] (`sqlite.rs`), the embedded default, for
-//! one instance; and [`Postgres`] (`postgres/`), for several instances sharing one database (SPEC section 8). Each
-//! has its own migrations, applied at start. [`Store`] hands every call to the backend it holds, by name: the two
-//! answer the same calls with the same shapes, and the tests hold them to it.
+//! [`Store`] hands every call to the backend it holds, by name, so a backend answers each call with the same
+//! arguments and shapes. Today that is [`Sqlite`] (`sqlite.rs`), the embedded default, for one instance. The
+//! PostgreSQL store (`postgres/`), for several instances sharing one database (SPEC section 8), has its own
+//! migrations, intake and leases; it becomes a variant of [`Store`], chosen by `[store] backend`, once it answers
+//! every call of the interface.
 //!
 //! The submodules beside `sqlite.rs` hold, for one concern each (intake, the engine's journal, approvals, the
 //! operator's views, retention), the shapes the interface speaks and the SQLite statements; `postgres/` mirrors
