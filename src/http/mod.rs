@@ -159,7 +159,8 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} does not exist"))
             }
             StoreError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, "conflict", what),
-            StoreError::Sql(err) => {
+            StoreError::LostClaim(what) => ApiError::new(StatusCode::CONFLICT, "conflict", what),
+            err @ (StoreError::Sql(_) | StoreError::Postgres(_)) => {
                 tracing::error!(error = %err, "store error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
             }

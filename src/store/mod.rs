@@ -57,6 +57,32 @@ pub enum StoreError {
     NotFound(String),
     #[error("store error: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// A write for an incident this instance no longer drives: its claim ran out and another instance took the
+    /// incident over (SPEC section 8). Nothing was written; the message names who holds it now.
+    #[error("{0}")]
+    LostClaim(String),
+    /// PostgreSQL refused a statement; the message is its own.
+    #[error("{0}")]
+    Postgres(String),
+}
+
+/// What the service hears of a PostgreSQL store's error: whether to retry later, what was not found, a lost claim,
+/// or a statement that failed.
+impl From<postgres::Error> for StoreError {
+    fn from(err: postgres::Error) -> StoreError {
+        match err {
+            postgres::Error::Store(err) => err,
+            postgres::Error::NotFound(what) => StoreError::NotFound(what),
+            err @ postgres::Error::LostClaim { .. } => StoreError::LostClaim(err.to_string()),
+            postgres::Error::Sql(sql) if sql.is_closed() || sql.as_db_error().is_none() => {
+                StoreError::Unavailable(postgres::Error::Sql(sql).to_string())
+            }
+            err @ postgres::Error::Sql(_) => StoreError::Postgres(err.to_string()),
+            err @ (postgres::Error::Config(_)
+            | postgres::Error::Unavailable { .. }
+            | postgres::Error::NewerSchema { .. }) => StoreError::Unavailable(err.to_string()),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -12,7 +12,7 @@ use healthset_responder::alert::{self, Alert, Format};
 use healthset_responder::domain::ServerName;
 use healthset_responder::journal::Action;
 use healthset_responder::store::postgres::{self, Claim, Postgres, SCHEMA_VERSION};
-use healthset_responder::store::{Answer, Disposition, NewDelivery, Sqlite};
+use healthset_responder::store::{Answer, Disposition, NewDelivery, Sqlite, StoreError};
 
 use cluster::{connect, database};
 
@@ -165,6 +165,11 @@ async fn a_database_nobody_answers_at_is_named_with_the_reason() {
     );
     assert!(text.contains("refused"), "the reason is given: {text}");
     assert!(!text.contains("a-db-password"), "never the password: {text}");
+    // Through the storage interface it is a store to retry later (HTTP 503), with the same words.
+    match StoreError::from(err) {
+        StoreError::Unavailable(detail) => assert_eq!(detail, text),
+        other => panic!("an unreachable database reached the interface as {other:?}"),
+    }
     let err = Postgres::connect("postgres://127.0.0.1/x", 0).await.err().unwrap().to_string();
     assert!(err.contains("at least one connection"), "{err}");
 }
@@ -505,10 +510,13 @@ async fn a_write_under_a_lease_taken_over_is_refused_and_writes_nothing() {
         .await
         .expect_err("a's write is refused");
     assert!(matches!(err, postgres::Error::LostClaim { .. }), "{err}");
-    assert_eq!(
-        err.to_string(),
-        format!("incident {}: a no longer holds its claim of epoch 1; b holds it now, at epoch 2; nothing was written", claim.incident_id)
-    );
+    let said = format!("incident {}: a no longer holds its claim of epoch 1; b holds it now, at epoch 2; nothing was written", claim.incident_id);
+    assert_eq!(err.to_string(), said);
+    // The engine hears it through the storage interface as a lost claim, with the same words.
+    match StoreError::from(err) {
+        StoreError::LostClaim(message) => assert_eq!(message, said),
+        other => panic!("a lost claim reached the interface as {other:?}"),
+    }
     assert!(
         matches!(a.renew(&claim, T0 + 32_000, LEASE).await, Err(postgres::Error::LostClaim { .. })),
         "nor can a renew it"
