@@ -518,12 +518,19 @@ mod tests {
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     }
 
-    #[test]
-    fn a_transaction_rolled_back_by_sqlite_fails_every_write_of_its_batch() {
+    /// A migrated database in a temporary directory (kept while the first value lives), its path, and a
+    /// connection for a writer of a test's own.
+    fn migrated() -> (tempfile::TempDir, PathBuf, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE);
         let mut conn = Connection::open(&path).unwrap();
         migrations::apply(&mut conn).unwrap();
+        (dir, path, conn)
+    }
+
+    #[test]
+    fn a_transaction_rolled_back_by_sqlite_fails_every_write_of_its_batch() {
+        let (_dir, path, conn) = migrated();
         let (writes, queue) = mpsc::sync_channel::<Box<dyn Job>>(8);
         let mut answers = Vec::new();
         let mut submit = |work: Box<dyn FnOnce(&Transaction) -> Result<()> + Send>| {
@@ -563,10 +570,7 @@ mod tests {
 
     #[test]
     fn a_batch_that_commits_keeps_every_write_but_the_failed_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DB_FILE);
-        let mut conn = Connection::open(&path).unwrap();
-        migrations::apply(&mut conn).unwrap();
+        let (_dir, path, conn) = migrated();
         let (writes, queue) = mpsc::sync_channel::<Box<dyn Job>>(8);
         let mut answers = Vec::new();
         for key in ["a", "a", "b"] {
@@ -590,10 +594,7 @@ mod tests {
 
     /// Runs the writer of a fresh database over `jobs`, in one batch, and returns the settings keys it kept.
     fn kept_after(jobs: Vec<Box<dyn Job>>) -> Vec<String> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DB_FILE);
-        let mut conn = Connection::open(&path).unwrap();
-        migrations::apply(&mut conn).unwrap();
+        let (_dir, path, conn) = migrated();
         let (writes, queue) = mpsc::sync_channel::<Box<dyn Job>>(jobs.len());
         jobs.into_iter().for_each(|job| writes.send(job).unwrap());
         drop(writes);
