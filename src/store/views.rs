@@ -379,7 +379,7 @@ impl Sqlite {
     /// Silences that have not expired.
     pub async fn silences(&self) -> Result<Vec<Silence>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT id, server, until, reason, created_at FROM silences WHERE until > ?1 ORDER BY until")?;
+            let mut stmt = conn.prepare_cached("SELECT id, server, until, reason, created_at FROM silences WHERE until > ?1 ORDER BY until, id")?;
             let rows = stmt
                 .query_map([now_ms()], |row| {
                     Ok(Silence { id: row.get(0)?, server: row.get(1)?, until: rfc3339(row.get(2)?), reason: row.get(3)?, created_at: rfc3339(row.get(4)?) })

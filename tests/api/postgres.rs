@@ -3,6 +3,7 @@
 //! kept, the answers senders got, and who drives which incident.
 
 mod cluster;
+mod views;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
