@@ -85,6 +85,31 @@ impl Postgres {
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+
+    /// Keeps an authenticated delivery that is not a valid alert, with why, so nothing a sender sent is lost;
+    /// returns its id. It keeps its webhook id without taking it: a corrected retry under that id is still new.
+    pub async fn reject(&self, delivery: NewDelivery, error: String) -> Result<String> {
+        let client = self.client().await?;
+        let id = new_id();
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, error)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .await?;
+        let body: &[u8] = &delivery.body;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &id,
+            &now_ms(),
+            &delivery.sender,
+            &delivery.format.as_str(),
+            &delivery.webhook_id,
+            &body,
+            &error,
+        ];
+        client.execute(&statement, &params).await?;
+        Ok(id)
+    }
 }
 
 async fn writer(pool: Pool, target: Arc<str>, mut waiting: mpsc::Receiver<Queued>) {

@@ -1,11 +1,11 @@
-//! What operators read and change, as `store/views.rs` has it, on PostgreSQL: so far the silences and the pause
-//! switch, which every instance shares. A silence or a pause set through one instance is in the database, so the
+//! What operators read and change, as `store/views.rs` has it, on PostgreSQL: so far the rejected deliveries, and
+//! the silences and the pause switch, which every instance shares. A silence or a pause set through one instance is in the database, so the
 //! next change any instance is about to make is checked against it.
 
 use tokio_postgres::Row;
 
 use super::{Error, Postgres, Result};
-use crate::store::{new_id, now_ms, rfc3339, Silence};
+use crate::store::{new_id, now_ms, rfc3339, RejectedDelivery, Silence};
 
 /// The columns [`silence`] reads, in its order.
 const SILENCE_COLUMNS: &str = "id, server, until, reason, created_at";
@@ -21,6 +21,34 @@ fn silence(row: &Row) -> Silence {
 }
 
 impl Postgres {
+    /// Deliveries kept because they were not valid alerts, newest first; `before` is a delivery id to page from.
+    pub async fn list_rejected(
+        &self,
+        limit: u32,
+        before: Option<String>,
+    ) -> Result<Vec<RejectedDelivery>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT id, received_at, sender, format, webhook_id, error, body FROM deliveries
+                 WHERE error IS NOT NULL AND ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+            )
+            .await?;
+        let rows = client.query(&statement, &[&before, &i64::from(limit)]).await?;
+        Ok(rows
+            .iter()
+            .map(|row| RejectedDelivery {
+                id: row.get(0),
+                received_at: rfc3339(row.get(1)),
+                sender: row.get(2),
+                format: row.get(3),
+                webhook_id: row.get(4),
+                error: row.get(5),
+                raw_body: String::from_utf8_lossy(row.get::<_, &[u8]>(6)).into_owned(),
+            })
+            .collect())
+    }
+
     /// The silence that covers a server now, if any (the one lasting longest).
     pub async fn silenced(&self, server: String) -> Result<Option<Silence>> {
         let client = self.client().await?;

@@ -7,6 +7,15 @@ use super::*;
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// A PostgreSQL store on a fresh database and a SQLite store in a temporary directory (kept while the last value
+/// lives), to be written the same and read alike.
+async fn both_backends() -> (Postgres, Sqlite, tempfile::TempDir) {
+    let pg = Postgres::connect(&database().await, 2).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Sqlite::open(dir.path()).unwrap();
+    (pg, sqlite, dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silence_or_a_pause_set_through_one_instance_holds_for_every_instance() {
     let url = database().await;
@@ -49,10 +58,7 @@ fn shown(silences: Vec<Silence>) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silences_and_the_pause_read_the_same_on_both_backends() {
-    let url = database().await;
-    let pg = Postgres::connect(&url, 2).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Sqlite::open(dir.path()).unwrap();
+    let (pg, sqlite, _dir) = both_backends().await;
     let now = now_ms();
     let writes = [
         ("cas01.contoso.com", now + 2 * HOUR_MS, "IIS maintenance"),
@@ -87,4 +93,48 @@ async fn silences_and_the_pause_read_the_same_on_both_backends() {
         theirs.expect_err("sqlite").to_string(),
         "an unknown silence is named alike"
     );
+}
+
+/// What a person reads of a rejected delivery: everything but its id and when it came.
+fn shown_rejected(
+    rejected: Vec<healthset_responder::store::RejectedDelivery>,
+) -> Vec<(String, String, Option<String>, String, String)> {
+    rejected.into_iter().map(|r| (r.sender, r.format, r.webhook_id, r.error, r.raw_body)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_deliveries_are_kept_and_paged_the_same_on_both_backends() {
+    let (pg, sqlite, _dir) = both_backends().await;
+    let bodies: [(&str, Option<&str>, &[u8], &str); 3] = [
+        ("scom", Some("msg_1"), br#"{"server": "cas01.contoso.com"}"#, "health_set is missing"),
+        ("alertmanager", None, b"{\"alerts\": [{\"labels\": {}}]}", "alerts[0]: no server label"),
+        ("scom", Some("msg_1"), b"\xff\xfe not UTF-8", "the body is not UTF-8 JSON"),
+    ];
+    for (sender, webhook_id, body, error) in bodies {
+        let make = || NewDelivery {
+            sender: sender.into(),
+            format: Format::Native,
+            webhook_id: webhook_id.map(Into::into),
+            body: Bytes::copy_from_slice(body),
+        };
+        pg.reject(make(), error.into()).await.expect("postgres keeps it");
+        sqlite.reject(make(), error.into()).await.expect("sqlite keeps it");
+    }
+    let (ours, theirs) =
+        (pg.list_rejected(2, None).await.unwrap(), sqlite.list_rejected(2, None).await.unwrap());
+    assert_eq!(ours[0].error, "the body is not UTF-8 JSON", "newest first: {ours:?}");
+    assert!(ours[0].raw_body.contains('\u{fffd}'), "invalid UTF-8 shown replaced: {ours:?}");
+    let next = (ours[1].id.clone(), theirs[1].id.clone());
+    assert_eq!(shown_rejected(ours), shown_rejected(theirs), "the first page");
+    let (ours, theirs) = (
+        pg.list_rejected(2, Some(next.0)).await.unwrap(),
+        sqlite.list_rejected(2, Some(next.1)).await.unwrap(),
+    );
+    assert_eq!(ours.len(), 1, "the rest: {ours:?}");
+    assert_eq!(shown_rejected(ours), shown_rejected(theirs), "the next page");
+
+    // A delivery rejected under a webhook id leaves that id free: the corrected one is accepted, not a duplicate.
+    let fixed = body(None, "cas01.contoso.com", "firing");
+    let answer = accept(&pg, Some("msg_1"), &fixed, now_ms()).await;
+    assert_eq!(answer.alerts[0].disposition, Disposition::NewIncident, "{answer:?}");
 }
