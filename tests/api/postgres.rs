@@ -3,6 +3,7 @@
 //! kept, the answers senders got, and who drives which incident.
 
 mod cluster;
+mod retention;
 mod views;
 
 use std::collections::{BTreeSet, HashMap};
@@ -54,6 +55,19 @@ async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
     db.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e:?}")).get(0)
 }
 
+/// The first column of every row `sql` returns.
+async fn column<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+    db: &tokio_postgres::Client,
+    sql: &str,
+) -> Vec<T> {
+    db.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 async fn two_instances(url: &str) -> (Postgres, Postgres) {
     (
         Postgres::connect(url, 4).await.expect("instance a connects"),
@@ -68,13 +82,8 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
     a.expect("the first instance starts");
     b.expect("the second instance starts, finding the schema applied");
     let db = connect(&url).await;
-    let versions: Vec<i64> = db
-        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let versions: Vec<i64> =
+        column(&db, "SELECT version FROM schema_migrations ORDER BY version").await;
     assert_eq!(
         versions,
         (1..=SCHEMA_VERSION).collect::<Vec<_>>(),

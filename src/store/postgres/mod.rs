@@ -13,6 +13,7 @@
 mod intake;
 mod leases;
 mod migrations;
+mod retention;
 mod views;
 
 use std::sync::Arc;
