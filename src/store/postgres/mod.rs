@@ -1,14 +1,15 @@
 //! The PostgreSQL store, for several instances sharing one database (SPEC section 8); not yet selectable in
-//! `[store]`. What it holds today: a bounded connection pool, the schema and its migrations, intake, and the
-//! leases by which one instance at a time drives an incident, with the fenced journal write that proves them.
+//! `[store]`. What it holds today: a bounded connection pool, the schema and its migrations, intake and rejected
+//! deliveries, the leases by which one instance at a time drives an incident, with the fenced journal write that
+//! proves them, the silences and the pause switch every instance shares, and retention.
 //!
 //! The SQLite store decides duplicates and the one open incident per key by reading before it writes, which is
 //! right for one writer. Here several instances write at once, so every such decision is a unique index and an
 //! `INSERT ... ON CONFLICT`: an instance taking a delivery that another is taking at the same moment waits on the
 //! other's row, and finds it there once the other commits (or takes it, should the other roll back).
 //!
-//! Time comes from the caller, in milliseconds since the Unix epoch, as the SQLite store keeps it: leases and the
-//! duplicate window compare the caller's times, so tests choose them.
+//! Time is milliseconds since the Unix epoch, as the SQLite store keeps it. Leases and the duplicate window compare
+//! times the caller gives, so tests choose them; the other calls read the clock as SQLite's do.
 
 mod intake;
 mod leases;
