@@ -89,13 +89,11 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
         (1..=SCHEMA_VERSION).collect::<Vec<_>>(),
         "each migration is recorded once"
     );
-    let tables: BTreeSet<String> = db
-        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let tables: BTreeSet<String> =
+        column(&db, "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+            .await
+            .into_iter()
+            .collect();
     let expected = [
         "alerts",
         "approvals",
@@ -112,21 +110,11 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
         "steps",
     ];
     assert_eq!(tables, expected.iter().map(|t| t.to_string()).collect(), "one set of tables");
-    let applied_at: Vec<i64> = db
-        .query("SELECT applied_at FROM schema_migrations ORDER BY version", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let applied_at: Vec<i64> =
+        column(&db, "SELECT applied_at FROM schema_migrations ORDER BY version").await;
     Postgres::connect(&url, 1).await.expect("a restarted instance starts");
-    let again: Vec<i64> = db
-        .query("SELECT applied_at FROM schema_migrations ORDER BY version", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let again: Vec<i64> =
+        column(&db, "SELECT applied_at FROM schema_migrations ORDER BY version").await;
     assert_eq!(again, applied_at, "a restart applies nothing again");
 }
 
@@ -540,13 +528,7 @@ async fn a_write_under_a_lease_taken_over_is_refused_and_writes_nothing() {
         2,
         "the new holder journals on"
     );
-    let started: Vec<i64> = db
-        .query("SELECT started_at FROM steps ORDER BY seq", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let started: Vec<i64> = column(&db, "SELECT started_at FROM steps ORDER BY seq").await;
     assert_eq!(started, [T0 + 1_000, T0 + 33_000]);
 }
 
