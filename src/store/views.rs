@@ -118,45 +118,139 @@ const ALERT_COLUMNS: &str = "a.id, a.received_at, a.sender, a.format, a.health_s
          ELSE (SELECT CAST(substr(b.body, a.message_at + 1, a.message_len) AS TEXT) FROM deliveries b WHERE b.id = a.delivery_id) END,
     a.status, a.raised_at, a.incident_id, a.disposition";
 
-fn alert_summary(row: &Row) -> rusqlite::Result<AlertSummary> {
+/// A value either backend reads from a column: text, integers, flags, and those that may be NULL.
+pub(crate) trait Column:
+    rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a>
+{
+}
+
+impl<T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a>> Column for T {}
+
+/// A row of either backend, read by column position: what lets both turn the same columns into the same views.
+pub(crate) trait Stored {
+    type Error;
+    fn at<T: Column>(&self, index: usize) -> std::result::Result<T, Self::Error>;
+}
+
+impl Stored for Row<'_> {
+    type Error = rusqlite::Error;
+    fn at<T: Column>(&self, index: usize) -> rusqlite::Result<T> {
+        self.get(index)
+    }
+}
+
+impl Stored for tokio_postgres::Row {
+    type Error = tokio_postgres::Error;
+    fn at<T: Column>(&self, index: usize) -> std::result::Result<T, tokio_postgres::Error> {
+        self.try_get(index)
+    }
+}
+
+/// An [`AlertSummary`] from its columns, in the order of [`ALERT_COLUMNS`].
+pub(crate) fn alert_summary<R: Stored>(row: &R) -> std::result::Result<AlertSummary, R::Error> {
     Ok(AlertSummary {
-        id: row.get(0)?,
-        received_at: rfc3339(row.get(1)?),
-        sender: row.get(2)?,
-        format: row.get(3)?,
-        health_set: row.get(4)?,
-        server: row.get(5)?,
-        monitor: row.get(6)?,
-        mailbox_hint: row.get(7)?,
-        message: row.get(8)?,
-        status: row.get(9)?,
-        raised_at: row.get(10)?,
-        incident_id: row.get(11)?,
-        disposition: row.get(12)?,
+        id: row.at(0)?,
+        received_at: rfc3339(row.at(1)?),
+        sender: row.at(2)?,
+        format: row.at(3)?,
+        health_set: row.at(4)?,
+        server: row.at(5)?,
+        monitor: row.at(6)?,
+        mailbox_hint: row.at(7)?,
+        message: row.at(8)?,
+        status: row.at(9)?,
+        raised_at: row.at(10)?,
+        incident_id: row.at(11)?,
+        disposition: row.at(12)?,
     })
 }
 
-const INCIDENT_COLUMNS: &str = "id, state, dry_run, health_set, monitor, server, mailbox_hint, created_at, updated_at, reason, resolved_at, replay_of";
+/// The columns [`incident_row`] reads, in its order; the same on both backends.
+pub(crate) const INCIDENT_COLUMNS: &str = "id, state, dry_run, health_set, monitor, server, mailbox_hint, created_at, updated_at, reason, resolved_at, replay_of";
 
-fn incident_row(row: &Row) -> rusqlite::Result<IncidentView> {
+/// An incident without its alerts, timeline, notifications or approval, from [`INCIDENT_COLUMNS`].
+pub(crate) fn incident_row<R: Stored>(row: &R) -> std::result::Result<IncidentView, R::Error> {
     Ok(IncidentView {
-        id: row.get(0)?,
-        state: row.get(1)?,
-        dry_run: row.get(2)?,
-        health_set: row.get(3)?,
-        monitor: row.get(4)?,
-        server: row.get(5)?,
-        mailbox_hint: row.get(6)?,
+        id: row.at(0)?,
+        state: row.at(1)?,
+        dry_run: row.at(2)?,
+        health_set: row.at(3)?,
+        monitor: row.at(4)?,
+        server: row.at(5)?,
+        mailbox_hint: row.at(6)?,
         alert_ids: Vec::new(),
-        created_at: rfc3339(row.get(7)?),
-        updated_at: rfc3339(row.get(8)?),
-        reason: row.get(9)?,
-        resolved_notice_at: row.get::<_, Option<i64>>(10)?.map(rfc3339),
-        replay_of: row.get(11)?,
+        created_at: rfc3339(row.at(7)?),
+        updated_at: rfc3339(row.at(8)?),
+        reason: row.at(9)?,
+        resolved_notice_at: row.at::<Option<i64>>(10)?.map(rfc3339),
+        replay_of: row.at(11)?,
         steps: None,
         notifications: None,
         approval: None,
     })
+}
+
+/// The columns [`step_row`] reads, in its order; the same on both backends.
+pub(crate) const STEP_COLUMNS: &str =
+    "seq, action, server, command, started_at, finished_at, outcome, detail, ma_actions";
+
+/// A step of an incident's timeline, from [`STEP_COLUMNS`]. Managed Availability's findings are kept as JSON.
+pub(crate) fn step_row<R: Stored>(row: &R) -> std::result::Result<StepView, R::Error> {
+    Ok(StepView {
+        seq: row.at(0)?,
+        action: row.at(1)?,
+        server: row.at(2)?,
+        command: row.at(3)?,
+        started_at: rfc3339(row.at(4)?),
+        finished_at: row.at::<Option<i64>>(5)?.map(rfc3339),
+        outcome: row.at(6)?,
+        detail: row.at(7)?,
+        managed_availability: row
+            .at::<Option<String>>(8)?
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
+    })
+}
+
+/// The columns [`notification_row`] reads, in its order; the same on both backends.
+pub(crate) const NOTIFICATION_COLUMNS: &str =
+    "id, kind, recipients, status, subject, attempts, last_error, created_at, sent_at";
+
+/// An email of an incident, from [`NOTIFICATION_COLUMNS`]. Its recipients are kept as a JSON list.
+pub(crate) fn notification_row<R: Stored>(
+    row: &R,
+) -> std::result::Result<NotificationView, R::Error> {
+    Ok(NotificationView {
+        id: row.at(0)?,
+        kind: row.at(1)?,
+        to: serde_json::from_str(&row.at::<String>(2)?).unwrap_or_default(),
+        status: row.at(3)?,
+        subject: row.at(4)?,
+        attempts: row.at(5)?,
+        last_error: row.at(6)?,
+        created_at: rfc3339(row.at(7)?),
+        sent_at: row.at::<Option<i64>>(8)?.map(rfc3339),
+    })
+}
+
+/// An [`AlertDetail`] from its summary and its delivery's columns: the body is shown as text, invalid UTF-8 replaced.
+pub(crate) fn alert_detail(
+    summary: AlertSummary,
+    delivery_id: String,
+    position: i64,
+    webhook_id: Option<String>,
+    body: Vec<u8>,
+    incident_ids: Vec<String>,
+) -> AlertDetail {
+    AlertDetail {
+        summary,
+        delivery_id,
+        position,
+        webhook_id,
+        raw_body: String::from_utf8_lossy(&body).into_owned(),
+        incident_ids,
+        raw_bytes: body,
+    }
 }
 
 fn alert_ids(conn: &Connection, incident_id: &str) -> Result<Vec<String>> {
@@ -175,51 +269,21 @@ pub(crate) fn incident(conn: &Connection, id: &str) -> Result<IncidentView> {
         .query_row(
             &format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1"),
             [id],
-            incident_row,
+            |row| incident_row(row),
         )
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
     view.alert_ids = alert_ids(conn, id)?;
     view.approval = super::approvals::latest(conn, id)?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, action, server, command, started_at, finished_at, outcome, detail, ma_actions FROM steps WHERE incident_id = ?1 ORDER BY seq",
-    )?;
-    let steps = stmt
-        .query_map([id], |row| {
-            Ok(StepView {
-                seq: row.get(0)?,
-                action: row.get(1)?,
-                server: row.get(2)?,
-                command: row.get(3)?,
-                started_at: rfc3339(row.get(4)?),
-                finished_at: row.get::<_, Option<i64>>(5)?.map(rfc3339),
-                outcome: row.get(6)?,
-                detail: row.get(7)?,
-                managed_availability: row
-                    .get::<_, Option<String>>(8)?
-                    .and_then(|json| serde_json::from_str(&json).ok())
-                    .unwrap_or_default(),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, kind, recipients, status, subject, attempts, last_error, created_at, sent_at FROM notifications WHERE incident_id = ?1 ORDER BY created_at, id",
-    )?;
-    let notifications = stmt
-        .query_map([id], |row| {
-            Ok(NotificationView {
-                id: row.get(0)?,
-                kind: row.get(1)?,
-                to: serde_json::from_str(&row.get::<_, String>(2)?).unwrap_or_default(),
-                status: row.get(3)?,
-                subject: row.get(4)?,
-                attempts: row.get(5)?,
-                last_error: row.get(6)?,
-                created_at: rfc3339(row.get(7)?),
-                sent_at: row.get::<_, Option<i64>>(8)?.map(rfc3339),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {STEP_COLUMNS} FROM steps WHERE incident_id = ?1 ORDER BY seq"
+    ))?;
+    let steps = stmt.query_map([id], |row| step_row(row))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE incident_id = ?1 ORDER BY created_at, id"
+    ))?;
+    let notifications =
+        stmt.query_map([id], |row| notification_row(row))?.collect::<rusqlite::Result<Vec<_>>>()?;
     view.steps = Some(steps);
     view.notifications = Some(notifications);
     Ok(view)
@@ -234,7 +298,7 @@ impl Sqlite {
     ) -> Result<Vec<AlertSummary>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE (?1 IS NULL OR a.id < ?1) ORDER BY a.id DESC LIMIT ?2"))?;
-            let rows = stmt.query_map(params![before, limit], alert_summary)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = stmt.query_map(params![before, limit], |row| alert_summary(row))?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
         .await
@@ -252,7 +316,7 @@ impl Sqlite {
                 .ok_or_else(|| StoreError::NotFound(format!("alert {id}")))?;
             let mut stmt = conn.prepare_cached("SELECT incident_id FROM incident_alerts WHERE alert_id = ?1 ORDER BY linked_at")?;
             let incident_ids = stmt.query_map([&id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
-            Ok(AlertDetail { summary, delivery_id, position, webhook_id, raw_body: String::from_utf8_lossy(&body).into_owned(), incident_ids, raw_bytes: body })
+            Ok(alert_detail(summary, delivery_id, position, webhook_id, body, incident_ids))
         })
         .await
     }
@@ -296,7 +360,7 @@ impl Sqlite {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
             ))?;
-            let mut rows = stmt.query_map(params![state.map(State::as_str), before, limit], incident_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut rows = stmt.query_map(params![state.map(State::as_str), before, limit], |row| incident_row(row))?.collect::<rusqlite::Result<Vec<_>>>()?;
             for row in rows.iter_mut() {
                 row.alert_ids = alert_ids(conn, &row.id)?;
                 row.approval = super::approvals::latest(conn, &row.id)?;
@@ -316,7 +380,7 @@ impl Sqlite {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {ALERT_COLUMNS} FROM incident_alerts l JOIN alerts a ON a.id = l.alert_id WHERE l.incident_id = ?1 ORDER BY l.linked_at, a.id"
             ))?;
-            let rows = stmt.query_map([id], alert_summary)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = stmt.query_map([id], |row| alert_summary(row))?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
         .await

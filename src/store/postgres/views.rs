@@ -1,11 +1,65 @@
-//! What operators read and change, as `store/views.rs` has it, on PostgreSQL: so far the rejected deliveries, and
-//! the silences and the pause switch, which every instance shares. A silence or a pause set through one instance is in the database, so the
-//! next change any instance is about to make is checked against it.
+//! What operators read and change, as `store/views.rs` has it, on PostgreSQL: alerts, incidents with their
+//! timeline, emails and approval, rejected deliveries, and the silences and the pause switch, which every instance
+//! shares. A silence or a pause set through one instance is in the database, so the next change any instance is
+//! about to make is checked against it.
+//!
+//! Rows become views through the same functions as SQLite's (`views::alert_summary` and the like), so both
+//! backends show the same columns the same way, in the same order.
 
+use deadpool_postgres::Client;
 use tokio_postgres::Row;
 
 use super::{Error, Postgres, Result};
-use crate::store::{new_id, now_ms, rfc3339, RejectedDelivery, Silence};
+use crate::incident::State;
+use crate::store::views::{
+    alert_detail, alert_summary, incident_row, notification_row, step_row, Stored,
+    INCIDENT_COLUMNS, NOTIFICATION_COLUMNS, STEP_COLUMNS,
+};
+use crate::store::{
+    new_id, now_ms, rfc3339, AlertDetail, AlertSummary, ApprovalView, IncidentView,
+    RejectedDelivery, Silence,
+};
+
+/// The columns of an [`AlertSummary`], in the order `views::alert_summary` reads them. PostgreSQL keeps each
+/// alert's message with it.
+const ALERT_COLUMNS: &str =
+    "a.id, a.received_at, a.sender, a.format, a.health_set, a.server, a.monitor, a.mailbox_hint,
+    a.message, a.status, a.raised_at, a.incident_id, a.disposition";
+
+/// An incident's latest approval as the API shows it: `pending` until decided.
+fn approval(row: &Row) -> std::result::Result<ApprovalView, tokio_postgres::Error> {
+    Ok(ApprovalView {
+        server: row.at(0)?,
+        actions: serde_json::from_str(&row.at::<String>(1)?).unwrap_or_default(),
+        command: row.at(2)?,
+        requested_at: rfc3339(row.at(3)?),
+        expires_at: rfc3339(row.at(4)?),
+        status: row.at::<Option<String>>(5)?.unwrap_or_else(|| "pending".to_owned()),
+        decided_at: row.at::<Option<i64>>(6)?.map(rfc3339),
+        decided_via: row.at(7)?,
+        reason: row.at(8)?,
+    })
+}
+
+/// The alerts of an incident and its latest approval, which a listed incident shows as well as a single one.
+async fn alerts_and_approval(client: &Client, view: &mut IncidentView) -> Result<()> {
+    let linked = client
+        .prepare_cached(
+            "SELECT alert_id FROM incident_alerts WHERE incident_id = $1 ORDER BY linked_at, alert_id",
+        )
+        .await?;
+    view.alert_ids =
+        client.query(&linked, &[&view.id]).await?.iter().map(|row| row.get(0)).collect();
+    let latest = client
+        .prepare_cached(
+            "SELECT server, actions, command, requested_at, expires_at, decision, decided_at, decided_via, reason FROM approvals
+             WHERE incident_id = $1 ORDER BY requested_at DESC, id DESC LIMIT 1",
+        )
+        .await?;
+    view.approval =
+        client.query_opt(&latest, &[&view.id]).await?.as_ref().map(approval).transpose()?;
+    Ok(())
+}
 
 /// The columns [`silence`] reads, in its order.
 const SILENCE_COLUMNS: &str = "id, server, until, reason, created_at";
@@ -21,6 +75,118 @@ fn silence(row: &Row) -> Silence {
 }
 
 impl Postgres {
+    /// Alerts newest first; `before` is an alert id to page from.
+    pub async fn list_alerts(
+        &self,
+        limit: u32,
+        before: Option<String>,
+    ) -> Result<Vec<AlertSummary>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts a WHERE ($1::text IS NULL OR a.id < $1) ORDER BY a.id DESC LIMIT $2"
+            ))
+            .await?;
+        let rows = client.query(&statement, &[&before, &i64::from(limit)]).await?;
+        Ok(rows.iter().map(alert_summary).collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// One alert with its delivery, its body and every incident it opened, joined or was replayed into;
+    /// [`Error::NotFound`] naming it when there is none by that id.
+    pub async fn alert(&self, id: String) -> Result<AlertDetail> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS}, a.delivery_id, a.position, d.webhook_id, d.body FROM alerts a
+                 JOIN deliveries d ON d.id = a.delivery_id WHERE a.id = $1"
+            ))
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&id])
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("alert {id}")))?;
+        let summary = alert_summary(&row)?;
+        let linked = client
+            .prepare_cached(
+                "SELECT incident_id FROM incident_alerts WHERE alert_id = $1 ORDER BY linked_at, incident_id",
+            )
+            .await?;
+        let incident_ids =
+            client.query(&linked, &[&id]).await?.iter().map(|row| row.get(0)).collect();
+        Ok(alert_detail(summary, row.get(13), row.get(14), row.get(15), row.get(16), incident_ids))
+    }
+
+    /// Incidents newest first, optionally in one state; `before` is an incident id to page from.
+    pub async fn list_incidents(
+        &self,
+        state: Option<State>,
+        limit: u32,
+        before: Option<String>,
+    ) -> Result<Vec<IncidentView>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR id < $2)
+                 ORDER BY id DESC LIMIT $3"
+            ))
+            .await?;
+        let rows = client
+            .query(&statement, &[&state.map(State::as_str), &before, &i64::from(limit)])
+            .await?;
+        let mut views = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut view = incident_row(row)?;
+            alerts_and_approval(&client, &mut view).await?;
+            views.push(view);
+        }
+        Ok(views)
+    }
+
+    /// One incident with its alerts, timeline, emails and latest approval; [`Error::NotFound`] naming it when there
+    /// is none by that id.
+    pub async fn incident(&self, id: String) -> Result<IncidentView> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1"))
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&id])
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("incident {id}")))?;
+        let mut view = incident_row(&row)?;
+        alerts_and_approval(&client, &mut view).await?;
+        let steps = client
+            .prepare_cached(&format!(
+                "SELECT {STEP_COLUMNS} FROM steps WHERE incident_id = $1 ORDER BY seq"
+            ))
+            .await?;
+        let steps = client.query(&steps, &[&id]).await?;
+        view.steps = Some(steps.iter().map(step_row).collect::<std::result::Result<_, _>>()?);
+        let notifications = client
+            .prepare_cached(&format!(
+                "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE incident_id = $1 ORDER BY created_at, id"
+            ))
+            .await?;
+        let notifications = client.query(&notifications, &[&id]).await?;
+        view.notifications = Some(
+            notifications.iter().map(notification_row).collect::<std::result::Result<_, _>>()?,
+        );
+        Ok(view)
+    }
+
+    /// The alerts of an incident, oldest first (none for an incident there is not).
+    pub async fn incident_alerts(&self, id: String) -> Result<Vec<AlertSummary>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM incident_alerts l JOIN alerts a ON a.id = l.alert_id
+                 WHERE l.incident_id = $1 ORDER BY l.linked_at, a.id"
+            ))
+            .await?;
+        let rows = client.query(&statement, &[&id]).await?;
+        Ok(rows.iter().map(alert_summary).collect::<std::result::Result<_, _>>()?)
+    }
+
     /// Deliveries kept because they were not valid alerts, newest first; `before` is a delivery id to page from.
     pub async fn list_rejected(
         &self,

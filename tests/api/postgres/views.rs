@@ -1,6 +1,8 @@
-//! What operators change on PostgreSQL and every instance must see: silences and the pause switch, set through one
-//! instance and read through another, and read the same as the SQLite store reads them.
+//! What operators read and change on PostgreSQL, and every instance must see: alerts and incidents, read and paged
+//! as the SQLite store reads them given the same deliveries; silences and the pause switch, set through one instance
+//! and read through another.
 
+use healthset_responder::incident::State;
 use healthset_responder::store::{now_ms, Silence, StoreError};
 
 use super::*;
@@ -137,4 +139,286 @@ async fn rejected_deliveries_are_kept_and_paged_the_same_on_both_backends() {
     let fixed = body(None, "cas01.contoso.com", "firing");
     let answer = accept(&pg, Some("msg_1"), &fixed, now_ms()).await;
     assert_eq!(answer.alerts[0].disposition, Disposition::NewIncident, "{answer:?}");
+}
+
+/// A view as JSON with what differs between two stores given the same deliveries made alike: every id becomes the
+/// order it first appears in (so which alert is in which incident still compares), every time a mark.
+fn comparable(view: &impl serde::Serialize, names: &mut Names) -> serde_json::Value {
+    fn walk(value: &mut serde_json::Value, key: &str, names: &mut Names) {
+        use serde_json::Value;
+        let is_id =
+            key == "id" || key.ends_with("_id") || key.ends_with("_ids") || key == "replay_of";
+        match value {
+            Value::String(id) if is_id => *value = names.of(&Some(id.clone())).into(),
+            Value::String(_) if key.ends_with("_at") => *value = "a time".into(),
+            Value::Array(items) => items.iter_mut().for_each(|item| walk(item, key, names)),
+            Value::Object(fields) => {
+                fields.iter_mut().for_each(|(key, item)| walk(item, key, names))
+            }
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(view).expect("views serialise");
+    walk(&mut value, "", names);
+    value
+}
+
+/// A native alert body with its own message, and when the source raised it if that is known.
+fn alert_body(
+    id: &str,
+    server: &str,
+    monitor: &str,
+    message: &str,
+    raised_at: Option<&str>,
+) -> Vec<u8> {
+    let mut body = serde_json::json!({"id": id, "health_set": "ActiveSync", "server": server, "monitor": monitor, "message": message});
+    if let Some(raised_at) = raised_at {
+        body["raised_at"] = raised_at.into();
+    }
+    serde_json::to_vec(&body).unwrap()
+}
+
+/// Deliveries that open, join, resolve and duplicate incidents on three servers, one with a message long enough for
+/// the SQLite store to read it back from the delivery's body (and naming a mailbox server).
+fn deliveries() -> Vec<(Option<&'static str>, Vec<u8>)> {
+    let long = "Error occurred: User: HealthMailbox7b3c4a1e@contoso.com _Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_Dc:DC01.contoso.com_";
+    vec![
+        (
+            Some("msg_1"),
+            alert_body("a1", "cas01.contoso.com", "ActiveSyncCTPMonitor", "probe failed", None),
+        ),
+        (
+            Some("msg_2"),
+            alert_body(
+                "a2",
+                "cas01.contoso.com",
+                "ActiveSyncCTPMonitor",
+                long,
+                Some("2026-11-26T10:00:00Z"),
+            ),
+        ),
+        (Some("msg_2"), alert_body("a2", "cas01.contoso.com", "ActiveSyncCTPMonitor", long, None)),
+        (None, body(None, "cas02.contoso.com", "firing")),
+        (
+            Some("msg_3"),
+            alert_body(
+                "a3",
+                "cas03.contoso.com",
+                "OwaCTPMonitor",
+                "Z\u{fc}rich \u{2713} \"quoted\"",
+                None,
+            ),
+        ),
+        (Some("msg_4"), body(Some("r2"), "cas02.contoso.com", "resolved")),
+        (Some("msg_5"), alert_body("a5", "cas03.contoso.com", "OwaCTPMonitor", "again", None)),
+    ]
+}
+
+/// Both backends, each given [`deliveries`] in order; the PostgreSQL database's URL too.
+async fn both_given_deliveries() -> (Postgres, Sqlite, tempfile::TempDir, String) {
+    let url = database().await;
+    let pg = Postgres::connect(&url, 2).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Sqlite::open(dir.path()).unwrap();
+    for (webhook_id, body) in deliveries() {
+        let (d, alerts) = delivery("scom", webhook_id, &body);
+        sqlite.accept(d, alerts, false, WINDOW).await.expect("sqlite accepts it");
+        accept(&pg, webhook_id, &body, now_ms()).await;
+    }
+    (pg, sqlite, dir, url)
+}
+
+/// The same timeline, emails and approval for an incident of either backend: SQL both speak.
+fn timeline(incident: &str) -> Vec<String> {
+    vec![
+        format!("INSERT INTO steps (incident_id, seq, action, server, command, started_at, finished_at, outcome, detail, ma_actions)
+                 VALUES ('{incident}', 1, 'component_state', 'cas01.contoso.com', 'Get-ServerComponentState', 1000, 2000, 'ok', 'all active', NULL)"),
+        format!("INSERT INTO steps (incident_id, seq, action, server, command, started_at, finished_at, outcome, detail, ma_actions)
+                 VALUES ('{incident}', 2, 'ma_history', 'cas01.contoso.com', 'Get-WinEvent', 3000, NULL, NULL, '', 'not json')"),
+        format!("INSERT INTO notifications (id, incident_id, kind, mail_from, recipients, subject, message, status, attempts, last_error, next_attempt_at, created_at, sent_at)
+                 VALUES ('n2-{incident}', '{incident}', 'escalation', 'responder@contoso.com', '[\"ops@contoso.com\",\"oncall@contoso.com\"]', 'ActiveSync on cas01', 'mail', 'pending', 2, 'connection refused', 9000, 5000, NULL)"),
+        format!("INSERT INTO notifications (id, incident_id, kind, mail_from, recipients, subject, message, status, attempts, last_error, next_attempt_at, created_at, sent_at)
+                 VALUES ('n1-{incident}', '{incident}', 'approval', 'responder@contoso.com', '[\"ops@contoso.com\"]', 'Approve a restart', 'mail', 'sent', 1, NULL, 4000, 4000, 4500)"),
+        format!("INSERT INTO approvals (id, incident_id, seq, token_sha256, server, actions, command, requested_at, expires_at, decided_at, decision, decided_via, reason)
+                 VALUES ('p1-{incident}', '{incident}', 3, 'first', 'cas01.contoso.com', '[\"restart_app_pool\"]', 'Restart-WebAppPool', 4000, 8000, 6000, 'denied', 'page', 'not now')"),
+        format!("INSERT INTO approvals (id, incident_id, seq, token_sha256, server, actions, command, requested_at, expires_at, decided_at, decision, decided_via, reason)
+                 VALUES ('p2-{incident}', '{incident}', 4, 'second', 'cas01.contoso.com', '[\"restart_app_pool\",\"iis_reset\"]', 'Restart-WebAppPool\niisreset', 7000, 9000, NULL, NULL, NULL, NULL)"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_and_incidents_read_the_same_on_both_backends() {
+    let (pg, sqlite, dir, url) = both_given_deliveries().await;
+    let (mut ours_named, mut theirs_named) = (Names::default(), Names::default());
+    let (ours, theirs) =
+        (pg.list_alerts(100, None).await.unwrap(), sqlite.list_alerts(100, None).await.unwrap());
+    assert_eq!(ours.len(), 6, "every alert that is not a duplicate: {ours:?}");
+    assert!(ours[5].message.starts_with("probe failed"), "newest first: {ours:?}");
+    assert!(ours.iter().any(|a| a.message.starts_with("Error occurred: User:")), "{ours:?}");
+    assert_eq!(
+        comparable(&ours, &mut ours_named),
+        comparable(&theirs, &mut theirs_named),
+        "the list of alerts"
+    );
+    for (our, their) in ours.iter().zip(&theirs) {
+        let (detail, theirs) = (
+            pg.alert(our.id.clone()).await.unwrap(),
+            sqlite.alert(their.id.clone()).await.unwrap(),
+        );
+        assert_eq!(detail.raw_bytes, theirs.raw_bytes, "the body byte for byte");
+        assert_eq!(
+            comparable(&detail, &mut ours_named),
+            comparable(&theirs, &mut theirs_named),
+            "alert {}",
+            our.message
+        );
+    }
+
+    // The first incident's timeline, emails and approvals, written alike into both databases.
+    let ours = pg.list_incidents(None, 100, None).await.unwrap();
+    let theirs = sqlite.list_incidents(None, 100, None).await.unwrap();
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    let (our_first, their_first) = (ours[2].id.clone(), theirs[2].id.clone());
+    let db = connect(&url).await;
+    for sql in timeline(&our_first) {
+        db.execute(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    let file =
+        rusqlite::Connection::open(dir.path().join(healthset_responder::store::DB_FILE)).unwrap();
+    for sql in timeline(&their_first) {
+        file.execute(&sql, []).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    drop(file);
+
+    let ours = pg.list_incidents(None, 100, None).await.unwrap();
+    let theirs = sqlite.list_incidents(None, 100, None).await.unwrap();
+    assert_eq!(
+        ours[2].approval.as_ref().map(|a| (a.status.as_str(), a.command.as_str())),
+        Some(("pending", "Restart-WebAppPool\niisreset")),
+        "the latest approval, undecided: {ours:?}"
+    );
+    assert_eq!(ours[2].alert_ids.len(), 2, "both alerts of cas01: {ours:?}");
+    assert_eq!(
+        comparable(&ours, &mut ours_named),
+        comparable(&theirs, &mut theirs_named),
+        "the list of incidents"
+    );
+    for state in [State::Queued, State::Recovered] {
+        let (ours, theirs) = (
+            pg.list_incidents(Some(state), 100, None).await.unwrap(),
+            sqlite.list_incidents(Some(state), 100, None).await.unwrap(),
+        );
+        assert_eq!(
+            comparable(&ours, &mut ours_named),
+            comparable(&theirs, &mut theirs_named),
+            "the incidents {state:?}"
+        );
+    }
+    for (our, their) in ours.iter().zip(&theirs) {
+        let (view, theirs) = (
+            pg.incident(our.id.clone()).await.unwrap(),
+            sqlite.incident(their.id.clone()).await.unwrap(),
+        );
+        assert_eq!(
+            comparable(&view, &mut ours_named),
+            comparable(&theirs, &mut theirs_named),
+            "incident on {}",
+            our.server
+        );
+        let (alerts, theirs) = (
+            pg.incident_alerts(our.id.clone()).await.unwrap(),
+            sqlite.incident_alerts(their.id.clone()).await.unwrap(),
+        );
+        assert_eq!(
+            alerts.iter().map(|a| &a.id).collect::<Vec<_>>(),
+            view.alert_ids.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            comparable(&alerts, &mut ours_named),
+            comparable(&theirs, &mut theirs_named),
+            "the alerts of the incident on {}",
+            our.server
+        );
+    }
+    let view = pg.incident(our_first).await.unwrap();
+    let steps = view.steps.expect("a single incident shows its timeline");
+    assert_eq!(
+        steps.iter().map(|s| s.action.as_str()).collect::<Vec<_>>(),
+        ["component_state", "ma_history"]
+    );
+    let emails = view.notifications.expect("and its emails");
+    assert_eq!(
+        emails.iter().map(|n| (n.kind.as_str(), n.to.len())).collect::<Vec<_>>(),
+        [("approval", 1), ("escalation", 2)],
+        "oldest first"
+    );
+    assert_eq!(
+        view.mailbox_hint.as_deref(),
+        Some("mbx01.contoso.com"),
+        "the mailbox server a later alert named"
+    );
+
+    let (ours, theirs) = (
+        pg.alert("no-such-alert".into()).await.map_err(StoreError::from),
+        sqlite.alert("no-such-alert".into()).await,
+    );
+    assert_eq!(ours.expect_err("postgres").to_string(), theirs.expect_err("sqlite").to_string());
+    let (ours, theirs) = (
+        pg.incident("no-such-incident".into()).await.map_err(StoreError::from),
+        sqlite.incident("no-such-incident".into()).await,
+    );
+    let ours = ours.expect_err("postgres");
+    assert!(matches!(ours, StoreError::NotFound(_)), "{ours:?}");
+    assert_eq!(ours.to_string(), theirs.expect_err("sqlite").to_string());
+    assert_eq!(ours.to_string(), "not found: incident no-such-incident");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_and_incidents_page_from_before_the_same_on_both_backends() {
+    let (pg, sqlite, _dir, _url) = both_given_deliveries().await;
+    let (mut ours_named, mut theirs_named) = (Names::default(), Names::default());
+    let (mut before, mut their_before) = (None, None);
+    let mut seen = Vec::new();
+    for page in 0..4 {
+        let ours = pg.list_alerts(4, before.clone()).await.unwrap();
+        let theirs = sqlite.list_alerts(4, their_before.clone()).await.unwrap();
+        assert_eq!(ours.len(), [4, 2, 0, 0][page], "page {page}: {ours:?}");
+        assert_eq!(
+            comparable(&ours, &mut ours_named),
+            comparable(&theirs, &mut theirs_named),
+            "page {page} of alerts"
+        );
+        before = ours.last().map(|a| a.id.clone()).or(before);
+        their_before = theirs.last().map(|a| a.id.clone()).or(their_before);
+        seen.extend(ours.into_iter().map(|a| a.id));
+    }
+    let all: Vec<String> =
+        pg.list_alerts(100, None).await.unwrap().into_iter().map(|a| a.id).collect();
+    assert_eq!(seen, all, "the pages together are every alert once, newest first");
+
+    let (mut before, mut their_before) = (None, None);
+    let mut seen = Vec::new();
+    for page in 0..3 {
+        let ours = pg.list_incidents(Some(State::Queued), 2, before.clone()).await.unwrap();
+        let theirs =
+            sqlite.list_incidents(Some(State::Queued), 2, their_before.clone()).await.unwrap();
+        assert_eq!(ours.len(), [2, 1, 0][page], "page {page}: {ours:?}");
+        assert_eq!(
+            comparable(&ours, &mut ours_named),
+            comparable(&theirs, &mut theirs_named),
+            "page {page} of incidents"
+        );
+        before = ours.last().map(|i| i.id.clone()).or(before);
+        their_before = theirs.last().map(|i| i.id.clone()).or(their_before);
+        seen.extend(ours.into_iter().map(|i| i.server));
+    }
+    assert_eq!(
+        seen,
+        ["cas03.contoso.com", "cas02.contoso.com", "cas01.contoso.com"],
+        "newest first"
+    );
+    assert!(
+        pg.list_incidents(Some(State::Escalated), 10, None).await.unwrap().is_empty(),
+        "none in another state"
+    );
 }
