@@ -1,5 +1,5 @@
-//! Intake on PostgreSQL: the SQLite store's `accept` (same inputs, same answers), with every duplicate decided by a
-//! unique index.
+//! Intake on PostgreSQL: the SQLite store's `accept` and `replay` (same inputs, same answers), with every duplicate
+//! and every open incident decided by a unique index.
 //!
 //! The delivery row is written first, before its answer is known, so that its webhook id is taken at once: the same
 //! delivery arriving at another instance meanwhile waits on that row, and once this transaction commits finds it and
@@ -23,7 +23,7 @@ use super::{pool_error, Error, Postgres, Result};
 use crate::alert::{Alert, AlertStatus};
 use crate::incident::State;
 use crate::store::intake::{duplicate_of, open_key};
-use crate::store::{new_id, now_ms, Answer, AnswerItem, Disposition, NewDelivery};
+use crate::store::{new_id, now_ms, Answer, AnswerItem, Disposition, NewDelivery, StoreError};
 
 /// The most deliveries one transaction takes: enough to amortise the commit, few enough to bound how long a batch
 /// holds the rows it took.
@@ -333,17 +333,35 @@ async fn incident_for(
         return Ok((open, Disposition::Resolved));
     }
     // Opens the incident of this key, or attaches to the one open: another instance's, if it committed first.
+    let on_open = "DO UPDATE SET updated_at = excluded.updated_at, mailbox_hint = COALESCE(incidents.mailbox_hint, excluded.mailbox_hint)";
+    let (id, open) = open_incident(tx, alert, &key, dry_run, None, now, on_open).await?;
+    let open = open.expect("an upsert returns the open incident");
+    let disposition = if open == id { Disposition::NewIncident } else { Disposition::Attached };
+    Ok((Some(open), disposition))
+}
+
+/// Inserts a queued incident for `alert` under its open `key`, `replay_of` a stored alert or not. `on_open` is what
+/// the unique index of open keys does when an incident is open for the key already: an `ON CONFLICT` action. Returns
+/// the new incident's id, and the id of the row the statement returned: the new one, the open one when `on_open`
+/// updates it, nothing when `on_open` does nothing.
+async fn open_incident(
+    tx: &Transaction<'_>,
+    alert: &Alert,
+    key: &str,
+    dry_run: bool,
+    replay_of: Option<&str>,
+    now: i64,
+    on_open: &str,
+) -> Result<(String, Option<String>)> {
     let id = new_id();
-    let upsert = tx
-        .prepare_cached(
-            "INSERT INTO incidents (id, created_at, updated_at, state, dry_run, health_set, server, monitor, mailbox_hint, open_key)
-             VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (open_key) WHERE open_key IS NOT NULL
-             DO UPDATE SET updated_at = excluded.updated_at, mailbox_hint = COALESCE(incidents.mailbox_hint, excluded.mailbox_hint)
-             RETURNING id",
-        )
+    let insert = tx
+        .prepare_cached(&format!(
+            "INSERT INTO incidents (id, created_at, updated_at, state, dry_run, health_set, server, monitor, mailbox_hint, open_key, replay_of)
+             VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (open_key) WHERE open_key IS NOT NULL {on_open} RETURNING id"
+        ))
         .await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
         &id,
         &now,
         &State::Queued.as_str(),
@@ -353,8 +371,52 @@ async fn incident_for(
         &alert.monitor.as_ref().map(|m| m.as_str()),
         &alert.mailbox_hint.as_ref().map(|s| s.as_str()),
         &key,
+        &replay_of,
     ];
-    let open: String = tx.query_one(&upsert, &params).await?.get(0);
-    let disposition = if open == id { Disposition::NewIncident } else { Disposition::Attached };
-    Ok((Some(open), disposition))
+    let returned = tx.query_opt(&insert, &params).await?.map(|row| row.get(0));
+    Ok((id, returned))
+}
+
+/// How often a replay tries again when the incident that stood in its way ended before it could be named.
+const REPLAY_ATTEMPTS: usize = 3;
+
+impl Postgres {
+    /// Opens a new incident for a stored alert, as if it had just arrived, and links the alert to it; refused with
+    /// [`StoreError::Conflict`] naming the incident open for its key. The unique index of open keys decides, so two
+    /// replays of one key at once open one incident.
+    pub async fn replay(&self, alert_id: String, alert: Alert, dry_run: bool) -> Result<String> {
+        let mut client = self.client().await?;
+        let key = open_key(&alert.server, &alert.health_set, alert.monitor.as_ref());
+        for _ in 0..REPLAY_ATTEMPTS {
+            let tx = client.transaction().await?;
+            let now = now_ms();
+            let (id, opened) =
+                open_incident(&tx, &alert, &key, dry_run, Some(&alert_id), now, "DO NOTHING")
+                    .await?;
+            if opened.is_none() {
+                // The statement waited for the incident in the way to commit; a new snapshot sees it, unless it
+                // has ended since, and then the key is free to try again.
+                let holder =
+                    tx.prepare_cached("SELECT id FROM incidents WHERE open_key = $1").await?;
+                match tx.query_opt(&holder, &[&key]).await? {
+                    Some(row) => return Err(StoreError::Conflict(row.get(0)).into()),
+                    None => continue,
+                }
+            }
+            let link = tx
+                .prepare_cached(
+                    "INSERT INTO incident_alerts (incident_id, alert_id, linked_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            tx.execute(&link, &[&id, &alert_id, &now]).await?;
+            tx.commit().await?;
+            return Ok(id);
+        }
+        Err(Error::unavailable(
+            &self.target,
+            format!(
+                "incidents of {key} kept opening and ending while alert {alert_id} was replayed"
+            ),
+        ))
+    }
 }

@@ -1,6 +1,6 @@
 //! The PostgreSQL store, for several instances sharing one database (SPEC section 8); not yet selectable in
-//! `[store]`. What it holds today: a bounded connection pool, the schema and its migrations, intake and rejected
-//! deliveries, the alerts and incidents operators read, the leases by which one instance at a time drives an
+//! `[store]`. What it holds today: a bounded connection pool, the schema and its migrations, intake, replays and
+//! rejected deliveries, the alerts and incidents operators read, the leases by which one instance at a time drives an
 //! incident, with the fenced journal write that proves them, the silences and the pause switch every instance
 //! shares, and retention.
 //!

@@ -1,6 +1,6 @@
 //! What operators read and change on PostgreSQL, and every instance must see: alerts and incidents, read and paged
-//! as the SQLite store reads them given the same deliveries; silences and the pause switch, set through one instance
-//! and read through another.
+//! as the SQLite store reads them given the same deliveries; replays, refused while an incident is open; silences
+//! and the pause switch, set through one instance and read through another.
 
 use healthset_responder::incident::State;
 use healthset_responder::store::{now_ms, Silence, StoreError};
@@ -421,4 +421,65 @@ async fn alerts_and_incidents_page_from_before_the_same_on_both_backends() {
         pg.list_incidents(Some(State::Escalated), 10, None).await.unwrap().is_empty(),
         "none in another state"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_refused_while_its_key_is_open_and_opens_an_incident_once_it_is_not() {
+    let url = database().await;
+    let (a, b) = two_instances(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Sqlite::open(dir.path()).unwrap();
+    let body = body(Some("a1"), "cas01.contoso.com", "firing");
+    let (_, alerts) = delivery("scom", Some("msg_1"), &body);
+    let first = accept(&a, Some("msg_1"), &body, now_ms()).await.alerts.remove(0);
+    let (d, their_alerts) = delivery("scom", Some("msg_1"), &body);
+    let theirs = sqlite.accept(d, their_alerts, false, WINDOW).await.unwrap().alerts.remove(0);
+    let open = first.incident_id.clone().expect("the alert opened an incident");
+
+    let refused = b
+        .replay(first.alert_id.clone(), alerts[0].clone(), true)
+        .await
+        .map_err(StoreError::from)
+        .expect_err("refused while the incident is open");
+    assert!(matches!(&refused, StoreError::Conflict(id) if *id == open), "{refused:?}");
+    let their_refusal = sqlite
+        .replay(theirs.alert_id.clone(), alerts[0].clone(), true)
+        .await
+        .expect_err("sqlite refuses it too");
+    assert!(matches!(their_refusal, StoreError::Conflict(_)), "{their_refusal:?}");
+    let db = connect(&url).await;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM incidents").await,
+        1,
+        "a refused replay opens nothing"
+    );
+
+    // The incident ends; two instances replaying the alert at once open one incident between them.
+    db.execute("UPDATE incidents SET state = 'recovered', open_key = NULL", &[]).await.unwrap();
+    let (one, other) = tokio::join!(
+        a.replay(first.alert_id.clone(), alerts[0].clone(), true),
+        b.replay(first.alert_id.clone(), alerts[0].clone(), true)
+    );
+    let (replayed, refused) = match (one, other) {
+        (Ok(id), Err(err)) | (Err(err), Ok(id)) => (id, StoreError::from(err)),
+        other => panic!("one replay opens the incident, the other is refused: {other:?}"),
+    };
+    assert!(matches!(&refused, StoreError::Conflict(id) if *id == replayed), "{refused:?}");
+    assert_eq!(refused.to_string(), replayed, "the refusal names the incident open now");
+
+    let incident = a.incident(replayed.clone()).await.unwrap();
+    assert_eq!(incident.replay_of.as_deref(), Some(first.alert_id.as_str()));
+    assert!(incident.dry_run, "a dry run as asked");
+    assert_eq!(incident.state, "queued");
+    assert_eq!(
+        incident.alert_ids,
+        std::slice::from_ref(&first.alert_id),
+        "the alert is linked to the replay"
+    );
+    let alert = b.alert(first.alert_id.clone()).await.unwrap();
+    assert_eq!(alert.incident_ids, [open, replayed.clone()], "the alert names both incidents");
+    assert_eq!(alert.summary.incident_id.as_deref(), first.incident_id.as_deref());
+    let linked = b.incident_alerts(replayed).await.unwrap();
+    assert_eq!(linked.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), [first.alert_id.as_str()]);
+    assert_eq!(count(&db, "SELECT count(*) FROM incidents").await, 2);
 }
