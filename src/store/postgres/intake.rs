@@ -1,5 +1,5 @@
 //! Intake on PostgreSQL: the SQLite store's `accept` and `replay` (same inputs, same answers), with every duplicate
-//! and every open incident decided by a unique index.
+//! and every open incident decided by a unique index; and the readiness probe's write.
 //!
 //! The delivery row is written first, before its answer is known, so that its webhook id is taken at once: the same
 //! delivery arriving at another instance meanwhile waits on that row, and once this transaction commits finds it and
@@ -418,5 +418,22 @@ impl Postgres {
                 "incidents of {key} kept opening and ending while alert {alert_id} was replayed"
             ),
         ))
+    }
+
+    /// Whether writes commit: a probe write as large as the largest delivery (`bytes`) into `settings`, in a
+    /// transaction that commits, as `/readyz` asks of the SQLite store.
+    pub async fn check_writable(&self, bytes: usize) -> Result<()> {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let probe = tx
+            .prepare_cached(
+                "INSERT INTO settings (key, value) VALUES ('ready_check', repeat('0', $1::bigint::integer))
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .await?;
+        tx.execute(&probe, &[&bytes]).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

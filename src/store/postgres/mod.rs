@@ -1,8 +1,8 @@
 //! The PostgreSQL store, for several instances sharing one database (SPEC section 8); not yet selectable in
 //! `[store]`. What it holds today: a bounded connection pool, the schema and its migrations, intake, replays and
-//! rejected deliveries, the alerts and incidents operators read, the leases by which one instance at a time drives an
-//! incident, with the fenced journal write that proves them, the silences and the pause switch every instance
-//! shares, and retention.
+//! rejected deliveries, the readiness probe's write, the alerts and incidents operators read, the leases by which
+//! one instance at a time drives an incident, with the fenced journal write that proves them, the silences and the
+//! pause switch every instance shares, and retention.
 //!
 //! The SQLite store decides duplicates and the one open incident per key by reading before it writes, which is
 //! right for one writer. Here several instances write at once, so every such decision is a unique index and an

@@ -1,6 +1,6 @@
 //! What operators read and change on PostgreSQL, and every instance must see: alerts and incidents, read and paged
-//! as the SQLite store reads them given the same deliveries; replays, refused while an incident is open; silences
-//! and the pause switch, set through one instance and read through another.
+//! as the SQLite store reads them given the same deliveries; replays, refused while an incident is open; the
+//! readiness probe's write; silences and the pause switch, set through one instance and read through another.
 
 use healthset_responder::incident::State;
 use healthset_responder::store::{now_ms, Silence, StoreError};
@@ -482,4 +482,25 @@ async fn a_replay_is_refused_while_its_key_is_open_and_opens_an_incident_once_it
     let linked = b.incident_alerts(replayed).await.unwrap();
     assert_eq!(linked.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), [first.alert_id.as_str()]);
     assert_eq!(count(&db, "SELECT count(*) FROM incidents").await, 2);
+}
+
+#[tokio::test]
+async fn the_readiness_probe_writes_as_much_as_the_largest_delivery() {
+    let url = database().await;
+    let pg = Postgres::connect(&url, 1).await.unwrap();
+    let db = connect(&url).await;
+    for bytes in [1 << 20, 16] {
+        pg.check_writable(bytes).await.expect("the database takes writes");
+        let length: i32 = db
+            .query_one("SELECT length(value) FROM settings WHERE key = 'ready_check'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            length, bytes as i32,
+            "the probe wrote {bytes} bytes, and replaced the last one"
+        );
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM settings").await, 1, "one probe row, nothing else");
+    assert_eq!(pg.paused().await.unwrap(), None, "the probe is no pause");
 }
