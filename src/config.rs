@@ -6,9 +6,10 @@
 //! error names the key.
 //!
 //! A section's types belong to the module whose settings they are: `[servers]` to `inventory`, `[executor]` and
-//! `[simulator]` to `executor`, `[safety]` to `safety`, `[approval]` to `approval`, `[email]` to `mailer`. They are
-//! re-exported here with the file they make up. This module keeps only the sections of the service as a whole
-//! (`listen`, `[listener]`, `[intake]`, `[[senders]]`, `[admin]`, `[timing]`), reads, checks and assembles.
+//! `[simulator]` to `executor`, `[safety]` to `safety`, `[approval]` to `approval`, `[email]` to `mailer`, `[store]`
+//! to `store`. They are re-exported here with the file they make up. This module keeps only the sections of the
+//! service as a whole (`listen`, `[listener]`, `[intake]`, `[[senders]]`, `[admin]`, `[timing]`), reads, checks
+//! and assembles.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ pub use crate::mailer::{
 };
 use crate::runbook::RunbookSet;
 pub use crate::safety::{SafetyConfig, Throttle};
+pub use crate::store::{Backend, StoreConfig, StoreSettings};
 
 mod credentials;
 pub use credentials::{Credentials, CredentialsError};
@@ -66,6 +68,7 @@ pub struct Config {
     pub public_url: Option<String>,
     pub log_format: LogFormat,
     pub retention: Dur,
+    pub store: StoreConfig,
     pub listener: ListenerConfig,
     pub intake: IntakeConfig,
     pub senders: Vec<SenderConfig>,
@@ -89,6 +92,7 @@ impl Default for Config {
             public_url: None,
             log_format: LogFormat::Text,
             retention: Dur(Duration::from_secs(90 * 24 * 3600)),
+            store: StoreConfig::default(),
             listener: ListenerConfig::default(),
             intake: IntakeConfig::default(),
             senders: Vec::new(),
@@ -530,7 +534,12 @@ impl Config {
             )
         })?;
 
+        let store = self
+            .store
+            .resolve(env("HSR_STORE_URL"))
+            .map_err(|bad| ConfigError::new(bad.key, bad.message))?;
         Ok(Settings {
+            store,
             runbooks,
             listen,
             data_dir: self.data_dir,
@@ -692,6 +701,8 @@ pub struct Settings {
     pub runbooks: RunbookSet,
     pub log_format: LogFormat,
     pub retention: Duration,
+    /// `[store]`: the SQLite file in `data_dir`, or the PostgreSQL database instances share.
+    pub store: StoreSettings,
     /// `[listener]`: the header timeout and the connection cap.
     pub listener: ListenerConfig,
     /// `intake.duplicate_window`: the same body from the same sender within it is a duplicate.
@@ -716,7 +727,7 @@ pub struct Settings {
 fn is_secret_key(path: &str) -> bool {
     let last = path.rsplit('.').next().unwrap_or(path);
     let field = last.split('[').next().unwrap_or(last);
-    matches!(field, "secrets" | "tokens" | "password" | "webhook_secret" | "admin_token")
+    matches!(field, "secrets" | "tokens" | "password" | "webhook_secret" | "admin_token" | "url")
 }
 
 /// Reads TOML into `T`; the error names the key (with its line) and, for a key that `secret` says holds a secret,

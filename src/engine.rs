@@ -34,8 +34,8 @@ use crate::metrics::Metrics;
 use crate::runbook::plan::{self, Context, Decision, Limits, Proposal};
 use crate::shutdown::Signal;
 use crate::store::{
-    now_ms, Decided, NewApproval, NewDecision, NewNotification, NewStep, Requested, Started, Store,
-    Target,
+    now_ms, Decided, NewApproval, NewDecision, NewNotification, NewStep, Requested, Silence,
+    Started, Store, Target,
 };
 
 mod approvals;
@@ -248,6 +248,11 @@ impl Engine {
             tokio::select! {
                 _ = stopping.stopped() => break,
                 _ = sweep.tick() => {
+                    // Another instance may have paused or resumed automation: the store holds the switch.
+                    match shared.store.paused().await {
+                        Ok(paused) => shared.paused.store(paused.is_some(), Ordering::SeqCst),
+                        Err(err) => tracing::warn!(error = %err, "cannot read the pause switch"),
+                    }
                     expire_approvals(&shared).await;
                     notify_stalled(&shared).await;
                     deferred = dispatch(&shared, &mut drivers, &stopping, None).await;
@@ -431,12 +436,7 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: Signal) -> 
         }
         if kind.is_mutating() {
             if shared.paused.load(Ordering::Relaxed) {
-                let asking = if proposal.is_some() { "asking to approve " } else { "" };
-                let reason =
-                    format!("automation paused before {asking}{kind} on {}", action.server());
-                store.set_state(id.to_owned(), State::Queued, Some(reason)).await?;
-                tracing::info!(%kind, "automation paused; the incident waits queued");
-                return Ok(());
+                return wait_paused(shared, id, &action, proposal.is_some()).await;
             }
             // A silence created while the incident runs takes effect before its next change.
             if let Some(reason) = silenced(store, action.server()).await? {
@@ -479,6 +479,17 @@ async fn drive(shared: &Shared, id: &str, signal: &Notify, stopping: Signal) -> 
                 tracing::warn!(%kind, %reason, "step throttled");
                 shared.metrics.action(kind, Outcome::Throttled);
                 continue;
+            }
+            // Paused or silenced through another instance since the checks above.
+            Started::Paused => {
+                shared.paused.store(true, Ordering::SeqCst);
+                return wait_paused(shared, id, &action, false).await;
+            }
+            Started::Silenced(silence) => {
+                let reason = silence_reason(&silence);
+                tracing::info!(%kind, %reason, "a silence stops the next change");
+                end(shared, id, State::Suppressed, reason).await?;
+                return Ok(());
             }
         };
         tracing::info!(%kind, server = %action.server(), "step started");
@@ -557,9 +568,26 @@ async fn hold(
 
 /// The silence covering a server now, as an ending's reason.
 async fn silenced(store: &Store, server: &ServerName) -> anyhow::Result<Option<String>> {
-    Ok(store.silenced(server.to_string()).await?.map(|silence| {
-        format!("a silence covers {} until {}: {}", silence.server, silence.until, silence.reason)
-    }))
+    Ok(store.silenced(server.to_string()).await?.as_ref().map(silence_reason))
+}
+
+fn silence_reason(silence: &Silence) -> String {
+    format!("a silence covers {} until {}: {}", silence.server, silence.until, silence.reason)
+}
+
+/// Leaves an incident queued while automation is paused, before the change it would make next (or ask to approve).
+async fn wait_paused(
+    shared: &Shared,
+    id: &str,
+    action: &Action,
+    asking: bool,
+) -> anyhow::Result<()> {
+    let asking = if asking { "asking to approve " } else { "" };
+    let kind = action.kind();
+    let reason = format!("automation paused before {asking}{kind} on {}", action.server());
+    shared.store.set_state(id.to_owned(), State::Queued, Some(reason)).await?;
+    tracing::info!(%kind, "automation paused; the incident waits queued");
+    Ok(())
 }
 
 /// Ends an incident from outside the runbook (a busy server, a silence): the ending reads the journal, where a

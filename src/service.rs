@@ -14,7 +14,7 @@ use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Signal, Trigger};
-use crate::store::Store;
+use crate::store::{Store, StoreSettings};
 
 /// How long in-flight requests and the running step get to finish once shutdown starts.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
@@ -53,8 +53,16 @@ impl Service {
     /// Opens the store, starts the engine and binds the listener.
     pub async fn start(settings: Settings) -> anyhow::Result<Service> {
         let settings = Arc::new(settings);
-        let store = Store::open(&settings.data_dir)
-            .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+        let store =
+            Store::connect(&settings.store, &settings.data_dir).await.with_context(|| {
+                match &settings.store {
+                    StoreSettings::Sqlite => {
+                        format!("cannot open the store in {}", settings.data_dir.display())
+                    }
+                    StoreSettings::Postgres { .. } => "cannot open the PostgreSQL store".to_owned(),
+                }
+            })?;
+        tracing::info!(store = %store.describe(), "store open");
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -97,9 +105,14 @@ impl Service {
     /// Stops accepting, lets in-flight requests and the running step finish within the deadline, then returns.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.stop();
+        let store = self.store.clone();
         let finished = async {
             let http = self.http.await;
             let _ = self.engine.await;
+            // Every driver has stopped: the incidents they held are free for another instance at once.
+            if let Err(err) = store.release_claims().await {
+                tracing::warn!(error = %err, "cannot give up this instance's claims; another instance takes them over once they lapse");
+            }
             http
         };
         match tokio::time::timeout(SHUTDOWN_DEADLINE, finished).await {

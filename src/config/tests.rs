@@ -289,3 +289,52 @@ fn generated_credentials_are_private_and_reused() {
     assert_eq!(Credentials::read(dir.path()).unwrap(), first);
     assert!(auth::token_matches(&again.admin_tokens, first.admin_token.as_deref().unwrap()));
 }
+
+#[test]
+fn the_store_is_sqlite_unless_postgres_is_named_with_a_url() {
+    assert!(matches!(resolve("").unwrap().store, StoreSettings::Sqlite));
+    assert_eq!(
+        resolve("[store]\nbackend = \"postgres\"").unwrap_err(),
+        "store.url: is needed for backend = \"postgres\" (or set HSR_STORE_URL)"
+    );
+    let url = "postgres://responder:s3cret@db01.contoso.com/healthset";
+    let settings = resolve(&format!("[store]\nbackend = \"postgres\"\nurl = {url:?}")).unwrap();
+    match settings.store {
+        StoreSettings::Postgres { url: found, lease } => {
+            assert_eq!((found.as_str(), lease), (url, Duration::from_secs(30)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !format!(
+            "{:?}",
+            resolve(&format!("[store]\nbackend = \"postgres\"\nurl = {url:?}")).unwrap().store
+        )
+        .contains("s3cret"),
+        "the URL's password is never printed"
+    );
+    // HSR_STORE_URL takes the place of url, so the password need not be in the file.
+    let env = |name: &str| (name == "HSR_STORE_URL").then(|| url.to_owned());
+    let from_env = Config::parse("[store]\nbackend = \"postgres\"\nlease = \"10s\"")
+        .unwrap()
+        .resolve(env)
+        .unwrap();
+    assert!(
+        matches!(from_env.store, StoreSettings::Postgres { url: ref u, lease } if u == url && lease == Duration::from_secs(10))
+    );
+    assert_eq!(
+        resolve(&format!("[store]\nbackend = \"postgres\"\nurl = {url:?}\nlease = \"1s\""))
+            .unwrap_err(),
+        "store.lease: must be at least 3s: a claim is renewed every third of it"
+    );
+    assert_eq!(
+        resolve(&format!("[store]\nurl = {url:?}")).unwrap_err(),
+        "store.url: is for backend = \"postgres\"; the SQLite store lives in data_dir"
+    );
+    let err =
+        resolve("[store]\nbackend = \"postgres\"\nurl = \"postgres://u:hunter2@db01:notaport/x\"")
+            .unwrap_err();
+    assert!(err.starts_with("store.url: is not a PostgreSQL connection URL"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(resolve("[store]\nbackend = \"mysql\"").unwrap_err().starts_with("store.backend"));
+}

@@ -84,7 +84,7 @@ async fn prometheus(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
 ) -> Result<Response, ApiError> {
     let gauges = StoreGauges {
-        open_incidents: state.store.runnable(None).await?.len(),
+        open_incidents: state.store.open_incidents().await?,
         automation_paused: state.store.paused().await?.is_some(),
     };
     Ok(([(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.encode(gauges))

@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use super::engine::{finish_at_once, insert_step, queue_notification, record_throttled, refusal};
+use super::views::Stored;
 use super::{new_id, now_ms, rfc3339, IncidentView, NewNotification, Result, Sqlite, StoreError};
 use crate::approval::Via;
 use crate::domain::ServerName;
@@ -88,26 +89,32 @@ pub struct ApprovalView {
     pub reason: Option<String>,
 }
 
+/// The columns [`approval_view`] reads, in its order; the same on both backends.
+pub(crate) const APPROVAL_COLUMNS: &str =
+    "server, actions, command, requested_at, expires_at, decision, decided_at, decided_via, reason";
+
+/// An approval as the API shows it (`pending` until decided), from [`APPROVAL_COLUMNS`].
+pub(crate) fn approval_view<R: Stored>(row: &R) -> std::result::Result<ApprovalView, R::Error> {
+    Ok(ApprovalView {
+        server: row.at(0)?,
+        actions: serde_json::from_str(&row.at::<String>(1)?).unwrap_or_default(),
+        command: row.at(2)?,
+        requested_at: rfc3339(row.at(3)?),
+        expires_at: rfc3339(row.at(4)?),
+        status: row.at::<Option<String>>(5)?.unwrap_or_else(|| "pending".to_owned()),
+        decided_at: row.at::<Option<i64>>(6)?.map(rfc3339),
+        decided_via: row.at(7)?,
+        reason: row.at(8)?,
+    })
+}
+
 /// An incident's latest approval, if it was ever asked for one.
 pub(super) fn latest(conn: &Connection, incident_id: &str) -> Result<Option<ApprovalView>> {
     Ok(conn
-        .prepare_cached(
-            "SELECT server, actions, command, requested_at, expires_at, decision, decided_at, decided_via, reason FROM approvals
-             WHERE incident_id = ?1 ORDER BY requested_at DESC, id DESC LIMIT 1",
-        )?
-        .query_row([incident_id], |row| {
-            Ok(ApprovalView {
-                server: row.get(0)?,
-                actions: serde_json::from_str(&row.get::<_, String>(1)?).unwrap_or_default(),
-                command: row.get(2)?,
-                requested_at: rfc3339(row.get(3)?),
-                expires_at: rfc3339(row.get(4)?),
-                status: row.get::<_, Option<String>>(5)?.unwrap_or_else(|| "pending".to_owned()),
-                decided_at: row.get::<_, Option<i64>>(6)?.map(rfc3339),
-                decided_via: row.get(7)?,
-                reason: row.get(8)?,
-            })
-        })
+        .prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE incident_id = ?1 ORDER BY requested_at DESC, id DESC LIMIT 1"
+        ))?
+        .query_row([incident_id], |row| approval_view(row))
         .optional()?)
 }
 

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{now_ms, Result, Sqlite, StoreError};
+use super::{now_ms, rfc3339, Result, Silence, Sqlite, StoreError};
 use crate::domain::{HealthSet, Monitor, ServerName};
 use crate::incident::{ActionKind, Outcome, State};
 use crate::journal::{Action, Done, Ending, Facts, Report};
@@ -32,6 +32,70 @@ pub struct StepRecord {
     pub finished: bool,
 }
 
+/// A journal step as both backends keep it, column by column: what [`StepRecord`] is read from.
+pub(super) struct StoredStep {
+    pub seq: i64,
+    pub action: String,
+    pub server: ServerName,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub outcome: Option<String>,
+    pub detail: String,
+    /// JSON: the unhealthy monitors a read found.
+    pub unhealthy: Option<String>,
+    pub already_in_place: bool,
+    /// JSON: Managed Availability's recovery actions an `ma_history` step found.
+    pub ma_actions: Option<String>,
+}
+
+impl From<StoredStep> for StepRecord {
+    fn from(step: StoredStep) -> StepRecord {
+        StepRecord {
+            seq: step.seq,
+            started_at: step.started_at,
+            finished: step.finished_at.is_some(),
+            done: Done {
+                action: ActionKind::parse(&step.action).unwrap_or(ActionKind::Wait),
+                server: step.server,
+                outcome: step
+                    .outcome
+                    .as_deref()
+                    .and_then(Outcome::parse)
+                    .unwrap_or(Outcome::Interrupted),
+                detail: step.detail,
+                unhealthy: step
+                    .unhealthy
+                    .and_then(|json| serde_json::from_str::<Vec<String>>(&json).ok())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|m| Monitor::parse(m).ok())
+                    .collect(),
+                already_in_place: step.already_in_place,
+                ma_actions: step
+                    .ma_actions
+                    .and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// The JSON both backends keep a step's unhealthy monitors as; `None` for none.
+pub(super) fn unhealthy_json(report: &Report) -> Option<String> {
+    (!report.unhealthy.is_empty())
+        .then(|| serde_json::to_string(&report.unhealthy).expect("names serialise"))
+}
+
+/// The key of the one open incident per server, health set and monitor, once `Get-ServerHealth` named the monitor.
+pub(super) fn monitor_key(server: &str, health_set: &str, monitor: &Monitor) -> String {
+    format!(
+        "{}|{}|{}",
+        server,
+        health_set.to_ascii_lowercase(),
+        monitor.as_str().to_ascii_lowercase()
+    )
+}
+
 /// An incident that is not final, and the server it needs to itself.
 #[derive(Debug, Clone)]
 pub struct Runnable {
@@ -58,6 +122,10 @@ pub enum Started {
     },
     /// A throttle forbade it; the step is recorded `throttled` with this reason.
     Throttled(String),
+    /// A change while automation is paused (by this instance or another): nothing is journaled.
+    Paused,
+    /// A change on a server a silence covers: nothing is journaled.
+    Silenced(Silence),
 }
 
 /// An email to queue with the incident's ending.
@@ -119,6 +187,23 @@ impl Sqlite {
         .await
     }
 
+    /// How many incidents are driven or waiting to be.
+    pub async fn open_incidents(&self) -> Result<usize> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM incidents WHERE state IN ('queued', 'running', 'waiting')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as usize)
+        })
+        .await
+    }
+
+    /// One instance holds no claims: nothing to give up.
+    pub async fn release_claims(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// An incident with its journal.
     pub async fn load(&self, id: String) -> Result<(IncidentRecord, Vec<StepRecord>)> {
         self.read(move |conn| {
@@ -149,28 +234,18 @@ impl Sqlite {
             let mut stmt = conn.prepare_cached("SELECT seq, action, server, started_at, finished_at, outcome, detail, unhealthy, already_in_place, ma_actions FROM steps WHERE incident_id = ?1 ORDER BY seq")?;
             let steps = stmt
                 .query_map([&id], |row| {
-                    let action: String = row.get(1)?;
-                    let outcome: Option<String> = row.get(5)?;
-                    let unhealthy: Option<String> = row.get(7)?;
-                    Ok(StepRecord {
+                    Ok(StepRecord::from(StoredStep {
                         seq: row.get(0)?,
+                        action: row.get(1)?,
+                        server: parse_server(row.get(2)?)?,
                         started_at: row.get(3)?,
-                        finished: row.get::<_, Option<i64>>(4)?.is_some(),
-                        done: Done {
-                            action: ActionKind::parse(&action).unwrap_or(ActionKind::Wait),
-                            server: parse_server(row.get(2)?)?,
-                            outcome: outcome.as_deref().and_then(Outcome::parse).unwrap_or(Outcome::Interrupted),
-                            detail: row.get(6)?,
-                            unhealthy: unhealthy
-                                .and_then(|json| serde_json::from_str::<Vec<String>>(&json).ok())
-                                .unwrap_or_default()
-                                .iter()
-                                .filter_map(|m| Monitor::parse(m).ok())
-                                .collect(),
-                            already_in_place: row.get(8)?,
-                            ma_actions: row.get::<_, Option<String>>(9)?.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default(),
-                        },
-                    })
+                        finished_at: row.get(4)?,
+                        outcome: row.get(5)?,
+                        detail: row.get(6)?,
+                        unhealthy: row.get(7)?,
+                        already_in_place: row.get(8)?,
+                        ma_actions: row.get(9)?,
+                    }))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((incident, steps))
@@ -194,7 +269,7 @@ impl Sqlite {
     pub async fn set_monitor(&self, id: String, monitor: Monitor) -> Result<()> {
         self.write(move |tx| {
             let (server, health_set): (String, String) = tx.prepare_cached("SELECT server, health_set FROM incidents WHERE id = ?1")?.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let key = format!("{}|{}|{}", server, health_set.to_ascii_lowercase(), monitor.as_str().to_ascii_lowercase());
+            let key = monitor_key(&server, &health_set, &monitor);
             let taken: bool = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM incidents WHERE open_key = ?1 AND id != ?2)")?.query_row(params![key, id], |r| r.get(0))?;
             let sql = if taken {
                 "UPDATE incidents SET monitor = ?2, monitor_found = 1, updated_at = ?4 WHERE id = ?1"
@@ -208,13 +283,22 @@ impl Sqlite {
     }
 
     /// Journals a step as started, unless a throttle forbids it: then it is journaled `throttled` and not run.
-    /// The throttle history is read in the same transaction, so concurrent incidents cannot both pass one limit.
+    /// The throttle history is read in the same transaction, so concurrent incidents cannot both pass one limit; so
+    /// are the pause switch and the silences, for a change.
     pub async fn start_step(&self, id: String, step: NewStep<'_>) -> Result<Started> {
         let action = step.action.clone();
         let (command, group, throttle, commits_to) =
             (step.command, step.group, step.throttle, step.commits_to);
         self.write(move |tx| {
             let now = now_ms();
+            if action.kind().is_mutating() {
+                if paused(tx)? {
+                    return Ok(Started::Paused);
+                }
+                if let Some(silence) = silence_over(tx, action.server(), now)? {
+                    return Ok(Started::Silenced(silence));
+                }
+            }
             let counted = throttle.is_some();
             let rules = throttle.iter().map(|rule| (action.kind(), rule, String::new())).chain(
                 commits_to.iter().map(|(kind, rule)| {
@@ -267,7 +351,7 @@ impl Sqlite {
     /// Records a step's result; the command text is replaced when the executor reports the exact script it ran.
     pub async fn finish_step(&self, id: String, seq: i64, report: Report) -> Result<()> {
         self.write(move |tx| {
-            let unhealthy = (!report.unhealthy.is_empty()).then(|| serde_json::to_string(&report.unhealthy).expect("names serialise"));
+            let unhealthy = unhealthy_json(&report);
             tx.prepare_cached("UPDATE steps SET finished_at = ?3, outcome = ?4, detail = ?5, unhealthy = ?6, command = COALESCE(?7, command), already_in_place = ?8 WHERE incident_id = ?1 AND seq = ?2")?.execute(params![id, seq, now_ms(), report.outcome.as_str(), bounded(&report.detail), unhealthy, report.command, report.already_in_place],
             )?;
             tx.prepare_cached("UPDATE incidents SET updated_at = ?2 WHERE id = ?1")?.execute(params![id, now_ms()])?;
@@ -452,6 +536,29 @@ impl Sqlite {
         })
         .await
     }
+}
+
+/// Whether automation is paused, as the transaction sees it.
+fn paused(tx: &Transaction) -> Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM settings WHERE key = 'paused')")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// The silence covering `server` at `now`, as the transaction sees it (the one lasting longest).
+fn silence_over(tx: &Transaction, server: &ServerName, now: i64) -> Result<Option<Silence>> {
+    Ok(tx
+        .prepare_cached("SELECT id, server, until, reason, created_at FROM silences WHERE server = ?1 AND until > ?2 ORDER BY until DESC LIMIT 1")?
+        .query_row(params![server.as_str(), now], |row| {
+            Ok(Silence {
+                id: row.get(0)?,
+                server: row.get(1)?,
+                until: rfc3339(row.get(2)?),
+                reason: row.get(3)?,
+                created_at: rfc3339(row.get(4)?),
+            })
+        })
+        .optional()?)
 }
 
 pub(super) fn queue_notification(
@@ -659,7 +766,7 @@ fn history(
 }
 
 /// Keeps step details and errors to a size a page and an email can show.
-fn bounded(text: &str) -> String {
+pub(super) fn bounded(text: &str) -> String {
     const MAX: usize = 4000;
     match text.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}... [truncated]", &text[..cut]),

@@ -2,14 +2,13 @@
 //! intake, the engine, the notifier and the admin API use. It is the only module that speaks SQL.
 //!
 //! [`Store`] hands every call to the backend it holds, by name, so a backend answers each call with the same
-//! arguments and shapes. Today that is [`Sqlite`] (`sqlite.rs`), the embedded default, for one instance. The
-//! PostgreSQL store (`postgres/`), for several instances sharing one database (SPEC section 8), has its own
-//! migrations, intake and leases; it becomes a variant of [`Store`], chosen by `[store] backend`, once it answers
-//! every call of the interface.
+//! arguments and shapes: [`Sqlite`] (`sqlite.rs`), the embedded default, for one instance, or [`Postgres`]
+//! (`postgres/`), for several instances sharing one database (SPEC section 8), chosen by `[store] backend`
+//! (`settings.rs`).
 //!
 //! The submodules beside `sqlite.rs` hold, for one concern each (intake, the engine's journal, approvals, the
 //! operator's views, retention), the shapes the interface speaks and the SQLite statements; `postgres/` mirrors
-//! them file by file in PostgreSQL's.
+//! them file by file in PostgreSQL's, and adds the leases by which one instance at a time drives an incident.
 
 mod approvals;
 mod engine;
@@ -17,6 +16,7 @@ mod intake;
 mod migrations;
 pub mod postgres;
 mod retention;
+mod settings;
 mod sqlite;
 mod views;
 
@@ -34,7 +34,9 @@ pub use engine::{
     Started, StepRecord,
 };
 pub use intake::{Answer, AnswerItem, Disposition, NewDelivery};
+pub use postgres::Postgres;
 pub use retention::Pruned;
+pub use settings::{Backend, BadStore, StoreConfig, StoreSettings};
 pub use sqlite::Sqlite;
 pub use views::{
     AlertDetail, AlertSummary, IncidentView, NotificationView, RejectedDelivery, Silence, StepView,
@@ -73,7 +75,9 @@ impl From<postgres::Error> for StoreError {
         match err {
             postgres::Error::Store(err) => err,
             postgres::Error::NotFound(what) => StoreError::NotFound(what),
-            err @ postgres::Error::LostClaim { .. } => StoreError::LostClaim(err.to_string()),
+            err @ (postgres::Error::LostClaim { .. } | postgres::Error::Unclaimed(_)) => {
+                StoreError::LostClaim(err.to_string())
+            }
             postgres::Error::Sql(sql) if sql.is_closed() || sql.as_db_error().is_none() => {
                 StoreError::Unavailable(postgres::Error::Sql(sql).to_string())
             }
@@ -108,12 +112,38 @@ pub fn rfc3339(ms: i64) -> String {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(Sqlite),
+    Postgres(Postgres),
 }
+
+/// The most connections one instance holds to a PostgreSQL store: the engine's drivers, intake's writer and the
+/// admin API share them.
+pub const POSTGRES_POOL: usize = 16;
 
 impl Store {
     /// Opens the embedded SQLite store in `data_dir` (see [`Sqlite::open`]).
     pub fn open(data_dir: &Path) -> Result<Store> {
         Sqlite::open(data_dir).map(Store::Sqlite)
+    }
+
+    /// Opens the store `[store]` names: the SQLite file in `data_dir`, or the PostgreSQL database, migrated, as
+    /// an instance of its own.
+    pub async fn connect(settings: &StoreSettings, data_dir: &Path) -> Result<Store> {
+        match settings {
+            StoreSettings::Sqlite => Store::open(data_dir),
+            StoreSettings::Postgres { url, lease } => {
+                let instance = postgres::instance_name();
+                let store = Postgres::connect_as(url, POSTGRES_POOL, &instance, *lease).await?;
+                Ok(Store::Postgres(store))
+            }
+        }
+    }
+
+    /// Where the store is, for the log: the SQLite file, or the PostgreSQL database and this instance's name.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(sqlite) => format!("SQLite {}", sqlite.path().display()),
+            Store::Postgres(pg) => format!("PostgreSQL {} as {}", pg.target(), pg.instance()),
+        }
     }
 }
 
@@ -127,6 +157,7 @@ macro_rules! interface {
                 pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ok> {
                     match self {
                         Store::Sqlite(backend) => backend.$name($($arg),*).await,
+                        Store::Postgres(backend) => Ok(backend.$name($($arg),*).await?),
                     }
                 }
             )*
@@ -146,8 +177,13 @@ interface! {
     fn check_writable(&self, bytes: usize) -> ();
 
     // The engine's journal (`engine.rs`).
-    /// Incidents that are not final (or the one named) that this instance may drive, oldest first.
+    /// Incidents that are not final (or the one named) that this instance may drive, oldest first. On PostgreSQL
+    /// this claims them for this instance.
     fn runnable(&self, only: Option<String>) -> Vec<Runnable>;
+    /// How many incidents are driven or waiting to be, by every instance.
+    fn open_incidents(&self) -> usize;
+    /// Gives up this instance's claims, once its drivers have stopped, so another instance takes over at once.
+    fn release_claims(&self) -> ();
     /// An incident with its journal.
     fn load(&self, id: String) -> (IncidentRecord, Vec<StepRecord>);
     fn set_state(&self, id: String, state: State, reason: Option<String>) -> ();

@@ -66,8 +66,12 @@ pub async fn spawn_app_with(extra_toml: &str) -> TestApp {
 /// Like [`spawn_app_with`], with `root_toml` holding top-level keys (which TOML wants before any table).
 pub async fn spawn_app_with_root(root_toml: &str, extra_toml: &str) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
-    let config =
-        format!("{root_toml}\n{}\n{}", base_config(data_dir.path()), with_test_timing(extra_toml));
+    let config = format!(
+        "{root_toml}\n{}\n{}{}",
+        base_config(data_dir.path()),
+        with_test_timing(extra_toml),
+        store_under_test(extra_toml).await
+    );
     let service = Service::start(settings(&config)).await.expect("service starts");
     TestApp {
         url: format!("http://{}", service.addr),
@@ -76,6 +80,25 @@ pub async fn spawn_app_with_root(root_toml: &str, extra_toml: &str) -> TestApp {
         config,
         http: reqwest::Client::new(),
     }
+}
+
+/// The environment variable that runs the suite on PostgreSQL: `HSR_TEST_STORE=postgres`.
+pub const STORE_UNDER_TEST: &str = "HSR_TEST_STORE";
+
+/// Whether this run keeps the tests' services on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var(STORE_UNDER_TEST).is_ok_and(|store| store == "postgres")
+}
+
+/// The `[store]` a test's service runs on: none (SQLite in its data directory) unless the suite runs on
+/// PostgreSQL, where each service gets a fresh database of its own in the test cluster. A test about one backend
+/// names it in its own `[store]`, which is kept.
+pub async fn store_under_test(extra_toml: &str) -> String {
+    if !on_postgres() || extra_toml.contains("[store]") {
+        return String::new();
+    }
+    let url = crate::postgres::cluster::database().await;
+    format!("\n[store]\nbackend = \"postgres\"\nurl = {url:?}\nlease = \"3s\"\n")
 }
 
 pub fn settings(toml: &str) -> Settings {

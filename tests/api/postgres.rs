@@ -2,7 +2,7 @@
 //! on one database stand for two instances. What the tests look at is what an operator would: the rows that were
 //! kept, the answers senders got, and who drives which incident.
 
-mod cluster;
+pub mod cluster;
 mod retention;
 mod views;
 
@@ -12,9 +12,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use healthset_responder::alert::{self, Alert, Format};
 use healthset_responder::domain::ServerName;
-use healthset_responder::journal::Action;
+use healthset_responder::incident::Outcome;
+use healthset_responder::journal::{Action, Report};
 use healthset_responder::store::postgres::{self, Claim, Postgres, SCHEMA_VERSION};
-use healthset_responder::store::{Answer, Disposition, NewDelivery, Sqlite, StoreError};
+use healthset_responder::store::{
+    Answer, Disposition, NewDelivery, NewStep, Sqlite, Started, StoreError,
+};
 
 use cluster::{connect, database};
 
@@ -68,10 +71,11 @@ async fn column<T: for<'a> tokio_postgres::types::FromSql<'a>>(
         .collect()
 }
 
+/// Two instances on one database, named `a` and `b`.
 async fn two_instances(url: &str) -> (Postgres, Postgres) {
     (
-        Postgres::connect(url, 4).await.expect("instance a connects"),
-        Postgres::connect(url, 4).await.expect("instance b connects"),
+        Postgres::connect_as(url, 4, "a", LEASE).await.expect("instance a connects"),
+        Postgres::connect_as(url, 4, "b", LEASE).await.expect("instance b connects"),
     )
 }
 
@@ -101,6 +105,7 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
         "delivery_bodies",
         "incident_alerts",
         "incidents",
+        "instances",
         "ma_actions",
         "notifications",
         "schema_migrations",
@@ -486,50 +491,62 @@ async fn a_lease_holds_until_it_ends_and_renewing_extends_it() {
     assert_eq!(taken, Claim { incident_id: incident, instance: "b".into(), epoch: 2 });
 }
 
+/// A read-only step on `server`, as the engine starts one.
+fn probe_step(action: &Action) -> NewStep<'_> {
+    NewStep {
+        action,
+        command: "Get-ServerComponentState".into(),
+        group: None,
+        throttle: None,
+        commits_to: Vec::new(),
+    }
+}
+
 #[tokio::test]
 async fn a_write_under_a_lease_taken_over_is_refused_and_writes_nothing() {
     let url = database().await;
     let (a, b) = two_instances(&url).await;
-    open_incidents(&a, 0..1).await;
+    let incident = open_incidents(&a, 0..1).await.remove(0);
     let server = ServerName::parse("cas00.contoso.com").unwrap();
     let probe = Action::ComponentState { server: server.clone() };
-    let claim = a.claim("a", T0, LEASE).await.unwrap().unwrap();
-    assert_eq!(
-        a.start_step(&claim, &probe, "Get-ServerComponentState", None, T0 + 1_000).await.unwrap(),
-        1,
-        "the holder journals"
+    let driven = a.runnable(None).await.unwrap();
+    assert_eq!(driven.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [incident.as_str()]);
+    assert!(
+        b.runnable(None).await.unwrap().is_empty(),
+        "b finds nothing to drive while a holds it"
     );
+    let started = a.start_step(incident.clone(), probe_step(&probe)).await.unwrap();
+    assert!(matches!(started, Started::Run { seq: 1 }), "the holder journals: {started:?}");
 
     // a stalls past its lease; b takes the incident over.
-    let taken = b.claim("b", T0 + 31_000, LEASE).await.unwrap().expect("b takes the incident over");
-    assert_eq!(taken.epoch, 2);
-    let err = a
-        .start_step(&claim, &probe, "Get-ServerComponentState", None, T0 + 32_000)
-        .await
-        .expect_err("a's write is refused");
+    let db = connect(&url).await;
+    db.execute("UPDATE incidents SET lease_until = lease_until - 31000", &[]).await.unwrap();
+    let taken = b.runnable(None).await.unwrap();
+    assert_eq!(taken.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [incident.as_str()]);
+    let err =
+        a.start_step(incident.clone(), probe_step(&probe)).await.expect_err("a's write is refused");
     assert!(matches!(err, postgres::Error::LostClaim { .. }), "{err}");
-    let said = format!("incident {}: a no longer holds its claim of epoch 1; b holds it now, at epoch 2; nothing was written", claim.incident_id);
+    let said = format!("incident {incident}: a no longer holds its claim of epoch 1; b holds it now, at epoch 2; nothing was written");
     assert_eq!(err.to_string(), said);
     // The engine hears it through the storage interface as a lost claim, with the same words.
     match StoreError::from(err) {
         StoreError::LostClaim(message) => assert_eq!(message, said),
         other => panic!("a lost claim reached the interface as {other:?}"),
     }
-    assert!(
-        matches!(a.renew(&claim, T0 + 32_000, LEASE).await, Err(postgres::Error::LostClaim { .. })),
-        "nor can a renew it"
-    );
-    let db = connect(&url).await;
-    let until: i64 = db.query_one("SELECT lease_until FROM incidents", &[]).await.unwrap().get(0);
-    assert_eq!(until, T0 + 31_000 + 30_000, "b's lease is as b took it");
+    // a has learnt it: it no longer drives the incident, and no later write of its tries.
+    assert!(a.runnable(None).await.unwrap().is_empty(), "a no longer lists the incident");
+    let err = a.finish_step(incident.clone(), 1, Report::new(Outcome::Done, "late")).await;
+    assert!(matches!(err, Err(postgres::Error::Unclaimed(_))), "{err:?}");
     assert_eq!(count(&db, "SELECT count(*) FROM steps").await, 1, "a's refused step left nothing");
     assert_eq!(
-        b.start_step(&taken, &probe, "Get-ServerComponentState", None, T0 + 33_000).await.unwrap(),
-        2,
-        "the new holder journals on"
+        column::<Option<String>>(&db, "SELECT outcome FROM steps").await,
+        [None],
+        "a's late result left the step as it was"
     );
-    let started: Vec<i64> = column(&db, "SELECT started_at FROM steps ORDER BY seq").await;
-    assert_eq!(started, [T0 + 1_000, T0 + 33_000]);
+    let started = b.start_step(incident.clone(), probe_step(&probe)).await.unwrap();
+    assert!(matches!(started, Started::Run { seq: 2 }), "the new holder journals on: {started:?}");
+    let owners: Vec<String> = column(&db, "SELECT lease_owner FROM incidents").await;
+    assert_eq!(owners, ["b"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

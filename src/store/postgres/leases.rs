@@ -13,8 +13,6 @@ use std::time::Duration;
 use deadpool_postgres::Transaction;
 
 use super::{Error, Postgres, Result};
-use crate::incident::{ActionKind, State};
-use crate::journal::Action;
 
 /// One instance's claim on one incident; `epoch` is the fencing token its writes carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,51 +73,6 @@ impl Postgres {
         fenced.execute(&statement, &[&claim.incident_id, &until]).await?;
         fenced.commit().await?;
         Ok(until)
-    }
-
-    /// Journals a step as started for the incident of `claim` (`action` on its server, with its command and
-    /// throttle group) and moves the incident to `running` (`waiting` for a wait), as the SQLite store's
-    /// `start_step` does once its throttles let the step run; throttles are not checked here yet. Refused, with
-    /// nothing written, when the claim was lost.
-    pub async fn start_step(
-        &self,
-        claim: &Claim,
-        action: &Action,
-        command: &str,
-        group: Option<&str>,
-        now: i64,
-    ) -> Result<i64> {
-        let mut client = self.client().await?;
-        let fenced = Fenced::begin(&mut client, claim).await?;
-        let id = &claim.incident_id;
-        let next = fenced
-            .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE incident_id = $1")
-            .await?;
-        let seq: i64 = fenced.query_one(&next, &[id]).await?.get(0);
-        let insert = fenced
-            .prepare_cached("INSERT INTO steps (incident_id, seq, action, server, server_group, command, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .await?;
-        fenced
-            .execute(
-                &insert,
-                &[
-                    id,
-                    &seq,
-                    &action.kind().as_str(),
-                    &action.server().as_str(),
-                    &group,
-                    &command,
-                    &now,
-                ],
-            )
-            .await?;
-        let state = if action.kind() == ActionKind::Wait { State::Waiting } else { State::Running };
-        let moved = fenced
-            .prepare_cached("UPDATE incidents SET state = $2, updated_at = $3 WHERE id = $1")
-            .await?;
-        fenced.execute(&moved, &[id, &state.as_str(), &now]).await?;
-        fenced.commit().await?;
-        Ok(seq)
     }
 }
 

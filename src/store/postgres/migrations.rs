@@ -199,6 +199,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE incidents ADD COLUMN lease_epoch bigint NOT NULL DEFAULT 0;
     CREATE INDEX incidents_claimable ON incidents (created_at, id) WHERE state IN ('queued', 'running', 'waiting');
     "#,
+    // 4: the outbox, shared. Each instance renews its heartbeat in `instances` as it renews its leases; the
+    // instance sending a notification claims it (claimed_by) until it records the attempt, and another instance
+    // takes the notification over only once the claimer's heartbeat has ended, so a slow SMTP session is never
+    // sent twice.
+    r#"
+    CREATE TABLE instances (
+        name        text PRIMARY KEY,
+        alive_until bigint NOT NULL
+    );
+    ALTER TABLE notifications ADD COLUMN claimed_by text;
+    "#,
 ];
 
 /// How many steps this build knows: the schema version it brings a database to.

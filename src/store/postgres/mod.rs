@@ -12,13 +12,17 @@
 //! Time is milliseconds since the Unix epoch, as the SQLite store keeps it. Leases and the duplicate window compare
 //! times the caller gives, so tests choose them; the other calls read the clock as SQLite's do.
 
+mod approvals;
 mod intake;
+mod journal;
 mod leases;
 mod migrations;
+mod outbox;
 mod retention;
 mod views;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -53,6 +57,10 @@ pub enum Error {
         holder: Option<String>,
         epoch: i64,
     },
+    /// A journal write for an incident this instance holds no claim on (it never claimed it, or learnt that it
+    /// lost the claim). Nothing was written.
+    #[error("incident {0}: this instance holds no claim on it; nothing was written")]
+    Unclaimed(String),
     #[error("not found: {0}")]
     NotFound(String),
     /// A statement failed; the message is PostgreSQL's own.
@@ -104,24 +112,71 @@ fn describe(err: &tokio_postgres::Error) -> String {
     text
 }
 
+/// The shortest lease: renewed every third of it, a shorter one would leave too little room for a slow database.
+pub const MIN_LEASE: Duration = Duration::from_secs(3);
+
+/// A name for this instance that no other shares, now or later: the host's name, the process id and a random
+/// suffix (a restarted process is a new instance, whose claims are its own).
+pub fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_else(|| "host".to_owned());
+    let random = &uuid::Uuid::now_v7().simple().to_string()[24..];
+    format!("{host}:{}:{random}", std::process::id())
+}
+
 /// How long a caller waits for a pooled connection, and for a new one to be made, before the store is unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The handle every part of an instance shares: a bounded pool, and the queue of the intake writer that
-/// group-commits deliveries. Cheap to clone; the writer stops when the last clone is dropped.
+/// How long an instance's claim on an incident lasts unrenewed when `[store] lease` does not say.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The handle every part of an instance shares: a bounded pool, the queue of the intake writer that
+/// group-commits deliveries, and the claims this instance holds. Cheap to clone; the writer and the renewal of the
+/// claims stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
     intake: mpsc::Sender<intake::Queued>,
     /// Where the database is, without the password: what errors name.
     target: Arc<str>,
+    /// This instance's name, as `lease_owner` records it, and how long its claims last unrenewed.
+    instance: Arc<str>,
+    lease: Duration,
+    /// The incidents this instance has claimed and not yet ended or lost, by id.
+    claims: Arc<Mutex<HashMap<String, Claim>>>,
 }
 
 impl Postgres {
-    /// Connects to the database at `url` (a `postgres://` URL or a `key=value` connection string) with at most
-    /// `pool_size` connections, brings its schema to [`SCHEMA_VERSION`] and starts the intake writer.
+    /// Connects as [`Postgres::connect_as`] does, under a name of its own ([`instance_name`]) and
+    /// [`DEFAULT_LEASE`].
     pub async fn connect(url: &str, pool_size: usize) -> Result<Postgres> {
+        Postgres::connect_as(url, pool_size, &instance_name(), DEFAULT_LEASE).await
+    }
+
+    /// Connects to the database at `url` (a `postgres://` URL or a `key=value` connection string) with at most
+    /// `pool_size` connections, brings its schema to [`SCHEMA_VERSION`], starts the intake writer, and renews the
+    /// claims `instance` takes for `lease` every third of it.
+    pub async fn connect_as(
+        url: &str,
+        pool_size: usize,
+        instance: &str,
+        lease: Duration,
+    ) -> Result<Postgres> {
+        if instance.is_empty() {
+            return Err(Error::Config("an instance sharing the database needs a name".into()));
+        }
+        if lease < MIN_LEASE {
+            return Err(Error::Config(format!(
+                "store.lease must be at least {}s: a claim renews every third of it",
+                MIN_LEASE.as_secs()
+            )));
+        }
         if pool_size == 0 {
             return Err(Error::Config(
                 "the PostgreSQL pool needs room for at least one connection".into(),
@@ -155,7 +210,21 @@ impl Postgres {
             .map_err(|e| Error::Config(format!("cannot build the PostgreSQL pool: {e}")))?;
         migrations::apply(&pool, &target).await?;
         let intake = intake::start(pool.clone(), target.clone());
-        Ok(Postgres { pool, intake, target })
+        let store = Postgres {
+            pool,
+            intake,
+            target,
+            instance: instance.into(),
+            lease,
+            claims: Arc::default(),
+        };
+        journal::renew_claims(&store);
+        Ok(store)
+    }
+
+    /// This instance's name, as the incidents it drives record it.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Where the database is (host, port, database and user; never the password).

@@ -11,13 +11,13 @@ use tokio_postgres::Row;
 
 use super::{Error, Postgres, Result};
 use crate::incident::State;
+use crate::store::approvals::{approval_view, APPROVAL_COLUMNS};
 use crate::store::views::{
-    alert_detail, alert_summary, incident_row, notification_row, step_row, Stored,
-    INCIDENT_COLUMNS, NOTIFICATION_COLUMNS, STEP_COLUMNS,
+    alert_detail, alert_summary, incident_row, notification_row, step_row, INCIDENT_COLUMNS,
+    NOTIFICATION_COLUMNS, STEP_COLUMNS,
 };
 use crate::store::{
-    new_id, now_ms, rfc3339, AlertDetail, AlertSummary, ApprovalView, IncidentView,
-    RejectedDelivery, Silence,
+    new_id, now_ms, rfc3339, AlertDetail, AlertSummary, IncidentView, RejectedDelivery, Silence,
 };
 
 /// The columns of an [`AlertSummary`], in the order `views::alert_summary` reads them. PostgreSQL keeps each
@@ -25,21 +25,6 @@ use crate::store::{
 const ALERT_COLUMNS: &str =
     "a.id, a.received_at, a.sender, a.format, a.health_set, a.server, a.monitor, a.mailbox_hint,
     a.message, a.status, a.raised_at, a.incident_id, a.disposition";
-
-/// An incident's latest approval as the API shows it: `pending` until decided.
-fn approval(row: &Row) -> std::result::Result<ApprovalView, tokio_postgres::Error> {
-    Ok(ApprovalView {
-        server: row.at(0)?,
-        actions: serde_json::from_str(&row.at::<String>(1)?).unwrap_or_default(),
-        command: row.at(2)?,
-        requested_at: rfc3339(row.at(3)?),
-        expires_at: rfc3339(row.at(4)?),
-        status: row.at::<Option<String>>(5)?.unwrap_or_else(|| "pending".to_owned()),
-        decided_at: row.at::<Option<i64>>(6)?.map(rfc3339),
-        decided_via: row.at(7)?,
-        reason: row.at(8)?,
-    })
-}
 
 /// The alerts of an incident and its latest approval, which a listed incident shows as well as a single one.
 async fn alerts_and_approval(client: &Client, view: &mut IncidentView) -> Result<()> {
@@ -51,13 +36,12 @@ async fn alerts_and_approval(client: &Client, view: &mut IncidentView) -> Result
     view.alert_ids =
         client.query(&linked, &[&view.id]).await?.iter().map(|row| row.get(0)).collect();
     let latest = client
-        .prepare_cached(
-            "SELECT server, actions, command, requested_at, expires_at, decision, decided_at, decided_via, reason FROM approvals
-             WHERE incident_id = $1 ORDER BY requested_at DESC, id DESC LIMIT 1",
-        )
+        .prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE incident_id = $1 ORDER BY requested_at DESC, id DESC LIMIT 1"
+        ))
         .await?;
     view.approval =
-        client.query_opt(&latest, &[&view.id]).await?.as_ref().map(approval).transpose()?;
+        client.query_opt(&latest, &[&view.id]).await?.as_ref().map(approval_view).transpose()?;
     Ok(())
 }
 
