@@ -474,7 +474,12 @@ async fn a_crash_while_awaiting_loses_nothing_and_a_decision_made_while_paused_w
     let body = approving(&["iis_reset"], "30m", &needs_iis_reset("mbx01.contoso.com"));
     std::fs::write(
         &config,
-        format!("{}\n{}", base_config(&dir.path().join("data")), with_test_timing(&body)),
+        format!(
+            "{}\n{}{}",
+            base_config(&dir.path().join("data")),
+            with_test_timing(&body),
+            store_under_test(&body).await
+        ),
     )
     .unwrap();
     let mut process = ServiceProcess::start(&config, None);

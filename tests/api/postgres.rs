@@ -3,6 +3,7 @@
 //! kept, the answers senders got, and who drives which incident.
 
 pub mod cluster;
+mod instances;
 mod retention;
 mod views;
 

@@ -188,7 +188,7 @@ fn group(server: &str) -> &'static str {
     }
 }
 
-async fn all_incidents(app: &TestApp) -> Vec<Value> {
+pub async fn all_incidents(app: &TestApp) -> Vec<Value> {
     let (_, list) = app.admin_get("/v1/incidents?limit=1000").await;
     let mut full = Vec::new();
     for incident in list["incidents"].as_array().unwrap() {
@@ -322,12 +322,35 @@ pub fn relaxed_throttles() -> String {
         .collect()
 }
 
-const MUTATING: [&str; 5] =
+pub const MUTATING: [&str; 5] =
     ["recycle_app_pool", "iis_reset", "disable_activation", "restart_server", "enable_activation"];
-const VERIFYING: [&str; 3] = ["probe", "server_health", "copy_status"];
+pub const VERIFYING: [&str; 3] = ["probe", "server_health", "copy_status"];
+
+/// What an incident's journal shows after any number of crashes or take-overs: every step finished, never two
+/// changes without a check between them, and a change whose result was lost (`interrupted`) verified next on the
+/// same server (probe, server health or copy status), never repeated blind.
+pub fn assert_no_change_repeated_blind(incident: &Value) {
+    let mutating = |s: &Value| MUTATING.contains(&s["action"].as_str().unwrap());
+    let steps: Vec<&Value> =
+        incident["steps"].as_array().unwrap().iter().filter(|s| s["action"] != "wait").collect();
+    assert!(steps.iter().all(|s| !s["finished_at"].is_null()), "every step finished: {incident:#}");
+    for pair in steps.windows(2) {
+        assert!(
+            !(mutating(pair[0]) && mutating(pair[1])),
+            "two changes without a check between them: {incident:#}"
+        );
+        if pair[0]["outcome"] == "interrupted" && mutating(pair[0]) {
+            assert!(
+                VERIFYING.contains(&pair[1]["action"].as_str().unwrap()),
+                "an interrupted change was not verified next: {incident:#}"
+            );
+            assert_eq!(pair[1]["server"], pair[0]["server"], "{incident:#}");
+        }
+    }
+}
 
 /// Waits (bounded) until some incident has a change started and not finished, and returns it and the step's seq.
-async fn change_under_way(app: &TestApp) -> (String, i64) {
+pub async fn change_under_way(app: &TestApp) -> (String, i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, list) = app.admin_get("/v1/incidents?limit=1000").await;
@@ -359,7 +382,8 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
             "{}\n{}",
             base_config(&dir.path().join("data")),
             with_test_timing("[simulator]\naction_latency = \"120ms\"\n[timing]\nsettle_wait = \"400ms\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"never\"\nunhealthy_monitors = [\"RequestsQueuedGt500Monitor\"]\n[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"never\"\n[simulator.servers.\"mbx02.contoso.com\"]\nfault = \"never\"\nactive_copies = 4\ncopies_moved_per_failover = 2\n"),
-        ) + INVENTORY + &relaxed_throttles(),
+        ) + INVENTORY + &relaxed_throttles()
+            + &store_under_test("").await,
     )
     .unwrap();
     let http = reqwest::Client::new();
@@ -407,32 +431,8 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
     }
     let incidents = all_incidents(&app).await;
     assert!(!incidents.is_empty());
-    let mutating = |s: &Value| MUTATING.contains(&s["action"].as_str().unwrap());
     for incident in &incidents {
-        let steps: Vec<&Value> = incident["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["action"] != "wait")
-            .collect();
-        assert!(
-            steps.iter().all(|s| !s["finished_at"].is_null()),
-            "every step finished: {incident:#}"
-        );
-        for pair in steps.windows(2) {
-            assert!(
-                !(mutating(pair[0]) && mutating(pair[1])),
-                "two changes without a check between them: {incident:#}"
-            );
-            if pair[0]["outcome"] == "interrupted" && mutating(pair[0]) {
-                // A change whose result was lost is verified (probe, server health or copy status), never repeated.
-                assert!(
-                    VERIFYING.contains(&pair[1]["action"].as_str().unwrap()),
-                    "an interrupted change was not verified next: {incident:#}"
-                );
-                assert_eq!(pair[1]["server"], pair[0]["server"], "{incident:#}");
-            }
-        }
+        assert_no_change_repeated_blind(incident);
     }
     let (incident_id, seq) =
         killed_during.expect("the last round killed the service during a change");

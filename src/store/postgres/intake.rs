@@ -142,12 +142,49 @@ async fn writer(pool: Pool, target: Arc<str>, mut waiting: mpsc::Receiver<Queued
 async fn commit(pool: &Pool, target: &str, batch: &[Queued]) -> Result<Vec<Result<Answer>>> {
     let mut client = pool.get().await.map_err(|e| Error::unavailable(target, pool_error(e)))?;
     let tx = client.transaction().await?;
+    // Every unique key the batch may take, locked first in one order: two instances' batches sharing keys then
+    // take turns instead of each holding a row the other waits for (a deadlock that would fail both).
+    let lock = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock(h) FROM
+               (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS keys",
+        )
+        .await?;
+    tx.execute(&lock, &[&keys(batch)]).await?;
     let mut answers = Vec::with_capacity(batch.len());
     for queued in batch {
         answers.push(one(&tx, &queued.work).await?);
     }
     tx.commit().await?;
     Ok(answers)
+}
+
+/// The unique keys the deliveries of a batch may take or wait on: webhook ids, bodies, source alert ids and the open
+/// incident of each alert's key.
+fn keys(batch: &[Queued]) -> Vec<String> {
+    let mut keys = Vec::new();
+    for Queued { work, .. } in batch {
+        let sender = &work.delivery.sender;
+        if let Some(id) = &work.delivery.webhook_id {
+            keys.push(format!("delivery\u{1f}{sender}\u{1f}{id}"));
+        }
+        let body: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&work.delivery.body).into();
+        keys.push(format!("body\u{1f}{sender}\u{1f}{}", hex::encode(body)));
+        for alert in &work.alerts {
+            if let Some(source) = &alert.source_key {
+                keys.push(format!(
+                    "alert\u{1f}{sender}\u{1f}{}\u{1f}{source}",
+                    work.delivery.format.as_str()
+                ));
+            }
+            keys.push(format!(
+                "incident\u{1f}{}",
+                open_key(&alert.server, &alert.health_set, alert.monitor.as_ref())
+            ));
+        }
+    }
+    // Text cannot hold NUL, which an id may carry.
+    keys.into_iter().map(|key| text(&key).into_owned()).collect()
 }
 
 /// One delivery in its own savepoint. The outer error means the transaction itself is broken.

@@ -354,7 +354,7 @@ impl Postgres {
             .await?;
         let held = client
             .prepare_cached(&format!(
-                "SELECT COUNT(*) {SAME_KEY} AND n.status = 'held' AND n.created_at > COALESCE($2, 0)"
+                "SELECT COUNT(*) {SAME_KEY} AND n.status = 'held' AND n.created_at > COALESCE($2::bigint, 0)"
             ))
             .await?;
         let last_sent_at: Option<i64> = client.query_one(&last, &[&incident_id]).await?.get(0);
