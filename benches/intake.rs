@@ -7,9 +7,10 @@
 //! alerts for a fixed time, which reports what it measured as one JSON line on its standard output. The load comes
 //! from a process of its own, as it would from wrk, so that this process neither shares a runtime with it nor
 //! competes for the servers' cores beyond what any client would. It prints requests/s, p50 and p99 for both
-//! servers, their ratio, the service's peak memory, and whether every accepted alert is on disk (it counts the rows in
-//! the SQLite file after the service has been killed). It reports; it asserts nothing about time. Every process it
-//! starts is ended through its own handle.
+//! servers, their ratio, the service's peak memory, and whether every accepted alert is kept (it counts the rows in
+//! the store after the service has been killed). The service runs on SQLite, then, when PostgreSQL's server binaries
+//! are installed, on a throwaway PostgreSQL server (the tests' own, `tests/api/postgres/cluster.rs`) with the same
+//! load. It reports; it asserts nothing about time. Every process it starts is ended through its own handle.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,11 +21,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use healthset_responder::auth::{sign_standard, Secret};
+use healthset_responder::store::{Store, StoreSettings};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
+
+/// The throwaway PostgreSQL server the tests use, for the PostgreSQL figure.
+#[path = "../tests/api/postgres/cluster.rs"]
+mod cluster;
 
 const CONNECTIONS: usize = 32;
 const DURATION: Duration = Duration::from_secs(5);
@@ -262,48 +268,97 @@ fn drive(addr: SocketAddr, label: &str) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-fn run() -> anyhow::Result<()> {
-    let data_dir = tempfile::tempdir()?;
-    let config = data_dir.path().join("bench.toml");
+/// One run of the service on one store: what the load measured, its peak memory, and how many alerts the store
+/// holds once the service has been killed.
+struct Measured {
+    result: Report,
+    peak: Option<u64>,
+    kept: u64,
+}
+
+/// Where the service keeps its alerts in a run: its `[store]` section, and how to count what it kept.
+struct Backend<'a> {
+    name: &'a str,
+    store_toml: String,
+    settings: StoreSettings,
+    kept: Box<dyn Fn() -> anyhow::Result<u64> + 'a>,
+}
+
+/// Starts the service on `backend` with automation paused, loads it, kills it, and counts what it kept.
+fn measure(dir: &std::path::Path, backend: Backend<'_>) -> anyhow::Result<Measured> {
+    let data = dir.join(backend.name);
+    let config = dir.join(format!("{}.toml", backend.name));
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[[senders]]\nname = \"bench\"\nsecrets = [\"{SECRET}\"]\n[admin]\ntokens = [\"bench-admin-token-0123456789\"]\n",
-            data_dir.path().join("data").display().to_string()
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[[senders]]\nname = \"bench\"\nsecrets = [\"{SECRET}\"]\n[admin]\ntokens = [\"bench-admin-token-0123456789\"]\n{}",
+            data.display().to_string(),
+            backend.store_toml
         ),
     )?;
     // Only intake is measured: with automation paused, every alert opens or joins an incident that waits queued.
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(
-        healthset_responder::store::Store::open(&data_dir.path().join("data"))?
-            .set_paused(Some("intake benchmark".into())),
-    )?;
-
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        let store = Store::connect(&backend.settings, &data).await?;
+        store.set_paused(Some("intake benchmark".into())).await?;
+        anyhow::Ok(())
+    })?;
     let service = Process::spawn(
         Command::new(env!("CARGO_BIN_EXE_healthset-responder"))
             .args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info"),
     )?;
-    let service_addr: SocketAddr = service.find(GRACE, |line| {
+    let addr: SocketAddr = service.find(GRACE, |line| {
         line.split("addr=")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|addr| addr.parse().ok())
     })?;
+    let result = drive(addr, backend.name)?;
+    let peak = peak_rss_kib(service.child.id());
+    // Killed, not stopped: what a 202 promised must be kept whatever happens to the process afterwards.
+    drop(service);
+    let kept = (backend.kept)()?;
+    Ok(Measured { result, peak, kept })
+}
+
+fn run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let bare = Process::spawn(Command::new(std::env::current_exe()?).arg("--bare"))?;
     let bare_addr: SocketAddr = bare.find(GRACE, |line| line.trim().parse().ok())?;
-
     let bare_result = drive(bare_addr, "bare")?;
     drop(bare);
-    let service_result = drive(service_addr, "service")?;
-    let peak = peak_rss_kib(service.child.id());
-    // Killed, not stopped: what a 202 promised must be on disk whatever happens to the process afterwards.
-    drop(service);
 
-    let db = rusqlite::Connection::open(
-        data_dir.path().join("data").join(healthset_responder::store::DB_FILE),
+    let sqlite_file = dir.path().join("sqlite").join(healthset_responder::store::DB_FILE);
+    let sqlite = measure(
+        dir.path(),
+        Backend {
+            name: "sqlite",
+            store_toml: String::new(),
+            settings: StoreSettings::Sqlite,
+            kept: Box::new(|| {
+                let db = rusqlite::Connection::open(&sqlite_file)?;
+                Ok(db.query_row("SELECT COUNT(*) FROM alerts", [], |row| row.get(0))?)
+            }),
+        },
     )?;
-    let rows: u64 = db.query_row("SELECT COUNT(*) FROM alerts", [], |row| row.get(0))?;
+    // The same load on a PostgreSQL server of its own (fsync on), when its binaries are installed.
+    let postgres = if cluster::installed() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let url = runtime.block_on(cluster::database());
+        let store_toml = format!("[store]\nbackend = \"postgres\"\nurl = {url:?}\n");
+        let settings = StoreSettings::Postgres { url: url.clone(), lease: Duration::from_secs(30) };
+        let kept = Box::new(|| {
+            runtime.block_on(async {
+                let db = cluster::connect(&url).await;
+                let rows: i64 = db.query_one("SELECT COUNT(*) FROM alerts", &[]).await?.get(0);
+                anyhow::Ok(rows as u64)
+            })
+        });
+        Some(measure(dir.path(), Backend { name: "postgres", store_toml, settings, kept })?)
+    } else {
+        None
+    };
 
     println!(
         "intake benchmark: {CONNECTIONS} connections from a load generator process, signed ~1.5 KB native alerts, {} s per server after {} s warm-up",
@@ -311,28 +366,36 @@ fn run() -> anyhow::Result<()> {
         WARM_UP.as_secs()
     );
     println!(
-        "  {:<10} {:>12} {:>10} {:>10} {:>10}",
-        "server", "requests/s", "p50 ms", "p99 ms", "refused"
+        "  {:<20} {:>12} {:>10} {:>10} {:>10} {:>8} {:>12}",
+        "server", "requests/s", "p50 ms", "p99 ms", "refused", "ratio", "peak KiB"
     );
-    for (name, result) in [("bare hyper", &bare_result), ("service", &service_result)] {
+    let bare_rate = bare_result.requests_per_s;
+    let rows = [("bare hyper", &bare_result, None)]
+        .into_iter()
+        .chain([("service, SQLite", &sqlite.result, Some(sqlite.peak))])
+        .chain(postgres.iter().map(|pg| ("service, PostgreSQL", &pg.result, Some(pg.peak))));
+    for (name, result, peak) in rows {
+        let ratio = result.requests_per_s / bare_rate;
+        let peak = peak.map_or(String::new(), |peak| peak.map_or("n/a".into(), |k| k.to_string()));
         println!(
-            "  {:<10} {:>12.0} {:>10.2} {:>10.2} {:>10}",
-            name, result.requests_per_s, result.p50_ms, result.p99_ms, result.refused
+            "  {:<20} {:>12.0} {:>10.2} {:>10.2} {:>10} {:>8.2} {:>12}",
+            name, result.requests_per_s, result.p50_ms, result.p99_ms, result.refused, ratio, peak
         );
     }
-    println!(
-        "  ratio service/bare   {:.2}",
-        service_result.requests_per_s / bare_result.requests_per_s
-    );
-    println!("  service peak memory  {} KiB", peak.map_or("n/a".into(), |k| k.to_string()));
-    println!(
-        "  alerts on disk       {rows} of {} acknowledged with 202 (warm-up included)",
-        service_result.acknowledged
-    );
-    anyhow::ensure!(
-        rows >= service_result.acknowledged,
-        "{} acknowledged alerts are not on disk",
-        service_result.acknowledged - rows
-    );
+    if postgres.is_none() {
+        println!("  (PostgreSQL not measured: no server binaries under /usr/lib/postgresql)");
+    }
+    for (name, measured) in [("SQLite", Some(&sqlite)), ("PostgreSQL", postgres.as_ref())] {
+        let Some(measured) = measured else { continue };
+        println!(
+            "  {name}: {} alerts kept of {} acknowledged with 202 (warm-up included)",
+            measured.kept, measured.result.acknowledged
+        );
+        anyhow::ensure!(
+            measured.kept >= measured.result.acknowledged,
+            "{name}: {} acknowledged alerts were not kept",
+            measured.result.acknowledged - measured.kept
+        );
+    }
     Ok(())
 }

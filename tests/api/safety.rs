@@ -312,6 +312,20 @@ async fn an_alert_storm_on_one_group_keeps_every_lock_and_limit() {
     }
 }
 
+/// A simulator on which each of [`remedy_alerts`] runs real remedies, each change taking 120 ms and each settle
+/// 400 ms: what the crash tests kill the service in the middle of.
+pub const REMEDIES: &str = "[simulator]\naction_latency = \"120ms\"\n[timing]\nsettle_wait = \"400ms\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"never\"\nunhealthy_monitors = [\"RequestsQueuedGt500Monitor\"]\n[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"never\"\n[simulator.servers.\"mbx02.contoso.com\"]\nfault = \"never\"\nactive_copies = 4\ncopies_moved_per_failover = 2\n";
+
+/// One alert for each server of the inventory, each leading to remedies on [`REMEDIES`].
+pub fn remedy_alerts() -> [String; 4] {
+    [
+        native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP),
+        native("cas02.contoso.com", "RequestsQueuedGt500Monitor", "queue"),
+        native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep"),
+        native("mbx02.contoso.com", "ActiveSyncSelfTestMonitor", "self"),
+    ]
+}
+
 /// Throttles loose enough that every round of the crash test runs real remedies.
 pub fn relaxed_throttles() -> String {
     ["recycle_app_pool", "iis_reset", "disable_activation", "restart_server"]
@@ -378,21 +392,14 @@ async fn killed_at_any_moment_it_loses_no_alert_and_repeats_no_change_blind() {
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
-        format!(
-            "{}\n{}",
-            base_config(&dir.path().join("data")),
-            with_test_timing("[simulator]\naction_latency = \"120ms\"\n[timing]\nsettle_wait = \"400ms\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"never\"\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"never\"\nunhealthy_monitors = [\"RequestsQueuedGt500Monitor\"]\n[simulator.servers.\"mbx01.contoso.com\"]\nfault = \"never\"\n[simulator.servers.\"mbx02.contoso.com\"]\nfault = \"never\"\nactive_copies = 4\ncopies_moved_per_failover = 2\n"),
-        ) + INVENTORY + &relaxed_throttles()
+        format!("{}\n{}", base_config(&dir.path().join("data")), with_test_timing(REMEDIES),)
+            + INVENTORY
+            + &relaxed_throttles()
             + &store_under_test("").await,
     )
     .unwrap();
     let http = reqwest::Client::new();
-    let alerts = [
-        native("cas01.contoso.com", "ActiveSyncCTPMonitor", CTP),
-        native("cas02.contoso.com", "RequestsQueuedGt500Monitor", "queue"),
-        native("mbx01.contoso.com", "ActiveSyncDeepTestMonitor", "deep"),
-        native("mbx02.contoso.com", "ActiveSyncSelfTestMonitor", "self"),
-    ];
+    let alerts = remedy_alerts();
     let mut acknowledged = Vec::new();
     // Kill points spread over the runbooks: early, mid-step, mid-wait, late.
     // Kill points spread over the runbooks: early, mid-step, mid-wait, late; the last round kills while a change

@@ -233,9 +233,22 @@ fn wait_until_ready(bin: &Path, port: u16, child: &mut Child) -> Result<(), Stri
 }
 
 /// The newest installed server version's `bin` directory.
+/// Whether PostgreSQL's server binaries are installed.
+#[allow(dead_code)] // The intake benchmark asks; the tests need them.
+pub fn installed() -> bool {
+    newest_bin().is_some()
+}
+
 fn server_bin() -> PathBuf {
+    match newest_bin() {
+        Some(bin) => bin,
+        None => panic!("the PostgreSQL tests need a PostgreSQL server: no /usr/lib/postgresql/*/bin/initdb; scripts/install-test-deps.sh installs it"),
+    }
+}
+
+fn newest_bin() -> Option<PathBuf> {
     let root = Path::new("/usr/lib/postgresql");
-    let newest = std::fs::read_dir(root)
+    std::fs::read_dir(root)
         .into_iter()
         .flatten()
         .filter_map(|entry| {
@@ -243,11 +256,8 @@ fn server_bin() -> PathBuf {
             let version: u32 = entry.file_name().to_str()?.parse().ok()?;
             entry.path().join("bin/initdb").exists().then(|| (version, entry.path().join("bin")))
         })
-        .max_by_key(|(version, _)| *version);
-    match newest {
-        Some((_, bin)) => bin,
-        None => panic!("the PostgreSQL tests need a PostgreSQL server: no {}/*/bin/initdb; scripts/install-test-deps.sh installs it", root.display()),
-    }
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, bin)| bin)
 }
 
 /// Under root, `nobody`'s user and group ids; otherwise none (the server runs as the tests' own user).

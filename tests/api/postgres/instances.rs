@@ -68,10 +68,14 @@ fn pid_of(instance: &str) -> u32 {
 async fn alerts_posted_to_two_instances_at_once_open_one_incident_per_key() {
     let url = database().await;
     let dir = tempfile::tempdir().unwrap();
-    // Long settles keep every incident open while the alerts arrive.
-    let extra = "[timing]\nsettle_wait = \"10m\"\n[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"app_pool\"\n";
+    // Both would recycle a pool at once; automation paused through one instance keeps every incident open.
+    let extra = "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"app_pool\"\n";
     let a = ServiceProcess::start(&instance_config(dir.path(), "a", &url, extra), None);
     let b = ServiceProcess::start(&instance_config(dir.path(), "b", &url, extra), None);
+    let (status, _) = TestApp::attached(&a.url)
+        .admin_post("/v1/automation/pause", serde_json::json!({"reason": "change freeze"}))
+        .await;
+    assert_eq!(status, 200);
     let http = reqwest::Client::new();
     let keys = [
         ("cas01.contoso.com", "ActiveSyncCTPMonitor"),
@@ -114,10 +118,10 @@ async fn alerts_posted_to_two_instances_at_once_open_one_incident_per_key() {
         shared_dispositions.push(shared["alerts"][0]["disposition"].as_str().unwrap().to_owned());
     }
     assert_eq!(by_key.len(), keys.len());
+    let db = connect(&url).await;
     for (key, incidents) in &by_key {
         assert_eq!(incidents.len(), 1, "one incident for {:?}: {incidents:?}", keys[*key]);
     }
-    let db = connect(&url).await;
     let open: Vec<i64> = column(&db, "SELECT count(*) FROM incidents").await;
     assert_eq!(open, [keys.len() as i64], "no other incident was opened");
     let duplicates = shared_dispositions.iter().filter(|d| *d == "duplicate").count();
@@ -132,6 +136,11 @@ async fn alerts_posted_to_two_instances_at_once_open_one_incident_per_key() {
         [(4 * keys.len() * 3) as i64],
         "every delivery kept once: own ids and the shared one"
     );
+    // The pause set through a held b too: neither instance changed anything.
+    let changes: Vec<i64> =
+        column(&db, "SELECT count(*) FROM steps WHERE action IN ('recycle_app_pool', 'iis_reset')")
+            .await;
+    assert_eq!(changes, [0], "no change while paused");
     drop((a, b));
 }
 
@@ -277,4 +286,97 @@ async fn two_instances_racing_for_one_throttle_never_both_pass() {
             column(&db, "SELECT count(*) FROM steps WHERE outcome = 'throttled'").await;
         assert_eq!(throttled, [1], "the refused one is journaled throttled");
     }
+}
+
+/// Waits (bounded) until no notification waits to be sent: a kill then cannot fall between an email leaving and
+/// its being recorded, the one window in which an email may go twice (README, Reliability).
+async fn outbox_settled(db: &tokio_postgres::Client) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while column::<i64>(db, "SELECT count(*) FROM notifications WHERE status = 'pending'").await
+        != [0]
+    {
+        assert!(Instant::now() < deadline, "an email stayed unsent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_alerts_survives_one_instance_killed_again_and_again() {
+    let url = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("{}{}", crate::safety::REMEDIES, crate::safety::relaxed_throttles());
+    let b = ServiceProcess::start(&instance_config(dir.path(), "b", &url, &extra), None);
+    let a_config = instance_config(dir.path(), "a", &url, &extra);
+    let db = connect(&url).await;
+    let http = reqwest::Client::new();
+    let alerts = crate::safety::remedy_alerts();
+    let mut acknowledged = Vec::new();
+    // a dies early in a round, in the middle of remedies, in a settle, late.
+    for (round, delay) in [150_u64, 450, 800, 300].into_iter().enumerate() {
+        let mut a = ServiceProcess::start(&a_config, None);
+        for (n, body) in alerts.iter().enumerate() {
+            // Alternately through each instance, as a load balancer spreads them.
+            let instance = if n % 2 == 0 { &a.url } else { &b.url };
+            let answer = post(&http, instance, body, &format!("stream_{round}_{n}")).await;
+            acknowledged.push(answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        outbox_settled(&db).await;
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+    }
+
+    // b finishes what a left, once a's leases lapse.
+    let app = TestApp::attached(&b.url);
+    for id in &acknowledged {
+        assert_eq!(
+            app.admin_get(&format!("/v1/alerts/{id}")).await.0,
+            200,
+            "acknowledged alert {id} was kept"
+        );
+    }
+    let incidents = crate::safety::all_incidents(&app).await;
+    assert!(incidents.len() >= alerts.len(), "{} incidents", incidents.len());
+    let handed_over: Vec<i64> =
+        column(&db, "SELECT count(*) FROM incidents WHERE lease_epoch > 1").await;
+    assert!(handed_over[0] > 0, "some incident was taken over from a killed instance");
+    let mut changes: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
+    for incident in &incidents {
+        assert_no_change_repeated_blind(incident);
+        for step in incident["steps"].as_array().unwrap() {
+            if crate::safety::MUTATING.contains(&step["action"].as_str().unwrap()) {
+                changes.entry(step["server"].as_str().unwrap().to_owned()).or_default().push((
+                    step["started_at"].as_str().unwrap().to_owned(),
+                    step["finished_at"].as_str().unwrap().to_owned(),
+                    incident["id"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+    }
+    // No two incidents (whichever instance drove them) ever changed one server at once.
+    for (server, mut spans) in changes {
+        spans.sort();
+        for pair in spans.windows(2) {
+            assert!(
+                pair[0].2 == pair[1].2 || pair[0].1 <= pair[1].0,
+                "{server} was changed by two incidents at once: {pair:?}"
+            );
+        }
+    }
+    // Every email the incidents record as sent left exactly once, from one instance or the other.
+    outbox_settled(&db).await;
+    let sent: Vec<i64> =
+        column(&db, "SELECT count(*) FROM notifications WHERE status = 'sent'").await;
+    let files = emails(dir.path(), &["a", "b"]);
+    assert_eq!(files.len() as i64, sent[0], "one email per sent notification: {files:?}");
+    let ids: BTreeSet<String> = files
+        .iter()
+        .map(|file| {
+            let message = std::fs::read(file).unwrap();
+            let parsed = mail_parser::MessageParser::default().parse(&message).unwrap();
+            parsed.message_id().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), files.len(), "no email was sent twice");
+    drop(b);
 }
