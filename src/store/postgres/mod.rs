@@ -1,16 +1,17 @@
-//! The PostgreSQL store, for several instances sharing one database (SPEC section 8); not yet selectable in
-//! `[store]`. What it holds today: a bounded connection pool, the schema and its migrations, intake, replays and
-//! rejected deliveries, the readiness probe's write, the alerts and incidents operators read, the leases by which
-//! one instance at a time drives an incident, with the fenced journal write that proves them, the silences and the
-//! pause switch every instance shares, and retention.
+//! The PostgreSQL store, for several instances sharing one database (SPEC section 8), chosen by
+//! `[store] backend = "postgres"`. It answers every call of the storage interface as the SQLite store does, file by
+//! file (`intake.rs`, `journal.rs`, `outbox.rs`, `approvals.rs`, `views.rs`, `retention.rs`), and adds what several
+//! writers need: this instance's name and the claims it holds on incidents (`leases.rs`), renewed in the
+//! background, which every journal write proves.
 //!
 //! The SQLite store decides duplicates and the one open incident per key by reading before it writes, which is
 //! right for one writer. Here several instances write at once, so every such decision is a unique index and an
 //! `INSERT ... ON CONFLICT`: an instance taking a delivery that another is taking at the same moment waits on the
 //! other's row, and finds it there once the other commits (or takes it, should the other roll back).
 //!
-//! Time is milliseconds since the Unix epoch, as the SQLite store keeps it. Leases and the duplicate window compare
-//! times the caller gives, so tests choose them; the other calls read the clock as SQLite's do.
+//! Time is milliseconds since the Unix epoch, as the SQLite store keeps it. The low-level lease calls (`claim`,
+//! `renew`) and intake's `accept_at` compare times the caller gives, so tests choose them; the other calls read the
+//! clock as SQLite's do.
 
 mod approvals;
 mod intake;
