@@ -178,6 +178,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 format!("{:?}", settings.executor.kind).to_lowercase(),
                 if settings.executor.dry_run { " (dry run)" } else { "" }
             );
+            match &settings.store {
+                crate::config::StoreSettings::Sqlite => {
+                    println!("  store: SQLite in {}", settings.data_dir.display())
+                }
+                crate::config::StoreSettings::Postgres { url, lease } => println!(
+                    "  store: PostgreSQL {}, shared with other instances; claims last {} unrenewed",
+                    crate::store::postgres::describe_url(url).unwrap_or_default(),
+                    humantime::format_duration(*lease)
+                ),
+            }
             if settings.executor.kind == crate::config::ExecutorKind::Powershell {
                 // What each server's Exchange steps will connect to; IIS and restart steps go to the server itself.
                 let shell = crate::executor::powershell::PowerShell::new(

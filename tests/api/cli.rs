@@ -19,6 +19,7 @@ async fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .current_dir(app.data_dir.path())
         .env_remove("HSR_CONFIG")
+        .env_remove("HSR_STORE_URL")
         .env_remove("HSR_ADMIN_TOKEN")
         .env_remove("HSR_WEBHOOK_SECRET")
         .env_remove("NO_COLOR")
@@ -548,6 +549,39 @@ async fn check_config_says_what_each_servers_steps_connect_to() {
         stderr(&output).contains(
             "servers[0].connection_uri: \"mbx01/PowerShell\" is not an http:// or https:// URL"
         ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn check_config_names_the_store_without_its_password() {
+    let app = TestApp::attached("http://127.0.0.1:9");
+    let config = app.data_dir.path().join("healthset-responder.toml");
+    std::fs::write(&config, format!("data_dir = {:?}\n", app.data_dir.path().join("data")))
+        .unwrap();
+    let output = run(&app, &["check-config", "--config", config.to_str().unwrap()], &[]).await;
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let sqlite = format!("  store: SQLite in {}", app.data_dir.path().join("data").display());
+    assert!(stdout(&output).contains(&sqlite), "{}", stdout(&output));
+
+    std::fs::write(&config, "[store]\nbackend = \"postgres\"\nlease = \"45s\"\n").unwrap();
+    let url = [("HSR_STORE_URL", "postgres://responder:s3cret@db01.contoso.com:5433/healthset")];
+    let output = run(&app, &["check-config", "--config", config.to_str().unwrap()], &url).await;
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("  store: PostgreSQL responder@db01.contoso.com:5433/healthset, shared with other instances; claims last 45s unrenewed"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "the password is never printed: {text}");
+
+    std::fs::write(&config, "[store]\nbackend = \"postgres\"\n").unwrap();
+    let output = run(&app, &["check-config", "--config", config.to_str().unwrap()], &[]).await;
+    assert_eq!(code(&output), 2);
+    assert!(
+        stderr(&output)
+            .contains("store.url: is needed for backend = \"postgres\" (or set HSR_STORE_URL)"),
         "{}",
         stderr(&output)
     );

@@ -309,6 +309,7 @@ impl ServiceProcess {
         let mut child = command
             .env("RUST_LOG", "info")
             .env_remove("HSR_CONFIG")
+            .env_remove("HSR_STORE_URL")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()

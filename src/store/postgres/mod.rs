@@ -252,6 +252,11 @@ fn pool_error(err: deadpool_postgres::PoolError) -> String {
     }
 }
 
+/// Where a connection URL points (`user@host:port/database`, never the password), if it is one.
+pub fn describe_url(url: &str) -> Option<String> {
+    url.parse::<tokio_postgres::Config>().ok().map(|config| target(&config))
+}
+
 /// `user@host:port/database` of a connection configuration, for messages.
 fn target(config: &tokio_postgres::Config) -> String {
     let hosts: Vec<String> = config
