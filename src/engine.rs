@@ -630,10 +630,19 @@ async fn finish(shared: &Shared, id: &str, ending: Ending) -> anyhow::Result<()>
     Ok(())
 }
 
-/// How often the sweep looks at every open incident: `timing.poll_interval`, at most every ten seconds.
+/// How often the sweep looks at every open incident: `timing.poll_interval`, at most every ten seconds; on a
+/// shared PostgreSQL store at most every two, since the sweep is how an instance takes over the incidents of one
+/// that died once their leases lapse.
 fn sweep_every(settings: &Settings) -> Duration {
-    settings.timing.poll_interval.0.clamp(Duration::from_millis(10), Duration::from_secs(10))
+    let most = match settings.store {
+        crate::config::StoreSettings::Sqlite => Duration::from_secs(10),
+        crate::config::StoreSettings::Postgres { .. } => TAKE_OVER_EVERY,
+    };
+    settings.timing.poll_interval.0.clamp(Duration::from_millis(10), most)
 }
+
+/// The longest an instance on a shared store waits between two looks for incidents it could take over.
+pub const TAKE_OVER_EVERY: Duration = Duration::from_secs(2);
 
 /// Reports, once each, the open incidents that have made no progress for `timing.stall_after` and that no driver
 /// is running (its driver keeps failing, or its servers stay taken): never silent, even when it cannot end.

@@ -7,8 +7,9 @@
 //! source alert id takes its place in `alerts`. The one open incident per key is `INSERT ... ON CONFLICT` on the
 //! open key: whoever comes second attaches to the first one's incident.
 //!
-//! Deliveries are group-committed: a writer task takes every delivery waiting, runs each in its own savepoint inside
-//! one transaction, commits once, and only then answers each caller. A delivery that fails rolls back its savepoint
+//! Deliveries are group-committed: a writer task takes every delivery waiting, locks the unique keys they may take
+//! (in one order, so that batches sharing keys take turns rather than deadlock), runs each in its own savepoint
+//! inside one transaction, commits once, and only then answers each caller. A few writers commit at once. A delivery that fails rolls back its savepoint
 //! alone (one that PostgreSQL picked as a deadlock's victim is tried again in a new one); when the transaction
 //! itself breaks or the commit fails, every delivery of the batch fails alike.
 
@@ -46,10 +47,18 @@ struct Work {
     now: i64,
 }
 
-/// Starts the writer; it stops once every sender (every clone of the handle) is gone.
+/// How many batches commit at once, each on a connection of its own. A delivery costs a dozen round trips to the
+/// server, so one batch at a time leaves both the server and the connection idle most of the time; batches that
+/// share keys take turns on them (see [`keys`]).
+const WRITERS: usize = 4;
+
+/// Starts the writers; they stop once every sender (every clone of the handle) is gone.
 pub(super) fn start(pool: Pool, target: Arc<str>) -> mpsc::Sender<Queued> {
     let (queue, waiting) = mpsc::channel(MAX_BATCH * 4);
-    tokio::spawn(writer(pool, target, waiting));
+    let waiting = Arc::new(tokio::sync::Mutex::new(waiting));
+    for _ in 0..WRITERS {
+        tokio::spawn(writer(pool.clone(), target.clone(), waiting.clone()));
+    }
     queue
 }
 
@@ -112,9 +121,14 @@ impl Postgres {
     }
 }
 
-async fn writer(pool: Pool, target: Arc<str>, mut waiting: mpsc::Receiver<Queued>) {
+/// One writer: takes every delivery waiting (while the others commit theirs), commits them together, answers each.
+async fn writer(
+    pool: Pool,
+    target: Arc<str>,
+    waiting: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
         match commit(&pool, &target, &batch).await {
             Ok(answers) => {
                 for (queued, answer) in batch.drain(..).zip(answers) {
