@@ -642,7 +642,7 @@ fn sweep_every(settings: &Settings) -> Duration {
 }
 
 /// The longest an instance on a shared store waits between two looks for incidents it could take over.
-pub const TAKE_OVER_EVERY: Duration = Duration::from_secs(2);
+const TAKE_OVER_EVERY: Duration = Duration::from_secs(2);
 
 /// Reports, once each, the open incidents that have made no progress for `timing.stall_after` and that no driver
 /// is running (its driver keeps failing, or its servers stay taken): never silent, even when it cannot end.
