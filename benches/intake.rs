@@ -28,9 +28,11 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 
-/// The throwaway PostgreSQL server the tests use, for the PostgreSQL figure.
+/// The throwaway PostgreSQL server the tests use, for the PostgreSQL figure, and the test CA it needs.
 #[path = "../tests/api/postgres/cluster.rs"]
 mod cluster;
+#[path = "../tests/api/pki.rs"]
+mod pki;
 
 const CONNECTIONS: usize = 32;
 const DURATION: Duration = Duration::from_secs(5);

@@ -337,4 +337,20 @@ fn the_store_is_sqlite_unless_postgres_is_named_with_a_url() {
     assert!(err.starts_with("store.url: is not a PostgreSQL connection URL"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
     assert!(resolve("[store]\nbackend = \"mysql\"").unwrap_err().starts_with("store.backend"));
+    // TLS is verified against a CA the URL names, or not asked for at all.
+    let tls = |url: &str| resolve(&format!("[store]\nbackend = \"postgres\"\nurl = {url:?}"));
+    assert_eq!(
+        tls("postgres://responder@db01.contoso.com/healthset?sslmode=require").unwrap_err(),
+        "store.url: sslmode=require needs sslrootcert=FILE, the CA certificate (PEM) that signed the server's, so that the server is verified"
+    );
+    assert!(tls("postgres://responder@db01.contoso.com/healthset?sslrootcert=/etc/ca.pem")
+        .unwrap_err()
+        .starts_with("store.url: sslrootcert is for sslmode=require"));
+    assert!(tls(
+        "postgres://responder@db01.contoso.com/healthset?sslmode=require&sslrootcert=/etc/ca.pem"
+    )
+    .is_ok());
+    assert!(
+        tls("host=db01.contoso.com user=responder sslmode=require sslrootcert=/etc/ca.pem").is_ok()
+    );
 }

@@ -83,9 +83,9 @@ impl StoreConfig {
                     key: "store.url",
                     message: "is needed for backend = \"postgres\" (or set HSR_STORE_URL)".into(),
                 })?;
-                url.parse::<tokio_postgres::Config>().map_err(|_| BadStore {
+                super::postgres::describe_url(&url).map_err(|why| BadStore {
                     key: "store.url",
-                    message: "is not a PostgreSQL connection URL like \"postgres://responder@db01/healthset\"".into(),
+                    message: why.trim_start_matches("store.url: ").to_owned(),
                 })?;
                 if self.lease.0 < MIN_LEASE {
                     return Err(BadStore {

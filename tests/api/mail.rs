@@ -11,7 +11,7 @@ mod smtp;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-use smtp::{free_port, Pki, SmtpServer};
+use crate::pki::Pki;
+use smtp::{free_port, SmtpServer};
 
 const USER: &str = "healthset-responder";
 const PASSWORD: &str = "correct horse battery staple";

@@ -12,6 +12,7 @@ mod intake;
 mod listener;
 mod mail;
 mod metrics;
+mod pki;
 mod postgres;
 mod powershell;
 mod replay;

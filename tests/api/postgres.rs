@@ -5,6 +5,7 @@
 pub mod cluster;
 mod instances;
 mod retention;
+mod tls;
 mod views;
 
 use std::collections::{BTreeSet, HashMap};

@@ -20,6 +20,7 @@ mod leases;
 mod migrations;
 mod outbox;
 mod retention;
+mod tls;
 mod views;
 
 use std::collections::HashMap;
@@ -183,12 +184,10 @@ impl Postgres {
                 "the PostgreSQL pool needs room for at least one connection".into(),
             ));
         }
+        let (url, root_cert) = tls::split_root_cert(url);
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             Error::Config(format!("the PostgreSQL connection URL is not valid: {}", describe(&e)))
         })?;
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(Error::Config("the PostgreSQL connection URL asks for TLS (sslmode=require), which this build does not speak yet".into()));
-        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -196,11 +195,11 @@ impl Postgres {
             config.application_name("healthset-responder");
         }
         let target: Arc<str> = target(&config).into();
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match tls_of(&config, root_cert).map_err(Error::Config)? {
+            Some(root_cert) => Manager::from_config(config, tls::connector(&root_cert)?, recycling),
+            None => Manager::from_config(config, NoTls, recycling),
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
@@ -252,9 +251,32 @@ fn pool_error(err: deadpool_postgres::PoolError) -> String {
     }
 }
 
-/// Where a connection URL points (`user@host:port/database`, never the password), if it is one.
-pub fn describe_url(url: &str) -> Option<String> {
-    url.parse::<tokio_postgres::Config>().ok().map(|config| target(&config))
+/// The CA file a connection verifies the server against, when it asks for TLS; why the URL cannot be used, when
+/// it asks for TLS without one or names one without asking.
+fn tls_of(
+    config: &tokio_postgres::Config,
+    root_cert: Option<String>,
+) -> std::result::Result<Option<String>, String> {
+    match (config.get_ssl_mode(), root_cert) {
+        (SslMode::Require, Some(root_cert)) => Ok(Some(root_cert)),
+        (SslMode::Require, None) => Err("store.url: sslmode=require needs sslrootcert=FILE, the CA certificate (PEM) that signed the server's, so that the server is verified".into()),
+        (_, Some(_)) => Err("store.url: sslrootcert is for sslmode=require; add it, or leave sslrootcert out for a plain connection".into()),
+        _ => Ok(None),
+    }
+}
+
+/// Where a connection URL points (`user@host:port/database`, never the password, and how it is secured), or why
+/// it cannot be used.
+pub fn describe_url(url: &str) -> std::result::Result<String, String> {
+    let (url, root_cert) = tls::split_root_cert(url);
+    let config = url.parse::<tokio_postgres::Config>().map_err(|_| {
+        "store.url: is not a PostgreSQL connection URL like \"postgres://responder@db01/healthset\"".to_owned()
+    })?;
+    let tls = match tls_of(&config, root_cert)? {
+        Some(ca) => format!(" over TLS, verified against {ca}"),
+        None => String::new(),
+    };
+    Ok(format!("{}{tls}", target(&config)))
 }
 
 /// `user@host:port/database` of a connection configuration, for messages.

@@ -71,6 +71,12 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
 }
 
 impl Cluster {
+    /// The certificate of the CA that signed the server's (PEM): what `sslrootcert` names.
+    #[allow(dead_code)] // The TLS tests use it; the intake benchmark does not.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
@@ -88,6 +94,24 @@ impl Cluster {
                 .unwrap_or_else(|e| panic!("cannot give {} to nobody: {e}", dir.display()));
         }
         let data = dir.join("data");
+        // The server offers TLS with a certificate for 127.0.0.1 that the test CA signed; connections that do not
+        // ask for it stay plain.
+        let pki = crate::pki::Pki::new();
+        for (from, to) in
+            [(pki.server_certificate(), "server.crt"), (pki.server_key(), "server.key")]
+        {
+            std::fs::copy(&from, dir.join(to)).expect("the server's certificate and key");
+            std::fs::set_permissions(
+                dir.join(to),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .expect("the server's key is private");
+            if let Some((uid, gid)) = user {
+                std::os::unix::fs::chown(dir.join(to), Some(uid), Some(gid))
+                    .expect("the server owns its key");
+            }
+        }
+        std::fs::copy(pki.ca_file(), dir.join("ca.pem")).expect("the test CA's certificate");
         let output = as_user(Command::new(bin.join("initdb")), user, &dir)
             .arg("-D")
             .arg(&data)
@@ -119,7 +143,13 @@ impl Cluster {
                     "fsync=on",
                     "-c",
                     "track_commit_timestamp=on",
+                    "-c",
+                    "ssl=on",
                 ])
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", dir.join("server.crt").display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", dir.join("server.key").display()))
                 .arg("-c")
                 .arg(format!("unix_socket_directories={}", dir.display()))
                 .stdin(Stdio::null())
