@@ -35,7 +35,7 @@ use crate::runbook::plan::{self, Context, Decision, Limits, Proposal};
 use crate::shutdown::Signal;
 use crate::store::{
     now_ms, Decided, NewApproval, NewDecision, NewNotification, NewStep, Requested, Silence,
-    Started, Store, Target,
+    Started, Store, StoreError, Target,
 };
 
 mod approvals;
@@ -346,10 +346,19 @@ async fn dispatch(
             async move {
                 let shared = driving.shared.clone();
                 let driven = drive(&shared, &driving.id, &signal, stopping).await;
-                if let Err(err) = &driven {
-                    tracing::error!(error = %format!("{err:#}"), "incident driver failed; it is driven again after a backoff");
+                let lost = driven.as_ref().err().and_then(|err| err.downcast_ref::<StoreError>());
+                match (&driven, lost) {
+                    // Another instance took the incident over (this one stalled past its lease): it drives it now,
+                    // and this one lets it go.
+                    (Err(_), Some(StoreError::LostClaim(why))) => {
+                        tracing::warn!(reason = %why, "another instance drives this incident now; this one lets it go");
+                    }
+                    (Err(err), _) => {
+                        tracing::error!(error = %format!("{err:#}"), "incident driver failed; it is driven again after a backoff");
+                    }
+                    (Ok(()), _) => {}
                 }
-                driving.succeeded = driven.is_ok();
+                driving.succeeded = driven.is_ok() || lost.is_some_and(|e| matches!(e, StoreError::LostClaim(_)));
                 drop(driving);
             }
             .instrument(span),
