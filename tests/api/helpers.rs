@@ -101,6 +101,14 @@ pub async fn store_under_test(extra_toml: &str) -> String {
     format!("\n[store]\nbackend = \"postgres\"\nurl = {url:?}\nlease = \"3s\"\n")
 }
 
+/// The PostgreSQL database a test's service runs on, if it runs on one: what a test reads the rows from.
+pub fn postgres_url(app: &TestApp) -> Option<String> {
+    match settings(&app.config).store {
+        healthset_responder::config::StoreSettings::Postgres { url, .. } => Some(url),
+        healthset_responder::config::StoreSettings::Sqlite => None,
+    }
+}
+
 pub fn settings(toml: &str) -> Settings {
     Config::parse(toml)
         .expect("test config parses")
