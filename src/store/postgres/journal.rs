@@ -199,15 +199,24 @@ impl Postgres {
             tx.prepare_cached("SELECT server, health_set FROM incidents WHERE id = $1").await?;
         let row = tx.query_one(&read, &[&id]).await?;
         let key = monitor_key(row.get(0), row.get(1), &monitor);
-        // The savepoint keeps the transaction usable should another incident hold the key: then only the monitor
-        // is recorded.
+        // Another incident may hold the key, or take it at this moment (an alert naming the monitor): the unique
+        // index refuses the key then, and the savepoint keeps the transaction usable, so only the monitor is
+        // recorded.
         let keyed = tx
             .prepare_cached(
                 "UPDATE incidents SET open_key = $2 WHERE id = $1 AND open_key IS NOT NULL
                  AND NOT EXISTS (SELECT 1 FROM incidents WHERE open_key = $2 AND id <> $1)",
             )
             .await?;
-        tx.execute(&keyed, &[&id, &key]).await?;
+        tx.batch_execute("SAVEPOINT monitor_key").await?;
+        match tx.execute(&keyed, &[&id, &key]).await {
+            Ok(_) => tx.batch_execute("RELEASE SAVEPOINT monitor_key").await?,
+            Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT monitor_key; RELEASE SAVEPOINT monitor_key")
+                    .await?
+            }
+            Err(err) => return Err(err.into()),
+        }
         let update = tx
             .prepare_cached(
                 "UPDATE incidents SET monitor = $2, monitor_found = true, updated_at = $3 WHERE id = $1",
