@@ -41,6 +41,8 @@ pub(super) struct Queued {
 
 struct Work {
     delivery: NewDelivery,
+    /// The SHA-256 of the body: how a delivery without an id is told apart, and one of the keys its batch locks.
+    body_sha256: [u8; 32],
     alerts: Vec<Alert>,
     dry_run: bool,
     duplicate_window: Duration,
@@ -87,9 +89,13 @@ impl Postgres {
     ) -> Result<Answer> {
         let (reply, answer) = oneshot::channel();
         let stopped = || Error::unavailable(&self.target, "the intake writer has stopped");
+        let body_sha256 = <sha2::Sha256 as sha2::Digest>::digest(&delivery.body).into();
         // The queue is bounded: when the database falls behind, callers wait here instead of piling up in memory.
         self.intake
-            .send(Queued { work: Work { delivery, alerts, dry_run, duplicate_window, now }, reply })
+            .send(Queued {
+                work: Work { body_sha256, delivery, alerts, dry_run, duplicate_window, now },
+                reply,
+            })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -182,8 +188,7 @@ fn keys(batch: &[Queued]) -> Vec<String> {
         if let Some(id) = &work.delivery.webhook_id {
             keys.push(format!("delivery\u{1f}{sender}\u{1f}{id}"));
         }
-        let body: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&work.delivery.body).into();
-        keys.push(format!("body\u{1f}{sender}\u{1f}{}", hex::encode(body)));
+        keys.push(format!("body\u{1f}{sender}\u{1f}{}", hex::encode(work.body_sha256)));
         for alert in &work.alerts {
             if let Some(source) = &alert.source_key {
                 keys.push(format!(
@@ -227,11 +232,10 @@ async fn one(tx: &Transaction<'_>, work: &Work) -> Result<Result<Answer>> {
 
 /// Intake's statements for one delivery: its answer, and whether anything of it is to be kept.
 async fn accept(tx: &Transaction<'_>, work: &Work) -> Result<(Answer, bool)> {
-    let Work { delivery, alerts, dry_run, duplicate_window, now } = work;
+    let Work { delivery, body_sha256, alerts, dry_run, duplicate_window, now } = work;
     let now = *now;
     let format = delivery.format.as_str();
     let webhook_id = delivery.webhook_id.as_deref().map(text);
-    let body_sha256: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&delivery.body).into();
     let delivery_id = new_id();
 
     let insert = tx

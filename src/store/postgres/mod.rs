@@ -218,6 +218,7 @@ impl Postgres {
             lease,
             claims: Arc::default(),
         };
+        store.heartbeat(super::now_ms()).await?;
         journal::renew_claims(&store);
         Ok(store)
     }

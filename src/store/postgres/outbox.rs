@@ -14,7 +14,8 @@ use crate::store::{now_ms, NotificationRow};
 const CLAIM_BATCH: i64 = 8;
 
 impl Postgres {
-    /// Records that this instance is alive until `now` plus its lease: what keeps its claims on notifications.
+    /// Records that this instance is alive until `now` plus its lease: what keeps its claims on notifications. Renewed
+    /// with its claims, and first at start, before it can claim any.
     pub(super) async fn heartbeat(&self, now: i64) -> Result<()> {
         let client = self.client().await?;
         let beat = client
@@ -32,7 +33,6 @@ impl Postgres {
     /// next one falls due.
     pub async fn due_notifications(&self) -> Result<(Vec<NotificationRow>, Option<i64>)> {
         let now = now_ms();
-        self.heartbeat(now).await?;
         let client = self.client().await?;
         let claim = client
             .prepare_cached(

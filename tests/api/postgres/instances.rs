@@ -68,8 +68,9 @@ fn pid_of(instance: &str) -> u32 {
 async fn alerts_posted_to_two_instances_at_once_open_one_incident_per_key() {
     let url = database().await;
     let dir = tempfile::tempdir().unwrap();
-    // Both would recycle a pool at once; automation paused through one instance keeps every incident open.
-    let extra = "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"app_pool\"\n";
+    // Every key's check fails, so each incident wants a change; automation paused through one instance refuses
+    // every change on both (the other may still verify before it hears of the pause), so every incident stays open.
+    let extra = "[simulator.servers.\"cas01.contoso.com\"]\nfault = \"app_pool\"\nunhealthy_monitors = [\"RequestsQueuedGt500Monitor\"]\n[simulator.servers.\"cas02.contoso.com\"]\nfault = \"app_pool\"\n";
     let a = ServiceProcess::start(&instance_config(dir.path(), "a", &url, extra), None);
     let b = ServiceProcess::start(&instance_config(dir.path(), "b", &url, extra), None);
     let (status, _) = TestApp::attached(&a.url)
