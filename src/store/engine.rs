@@ -168,6 +168,9 @@ macro_rules! open_states {
     };
 }
 
+/// [`open_states`] for statements built with `format!`, on either backend.
+pub(super) const OPEN_STATES: &str = open_states!();
+
 fn parse_server(raw: String) -> rusqlite::Result<ServerName> {
     ServerName::parse(&raw).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))

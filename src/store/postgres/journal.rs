@@ -19,25 +19,18 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::leases::{Claim, Fenced};
+use super::leases::{Claim, Fenced, DRIVEN};
 use super::{Error, Postgres, Result};
 use crate::domain::{HealthSet, Monitor, ServerName};
 use crate::incident::{ActionKind, Outcome, State};
 use crate::journal::{Action, Ending, Facts, Report};
 use crate::ma::RecoveryAction;
 use crate::safety::{self, History, Throttle};
-use crate::store::engine::{bounded, monitor_key, unhealthy_json, StoredStep};
+use crate::store::engine::{bounded, monitor_key, unhealthy_json, StoredStep, OPEN_STATES as OPEN};
 use crate::store::{
     new_id, now_ms, rfc3339, EscalationHistory, IncidentRecord, NewNotification, NewStep, Runnable,
     Silence, Started, StepRecord, StoreError,
 };
-
-/// The states of an incident an instance drives; the same list as `leases::driven_states`.
-const DRIVEN: &str = "('queued', 'running', 'waiting')";
-
-/// The states of an incident that is not final: `awaiting_approval` holds its servers and counts toward the
-/// restarts in flight like the others.
-const OPEN: &str = "('queued', 'running', 'waiting', 'awaiting_approval')";
 
 /// The most incidents one look at the queue claims: instances looking in turn share a storm between them.
 const CLAIM_BATCH: i64 = 32;

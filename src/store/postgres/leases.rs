@@ -30,6 +30,9 @@ macro_rules! driven_states {
     };
 }
 
+/// [`driven_states`] for statements built with `format!`.
+pub(super) const DRIVEN: &str = driven_states!();
+
 fn until(now: i64, lease: Duration) -> i64 {
     now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
 }
