@@ -3,7 +3,8 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{now_ms, rfc3339, Result, Silence, Sqlite, StoreError};
+use super::views::{pause_reason, silence_over};
+use super::{now_ms, Result, Silence, Sqlite, StoreError};
 use crate::domain::{HealthSet, Monitor, ServerName};
 use crate::incident::{ActionKind, Outcome, State};
 use crate::journal::{Action, Done, Ending, Facts, Report};
@@ -295,10 +296,10 @@ impl Sqlite {
         self.write(move |tx| {
             let now = now_ms();
             if action.kind().is_mutating() {
-                if paused(tx)? {
+                if pause_reason(tx)?.is_some() {
                     return Ok(Started::Paused);
                 }
-                if let Some(silence) = silence_over(tx, action.server(), now)? {
+                if let Some(silence) = silence_over(tx, action.server().as_str(), now)? {
                     return Ok(Started::Silenced(silence));
                 }
             }
@@ -539,29 +540,6 @@ impl Sqlite {
         })
         .await
     }
-}
-
-/// Whether automation is paused, as the transaction sees it.
-fn paused(tx: &Transaction) -> Result<bool> {
-    Ok(tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM settings WHERE key = 'paused')")?
-        .query_row([], |r| r.get(0))?)
-}
-
-/// The silence covering `server` at `now`, as the transaction sees it (the one lasting longest).
-fn silence_over(tx: &Transaction, server: &ServerName, now: i64) -> Result<Option<Silence>> {
-    Ok(tx
-        .prepare_cached("SELECT id, server, until, reason, created_at FROM silences WHERE server = ?1 AND until > ?2 ORDER BY until DESC LIMIT 1")?
-        .query_row(params![server.as_str(), now], |row| {
-            Ok(Silence {
-                id: row.get(0)?,
-                server: row.get(1)?,
-                until: rfc3339(row.get(2)?),
-                reason: row.get(3)?,
-                created_at: rfc3339(row.get(4)?),
-            })
-        })
-        .optional()?)
 }
 
 pub(super) fn queue_notification(

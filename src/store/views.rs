@@ -289,6 +289,33 @@ pub(crate) fn incident(conn: &Connection, id: &str) -> Result<IncidentView> {
     Ok(view)
 }
 
+/// The silence covering `server` at `now` (the one lasting longest), as `conn` sees it: what the operator's view
+/// and the transaction that journals a change both read.
+pub(super) fn silence_over(conn: &Connection, server: &str, now: i64) -> Result<Option<Silence>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, server, until, reason, created_at FROM silences WHERE server = ?1 AND until > ?2 ORDER BY until DESC LIMIT 1",
+        )?
+        .query_row(params![server, now], |row| {
+            Ok(Silence {
+                id: row.get(0)?,
+                server: row.get(1)?,
+                until: rfc3339(row.get(2)?),
+                reason: row.get(3)?,
+                created_at: rfc3339(row.get(4)?),
+            })
+        })
+        .optional()?)
+}
+
+/// Why automation is paused, if it is, as `conn` sees it.
+pub(super) fn pause_reason(conn: &Connection) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM settings WHERE key = 'paused'")?
+        .query_row([], |row| row.get(0))
+        .optional()?)
+}
+
 impl Sqlite {
     /// Alerts newest first; `before` is an alert id to page from.
     pub async fn list_alerts(
@@ -388,28 +415,12 @@ impl Sqlite {
 
     /// The silence that covers a server now, if any.
     pub async fn silenced(&self, server: String) -> Result<Option<Silence>> {
-        self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT id, server, until, reason, created_at FROM silences WHERE server = ?1 AND until > ?2 ORDER BY until DESC LIMIT 1",
-                    params![server, now_ms()],
-                    |row| {
-                        Ok(Silence { id: row.get(0)?, server: row.get(1)?, until: rfc3339(row.get(2)?), reason: row.get(3)?, created_at: rfc3339(row.get(4)?) })
-                    },
-                )
-                .optional()?)
-        })
-        .await
+        self.read(move |conn| silence_over(conn, &server, now_ms())).await
     }
 
     /// The pause switch: `Some(reason)` while automation is paused.
     pub async fn paused(&self) -> Result<Option<String>> {
-        self.read(|conn| {
-            Ok(conn
-                .query_row("SELECT value FROM settings WHERE key = 'paused'", [], |row| row.get(0))
-                .optional()?)
-        })
-        .await
+        self.read(pause_reason).await
     }
 
     pub async fn set_paused(&self, reason: Option<String>) -> Result<()> {

@@ -20,6 +20,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::leases::{Claim, Fenced, DRIVEN};
+use super::views::{pause_reason, silence_over};
 use super::{Error, Postgres, Result};
 use crate::domain::{HealthSet, Monitor, ServerName};
 use crate::incident::{ActionKind, Outcome, State};
@@ -28,8 +29,8 @@ use crate::ma::RecoveryAction;
 use crate::safety::{self, History, Throttle};
 use crate::store::engine::{bounded, monitor_key, unhealthy_json, StoredStep, OPEN_STATES as OPEN};
 use crate::store::{
-    new_id, now_ms, rfc3339, EscalationHistory, IncidentRecord, NewNotification, NewStep, Runnable,
-    Silence, Started, StepRecord, StoreError,
+    new_id, now_ms, EscalationHistory, IncidentRecord, NewNotification, NewStep, Runnable, Started,
+    StepRecord, StoreError,
 };
 
 /// The most incidents one look at the queue claims: instances looking in turn share a storm between them.
@@ -228,10 +229,10 @@ impl Postgres {
         let action = step.action;
         let group = step.group.as_deref();
         if action.kind().is_mutating() {
-            if paused(&tx).await? {
+            if pause_reason(&*tx).await?.is_some() {
                 return Ok(Started::Paused);
             }
-            if let Some(silence) = silence_over(&tx, action.server(), now).await? {
+            if let Some(silence) = silence_over(&*tx, action.server().as_str(), now).await? {
                 return Ok(Started::Silenced(silence));
             }
         }
@@ -517,34 +518,6 @@ fn step(row: &Row) -> Result<StepRecord> {
         unhealthy: row.get(7),
         already_in_place: row.get(8),
         ma_actions: row.get(9),
-    }))
-}
-
-/// Whether automation is paused, as the transaction sees it.
-async fn paused(tx: &Transaction<'_>) -> Result<bool> {
-    let statement =
-        tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM settings WHERE key = 'paused')").await?;
-    Ok(tx.query_one(&statement, &[]).await?.get(0))
-}
-
-/// The silence covering `server` at `now`, as the transaction sees it (the one lasting longest).
-async fn silence_over(
-    tx: &Transaction<'_>,
-    server: &ServerName,
-    now: i64,
-) -> Result<Option<Silence>> {
-    let statement = tx
-        .prepare_cached(
-            "SELECT id, server, until, reason, created_at FROM silences WHERE server = $1 AND until > $2
-             ORDER BY until DESC LIMIT 1",
-        )
-        .await?;
-    Ok(tx.query_opt(&statement, &[&server.as_str(), &now]).await?.map(|row| Silence {
-        id: row.get(0),
-        server: row.get(1),
-        until: rfc3339(row.get(2)),
-        reason: row.get(3),
-        created_at: rfc3339(row.get(4)),
     }))
 }
 

@@ -6,7 +6,7 @@
 //! Rows become views through the same functions as SQLite's (`views::alert_summary` and the like), so both
 //! backends show the same columns the same way, in the same order.
 
-use deadpool_postgres::Client;
+use deadpool_postgres::{Client, GenericClient};
 use tokio_postgres::Row;
 
 use super::{Error, Postgres, Result};
@@ -56,6 +56,28 @@ fn silence(row: &Row) -> Silence {
         reason: row.get(3),
         created_at: rfc3339(row.get(4)),
     }
+}
+
+/// The silence covering `server` at `now` (the one lasting longest), as `client` sees it: what the operator's view
+/// and the transaction that journals a change both read.
+pub(super) async fn silence_over(
+    client: &impl GenericClient,
+    server: &str,
+    now: i64,
+) -> Result<Option<Silence>> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {SILENCE_COLUMNS} FROM silences WHERE server = $1 AND until > $2 ORDER BY until DESC LIMIT 1"
+        ))
+        .await?;
+    Ok(client.query_opt(&statement, &[&server, &now]).await?.as_ref().map(silence))
+}
+
+/// Why automation is paused, if it is, as `client` sees it.
+pub(super) async fn pause_reason(client: &impl GenericClient) -> Result<Option<String>> {
+    let statement =
+        client.prepare_cached("SELECT value FROM settings WHERE key = 'paused'").await?;
+    Ok(client.query_opt(&statement, &[]).await?.map(|row| row.get(0)))
 }
 
 impl Postgres {
@@ -201,21 +223,12 @@ impl Postgres {
 
     /// The silence that covers a server now, if any (the one lasting longest).
     pub async fn silenced(&self, server: String) -> Result<Option<Silence>> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {SILENCE_COLUMNS} FROM silences WHERE server = $1 AND until > $2 ORDER BY until DESC LIMIT 1"
-            ))
-            .await?;
-        Ok(client.query_opt(&statement, &[&server, &now_ms()]).await?.as_ref().map(silence))
+        silence_over(&self.client().await?, &server, now_ms()).await
     }
 
     /// The pause switch: `Some(reason)` while automation is paused.
     pub async fn paused(&self) -> Result<Option<String>> {
-        let client = self.client().await?;
-        let statement =
-            client.prepare_cached("SELECT value FROM settings WHERE key = 'paused'").await?;
-        Ok(client.query_opt(&statement, &[]).await?.map(|row| row.get(0)))
+        pause_reason(&self.client().await?).await
     }
 
     /// Pauses automation with a reason, or (`None`) resumes it.
