@@ -312,17 +312,37 @@ async fn a_stream_of_alerts_survives_one_instance_killed_again_and_again() {
     let http = reqwest::Client::new();
     let alerts = crate::safety::remedy_alerts();
     let mut acknowledged = Vec::new();
-    // a dies early in a round, in the middle of remedies, in a settle, late.
-    for (round, delay) in [150_u64, 450, 800, 300].into_iter().enumerate() {
+    // a dies early in a round, in the middle of remedies, in a settle, and last as soon as it drives an incident.
+    let rounds = [150_u64, 450, 800, 0];
+    for (round, delay) in rounds.into_iter().enumerate() {
+        let last = round + 1 == rounds.len();
+        if last {
+            // b first ends what the earlier rounds left, so that the last round's alerts open incidents of their
+            // own, which a claims.
+            crate::safety::all_incidents(&TestApp::attached(&b.url)).await;
+        }
         let mut a = ServiceProcess::start(&a_config, None);
         for (n, body) in alerts.iter().enumerate() {
-            // Alternately through each instance, as a load balancer spreads them.
-            let instance = if n % 2 == 0 { &a.url } else { &b.url };
+            // Alternately through each instance, as a load balancer spreads them; the last round all through a.
+            let instance = if n % 2 == 0 || last { &a.url } else { &b.url };
             let answer = post(&http, instance, body, &format!("stream_{round}_{n}")).await;
             acknowledged.push(answer["alerts"][0]["alert_id"].as_str().unwrap().to_owned());
         }
         tokio::time::sleep(Duration::from_millis(delay)).await;
         outbox_settled(&db).await;
+        if last {
+            // The last kill comes while a drives an open incident (whose remedies take seconds), which b must then
+            // take over.
+            let mine = format!(
+                "SELECT count(*) FROM incidents WHERE lease_owner LIKE '%:{}:%' AND state IN ('queued', 'running', 'waiting')",
+                a.child.id()
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while column::<i64>(&db, &mine).await[0] == 0 {
+                assert!(Instant::now() < deadline, "a never drove an incident of the last round");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         a.child.kill().unwrap();
         a.child.wait().unwrap();
     }
