@@ -123,17 +123,18 @@ fn limit(
     now_ms: i64,
 ) -> Result<(), String> {
     let key = format!("safety.{kind}");
+    // A step another driver started after `now_ms` was read (while this one waited for the throttle's lock) ran
+    // no time ago, not a negative time: an interval of zero never refuses it.
+    let since = |at: i64| (now_ms - at).max(0);
     let ago = |at: i64| {
-        humantime::format_duration(Duration::from_secs(((now_ms - at).max(0) / 1000) as u64))
-            .to_string()
+        humantime::format_duration(Duration::from_secs((since(at) / 1000) as u64)).to_string()
     };
     let every = |d: Duration| humantime::format_duration(d).to_string();
     if kind == ActionKind::RestartServer && history.group_in_flight > 0 {
         return Err(format!("{key}: a server restart is already in flight in group {group}; one at a time per group"));
     }
-    if let Some(last) = history
-        .server_last
-        .filter(|&at| now_ms - at < rule.server_min_interval.0.as_millis() as i64)
+    if let Some(last) =
+        history.server_last.filter(|&at| since(at) < rule.server_min_interval.0.as_millis() as i64)
     {
         return Err(format!(
             "{key}.server_min_interval: {kind} ran on {server} {} ago; at most once every {}",
@@ -148,7 +149,7 @@ fn limit(
         ));
     }
     if let Some(last) =
-        history.group_last.filter(|&at| now_ms - at < rule.group_min_interval.0.as_millis() as i64)
+        history.group_last.filter(|&at| since(at) < rule.group_min_interval.0.as_millis() as i64)
     {
         return Err(format!(
             "{key}.group_min_interval: {kind} ran in group {group} {} ago; at most once every {}",
@@ -214,5 +215,25 @@ mod tests {
                 (got, want) => panic!("{kind} {history:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    /// Two drivers in one group: the second read the time, then waited for the throttle's lock while the first
+    /// started its step. With no interval set, the second still runs; with one, it is refused as having run just now.
+    #[test]
+    fn a_step_started_after_the_time_was_read_ran_no_time_ago() {
+        let now = 100 * DAY_MS;
+        let history = History { group_last: Some(now + 5), group_today: 1, ..History::default() };
+        let mut unlimited =
+            rule(&SafetyConfig::default(), ActionKind::RecycleAppPool).unwrap().clone();
+        unlimited.group_min_interval = Dur(Duration::ZERO);
+        assert_eq!(
+            check(ActionKind::RecycleAppPool, &unlimited, "mbx01", "dag1", &history, now),
+            Ok(())
+        );
+        let mut spaced = unlimited.clone();
+        spaced.group_min_interval = Dur::minutes(1);
+        let refused =
+            check(ActionKind::RecycleAppPool, &spaced, "mbx02", "dag1", &history, now).unwrap_err();
+        assert!(refused.contains("ran in group dag1 0s ago; at most once every 1m"), "{refused}");
     }
 }
