@@ -241,11 +241,15 @@ fn accept(
             }
             (open, Disposition::Resolved)
         } else if let Some(open) = open_incident(tx, &key)? {
-            tx.prepare_cached("UPDATE incidents SET updated_at = ?2, mailbox_hint = COALESCE(mailbox_hint, ?3) WHERE id = ?1")?.execute(params![
-                open,
-                now,
-                alert.mailbox_hint.as_ref().map(|s| s.as_str())
-            ])?;
+            // An alert joining an incident changes it only when it brings the first `_Mbx:` hint: arriving is not
+            // progress (an incident that makes none is reported stalled however many alerts join it), and leaving
+            // the row alone spares a storm a changed page per open incident in every commit.
+            if let Some(hint) = &alert.mailbox_hint {
+                tx.prepare_cached(
+                    "UPDATE incidents SET mailbox_hint = ?2 WHERE id = ?1 AND mailbox_hint IS NULL",
+                )?
+                .execute(params![open, hint.as_str()])?;
+            }
             (Some(open), Disposition::Attached)
         } else {
             let id = create_incident(tx, alert, &key, dry_run, None)?;
@@ -297,9 +301,7 @@ fn accept(
             in_body.map(|found| found.at as i64),
             in_body.map(|found| found.len as i64),
         ])?;
-        if let Some(incident_id) = incident_id {
-            link(tx, incident_id, alert_id)?;
-        }
+        // The alert's `incident_id` is its link: the writer indexes it later (`links.rs`).
     }
     Ok(answer)
 }
@@ -441,6 +443,49 @@ mod tests {
             }
         }
         assert!(referred >= 3, "long messages are referred to in their bodies: {referred}");
+    }
+
+    /// Alerts that keep joining an incident no automation moves are not progress: it is still reported stalled,
+    /// and only the first `_Mbx:` hint changes it.
+    #[tokio::test]
+    async fn alerts_joining_an_incident_do_not_hide_that_it_makes_no_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(dir.path()).unwrap();
+        let post = |n: usize, message: &'static str| {
+            let body = format!(
+                r#"{{"health_set":"ActiveSync","server":"cas01.contoso.com","monitor":"ActiveSyncCTPMonitor","message":"{message}"}}"#
+            );
+            let alerts = crate::alert::parse(Format::Native, body.as_bytes()).unwrap().alerts;
+            let delivery = NewDelivery {
+                sender: "scom".into(),
+                format: Format::Native,
+                webhook_id: Some(format!("msg_{n}")),
+                body: body.into_bytes().into(),
+            };
+            store.accept(delivery, alerts, false, Duration::ZERO)
+        };
+        let incident =
+            post(0, "probe failed").await.unwrap().alerts[0].incident_id.clone().unwrap();
+        let hour_ago = now_ms() - 3_600_000;
+        store
+            .write(move |tx| Ok(tx.execute("UPDATE incidents SET updated_at = ?1", [hour_ago])?))
+            .await
+            .unwrap();
+        let before = store.incident(incident.clone()).await.unwrap();
+        let answer =
+            post(1, "probe failed _Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_").await.unwrap();
+        assert_eq!(answer.alerts[0].disposition, Disposition::Attached);
+        post(2, "probe failed _Mbx:MBX02.contoso.com_").await.unwrap();
+        let after = store.incident(incident.clone()).await.unwrap();
+        assert_eq!(after.updated_at, before.updated_at);
+        assert_eq!(
+            after.mailbox_hint.as_deref(),
+            Some("mbx01.contoso.com"),
+            "the first hint is kept"
+        );
+        assert_eq!(after.alert_ids.len(), 3);
+        let stalled = store.stalled(30 * 60 * 1000).await.unwrap();
+        assert_eq!(stalled, vec![(incident, hour_ago)]);
     }
 
     #[test]

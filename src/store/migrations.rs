@@ -193,6 +193,19 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX deliveries_rejected;
     CREATE INDEX deliveries_rejected ON deliveries(id) WHERE error IS NOT NULL;
     "#,
+    // 8: intake records an alert's incident on the alert alone (`alerts.incident_id`); the writer links alerts to
+    // their incidents in `incident_alerts` behind it, many at once in incident order (`links.rs`). `links_through` is
+    // the last alert (by rowid) so linked; `links` is every link: those in `incident_alerts` and those of the alerts
+    // after it. Every alert kept before this version was linked at intake.
+    r#"
+    CREATE TABLE links_through (alert_rowid INTEGER NOT NULL);
+    INSERT INTO links_through (alert_rowid) SELECT COALESCE(MAX(rowid), 0) FROM alerts;
+    CREATE VIEW links AS
+        SELECT incident_id, alert_id, linked_at FROM incident_alerts
+        UNION ALL
+        SELECT a.incident_id, a.id, a.received_at FROM alerts a
+        WHERE a.rowid > (SELECT alert_rowid FROM links_through) AND a.incident_id IS NOT NULL;
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

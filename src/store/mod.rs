@@ -13,6 +13,7 @@
 mod approvals;
 mod engine;
 mod intake;
+mod links;
 mod migrations;
 pub mod postgres;
 mod retention;

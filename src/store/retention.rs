@@ -22,6 +22,8 @@ impl Sqlite {
     /// Throttles count the last day only, so a cutoff at least a day old never weakens them.
     pub async fn prune(&self, cutoff_ms: i64) -> Result<Pruned> {
         self.write(move |tx| {
+            // Which alerts an incident still refers to is read from `incident_alerts`: every alert is in it first.
+            super::links::link_pending(tx, None)?;
             let incidents = tx.execute(
                 "DELETE FROM incidents WHERE state IN ('transient', 'recovered', 'escalated', 'blocked', 'suppressed') AND updated_at < ?1
                  AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.incident_id = incidents.id AND n.status <> 'sent')",
@@ -31,6 +33,7 @@ impl Sqlite {
                 "DELETE FROM alerts WHERE received_at < ?1 AND NOT EXISTS (SELECT 1 FROM incident_alerts l WHERE l.alert_id = alerts.id)",
                 [cutoff_ms],
             )?;
+            super::links::after_deleting_alerts(tx)?;
             let deliveries = tx.execute(
                 "DELETE FROM deliveries WHERE received_at < ?1 AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.delivery_id = deliveries.id)",
                 [cutoff_ms],

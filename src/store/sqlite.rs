@@ -13,13 +13,12 @@
 //! named, rather than failing alerts one by one later.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, Transaction};
 use tokio::sync::oneshot;
 
-use super::{migrations, Result, StoreError, DB_FILE};
+use super::{links, migrations, Result, StoreError, DB_FILE};
 
 /// A write waiting for the next group commit.
 trait Job: Send {
@@ -183,36 +182,23 @@ impl Sqlite {
         let mut conn = Connection::open(&path)?;
         // FULL: a commit is on disk when it returns, which is what a 202 promises. A larger page cache keeps the
         // indexes that intake searches in memory.
-        // The writer never checkpoints: a thread of its own copies the WAL back into the database, so that work is
-        // off the path every acknowledged alert waits on. Each write's savepoint keeps the pages it changes in a
-        // statement journal; in memory, that is a copy, not a temporary file written for every write.
+        // The writer copies the WAL back into the database itself (see [`Upkeep`]), never inside a commit. Each
+        // write's savepoint keeps the pages it changes in a statement journal; in memory, that is a copy, not a
+        // temporary file written for every write.
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;
-             PRAGMA temp_store=MEMORY;",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-16384;
+             PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY;",
         )
         .map_err(damaged)?;
         integrity(&conn).map_err(|detail| StoreError::Damaged { path: path.clone(), detail })?;
         migrations::apply(&mut conn)?;
-        let checkpoints = Connection::open(&path)?;
-        checkpoints.busy_timeout(std::time::Duration::from_secs(5))?;
         let (writes, queue) = mpsc::sync_channel::<Box<dyn Job>>(MAX_BATCH * 4);
-        let stopped = Arc::new(AtomicBool::new(false));
-        let writer_stopped = stopped.clone();
         let health = Arc::new(Mutex::new(CommitHealth::default()));
         let writer_health = health.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || {
-                writer(conn, queue, &writer_health);
-                writer_stopped.store(true, Ordering::Relaxed);
-            })
+            .spawn(move || writer(conn, queue, &writer_health))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
-        std::thread::Builder::new()
-            .name("store-checkpoint".into())
-            .spawn(move || checkpointer(checkpoints, stopped))
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}"))
-            })?;
         Ok(Sqlite {
             writes,
             readers: Arc::new(Mutex::new(Vec::new())),
@@ -346,27 +332,76 @@ fn integrity(conn: &Connection) -> std::result::Result<(), String> {
     }
 }
 
-/// How often the WAL is copied back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often the writer copies the WAL back into the database file, when it has committed anything since.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Copies committed WAL frames into the database (PASSIVE: never waits for the writer or readers) until the writer
-/// has stopped, then once more in full.
-fn checkpointer(conn: Connection, writer_stopped: Arc<AtomicBool>) {
-    while !writer_stopped.load(Ordering::Relaxed) {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %err, "WAL checkpoint failed; will try again");
-        }
-    }
-    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+/// What the writer does besides group commits, between two of them, once the callers of the last have their
+/// answers: link the alerts intake kept ([`links`]), and copy the WAL back into the database file. Only the writer
+/// can do the copy so that it catches up with the last commit, which lets the next commit write the WAL from its
+/// start again: a checkpoint beside a busy writer never catches up, and the WAL then grows for as long as a storm
+/// lasts, every page written going to a new place in the file. So the WAL holds at most about
+/// [`CHECKPOINT_EVERY`] of writes, and the writes that wait meanwhile share the next commit.
+struct Upkeep {
+    linked_at: std::time::Instant,
+    checkpointed_at: std::time::Instant,
+    written: bool,
 }
 
+impl Upkeep {
+    fn new() -> Upkeep {
+        let now = std::time::Instant::now();
+        Upkeep { linked_at: now, checkpointed_at: now, written: false }
+    }
+
+    /// How long the writer may wait for a write before some upkeep is due.
+    fn wait(&self) -> std::time::Duration {
+        let link = links::LINK_EVERY.saturating_sub(self.linked_at.elapsed());
+        if self.written {
+            link.min(CHECKPOINT_EVERY.saturating_sub(self.checkpointed_at.elapsed()))
+        } else {
+            link
+        }
+    }
+
+    /// Runs what is due. `wrote`: whether a batch has just committed.
+    fn run(&mut self, conn: &mut Connection, wrote: bool) {
+        self.written |= wrote;
+        if self.linked_at.elapsed() >= links::LINK_EVERY {
+            self.written |= links::link_in_own_transaction(conn);
+            self.linked_at = std::time::Instant::now();
+        }
+        if self.written && self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY {
+            checkpoint(conn, "PASSIVE");
+            self.written = false;
+            self.checkpointed_at = std::time::Instant::now();
+        }
+    }
+}
+
+/// Copies the WAL back into the database file; a failure is logged, and the next checkpoint tries again.
+fn checkpoint(conn: &Connection, mode: &str) {
+    if let Err(err) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+        tracing::warn!(error = %err, "WAL checkpoint failed; will try again");
+    }
+}
+
+/// Runs every write in group commits, and the [`Upkeep`] between them, until every handle is gone; then links
+/// what is left and copies the whole WAL back.
 fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, health: &Mutex<CommitHealth>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = queue.recv() {
+    let mut upkeep = Upkeep::new();
+    loop {
+        let first = match queue.recv_timeout(upkeep.wait()) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                upkeep.run(&mut conn, false);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         batch.push(first);
         // IMMEDIATE takes the write lock up front, where the busy timeout applies, instead of upgrading a read
-        // transaction later, which fails at once if the checkpointer has moved the WAL on meanwhile.
+        // transaction later, which fails at once if a checkpoint has moved the WAL on meanwhile.
         let committed =
             match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
                 Ok(tx) => apply_all(tx, &queue, &mut batch),
@@ -388,7 +423,10 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, health: &Mu
         for job in batch.drain(..) {
             job.complete(committed.clone());
         }
+        upkeep.run(&mut conn, committed.is_ok());
     }
+    links::link_in_own_transaction(&mut conn);
+    checkpoint(&conn, "TRUNCATE");
 }
 
 /// Runs a batch in one transaction and commits it: the writes in `batch`, then those that arrived while they ran,
@@ -466,7 +504,7 @@ fn apply_shared(tx: &Transaction, jobs: &mut [Box<dyn Job>]) -> std::result::Res
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
@@ -565,6 +603,32 @@ mod tests {
         assert!(
             settings_keys(&path).is_empty(),
             "no write of the batch was kept, not even the one after the rollback"
+        );
+    }
+
+    /// A storm writes without pause: the WAL must still be copied back and begun again, not grow with the storm.
+    #[tokio::test]
+    async fn the_wal_stays_a_fraction_of_what_a_long_run_of_writes_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(dir.path()).unwrap();
+        let wal = PathBuf::from(format!("{}-wal", store.path().display()));
+        const BLOB: usize = 64 * 1024;
+        let (started, mut written, mut largest) = (std::time::Instant::now(), 0usize, 0u64);
+        // Long enough for several checkpoints, however fast the disk.
+        while written < 64 << 20 || started.elapsed() < 8 * CHECKPOINT_EVERY {
+            store
+                .write(|tx| {
+                    tx.execute("INSERT INTO settings(key, value) VALUES (lower(hex(randomblob(16))), zeroblob(?1))", [BLOB as i64])?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            written += BLOB;
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        assert!(
+            largest < (written / 3) as u64,
+            "the WAL reached {largest} bytes while {written} bytes were written"
         );
     }
 

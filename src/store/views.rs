@@ -255,7 +255,7 @@ pub(crate) fn alert_detail(
 
 fn alert_ids(conn: &Connection, incident_id: &str) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT alert_id FROM incident_alerts WHERE incident_id = ?1 ORDER BY linked_at, alert_id",
+        "SELECT alert_id FROM links WHERE incident_id = ?1 ORDER BY linked_at, alert_id",
     )?;
     let ids = stmt
         .query_map([incident_id], |row| row.get(0))?
@@ -341,7 +341,7 @@ impl Sqlite {
                 )
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("alert {id}")))?;
-            let mut stmt = conn.prepare_cached("SELECT incident_id FROM incident_alerts WHERE alert_id = ?1 ORDER BY linked_at")?;
+            let mut stmt = conn.prepare_cached("SELECT incident_id FROM links WHERE alert_id = ?1 ORDER BY linked_at, incident_id")?;
             let incident_ids = stmt.query_map([&id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
             Ok(alert_detail(summary, delivery_id, position, webhook_id, body, incident_ids))
         })
@@ -405,7 +405,7 @@ impl Sqlite {
     pub async fn incident_alerts(&self, id: String) -> Result<Vec<AlertSummary>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {ALERT_COLUMNS} FROM incident_alerts l JOIN alerts a ON a.id = l.alert_id WHERE l.incident_id = ?1 ORDER BY l.linked_at, a.id"
+                "SELECT {ALERT_COLUMNS} FROM links l JOIN alerts a ON a.id = l.alert_id WHERE l.incident_id = ?1 ORDER BY l.linked_at, a.id"
             ))?;
             let rows = stmt.query_map([id], |row| alert_summary(row))?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)

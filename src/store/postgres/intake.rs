@@ -388,7 +388,9 @@ async fn incident_for(
         return Ok((open, Disposition::Resolved));
     }
     // Opens the incident of this key, or attaches to the one open: another instance's, if it committed first.
-    let on_open = "DO UPDATE SET updated_at = excluded.updated_at, mailbox_hint = COALESCE(incidents.mailbox_hint, excluded.mailbox_hint)";
+    // Joining changes the incident only by the first `_Mbx:` hint: arriving is not progress (see the SQLite store).
+    let on_open =
+        "DO UPDATE SET mailbox_hint = COALESCE(incidents.mailbox_hint, excluded.mailbox_hint)";
     let (id, open) = open_incident(tx, alert, &key, dry_run, None, now, on_open).await?;
     let open = open.expect("an upsert returns the open incident");
     let disposition = if open == id { Disposition::NewIncident } else { Disposition::Attached };
