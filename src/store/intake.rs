@@ -357,10 +357,30 @@ fn link(tx: &Transaction, incident_id: &str, alert_id: &str) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// Posts one native alert for `server` with delivery id `msg_{n}`, as intake would.
+    pub(in crate::store) async fn post(
+        store: &Sqlite,
+        n: usize,
+        server: &str,
+        message: &str,
+    ) -> Result<Answer> {
+        let body = format!(
+            r#"{{"health_set":"ActiveSync","server":"{server}","monitor":"ActiveSyncCTPMonitor","message":"{message}"}}"#
+        );
+        let alerts = crate::alert::parse(Format::Native, body.as_bytes()).unwrap().alerts;
+        let delivery = NewDelivery {
+            sender: "scom".into(),
+            format: Format::Native,
+            webhook_id: Some(format!("msg_{n}")),
+            body: body.into_bytes().into(),
+        };
+        store.accept(delivery, alerts, false, Duration::ZERO).await
+    }
 
     /// Every delivery the project ships as an example or fixture, with messages that cannot be found in their body
     /// (escaped characters) or are too short to refer to, each with the format it is posted as.
@@ -451,31 +471,20 @@ mod tests {
     async fn alerts_joining_an_incident_do_not_hide_that_it_makes_no_progress() {
         let dir = tempfile::tempdir().unwrap();
         let store = Sqlite::open(dir.path()).unwrap();
-        let post = |n: usize, message: &'static str| {
-            let body = format!(
-                r#"{{"health_set":"ActiveSync","server":"cas01.contoso.com","monitor":"ActiveSyncCTPMonitor","message":"{message}"}}"#
-            );
-            let alerts = crate::alert::parse(Format::Native, body.as_bytes()).unwrap().alerts;
-            let delivery = NewDelivery {
-                sender: "scom".into(),
-                format: Format::Native,
-                webhook_id: Some(format!("msg_{n}")),
-                body: body.into_bytes().into(),
-            };
-            store.accept(delivery, alerts, false, Duration::ZERO)
-        };
+        let to_cas01 = |n, message| post(&store, n, "cas01.contoso.com", message);
         let incident =
-            post(0, "probe failed").await.unwrap().alerts[0].incident_id.clone().unwrap();
+            to_cas01(0, "probe failed").await.unwrap().alerts[0].incident_id.clone().unwrap();
         let hour_ago = now_ms() - 3_600_000;
         store
             .write(move |tx| Ok(tx.execute("UPDATE incidents SET updated_at = ?1", [hour_ago])?))
             .await
             .unwrap();
         let before = store.incident(incident.clone()).await.unwrap();
-        let answer =
-            post(1, "probe failed _Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_").await.unwrap();
+        let answer = to_cas01(1, "probe failed _Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_")
+            .await
+            .unwrap();
         assert_eq!(answer.alerts[0].disposition, Disposition::Attached);
-        post(2, "probe failed _Mbx:MBX02.contoso.com_").await.unwrap();
+        to_cas01(2, "probe failed _Mbx:MBX02.contoso.com_").await.unwrap();
         let after = store.incident(incident.clone()).await.unwrap();
         assert_eq!(after.updated_at, before.updated_at);
         assert_eq!(

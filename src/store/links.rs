@@ -88,25 +88,16 @@ pub(super) fn after_deleting_alerts(tx: &Transaction) -> rusqlite::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::alert::Format;
-    use crate::store::{NewDelivery, Sqlite};
+    use crate::store::Sqlite;
 
     /// Posts one native alert for `server` and returns its alert id and incident id.
     async fn post(store: &Sqlite, n: usize, server: &str) -> (String, String) {
-        let body = format!(
-            r#"{{"health_set":"ActiveSync","server":"{server}","monitor":"ActiveSyncCTPMonitor","message":"probe failed {n}"}}"#
-        );
-        let alerts = crate::alert::parse(Format::Native, body.as_bytes()).unwrap().alerts;
-        let delivery = NewDelivery {
-            sender: "scom".into(),
-            format: Format::Native,
-            webhook_id: Some(format!("msg_{n}")),
-            body: body.into_bytes().into(),
-        };
-        let answer = store.accept(delivery, alerts, false, Duration::ZERO).await.unwrap();
+        let answer =
+            crate::store::intake::tests::post(store, n, server, &format!("probe failed {n}"))
+                .await
+                .unwrap();
         let item = answer.alerts.into_iter().next().unwrap();
         (item.alert_id, item.incident_id.expect("the alert opens or joins an incident"))
     }
