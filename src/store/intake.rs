@@ -83,8 +83,17 @@ impl Sqlite {
             .is_none()
             .then(|| <sha2::Sha256 as sha2::Digest>::digest(&delivery.body).into());
         let found = messages_in_body(&delivery.body, &alerts);
-        let delivery =
-            Prepared { delivery, body_sha256, alerts: alerts.into_iter().zip(found).collect() };
+        let alerts = alerts
+            .into_iter()
+            .zip(found)
+            .map(|(alert, in_body)| PreparedAlert {
+                id: new_id(),
+                raised_at: alert.raised_at.map(|t| t.to_rfc3339()),
+                alert,
+                in_body,
+            })
+            .collect();
+        let delivery = Prepared { delivery, id: new_id(), body_sha256, alerts };
         self.write_repeatable(move |tx| accept(tx, &delivery, dry_run, duplicate_window)).await
     }
 
@@ -104,7 +113,7 @@ impl Sqlite {
         self.write(move |tx| {
             let key = open_key(&alert.server, &alert.health_set, alert.monitor.as_ref());
             if let Some(open) = open_incident(tx, &key)? {
-                return Err(StoreError::Conflict(open));
+                return Err(StoreError::Conflict(open.id));
             }
             let id = create_incident(tx, &alert, &key, dry_run, Some(&alert_id))?;
             link(tx, &id, &alert_id)?;
@@ -114,12 +123,22 @@ impl Sqlite {
     }
 }
 
-/// A delivery ready for the writer: the SHA-256 of its body when it has no delivery id (the same body is a duplicate
-/// only then), and each alert with where its message is found in the body.
+/// A delivery ready for the writer, with all that follows from it alone: the id it is kept under, the SHA-256 of its
+/// body when it has no delivery id (the same body is a duplicate only then), and its alerts.
 struct Prepared {
     delivery: NewDelivery,
+    id: String,
     body_sha256: Option<[u8; 32]>,
-    alerts: Vec<(Alert, Option<InBody>)>,
+    alerts: Vec<PreparedAlert>,
+}
+
+/// An alert ready for the writer: the id it is kept under if it is not a duplicate, where its message is found in
+/// the body, and when it was raised as stored.
+struct PreparedAlert {
+    alert: Alert,
+    id: String,
+    in_body: Option<InBody>,
+    raised_at: Option<String>,
 }
 
 /// Where a message is found in its delivery's body: a byte offset and a length. An alert stores this instead of a
@@ -179,7 +198,7 @@ fn accept(
     dry_run: bool,
     duplicate_window: std::time::Duration,
 ) -> Result<Answer> {
-    let Prepared { delivery, body_sha256, alerts } = prepared;
+    let Prepared { delivery, id: delivery_id, body_sha256, alerts } = prepared;
     let now = now_ms();
     if let Some(webhook_id) = &delivery.webhook_id {
         let original: Option<String> = tx
@@ -206,12 +225,12 @@ fn accept(
         }
     }
 
-    let delivery_id = new_id();
     let mut answer = Answer { alerts: Vec::with_capacity(alerts.len()) };
     // First decide what becomes of each alert (opening incidents as needed), so that the delivery row is written
     // once, with its answer, and the alerts after it.
     let mut fresh = Vec::with_capacity(alerts.len());
-    for (position, (alert, in_body)) in alerts.iter().enumerate() {
+    for (position, prepared) in alerts.iter().enumerate() {
+        let alert = &prepared.alert;
         if let Some(source_key) = &alert.source_key {
             let original = tx
                 .prepare_cached("SELECT id, incident_id FROM alerts WHERE sender = ?1 AND format = ?2 AND source_key = ?3")?
@@ -232,7 +251,7 @@ fn accept(
         let (incident_id, disposition) = if silenced(tx, &alert.server, now)? {
             (None, Disposition::Suppressed)
         } else if alert.status == AlertStatus::Resolved {
-            let open = open_incident(tx, &key)?;
+            let open = open_incident(tx, &key)?.map(|open| open.id);
             if let Some(id) = &open {
                 tx.prepare_cached(
                     "UPDATE incidents SET resolved_at = ?2, updated_at = ?2 WHERE id = ?1",
@@ -244,19 +263,17 @@ fn accept(
             // An alert joining an incident changes it only when it brings the first `_Mbx:` hint: arriving is not
             // progress (an incident that makes none is reported stalled however many alerts join it), and leaving
             // the row alone spares a storm a changed page per open incident in every commit.
-            if let Some(hint) = &alert.mailbox_hint {
-                tx.prepare_cached(
-                    "UPDATE incidents SET mailbox_hint = ?2 WHERE id = ?1 AND mailbox_hint IS NULL",
-                )?
-                .execute(params![open, hint.as_str()])?;
+            if let Some(hint) = alert.mailbox_hint.as_ref().filter(|_| !open.has_hint) {
+                tx.prepare_cached("UPDATE incidents SET mailbox_hint = ?2 WHERE id = ?1")?
+                    .execute(params![open.id, hint.as_str()])?;
             }
-            (Some(open), Disposition::Attached)
+            (Some(open.id), Disposition::Attached)
         } else {
             let id = create_incident(tx, alert, &key, dry_run, None)?;
             (Some(id), Disposition::NewIncident)
         };
-        answer.alerts.push(AnswerItem { alert_id: new_id(), incident_id, disposition });
-        fresh.push((position, answer.alerts.len() - 1, alert, in_body));
+        answer.alerts.push(AnswerItem { alert_id: prepared.id.clone(), incident_id, disposition });
+        fresh.push((position, answer.alerts.len() - 1, prepared));
     }
     if fresh.is_empty() {
         return Ok(answer);
@@ -275,7 +292,7 @@ fn accept(
         response,
         body_sha256.as_ref().map(|sha| &sha[..])
     ])?;
-    for (position, item, alert, in_body) in fresh {
+    for (position, item, PreparedAlert { alert, in_body, raised_at, .. }) in fresh {
         let AnswerItem { alert_id, incident_id, disposition } = &answer.alerts[item];
         tx.prepare_cached(
             "INSERT INTO alerts (id, delivery_id, position, received_at, sender, format, source_key, health_set, server, monitor, mailbox_hint, message, status, raised_at, incident_id, disposition, message_at, message_len)
@@ -295,7 +312,7 @@ fn accept(
             alert.mailbox_hint.as_ref().map(|s| s.as_str()),
             if in_body.is_some() { "" } else { alert.message.as_str() },
             alert.status.as_str(),
-            alert.raised_at.map(|t| t.to_rfc3339()),
+            raised_at,
             incident_id,
             disposition.as_str(),
             in_body.map(|found| found.at as i64),
@@ -306,10 +323,16 @@ fn accept(
     Ok(answer)
 }
 
-fn open_incident(tx: &Transaction, key: &str) -> Result<Option<String>> {
+/// The incident open for a key, and whether it has its `_Mbx:` hint.
+struct Open {
+    id: String,
+    has_hint: bool,
+}
+
+fn open_incident(tx: &Transaction, key: &str) -> Result<Option<Open>> {
     Ok(tx
-        .prepare_cached("SELECT id FROM incidents WHERE open_key = ?1")?
-        .query_row([key], |row| row.get(0))
+        .prepare_cached("SELECT id, mailbox_hint IS NOT NULL FROM incidents WHERE open_key = ?1")?
+        .query_row([key], |row| Ok(Open { id: row.get(0)?, has_hint: row.get(1)? }))
         .optional()?)
 }
 
