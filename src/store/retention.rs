@@ -15,6 +15,19 @@ pub struct Pruned {
     pub deliveries: usize,
 }
 
+/// What goes, in this order, and is counted: final incidents whose every email was sent (their steps, emails,
+/// approvals and locks go with them), then the alerts no remaining incident refers to, then the deliveries no
+/// remaining alert came in. Each takes the cutoff as `?1`, and finds what refers to a row through an index.
+const PRUNED: [&str; 3] = [
+    "DELETE FROM incidents WHERE state IN ('transient', 'recovered', 'escalated', 'blocked', 'suppressed')
+     AND updated_at < ?1
+     AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.incident_id = incidents.id AND n.status <> 'sent')",
+    "DELETE FROM alerts WHERE received_at < ?1
+     AND NOT EXISTS (SELECT 1 FROM incident_alerts l WHERE l.alert_id = alerts.id)",
+    "DELETE FROM deliveries WHERE received_at < ?1
+     AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.delivery_id = deliveries.id)",
+];
+
 impl Sqlite {
     /// Removes final incidents last updated before `cutoff_ms` whose every email has been sent (with their steps and
     /// notifications), alerts and
@@ -24,23 +37,17 @@ impl Sqlite {
         self.write(move |tx| {
             // Which alerts an incident still refers to is read from `incident_alerts`: every alert is in it first.
             super::links::link_pending(tx, None)?;
-            let incidents = tx.execute(
-                "DELETE FROM incidents WHERE state IN ('transient', 'recovered', 'escalated', 'blocked', 'suppressed') AND updated_at < ?1
-                 AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.incident_id = incidents.id AND n.status <> 'sent')",
-                [cutoff_ms],
-            )?;
-            let alerts = tx.execute(
-                "DELETE FROM alerts WHERE received_at < ?1 AND NOT EXISTS (SELECT 1 FROM incident_alerts l WHERE l.alert_id = alerts.id)",
-                [cutoff_ms],
-            )?;
+            let [incidents, alerts, deliveries] = PRUNED;
+            let incidents = tx.execute(incidents, [cutoff_ms])?;
+            let alerts = tx.execute(alerts, [cutoff_ms])?;
             super::links::after_deleting_alerts(tx)?;
-            let deliveries = tx.execute(
-                "DELETE FROM deliveries WHERE received_at < ?1 AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.delivery_id = deliveries.id)",
-                [cutoff_ms],
-            )?;
+            let deliveries = tx.execute(deliveries, [cutoff_ms])?;
             tx.execute("DELETE FROM silences WHERE until < ?1", params![cutoff_ms.min(now_ms())])?;
             // Managed Availability's actions matter to the throttles for a day; older ones go with the retention.
-            tx.execute("DELETE FROM ma_actions WHERE ended_at < ?1", params![cutoff_ms.min(crate::safety::window_start(now_ms()))])?;
+            tx.execute(
+                "DELETE FROM ma_actions WHERE ended_at < ?1",
+                params![cutoff_ms.min(crate::safety::window_start(now_ms()))],
+            )?;
             Ok(Pruned { incidents, alerts, deliveries })
         })
         .await
@@ -84,6 +91,36 @@ mod tests {
             )?;
         }
         Ok(())
+    }
+
+    /// Pruning reads each table it deletes from once and looks every reference up: a correlated subquery that
+    /// scans would read the whole referring table once per row considered, for as long as the writer is held.
+    #[test]
+    fn pruning_looks_up_what_refers_to_a_row_instead_of_scanning_for_it() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::migrations::apply(&mut conn).unwrap();
+        for statement in PRUNED {
+            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {statement}")).unwrap();
+            let steps: Vec<(i64, i64, String)> = plan
+                .query_map([0], |row| Ok((row.get(0)?, row.get(1)?, row.get(3)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let correlated: Vec<i64> = steps
+                .iter()
+                .filter(|(_, _, d)| d.starts_with("CORRELATED"))
+                .map(|(id, ..)| *id)
+                .collect();
+            assert!(!correlated.is_empty(), "{statement}: {steps:?}");
+            let scans: Vec<&String> = steps
+                .iter()
+                .filter(|(_, parent, detail)| {
+                    correlated.contains(parent) && detail.starts_with("SCAN")
+                })
+                .map(|(.., detail)| detail)
+                .collect();
+            assert_eq!(scans, Vec::<&String>::new(), "{statement}");
+        }
     }
 
     #[tokio::test]
