@@ -208,7 +208,7 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 9: every foreign key's child column is indexed. Deleting a delivery finds the alerts that came in it (to
     // cascade) and deleting an incident its emails; without an index each of those is a scan of the whole child
-    // table, once per row deleted, so that pruning a storm's deliveries held the writer, and intake, for minutes.
+    // table, once per row deleted, so that pruning a storm's deliveries held the writer, and intake, for an hour.
     r#"
     CREATE INDEX alerts_by_delivery ON alerts(delivery_id);
     CREATE INDEX notifications_by_incident ON notifications(incident_id);
