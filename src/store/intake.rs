@@ -190,6 +190,19 @@ pub(super) fn duplicate_of(original: &str) -> Result<Answer> {
     Ok(answer)
 }
 
+/// What intake looks up for every delivery or alert of a storm, on the writer every delivery waits on: each is a
+/// search of an index, never a scan of a table that grows (`lookups_search_an_index`).
+const BY_DELIVERY_ID: &str =
+    "SELECT response FROM deliveries WHERE sender = ?1 AND webhook_id = ?2 AND error IS NULL";
+const BY_BODY: &str = "SELECT response FROM deliveries
+    WHERE sender = ?1 AND body_sha256 = ?2 AND received_at >= ?3 AND webhook_id IS NULL AND error IS NULL
+    ORDER BY received_at DESC LIMIT 1";
+const BY_SOURCE_KEY: &str =
+    "SELECT id, incident_id FROM alerts WHERE sender = ?1 AND format = ?2 AND source_key = ?3";
+const OPEN_INCIDENT: &str =
+    "SELECT id, mailbox_hint IS NOT NULL FROM incidents WHERE open_key = ?1";
+const SILENCED: &str = "SELECT EXISTS (SELECT 1 FROM silences WHERE server = ?1 AND until > ?2)";
+
 /// Runs as often as the writer needs (see [`Store::write_repeatable`]): it reads what it is given and changes only
 /// the store.
 fn accept(
@@ -202,7 +215,7 @@ fn accept(
     let now = now_ms();
     if let Some(webhook_id) = &delivery.webhook_id {
         let original: Option<String> = tx
-            .prepare_cached("SELECT response FROM deliveries WHERE sender = ?1 AND webhook_id = ?2 AND error IS NULL")?
+            .prepare_cached(BY_DELIVERY_ID)?
             .query_row(params![delivery.sender, webhook_id], |row| row.get(0))
             .optional()?;
         if let Some(original) = original {
@@ -214,10 +227,7 @@ fn accept(
     if let Some(body_sha256) = body_sha256.filter(|_| !duplicate_window.is_zero()) {
         let since = now - duplicate_window.as_millis() as i64;
         let original: Option<String> = tx
-            .prepare_cached(
-                "SELECT response FROM deliveries WHERE sender = ?1 AND body_sha256 = ?2 AND received_at >= ?3 AND webhook_id IS NULL AND error IS NULL
-                 ORDER BY received_at DESC LIMIT 1",
-            )?
+            .prepare_cached(BY_BODY)?
             .query_row(params![delivery.sender, &body_sha256[..], since], |row| row.get(0))
             .optional()?;
         if let Some(original) = original {
@@ -233,7 +243,7 @@ fn accept(
         let alert = &prepared.alert;
         if let Some(source_key) = &alert.source_key {
             let original = tx
-                .prepare_cached("SELECT id, incident_id FROM alerts WHERE sender = ?1 AND format = ?2 AND source_key = ?3")?
+                .prepare_cached(BY_SOURCE_KEY)?
                 .query_row(params![delivery.sender, delivery.format.as_str(), source_key], |row| {
                     Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
                 })
@@ -331,15 +341,13 @@ struct Open {
 
 fn open_incident(tx: &Transaction, key: &str) -> Result<Option<Open>> {
     Ok(tx
-        .prepare_cached("SELECT id, mailbox_hint IS NOT NULL FROM incidents WHERE open_key = ?1")?
+        .prepare_cached(OPEN_INCIDENT)?
         .query_row([key], |row| Ok(Open { id: row.get(0)?, has_hint: row.get(1)? }))
         .optional()?)
 }
 
 fn silenced(tx: &Transaction, server: &ServerName, now: i64) -> Result<bool> {
-    Ok(tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM silences WHERE server = ?1 AND until > ?2)")?
-        .query_row(params![server.as_str(), now], |row| row.get(0))?)
+    Ok(tx.prepare_cached(SILENCED)?.query_row(params![server.as_str(), now], |row| row.get(0))?)
 }
 
 fn create_incident(
@@ -486,6 +494,29 @@ pub(super) mod tests {
             }
         }
         assert!(referred >= 3, "long messages are referred to in their bodies: {referred}");
+    }
+
+    /// Silences and incidents pile up for as long as retention keeps them (90 days by default): a lookup that
+    /// scanned them would cost every alert of a storm more the longer the service has run.
+    #[test]
+    fn lookups_search_an_index() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::migrations::apply(&mut conn).unwrap();
+        for lookup in [BY_DELIVERY_ID, BY_BODY, BY_SOURCE_KEY, OPEN_INCIDENT, SILENCED] {
+            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {lookup}")).unwrap();
+            let unbound = vec![rusqlite::types::Null; plan.parameter_count()];
+            let steps: Vec<String> = plan
+                .query_map(rusqlite::params_from_iter(unbound), |row| row.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let scans: Vec<&String> = steps
+                .iter()
+                .filter(|step| step.starts_with("SCAN ") && *step != "SCAN CONSTANT ROW")
+                .collect();
+            assert!(steps.iter().any(|step| step.starts_with("SEARCH")), "{lookup}: {steps:?}");
+            assert_eq!(scans, Vec::<&String>::new(), "{lookup}");
+        }
     }
 
     /// Alerts that keep joining an incident no automation moves are not progress: it is still reported stalled,

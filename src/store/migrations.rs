@@ -213,6 +213,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX alerts_by_delivery ON alerts(delivery_id);
     CREATE INDEX notifications_by_incident ON notifications(incident_id);
     "#,
+    // 10: intake checks every alert's server against the silences, which retention keeps for as long as the rest
+    // (90 days by default): the check searches them by server instead of reading every silence ever set.
+    r#"
+    CREATE INDEX silences_by_server ON silences(server, until);
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
