@@ -9,7 +9,7 @@ use fantoccini::Locator;
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::browser::{click, in_browser, read, save_screenshot, Read};
+use crate::browser::{click, in_browser, read, read_until, save_screenshot, Read};
 use crate::helpers::*;
 use crate::mail::{parse, Parsed};
 use crate::safety::relaxed_throttles;
@@ -221,7 +221,12 @@ async fn a_person_approves_from_the_email_link_in_a_real_browser() {
             .unwrap();
         save_screenshot(&c, "approval-page.png", 1000).await;
         click(&c, Locator::Css("button[value=approve]")).await;
-        let done = read(&c, Locator::Css("main"), Read::Text).await.join("\n");
+        // The click submits the form; the answer is read once the browser has loaded it.
+        let done = read_until(&c, Locator::Css("main"), Read::Text, |main| {
+            main.iter().any(|text| text.contains("Decision recorded"))
+        })
+        .await
+        .join("\n");
         assert!(done.contains("Decision recorded") && done.contains("Approved."), "{done}");
         // The link is single use: the browser now gets the 410 page.
         c.goto(&page).await.unwrap();

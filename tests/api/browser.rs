@@ -418,13 +418,26 @@ impl Chromedriver {
 }
 
 /// What to read of each element.
+#[derive(Clone, Copy)]
 pub enum Read {
     Text,
     Href,
 }
 
-/// Reads every element matching `locator`, retrying (bounded) while the page reloads itself under the reader.
+/// Reads every element matching `locator`, retrying (bounded) while the page reloads itself under the reader or
+/// has none yet.
 pub async fn read(c: &Client, locator: Locator<'_>, what: Read) -> Vec<String> {
+    read_until(c, locator, what, |values| !values.is_empty()).await
+}
+
+/// Reads every element matching `locator` until what is read satisfies `done` (a page a click is loading), or the
+/// wait is over; then returns the last reading, for the caller's assertion to show.
+pub async fn read_until(
+    c: &Client,
+    locator: Locator<'_>,
+    what: Read,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
     let deadline = Instant::now() + WAIT;
     loop {
         let attempt = async {
@@ -438,7 +451,8 @@ pub async fn read(c: &Client, locator: Locator<'_>, what: Read) -> Vec<String> {
             Ok::<_, fantoccini::error::CmdError>(values)
         };
         match attempt.await {
-            Ok(values) => return values,
+            Ok(values) if done(&values) || Instant::now() >= deadline => return values,
+            Ok(_) => {}
             Err(err) => assert!(Instant::now() < deadline, "cannot read {locator:?}: {err}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
