@@ -392,6 +392,7 @@ pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::store::migrations::tests::{migrated, query_plan};
 
     /// Posts one native alert for `server` with delivery id `msg_{n}`, as intake would.
     pub(in crate::store) async fn post(
@@ -500,16 +501,10 @@ pub(super) mod tests {
     /// scanned them would cost every alert of a storm more the longer the service has run.
     #[test]
     fn lookups_search_an_index() {
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        super::super::migrations::apply(&mut conn).unwrap();
+        let conn = migrated();
         for lookup in [BY_DELIVERY_ID, BY_BODY, BY_SOURCE_KEY, OPEN_INCIDENT, SILENCED] {
-            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {lookup}")).unwrap();
-            let unbound = vec![rusqlite::types::Null; plan.parameter_count()];
-            let steps: Vec<String> = plan
-                .query_map(rusqlite::params_from_iter(unbound), |row| row.get(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
+            let steps: Vec<String> =
+                query_plan(&conn, lookup).into_iter().map(|(.., detail)| detail).collect();
             let scans: Vec<&String> = steps
                 .iter()
                 .filter(|step| step.starts_with("SCAN ") && *step != "SCAN CONSTANT ROW")

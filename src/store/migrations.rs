@@ -238,13 +238,28 @@ pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn migrated() -> Connection {
+    /// An empty store of the newest schema, in memory.
+    pub(in crate::store) fn migrated() -> Connection {
         let mut conn = Connection::open_in_memory().unwrap();
         apply(&mut conn).unwrap();
         conn
+    }
+
+    /// How SQLite runs `sql` (its parameters unbound): each step's id, its parent's, and what it does.
+    pub(in crate::store) fn query_plan(conn: &Connection, sql: &str) -> Vec<(i64, i64, String)> {
+        let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let unbound = vec![rusqlite::types::Null; plan.parameter_count()];
+        let steps = plan
+            .query_map(rusqlite::params_from_iter(unbound), |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(3)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        steps
     }
 
     fn strings(conn: &Connection, sql: &str, column: &str) -> Vec<String> {

@@ -57,6 +57,7 @@ impl Sqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::migrations::tests::{migrated, query_plan};
 
     /// An incident with one alert (and its delivery) and, when given, one email in that status; all a year old.
     fn incident(
@@ -97,15 +98,9 @@ mod tests {
     /// scans would read the whole referring table once per row considered, for as long as the writer is held.
     #[test]
     fn pruning_looks_up_what_refers_to_a_row_instead_of_scanning_for_it() {
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        super::super::migrations::apply(&mut conn).unwrap();
+        let conn = migrated();
         for statement in PRUNED {
-            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {statement}")).unwrap();
-            let steps: Vec<(i64, i64, String)> = plan
-                .query_map([0], |row| Ok((row.get(0)?, row.get(1)?, row.get(3)?)))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
+            let steps = query_plan(&conn, statement);
             let correlated: Vec<i64> = steps
                 .iter()
                 .filter(|(_, _, d)| d.starts_with("CORRELATED"))
