@@ -418,7 +418,6 @@ impl Chromedriver {
 }
 
 /// What to read of each element.
-#[derive(Clone, Copy)]
 pub enum Read {
     Text,
     Href,
