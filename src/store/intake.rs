@@ -302,15 +302,16 @@ fn accept(
         response,
         body_sha256.as_ref().map(|sha| &sha[..])
     ])?;
+    let delivery_seq = tx.last_insert_rowid();
     for (position, item, PreparedAlert { alert, in_body, raised_at, .. }) in fresh {
         let AnswerItem { alert_id, incident_id, disposition } = &answer.alerts[item];
         tx.prepare_cached(
-            "INSERT INTO alerts (id, delivery_id, position, received_at, sender, format, source_key, health_set, server, monitor, mailbox_hint, message, status, raised_at, incident_id, disposition, message_at, message_len)
+            "INSERT INTO alerts (id, delivery_seq, position, received_at, sender, format, source_key, health_set, server, monitor, mailbox_hint, message, status, raised_at, incident_id, disposition, message_at, message_len)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?
         .execute(params![
             alert_id,
-            delivery_id,
+            delivery_seq,
             position as i64,
             now,
             delivery.sender,

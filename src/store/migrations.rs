@@ -1,6 +1,6 @@
 //! Versioned schema migrations, tracked in `PRAGMA user_version`. Append new steps; never edit an applied one.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 const MIGRATIONS: &[&str] = &[
     // 1: deliveries, alerts, incidents and their journal, notifications, silences, settings.
@@ -218,6 +218,49 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX silences_by_server ON silences(server, until);
     "#,
+    // 11: a delivery is kept under an integer key (`seq`, its rowid), and its alerts refer to it by that key
+    // (`alerts.delivery_seq`). Its public id stays a column, indexed only for the rejected ones that are listed by
+    // it. Every delivery used to be written twice, in its table and in the index of its text key, and every alert
+    // once more in the index of that text key by delivery: in a storm's commits, those two indexes were a fifth of
+    // what went to the WAL. Rowids are kept, so `links_through` still marks the same alerts. The tables are renamed
+    // the legacy way, which leaves the view `links` (migration 8) naming `alerts` as it did: SQLite otherwise checks
+    // every view when a table is renamed, and `links` names a table that is gone until the rename.
+    r#"
+    CREATE TABLE deliveries_by_seq (
+        seq INTEGER PRIMARY KEY, id TEXT NOT NULL, received_at INTEGER NOT NULL,
+        sender TEXT NOT NULL, format TEXT NOT NULL, webhook_id TEXT, body BLOB NOT NULL, body_sha256 BLOB,
+        response TEXT, error TEXT
+    );
+    INSERT INTO deliveries_by_seq (seq, id, received_at, sender, format, webhook_id, body, response, error, body_sha256)
+        SELECT rowid, id, received_at, sender, format, webhook_id, body, response, error, body_sha256 FROM deliveries;
+    CREATE TABLE alerts_by_seq (
+        id TEXT PRIMARY KEY,
+        delivery_seq INTEGER NOT NULL REFERENCES deliveries(seq) ON DELETE CASCADE, position INTEGER NOT NULL,
+        received_at INTEGER NOT NULL, sender TEXT NOT NULL, format TEXT NOT NULL, source_key TEXT,
+        health_set TEXT NOT NULL, server TEXT NOT NULL, monitor TEXT, mailbox_hint TEXT,
+        message TEXT NOT NULL, message_at INTEGER, message_len INTEGER,
+        status TEXT NOT NULL, raised_at TEXT, incident_id TEXT, disposition TEXT NOT NULL
+    );
+    INSERT INTO alerts_by_seq (rowid, id, delivery_seq, position, received_at, sender, format, source_key, health_set,
+            server, monitor, mailbox_hint, message, status, raised_at, incident_id, disposition, message_at, message_len)
+        SELECT a.rowid, a.id, d.rowid, a.position, a.received_at, a.sender, a.format, a.source_key, a.health_set,
+            a.server, a.monitor, a.mailbox_hint, a.message, a.status, a.raised_at, a.incident_id, a.disposition,
+            a.message_at, a.message_len
+        FROM alerts a JOIN deliveries d ON d.id = a.delivery_id ORDER BY a.rowid;
+    DROP TABLE alerts;
+    DROP TABLE deliveries;
+    PRAGMA legacy_alter_table = ON;
+    ALTER TABLE deliveries_by_seq RENAME TO deliveries;
+    ALTER TABLE alerts_by_seq RENAME TO alerts;
+    PRAGMA legacy_alter_table = OFF;
+    CREATE UNIQUE INDEX deliveries_by_webhook_id ON deliveries(sender, webhook_id)
+        WHERE webhook_id IS NOT NULL AND error IS NULL;
+    CREATE INDEX deliveries_by_body ON deliveries(sender, body_sha256, received_at)
+        WHERE body_sha256 IS NOT NULL AND webhook_id IS NULL AND error IS NULL;
+    CREATE INDEX deliveries_rejected ON deliveries(id) WHERE error IS NOT NULL;
+    CREATE UNIQUE INDEX alerts_by_source_key ON alerts(sender, format, source_key) WHERE source_key IS NOT NULL;
+    CREATE INDEX alerts_by_delivery ON alerts(delivery_seq);
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -228,13 +271,46 @@ pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
             MIGRATIONS.len()
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", index + 1)?;
-        tx.commit()?;
+    migrate(conn, version, MIGRATIONS)
+}
+
+/// Applies `migrations` after the first `done`, each in a transaction of its own. Foreign keys are not enforced
+/// while one runs, so that a table can be made again (a new table, the rows copied, the old one dropped and the new
+/// one renamed) without its children being deleted with the old one; before it commits, every reference is checked
+/// instead, and a migration that left one broken is rolled back with the first it found.
+fn migrate(conn: &mut Connection, done: usize, migrations: &[&str]) -> rusqlite::Result<()> {
+    if done >= migrations.len() {
+        return Ok(());
     }
-    Ok(())
+    let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |row| row.get(0))?;
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let migrated = (done..migrations.len()).try_for_each(|index| {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migrations[index])?;
+        let broken = tx
+            .query_row("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check", [], |row| {
+                Ok(format!(
+                    "{} row {} refers to a missing {} row",
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<i64>>(1)?.unwrap_or_default(),
+                    row.get::<_, String>(2)?
+                ))
+            })
+            .optional()?;
+        if let Some(broken) = broken {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                Some(format!(
+                    "schema migration {} would break a reference ({broken}); nothing was changed",
+                    index + 1
+                )),
+            ));
+        }
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()
+    });
+    conn.pragma_update(None, "foreign_keys", enforced)?;
+    migrated
 }
 
 #[cfg(test)]
@@ -270,6 +346,86 @@ pub(super) mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         names
+    }
+
+    /// A store kept before deliveries had integer keys: the same alerts, under the same rowids and ids, read the
+    /// same messages back from the same bodies, and the links and the mark of what is linked are unchanged.
+    #[test]
+    fn deliveries_take_integer_keys_and_their_alerts_keep_everything_else() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        migrate(&mut conn, 0, &MIGRATIONS[..10]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, response)
+                 VALUES ('d-1', 1, 'scom', 'native', 'msg_1', CAST('{\"message\":\"Error occurred\"}' AS BLOB), '{}'),
+                        ('d-2', 2, 'scom', 'native', NULL, x'7b7d', '{}');
+             INSERT INTO deliveries (id, received_at, sender, format, body, error)
+                 VALUES ('d-3', 3, 'scom', 'native', x'00', 'not JSON');
+             INSERT INTO incidents (id, created_at, updated_at, state, dry_run, health_set, server)
+                 VALUES ('i-1', 1, 1, 'queued', 0, 'ActiveSync', 'cas01.contoso.com');
+             INSERT INTO alerts (rowid, id, delivery_id, position, received_at, sender, format, health_set, server,
+                     message, status, incident_id, disposition, message_at, message_len)
+                 VALUES (7, 'a-1', 'd-1', 0, 1, 'scom', 'native', 'ActiveSync', 'cas01.contoso.com', '', 'firing',
+                         'i-1', 'new_incident', 12, 14),
+                        (9, 'a-2', 'd-2', 0, 2, 'scom', 'native', 'ActiveSync', 'cas01.contoso.com', 'kept', 'firing',
+                         'i-1', 'attached', NULL, NULL);
+             INSERT INTO incident_alerts (incident_id, alert_id, linked_at) VALUES ('i-1', 'a-1', 1);
+             UPDATE links_through SET alert_rowid = 7;",
+        )
+        .unwrap();
+        migrate(&mut conn, 10, MIGRATIONS).unwrap();
+        let rows: Vec<(i64, String, String, String)> = conn
+            .prepare(
+                "SELECT a.rowid, a.id, d.id,
+                        CASE WHEN a.message_at IS NULL THEN a.message
+                             ELSE CAST(substr(d.body, a.message_at + 1, a.message_len) AS TEXT) END
+                 FROM alerts a JOIN deliveries d ON d.seq = a.delivery_seq ORDER BY a.rowid",
+            )
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (7, "a-1".to_owned(), "d-1".to_owned(), "Error occurred".to_owned()),
+                (9, "a-2".to_owned(), "d-2".to_owned(), "kept".to_owned())
+            ]
+        );
+        let links = strings(&conn, "SELECT alert_id FROM links ORDER BY alert_id", "alert_id");
+        assert_eq!(links, ["a-1", "a-2"], "the linked alert and the one above the mark");
+        let rejected = strings(&conn, "SELECT id FROM deliveries WHERE error IS NOT NULL", "id");
+        assert_eq!(rejected, ["d-3"]);
+        let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |row| row.get(0)).unwrap();
+        assert!(enforced, "foreign keys are enforced again once the migrations ran");
+        let orphan = conn.execute(
+            "INSERT INTO alerts (id, delivery_seq, position, received_at, sender, format, health_set, server,
+                 message, status, disposition) VALUES ('a-3', 99, 0, 3, 'scom', 'native', 'ActiveSync',
+                 'cas01.contoso.com', 'm', 'firing', 'suppressed')",
+            [],
+        );
+        assert!(orphan.is_err(), "an alert must refer to a delivery that is kept");
+    }
+
+    /// A migration that would leave a row referring to nothing is rolled back, and says which.
+    #[test]
+    fn a_migration_that_breaks_a_reference_changes_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, 0, MIGRATIONS).unwrap();
+        let breaking = "INSERT INTO incident_alerts (incident_id, alert_id, linked_at) VALUES ('gone', 'gone', 1)";
+        let err =
+            migrate(&mut conn, MIGRATIONS.len(), &[MIGRATIONS, &[breaking]].concat()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("schema migration 12 would break a reference (incident_alerts row 1"),
+            "{err}"
+        );
+        let version: usize = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        let links: i64 =
+            conn.query_row("SELECT COUNT(*) FROM incident_alerts", [], |row| row.get(0)).unwrap();
+        assert_eq!(links, 0);
     }
 
     /// Deleting a parent row looks up its children by the foreign key's columns, to cascade or to refuse; SQLite

@@ -25,7 +25,7 @@ const PRUNED: [&str; 3] = [
     "DELETE FROM alerts WHERE received_at < ?1
      AND NOT EXISTS (SELECT 1 FROM incident_alerts l WHERE l.alert_id = alerts.id)",
     "DELETE FROM deliveries WHERE received_at < ?1
-     AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.delivery_id = deliveries.id)",
+     AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.delivery_seq = deliveries.seq)",
 ];
 
 impl Sqlite {
@@ -71,14 +71,15 @@ mod tests {
             "INSERT INTO deliveries (id, received_at, sender, format, body, response) VALUES (?1, ?2, 'scom', 'native', x'7b7d', '{}')",
             params![format!("d-{id}"), old],
         )?;
+        let delivery = tx.last_insert_rowid();
         tx.execute(
             "INSERT INTO incidents (id, created_at, updated_at, state, dry_run, health_set, server) VALUES (?1, ?2, ?2, ?3, 0, 'ActiveSync', 'cas01.contoso.com')",
             params![id, old, state],
         )?;
         tx.execute(
-            "INSERT INTO alerts (id, delivery_id, position, received_at, sender, format, health_set, server, message, status, incident_id, disposition)
+            "INSERT INTO alerts (id, delivery_seq, position, received_at, sender, format, health_set, server, message, status, incident_id, disposition)
              VALUES (?1, ?2, 0, ?3, 'scom', 'native', 'ActiveSync', 'cas01.contoso.com', 'm', 'firing', ?4, 'new_incident')",
-            params![format!("a-{id}"), format!("d-{id}"), old, id],
+            params![format!("a-{id}"), delivery, old, id],
         )?;
         tx.execute(
             "INSERT INTO incident_alerts (incident_id, alert_id, linked_at) VALUES (?1, ?2, ?3)",

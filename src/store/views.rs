@@ -115,7 +115,7 @@ pub struct Silence {
 /// (`message_at` is a byte offset, and `substr` counts bytes in a blob).
 const ALERT_COLUMNS: &str = "a.id, a.received_at, a.sender, a.format, a.health_set, a.server, a.monitor, a.mailbox_hint,
     CASE WHEN a.message_at IS NULL THEN a.message
-         ELSE (SELECT CAST(substr(b.body, a.message_at + 1, a.message_len) AS TEXT) FROM deliveries b WHERE b.id = a.delivery_id) END,
+         ELSE (SELECT CAST(substr(b.body, a.message_at + 1, a.message_len) AS TEXT) FROM deliveries b WHERE b.seq = a.delivery_seq) END,
     a.status, a.raised_at, a.incident_id, a.disposition";
 
 /// A value either backend reads from a column: text, integers, flags, and those that may be NULL.
@@ -335,7 +335,7 @@ impl Sqlite {
         self.read(move |conn| {
             let (summary, delivery_id, position, webhook_id, body) = conn
                 .query_row(
-                    &format!("SELECT {ALERT_COLUMNS}, a.delivery_id, a.position, d.webhook_id, d.body FROM alerts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.id = ?1"),
+                    &format!("SELECT {ALERT_COLUMNS}, d.id, a.position, d.webhook_id, d.body FROM alerts a JOIN deliveries d ON d.seq = a.delivery_seq WHERE a.id = ?1"),
                     [&id],
                     |row| Ok((alert_summary(row)?, row.get(13)?, row.get(14)?, row.get(15)?, row.get::<_, Vec<u8>>(16)?)),
                 )
