@@ -159,27 +159,14 @@ fn messages_in_body(body: &[u8], alerts: &[Alert]) -> Vec<Option<InBody>> {
         .iter()
         .map(|alert| {
             let message = alert.message.as_bytes();
-            let at = if message.len() < REFERENCED_FROM { None } else { find(body, message) }?;
+            let at = if message.len() < REFERENCED_FROM {
+                None
+            } else {
+                memchr::memmem::find(body, message)
+            }?;
             Some(InBody { at, len: message.len() })
         })
         .collect()
-}
-
-/// The first place in `body` that holds `message`, among the first few places that hold its first bytes, so that a
-/// body of one byte repeated costs a few comparisons, not one per position.
-fn find(body: &[u8], message: &[u8]) -> Option<usize> {
-    const HEAD: usize = 16;
-    const TRIES: usize = 8;
-    let head = &message[..HEAD.min(message.len())];
-    let mut from = 0;
-    for _ in 0..TRIES {
-        let at = from + body.get(from..)?.windows(head.len()).position(|window| window == head)?;
-        if body[at..].starts_with(message) {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
 }
 
 /// The original answer to a delivery seen before, marked `duplicate` throughout.
@@ -547,18 +534,40 @@ pub(super) mod tests {
         assert_eq!(stalled, vec![(incident, hour_ago)]);
     }
 
+    /// Where each message lies in its body: past a field that starts like it, and never in a body of one byte
+    /// repeated that holds only most of it (compared at every position, that would take billions of comparisons).
     #[test]
-    fn a_message_is_found_past_false_starts_and_a_repeated_byte_is_given_up_on() {
+    fn a_message_is_found_past_false_starts_and_a_repeated_byte_costs_one_pass() {
+        let at = |body: &str| {
+            let alerts = crate::alert::parse(Format::Native, body.as_bytes()).unwrap().alerts;
+            messages_in_body(body.as_bytes(), &alerts)
+        };
+        let native = |id: &str, message: &str| {
+            format!(
+                r#"{{"id":"{id}","health_set":"ActiveSync","server":"cas01.contoso.com","message":"{message}"}}"#
+            )
+        };
         let message = format!(
             "{}{}",
             "probe failed ".repeat(3),
             "_Mbx:mbx01.contoso.com and more text to reach sixty-four bytes"
         );
-        let body = format!(r#"{{"note":"{}","message":"{message}"}}"#, &message[..40]);
-        assert_eq!(find(body.as_bytes(), message.as_bytes()), body.find(&message));
-        // Compared at every position, this would take billions of comparisons.
+        let body = native(&message[..40], &message);
+        let found = body.rfind(&message).unwrap();
+        assert!(found > body.find(&message[..40]).unwrap(), "the id starts like the message");
+        assert_eq!(at(&body), [Some(InBody { at: found, len: message.len() })]);
+        let escaped = native("e1", &format!("{message} \\\\ and a backslash"));
+        assert_eq!(at(&escaped), [None], "an escaped message is not in the body as it is");
+        // A body of one byte repeated, asked for most of it: Two-Way search gives up in one pass.
+        let mut alerts = crate::alert::parse(Format::Native, body.as_bytes()).unwrap().alerts;
         let (repeated, almost) = ("a".repeat(256 * 1024), format!("{}b", "a".repeat(128 * 1024)));
-        assert_eq!(find(repeated.as_bytes(), almost.as_bytes()), None);
+        alerts[0].message.clone_from(&almost);
+        assert_eq!(messages_in_body(repeated.as_bytes(), &alerts), [None]);
+        let body = format!("{repeated}{almost}");
+        assert_eq!(
+            messages_in_body(body.as_bytes(), &alerts),
+            [Some(InBody { at: repeated.len(), len: almost.len() })]
+        );
     }
 
     /// The same body again is a duplicate for a sender that sends no delivery id, and never for one that does.
