@@ -49,13 +49,18 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Makes an existing file private (0600), as a file the service created before this was enforced, or one SQLite
-/// created with its default mode.
-pub fn make_private(path: &Path) -> std::io::Result<()> {
+/// Makes a file private (0600) if it is there, as a file the service created before this was enforced, or one SQLite
+/// created with its default mode. A file that is not there, or that goes while this runs (SQLite removes its WAL and
+/// shared-memory files when the last connection to the database closes, in this process or another), needs nothing: whoever creates it again
+/// gives it the database file's mode.
+pub fn make_private_if_present(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
     }
     #[cfg(not(unix))]
     let _ = path;
@@ -72,4 +77,30 @@ pub fn create_private(path: &Path) -> std::io::Result<()> {
         options.mode(0o600);
     }
     options.open(path).map(drop)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_file_is_made_private_and_a_file_that_is_gone_is_left_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let present = dir.path().join("store.sqlite3-wal");
+        std::fs::write(&present, b"frames").unwrap();
+        std::fs::set_permissions(&present, std::fs::Permissions::from_mode(0o644)).unwrap();
+        make_private_if_present(&present).unwrap();
+        assert_eq!(mode(&present), 0o600);
+
+        // As when another connection closes the last handle and SQLite removes its shared-memory file.
+        let gone = dir.path().join("store.sqlite3-shm");
+        make_private_if_present(&gone).expect("a file that is not there needs nothing");
+        assert!(!gone.exists(), "nothing is created in its place");
+    }
 }

@@ -164,10 +164,7 @@ impl Sqlite {
             if file == path {
                 crate::private_files::create_private(file)?;
             }
-            if file.exists() {
-                crate::private_files::make_private(file)?;
-            }
-            Ok(())
+            crate::private_files::make_private_if_present(file)
         };
         for suffix in ["", "-wal", "-shm"] {
             let file = PathBuf::from(format!("{}{suffix}", path.display()));
