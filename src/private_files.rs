@@ -51,8 +51,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Makes a file private (0600) if it is there, as a file the service created before this was enforced, or one SQLite
 /// created with its default mode. A file that is not there, or that goes while this runs (SQLite removes its WAL and
-/// shared-memory files when the last connection to the database closes, in this process or another), needs nothing: whoever creates it again
-/// gives it the database file's mode.
+/// shared-memory files when the last connection to the database closes, in this process or another), needs
+/// nothing: whoever creates it again gives it the database file's mode.
 pub fn make_private_if_present(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
