@@ -20,6 +20,8 @@ use tokio::sync::oneshot;
 
 use super::{links, migrations, Result, StoreError, DB_FILE};
 
+mod vfs;
+
 /// A write waiting for the next group commit.
 trait Job: Send {
     /// Runs the write in its own savepoint. Returns whether the transaction is still open afterwards: `false` when
@@ -176,7 +178,9 @@ impl Sqlite {
             path: path.clone(),
             detail: err.to_string(),
         };
-        let mut conn = Connection::open(&path)?;
+        // The writer alone writes the WAL, through the VFS that writes each commit's frames in one call.
+        let mut conn =
+            Connection::open_with_flags_and_vfs(&path, OpenFlags::default(), vfs::register()?)?;
         // FULL: a commit is on disk when it returns, which is what a 202 promises. A larger page cache keeps the
         // indexes that intake searches in memory.
         // The writer copies the WAL back into the database itself (see [`Upkeep`]), never inside a commit. Each
@@ -187,6 +191,11 @@ impl Sqlite {
              PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY;",
         )
         .map_err(damaged)?;
+        let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+        assert_eq!(
+            synchronous, 2,
+            "the writer commits with synchronous=FULL, which its VFS relies on"
+        );
         integrity(&conn).map_err(|detail| StoreError::Damaged { path: path.clone(), detail })?;
         migrations::apply(&mut conn)?;
         let (writes, queue) = mpsc::sync_channel::<Box<dyn Job>>(MAX_BATCH * 4);
