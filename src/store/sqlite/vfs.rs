@@ -30,8 +30,8 @@ use rusqlite::ffi;
 const NAME: &CStr = c"healthset-gathered-writes";
 
 /// The most bytes gathered before they are written anyway: the most SQLite's own VFS writes in one call (it drops
-/// the bits above, `seekAndWriteFd`), and more than the pages of a commit of a few dozen alerts. SQLite's own writes
-/// are at most a page and a frame header, so one always fits once what was gathered before it is written.
+/// the bits above, `seekAndWriteFd`), the frames of a commit of about twenty alerts. SQLite's own writes are at most
+/// a page and a frame header, so one always fits once what was gathered before it is written.
 const GATHER_AT_MOST: usize = 0x1ffff;
 
 /// Registers the VFS once per process (SQLite's default stays the default) and returns its name for
