@@ -178,7 +178,8 @@ impl Sqlite {
             path: path.clone(),
             detail: err.to_string(),
         };
-        // The writer alone writes the WAL, through the VFS that writes each commit's frames in one call.
+        // The writer alone writes the database and its WAL, through the VFS that hands each run of SQLite's writes
+        // to the kernel in one call (`vfs.rs`).
         let mut conn =
             Connection::open_with_flags_and_vfs(&path, OpenFlags::default(), vfs::register()?)?;
         // FULL: a commit is on disk when it returns, which is what a 202 promises. A larger page cache keeps the
