@@ -165,8 +165,8 @@ macro_rules! after_flush {
     }};
 }
 
-/// Calls the default VFS's method: for the methods that only describe the device, and the barrier, which cannot
-/// report a failed write (the sync that follows it does).
+/// Calls the default VFS's method: for the methods that only describe the device, and the barrier, which orders
+/// memory (the WAL index), not the file's bytes, and has no way to report a failed write.
 macro_rules! passed_on {
     ($method:ident(file $(, $arg:ident: $ty:ty)*) -> $ret:ty) => {{
         #[allow(non_snake_case)]
