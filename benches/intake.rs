@@ -152,13 +152,45 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// An alert of about 1.5 KB, like a CTP probe failure with its diagnostics.
+/// An alert of about 1.5 KB: what SCOM shows for a failed ActiveSync probe (as in
+/// `tests/fixtures/scom/ctp-firing.json`, on one line), for one of 500 CAS servers, with a health mailbox and a
+/// request id of its own, as hex digits that repeat nothing. Its bytes compress as a real alert's do, no better.
 fn alert_body(n: u64) -> String {
-    let padding = "x".repeat(1100);
+    let (cas, mbx) = (n % 500, n % 16);
+    let (mailbox, request) = (mix(n), mix(!n));
+    let (r1, r2, r3) = (request >> 32, (request >> 16) & 0xffff, request & 0xffff);
+    let (latency, execution) = (20_000 + request % 10_000, mix(n ^ mailbox) >> 1);
+    let message = format!(
+        "The ActiveSync health set on CAS{cas:03}.contoso.com is unhealthy. The ActiveSync client test probe \
+         (ActiveSyncCTPProbe) failed 5 consecutive times. Incident start time: 11/26/2026 9:58:12 AM. Last failed \
+         result: Failing Component - ActiveSync. Failure Reason - FAIL/HTTP:503/EASStatus:0. Error occurred: User: \
+         HealthMailbox{mailbox:016x}@contoso.com Password: ****** Target: \
+         https://cas{cas:03}.contoso.com/Microsoft-Server-ActiveSync Response: 503 Service Unavailable Diagnostics \
+         header:[ClientAccessServer=CAS{cas:03},BackEndServer=mbx{mbx:02}.contoso.com,\
+         RequestId={r1:08x}-{r2:04x}-4{:03x}-a{:03x}-{:012x},TimeStamp=11/26/2026 9:58:11 AM]\
+         _Cas:CAS{cas:03}.contoso.com_Mbx:MBX{mbx:02}.contoso.com_Dc:DC01.contoso.com_Proto:EAS Reason: Storage \
+         Transient. Exception: System.Net.WebException: The remote server returned an error: (503) Server \
+         Unavailable. at System.Net.HttpWebRequest.GetResponse() at \
+         Microsoft.Exchange.Monitoring.ActiveMonitoring.ActiveSync.Probes.ActiveSyncProbeBase.DoWork(CancellationToken \
+         cancellationToken) at Microsoft.Exchange.WorkerTaskFramework.WorkItem.Execute(CancellationToken joinedToken) \
+         Probe latency: {latency} ms. Probe result: ActiveSyncCTPProbe/HealthMailbox{mailbox:016x} failed on \
+         CAS{cas:03} at 11/26/2026 9:58:11 AM after 3 attempts; the last success was at 11/26/2026 9:41:05 AM. \
+         Execution id: {execution}. Probe run {n}.",
+        r3 & 0xfff,
+        (mailbox >> 20) & 0xfff,
+        mailbox & 0xffff_ffff_ffff,
+    );
     format!(
-        r#"{{"health_set":"ActiveSync","server":"cas{:03}.contoso.com","monitor":"ActiveSyncCTPMonitor","message":"Error occurred: User: HealthMailbox7b3c4a1e@contoso.com Response: 503 Service Unavailable Diagnostics header:_Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_Dc:DC01.contoso.com_ request {n} {padding}","raised_at":"2026-11-26T10:00:00Z"}}"#,
-        n % 500
+        r#"{{"health_set":"ActiveSync","server":"cas{cas:03}.contoso.com","monitor":"ActiveSyncCTPMonitor","message":"{message}","raised_at":"2026-11-26T10:00:00Z"}}"#
     )
+}
+
+/// SplitMix64: distinct, evenly spread bits for each `n`.
+fn mix(n: u64) -> u64 {
+    let z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// What a load generator measured, as the one JSON line it prints.
