@@ -8,6 +8,7 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
+use super::sqlite::bodies::Kept;
 use super::{new_id, now_ms, Result, Sqlite, StoreError};
 use crate::alert::{Alert, AlertStatus, Format};
 use crate::domain::{HealthSet, Monitor, ServerName};
@@ -93,16 +94,18 @@ impl Sqlite {
                 in_body,
             })
             .collect();
-        let delivery = Prepared { delivery, id: new_id(), body_sha256, alerts };
+        let body = Kept::new(&delivery.body);
+        let delivery = Prepared { delivery, id: new_id(), body, body_sha256, alerts };
         self.write_repeatable(move |tx| accept(tx, &delivery, dry_run, duplicate_window)).await
     }
 
     /// Keeps an authenticated delivery that is not a valid alert, so nothing a sender sent is lost.
     pub async fn reject(&self, delivery: NewDelivery, error: String) -> Result<String> {
+        let body = Kept::new(&delivery.body);
         self.write(move |tx| {
             let id = new_id();
-            tx.prepare_cached("INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-                .execute(params![id, now_ms(), delivery.sender, delivery.format.as_str(), delivery.webhook_id, &delivery.body[..], error])?;
+            tx.prepare_cached("INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, body_encoding, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+                .execute(params![id, now_ms(), delivery.sender, delivery.format.as_str(), delivery.webhook_id, body.bytes(), body.encoding(), error])?;
             Ok(id)
         })
         .await
@@ -123,11 +126,13 @@ impl Sqlite {
     }
 }
 
-/// A delivery ready for the writer, with all that follows from it alone: the id it is kept under, the SHA-256 of its
-/// body when it has no delivery id (the same body is a duplicate only then), and its alerts.
+/// A delivery ready for the writer, with all that follows from it alone: the id it is kept under, its body as it is
+/// kept, the SHA-256 of its body when it has no delivery id (the same body is a duplicate only then), and its
+/// alerts.
 struct Prepared {
     delivery: NewDelivery,
     id: String,
+    body: Kept,
     body_sha256: Option<[u8; 32]>,
     alerts: Vec<PreparedAlert>,
 }
@@ -217,7 +222,7 @@ fn accept(
     dry_run: bool,
     duplicate_window: std::time::Duration,
 ) -> Result<Answer> {
-    let Prepared { delivery, id: delivery_id, body_sha256, alerts } = prepared;
+    let Prepared { delivery, id: delivery_id, body, body_sha256, alerts } = prepared;
     let now = now_ms();
     if let Some(webhook_id) = &delivery.webhook_id {
         let original: Option<String> = tx
@@ -296,7 +301,8 @@ fn accept(
     }
     let response = serde_json::to_string(&answer).expect("answers serialise");
     tx.prepare_cached(
-        "INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, response, body_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO deliveries (id, received_at, sender, format, webhook_id, body, body_encoding, response, body_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         delivery_id,
@@ -304,7 +310,8 @@ fn accept(
         delivery.sender,
         delivery.format.as_str(),
         delivery.webhook_id,
-        &delivery.body[..],
+        body.bytes(),
+        body.encoding(),
         response,
         body_sha256.as_ref().map(|sha| &sha[..])
     ])?;
@@ -460,7 +467,7 @@ pub(super) mod tests {
     }
 
     /// What a view shows of an alert is what intake parsed, whether the alert keeps its message or refers to it in
-    /// its delivery's body.
+    /// its delivery's body, and its delivery's body is what came, whether it is kept compressed or not.
     #[tokio::test]
     async fn every_alert_reads_back_as_it_was_parsed() {
         let dir = tempfile::tempdir().unwrap();
@@ -473,7 +480,7 @@ pub(super) mod tests {
                 sender: "scom".into(),
                 format,
                 webhook_id: Some(format!("msg_{n}")),
-                body: body.into(),
+                body: body.clone().into(),
             };
             let answer = store
                 .accept(delivery, parsed.alerts.clone(), false, Duration::from_secs(600))
@@ -485,6 +492,7 @@ pub(super) mod tests {
                 }
                 let detail = store.alert(item.alert_id.clone()).await.unwrap();
                 assert_eq!(detail.summary.message, alert.message, "{n}: {format:?}");
+                assert_eq!(detail.raw_bytes, body, "{n}: the body as it came");
                 let listed = store.list_alerts(1000, None).await.unwrap();
                 assert_eq!(
                     listed.iter().find(|a| a.id == item.alert_id).map(|a| a.message.as_str()),
@@ -502,6 +510,47 @@ pub(super) mod tests {
             }
         }
         assert!(referred >= 3, "long messages are referred to in their bodies: {referred}");
+        let compressed: i64 = store
+            .read(|conn| {
+                let sql = "SELECT COUNT(*) FROM deliveries WHERE body_encoding = 'lz4'";
+                Ok(conn.query_row(sql, [], |row| row.get(0))?)
+            })
+            .await
+            .unwrap();
+        assert!(
+            compressed >= 10,
+            "the bodies of a kilobyte or more are kept compressed: {compressed}"
+        );
+    }
+
+    /// A rejected delivery is kept like any other, compressed when that makes it smaller, and listed as it came.
+    #[tokio::test]
+    async fn a_rejected_delivery_is_listed_as_it_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(dir.path()).unwrap();
+        let body = format!(
+            r#"{{"server":"cas01.contoso.com","message":"{}"}}"#,
+            "Error occurred: 503 ".repeat(60)
+        );
+        let delivery = NewDelivery {
+            sender: "scom".into(),
+            format: Format::Native,
+            webhook_id: None,
+            body: body.clone().into(),
+        };
+        store.reject(delivery, "health_set is missing".into()).await.unwrap();
+        let listed = store.list_rejected(10, None).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].raw_body, body);
+        let kept: (i64, Option<String>) = store
+            .read(|conn| {
+                let sql = "SELECT length(body), body_encoding FROM deliveries";
+                Ok(conn.query_row(sql, [], |row| Ok((row.get(0)?, row.get(1)?)))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept.1.as_deref(), Some("lz4"), "kept compressed");
+        assert!((kept.0 as usize) < body.len() / 2, "in fewer bytes: {} of {}", kept.0, body.len());
     }
 
     /// Silences and incidents pile up for as long as retention keeps them (90 days by default): a lookup that

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use super::{links, migrations, Result, StoreError, DB_FILE};
 
+pub(super) mod bodies;
 mod vfs;
 
 /// A write waiting for the next group commit.
@@ -199,6 +200,7 @@ impl Sqlite {
         );
         integrity(&conn).map_err(|detail| StoreError::Damaged { path: path.clone(), detail })?;
         migrations::apply(&mut conn)?;
+        bodies::register(&conn)?;
         let (writes, queue) = mpsc::sync_channel::<Box<dyn Job>>(MAX_BATCH * 4);
         let health = Arc::new(Mutex::new(CommitHealth::default()));
         let writer_health = health.clone();
@@ -284,6 +286,7 @@ impl Sqlite {
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
                     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                    bodies::register(&conn)?;
                     conn
                 }
             };

@@ -112,10 +112,11 @@ pub struct Silence {
 }
 
 /// The columns of an [`AlertSummary`]. A message that intake found in its delivery's body is read back from there
-/// (`message_at` is a byte offset, and `substr` counts bytes in a blob).
+/// (`message_at` is a byte offset into the body as it came, and `substr` counts bytes in a blob). Every body is read
+/// through `body_of` (`sqlite/bodies.rs`).
 const ALERT_COLUMNS: &str = "a.id, a.received_at, a.sender, a.format, a.health_set, a.server, a.monitor, a.mailbox_hint,
     CASE WHEN a.message_at IS NULL THEN a.message
-         ELSE (SELECT CAST(substr(b.body, a.message_at + 1, a.message_len) AS TEXT) FROM deliveries b WHERE b.seq = a.delivery_seq) END,
+         ELSE (SELECT CAST(substr(body_of(b.body, b.body_encoding), a.message_at + 1, a.message_len) AS TEXT) FROM deliveries b WHERE b.seq = a.delivery_seq) END,
     a.status, a.raised_at, a.incident_id, a.disposition";
 
 /// A value either backend reads from a column: text, integers, flags, and those that may be NULL.
@@ -335,7 +336,7 @@ impl Sqlite {
         self.read(move |conn| {
             let (summary, delivery_id, position, webhook_id, body) = conn
                 .query_row(
-                    &format!("SELECT {ALERT_COLUMNS}, d.id, a.position, d.webhook_id, d.body FROM alerts a JOIN deliveries d ON d.seq = a.delivery_seq WHERE a.id = ?1"),
+                    &format!("SELECT {ALERT_COLUMNS}, d.id, a.position, d.webhook_id, body_of(d.body, d.body_encoding) FROM alerts a JOIN deliveries d ON d.seq = a.delivery_seq WHERE a.id = ?1"),
                     [&id],
                     |row| Ok((alert_summary(row)?, row.get(13)?, row.get(14)?, row.get(15)?, row.get::<_, Vec<u8>>(16)?)),
                 )
@@ -355,7 +356,7 @@ impl Sqlite {
     ) -> Result<Vec<RejectedDelivery>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, received_at, sender, format, webhook_id, error, body FROM deliveries
+                "SELECT id, received_at, sender, format, webhook_id, error, body_of(body, body_encoding) FROM deliveries
                  WHERE error IS NOT NULL AND (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
             )?;
             let rows = stmt
