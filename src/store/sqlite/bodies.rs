@@ -2,10 +2,11 @@
 //! otherwise.
 //!
 //! A body is most of what intake writes for an alert, and alerts are repetitive text: field names, the server's name
-//! again and again, a probe's error, a stack trace. LZ4 keeps a SCOM or Alertmanager delivery in about half its
-//! bytes, and every byte saved is one fewer to write to the WAL, to sync, and to copy back into the database at
-//! the next checkpoint, in every group commit of a storm. It is done where the delivery arrived, on an async worker,
-//! off the writer thread that every delivery waits on; reading one back costs a microsecond or two.
+//! again and again, a probe's error, a stack trace. LZ4 keeps the SCOM and Alertmanager deliveries of the test
+//! fixtures in under 60% of their bytes, and every byte saved is one fewer to keep for the retention period, to
+//! write to the WAL, and to copy back into the database at the next checkpoint. It is done where the delivery
+//! arrived, on an async worker, off the writer thread that every delivery waits on; LZ4 decodes at gigabytes a
+//! second, so reading a body back costs far less than finding its page.
 //!
 //! `deliveries.body_encoding` (migration 12) says how a body is kept: NULL, as it came (every body written before,
 //! and one that LZ4 would not make smaller); [`LZ4`], an LZ4 block after the body's length (4 bytes, little-endian).
