@@ -428,9 +428,8 @@ pub(super) mod tests {
         store.accept(delivery, alerts, false, Duration::ZERO).await
     }
 
-    /// Every delivery the project ships as an example or fixture, with messages that cannot be found in their body
-    /// (escaped characters) or are too short to refer to, each with the format it is posted as.
-    fn deliveries() -> Vec<(Format, Vec<u8>)> {
+    /// Every delivery the project ships as an example or fixture: the format it is posted as, its file, its bytes.
+    pub(in crate::store) fn fixtures() -> Vec<(Format, std::path::PathBuf, Vec<u8>)> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut found = Vec::new();
         for (dir, format) in [
@@ -441,15 +440,22 @@ pub(super) mod tests {
             let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
                 .unwrap()
                 .map(|entry| entry.unwrap().path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
                 .collect();
             files.sort();
-            found.extend(
-                files
-                    .into_iter()
-                    .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-                    .map(|path| (format, std::fs::read(path).unwrap())),
-            );
+            found.extend(files.into_iter().map(|path| {
+                let body = std::fs::read(&path).unwrap();
+                (format, path, body)
+            }));
         }
+        found
+    }
+
+    /// Every delivery the project ships as an example or fixture, with messages that cannot be found in their body
+    /// (escaped characters) or are too short to refer to, each with the format it is posted as.
+    fn deliveries() -> Vec<(Format, Vec<u8>)> {
+        let mut found: Vec<_> =
+            fixtures().into_iter().map(|(format, _, body)| (format, body)).collect();
         let long = "Error occurred: User: HealthMailbox7b3c4a1e@contoso.com _Cas:CAS01.contoso.com_Mbx:MBX01.contoso.com_Dc:DC01.contoso.com_";
         for message in [
             "",
