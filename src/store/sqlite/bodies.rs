@@ -19,7 +19,7 @@ use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::Connection;
 
 /// `deliveries.body_encoding` of a body kept as an LZ4 block after its length.
-pub(in crate::store) const LZ4: &str = "lz4";
+const LZ4: &str = "lz4";
 
 /// A body smaller than this is kept as it came: LZ4 could save only a few bytes of it.
 const COMPRESSED_FROM: usize = 128;
@@ -67,10 +67,7 @@ impl Kept {
 }
 
 /// A body as it came, from the bytes and encoding it is kept with.
-pub(in crate::store) fn as_it_came<'a>(
-    kept: &'a [u8],
-    encoding: Option<&str>,
-) -> Result<Cow<'a, [u8]>, String> {
+fn as_it_came<'a>(kept: &'a [u8], encoding: Option<&str>) -> Result<Cow<'a, [u8]>, String> {
     match encoding {
         None => Ok(Cow::Borrowed(kept)),
         Some(LZ4) => {
@@ -140,7 +137,7 @@ mod tests {
     #[test]
     fn a_body_compression_would_not_shrink_is_kept_as_it_came() {
         let short = bytes::Bytes::from_static(br#"{"health_set":"ActiveSync","server":"cas01"}"#);
-        // Bytes with no pattern LZ4 could use: each a byte of its own SplitMix64 value.
+        // Bytes with no pattern LZ4 could use: each the low byte of a multiply-xorshift mix of its position.
         let noise: Vec<u8> = (0..4096u64)
             .map(|i| {
                 let z = i.wrapping_add(0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
